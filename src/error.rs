@@ -1,0 +1,139 @@
+//! One error type for the whole crate, and the one place where errors become HTTP status codes.
+//!
+//! Every failure a client can see has a stable machine-readable `code` (the `"error"` field of the
+//! JSON error body) and a human message. The status codes follow one rule each:
+//!
+//! | error | status | meaning for the caller |
+//! |---|---|---|
+//! | `BadRequest` | 400 | the request is malformed; do not retry it unchanged |
+//! | `NotFound` | 404 | the key (or route) does not exist |
+//! | `MethodNotAllowed` | 405 | wrong HTTP method for the route |
+//! | `TooLarge` | 413 | key, value or body over the configured limit |
+//! | `Unavailable` | 503 | **not applied and will not be** (no leader, no quorum, not leader): safe to retry |
+//! | `OutcomeUnknown` | 504 | proposed, but the commit was not seen in time: it may or may not apply |
+//! | `Storage`, `Internal` | 500 | a bug or a broken disk: the node logs it loudly |
+
+use std::fmt;
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, Error>;
+
+/// Everything that can go wrong, from the client's point of view and from the disk's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// Malformed input: bad JSON, a missing field, a bad key, garbage on a peer endpoint.
+    BadRequest(String),
+    /// The key or route does not exist.
+    NotFound(String),
+    /// The route exists but not with this HTTP method.
+    MethodNotAllowed(String),
+    /// A key, value or request body over its limit.
+    TooLarge(String),
+    /// The request was not applied and will not be (no leader, no quorum, stepped down before
+    /// proposing). Safe to retry, on this node or another.
+    Unavailable(String),
+    /// The write was proposed, but its commit was not seen in time: it may still apply, or not.
+    OutcomeUnknown(String),
+    /// The disk failed us (I/O error, corrupt record). Names the file and offset where it can.
+    Storage(String),
+    /// Anything else: a bug.
+    Internal(String),
+}
+
+impl Error {
+    /// The stable code sent as `"error"` in JSON error bodies.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::BadRequest(_) => "bad_request",
+            Error::NotFound(_) => "not_found",
+            Error::MethodNotAllowed(_) => "method_not_allowed",
+            Error::TooLarge(_) => "too_large",
+            Error::Unavailable(_) => "unavailable",
+            Error::OutcomeUnknown(_) => "outcome_unknown",
+            Error::Storage(_) => "storage",
+            Error::Internal(_) => "internal",
+        }
+    }
+
+    /// The HTTP status this error is answered with (the table in the module docs).
+    pub fn status(&self) -> u16 {
+        match self {
+            Error::BadRequest(_) => 400,
+            Error::NotFound(_) => 404,
+            Error::MethodNotAllowed(_) => 405,
+            Error::TooLarge(_) => 413,
+            Error::Unavailable(_) => 503,
+            Error::OutcomeUnknown(_) => 504,
+            Error::Storage(_) | Error::Internal(_) => 500,
+        }
+    }
+
+    /// The human-readable message.
+    pub fn message(&self) -> &str {
+        match self {
+            Error::BadRequest(m)
+            | Error::NotFound(m)
+            | Error::MethodNotAllowed(m)
+            | Error::TooLarge(m)
+            | Error::Unavailable(m)
+            | Error::OutcomeUnknown(m)
+            | Error::Storage(m)
+            | Error::Internal(m) => m,
+        }
+    }
+
+    /// Rebuilds an error from an HTTP status and a JSON error body's message (used by the client
+    /// and by request forwarding, so an error relayed from the leader keeps its meaning).
+    pub fn from_status(status: u16, message: String) -> Error {
+        match status {
+            400 => Error::BadRequest(message),
+            404 => Error::NotFound(message),
+            405 => Error::MethodNotAllowed(message),
+            413 => Error::TooLarge(message),
+            503 => Error::Unavailable(message),
+            504 => Error::OutcomeUnknown(message),
+            _ => Error::Internal(format!("HTTP {status}: {message}")),
+        }
+    }
+
+    /// The JSON body `{"error": code, "message": text}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({ "error": self.code(), "message": self.message() })
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code(), self.message())
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Storage(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_round_trips_through_its_status() {
+        for e in [
+            Error::BadRequest("a".into()),
+            Error::NotFound("b".into()),
+            Error::MethodNotAllowed("c".into()),
+            Error::TooLarge("d".into()),
+            Error::Unavailable("e".into()),
+            Error::OutcomeUnknown("f".into()),
+        ] {
+            let back = Error::from_status(e.status(), e.message().to_string());
+            assert_eq!(back, e);
+            assert_eq!(e.to_json()["error"], e.code());
+        }
+        assert_eq!(Error::Storage("x".into()).status(), 500);
+    }
+}

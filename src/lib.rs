@@ -1,0 +1,7 @@
+//! RaftLabKV: a key-value store replicated with Raft, synchronous and threaded.
+
+pub mod error;
+pub mod raft;
+pub mod storage;
+
+pub use error::{Error, Result};

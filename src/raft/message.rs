@@ -1,0 +1,237 @@
+//! The vocabulary of Raft: ids, terms, log entries and the RPCs of Figure 2.
+//!
+//! Every message travels inside an [`Envelope`] that says who sent it, to whom, and in which term.
+//! Requests and responses are both plain messages: over HTTP a response rides back as the body of the
+//! request that caused it, in the simulated network it is just another message.
+
+use serde::{Deserialize, Serialize};
+
+/// A node's identity (`node1`). Its network address is separate: only where to reach it.
+pub type NodeId = String;
+/// A Raft term: a logical clock that only grows (§5.1).
+pub type Term = u64;
+/// A position in the log, counted from 1; 0 means "before the first entry".
+pub type Index = u64;
+
+/// One log entry. An empty `command` is a no-op: the entry a new leader appends to commit the
+/// entries of earlier terms (Figure 8, §5.4.2).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Position in the log.
+    pub index: Index,
+    /// Term of the leader that created the entry.
+    pub term: Term,
+    /// The state machine command, opaque to Raft. Sent as base64 in JSON.
+    #[serde(with = "base64")]
+    pub command: Vec<u8>,
+}
+
+impl Entry {
+    /// True for the leader's no-op entry.
+    pub fn is_noop(&self) -> bool {
+        self.command.is_empty()
+    }
+
+    /// Rough in-memory/wire size, for batching limits.
+    pub fn size(&self) -> usize {
+        self.command.len() + 24
+    }
+}
+
+/// The state every node must make durable before it answers an RPC (Figure 2, "Persistent state").
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HardState {
+    /// Latest term this node has seen.
+    pub current_term: Term,
+    /// Candidate that received this node's vote in `current_term`, if any.
+    pub voted_for: Option<NodeId>,
+}
+
+/// RequestVote RPC arguments (§5.2, §5.4.1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestVote {
+    /// Index of the candidate's last log entry.
+    pub last_log_index: Index,
+    /// Term of the candidate's last log entry.
+    pub last_log_term: Term,
+}
+
+/// RequestVote RPC results.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestVoteResponse {
+    /// True means the candidate received this vote.
+    pub vote_granted: bool,
+}
+
+/// AppendEntries RPC arguments: replication and heartbeat (§5.3).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendEntries {
+    /// Index of the log entry immediately preceding the new ones.
+    pub prev_log_index: Index,
+    /// Term of the `prev_log_index` entry.
+    pub prev_log_term: Term,
+    /// Entries to store (empty for a heartbeat).
+    pub entries: Vec<Entry>,
+    /// The leader's commit index.
+    pub leader_commit: Index,
+    /// Not in the paper: a number the leader increases with every AppendEntries it sends in a term,
+    /// echoed in the response. It tells the leader which of its requests a response answers, which
+    /// is how ReadIndex confirms leadership (§8) and how a lost request is noticed.
+    pub seq: u64,
+}
+
+/// AppendEntries RPC results, with the fast-backtracking hint of §5.3 (the "conflict" optimisation).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendEntriesResponse {
+    /// True if the follower held an entry matching `prev_log_index` and `prev_log_term`.
+    pub success: bool,
+    /// On success: the index of the last entry known to match the leader's log.
+    pub match_index: Index,
+    /// On rejection: the term of the follower's conflicting entry at `prev_log_index`, if it has one.
+    pub conflict_term: Option<Term>,
+    /// On rejection: the first index of `conflict_term` in the follower's log, or its log length + 1.
+    pub conflict_index: Index,
+    /// The `seq` of the request this answers.
+    pub seq: u64,
+}
+
+/// Every message a node can receive from a peer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum Message {
+    /// Candidate asks for a vote.
+    RequestVote(RequestVote),
+    /// A voter's answer.
+    RequestVoteResponse(RequestVoteResponse),
+    /// Leader replicates entries or just says "I am alive".
+    AppendEntries(AppendEntries),
+    /// A follower's answer.
+    AppendEntriesResponse(AppendEntriesResponse),
+}
+
+impl Message {
+    /// True for the two response kinds.
+    pub fn is_response(&self) -> bool {
+        matches!(self, Message::RequestVoteResponse(_) | Message::AppendEntriesResponse(_))
+    }
+}
+
+/// A message with its routing header. `term` is the sender's `current_term` (every RPC carries it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Sender.
+    pub from: NodeId,
+    /// Receiver.
+    pub to: NodeId,
+    /// Sender's current term.
+    pub term: Term,
+    /// The RPC.
+    pub message: Message,
+}
+
+/// Standard base64 (RFC 4648, with padding) for entry commands in JSON. Tiny and local, so the wire
+/// format stays readable JSON without a dependency for forty lines.
+pub mod base64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+    /// Encodes bytes as base64 text.
+    pub fn encode(data: &[u8]) -> String {
+        let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+        for chunk in data.chunks(3) {
+            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
+    /// Decodes base64 text; `None` if it is not valid base64.
+    pub fn decode(text: &str) -> Option<Vec<u8>> {
+        let bytes = text.as_bytes();
+        if bytes.len() % 4 != 0 {
+            return None;
+        }
+        let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
+        for chunk in bytes.chunks(4) {
+            let mut n = 0u32;
+            let mut pad = 0;
+            for (i, &c) in chunk.iter().enumerate() {
+                let v = match c {
+                    b'A'..=b'Z' => c - b'A',
+                    b'a'..=b'z' => c - b'a' + 26,
+                    b'0'..=b'9' => c - b'0' + 52,
+                    b'+' => 62,
+                    b'/' => 63,
+                    b'=' if i >= 2 => {
+                        pad += 1;
+                        0
+                    }
+                    _ => return None,
+                };
+                if pad > 0 && c != b'=' {
+                    return None;
+                }
+                n = (n << 6) | u32::from(v);
+            }
+            let got = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+            out.extend_from_slice(&got[..3 - pad]);
+        }
+        Some(out)
+    }
+
+    pub(crate) fn serialize<S: Serializer>(data: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&encode(data))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        decode(&text).ok_or_else(|| serde::de::Error::custom("invalid base64 in entry command"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_round_trips_every_length() {
+        for len in 0..40 {
+            let data: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
+            let text = base64::encode(&data);
+            assert_eq!(base64::decode(&text), Some(data));
+        }
+        assert_eq!(base64::encode(b"Man"), "TWFu");
+        assert_eq!(base64::encode(b"Ma"), "TWE=");
+        assert_eq!(base64::decode("TQ=="), Some(b"M".to_vec()));
+        assert_eq!(base64::decode("T!=="), None);
+        assert_eq!(base64::decode("TQ="), None);
+        assert_eq!(base64::decode("T=Q="), None);
+    }
+
+    #[test]
+    fn envelope_json_round_trip() {
+        let env = Envelope {
+            from: "node1".into(),
+            to: "node2".into(),
+            term: 3,
+            message: Message::AppendEntries(AppendEntries {
+                prev_log_index: 4,
+                prev_log_term: 2,
+                entries: vec![Entry { index: 5, term: 3, command: b"{\"op\":1}".to_vec() }],
+                leader_commit: 4,
+                seq: 9,
+            }),
+        };
+        let json = serde_json::to_string(&env).unwrap();
+        let back: Envelope = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, env);
+    }
+}

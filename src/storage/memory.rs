@@ -1,0 +1,152 @@
+//! In-memory storage: the log in a `Vec`. Used by the simulated-network tests (where a "crash"
+//! restarts a node from a clone of its storage) and by nodes run without a data directory.
+
+use std::sync::Arc;
+
+use super::{NoopSyncer, Storage, Syncer};
+use crate::error::{Error, Result};
+use crate::raft::{Entry, HardState, Index, Term};
+
+/// A [`Storage`] kept in memory. `Clone` is the simulation's crash model: a clone taken after a
+/// step holds exactly what that node had "made durable".
+#[derive(Clone, Debug, Default)]
+pub struct MemStorage {
+    hard_state: HardState,
+    /// Entries `offset + 1 ..= offset + entries.len()`.
+    entries: Vec<Entry>,
+    /// Index of the last entry before `entries` (0 until compaction).
+    offset: Index,
+    /// Term of the entry at `offset`.
+    offset_term: Term,
+    write_seq: u64,
+}
+
+impl MemStorage {
+    /// An empty log and a zero hard state.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn check_range(&self, lo: Index, hi: Index) -> Result<()> {
+        if lo < self.first_index() || hi > self.last_index() + 1 || lo > hi {
+            return Err(Error::Internal(format!(
+                "entries({lo}..{hi}) outside the log {}..={}",
+                self.first_index(),
+                self.last_index()
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Storage for MemStorage {
+    fn hard_state(&self) -> HardState {
+        self.hard_state.clone()
+    }
+
+    fn save_hard_state(&mut self, hard_state: &HardState) -> Result<()> {
+        self.hard_state = hard_state.clone();
+        self.write_seq += 1;
+        Ok(())
+    }
+
+    fn first_index(&self) -> Index {
+        self.offset + 1
+    }
+
+    fn last_index(&self) -> Index {
+        self.offset + self.entries.len() as Index
+    }
+
+    fn term(&self, index: Index) -> Option<Term> {
+        if index == self.offset {
+            return Some(self.offset_term);
+        }
+        if index < self.offset || index > self.last_index() {
+            return None;
+        }
+        Some(self.entries[(index - self.offset - 1) as usize].term)
+    }
+
+    fn entries(&self, lo: Index, hi: Index, max_bytes: usize) -> Result<Vec<Entry>> {
+        self.check_range(lo, hi)?;
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for e in &self.entries[(lo - self.offset - 1) as usize..(hi - self.offset - 1) as usize] {
+            bytes += e.size();
+            if !out.is_empty() && bytes > max_bytes {
+                break;
+            }
+            out.push(e.clone());
+        }
+        Ok(out)
+    }
+
+    fn append(&mut self, entries: &[Entry]) -> Result<()> {
+        let mut next = self.last_index() + 1;
+        for e in entries {
+            if e.index != next {
+                return Err(Error::Internal(format!(
+                    "append of index {} where {next} was expected",
+                    e.index
+                )));
+            }
+            next += 1;
+        }
+        self.entries.extend_from_slice(entries);
+        self.write_seq += 1;
+        Ok(())
+    }
+
+    fn truncate_suffix(&mut self, from: Index) -> Result<()> {
+        if from <= self.offset {
+            return Err(Error::Internal(format!(
+                "truncate from {from} would cut into the snapshot at {}",
+                self.offset
+            )));
+        }
+        self.entries.truncate((from - self.offset - 1) as usize);
+        self.write_seq += 1;
+        Ok(())
+    }
+
+    fn write_seq(&self) -> u64 {
+        self.write_seq
+    }
+
+    fn syncer(&self) -> Arc<dyn Syncer> {
+        Arc::new(NoopSyncer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(index: Index, term: Term) -> Entry {
+        Entry { index, term, command: vec![index as u8] }
+    }
+
+    #[test]
+    fn append_truncate_and_terms() {
+        let mut s = MemStorage::new();
+        assert_eq!((s.first_index(), s.last_index(), s.term(0)), (1, 0, Some(0)));
+        s.append(&[e(1, 1), e(2, 1), e(3, 2)]).unwrap();
+        assert_eq!(s.term(3), Some(2));
+        assert_eq!(s.term(4), None);
+        assert!(s.append(&[e(5, 2)]).is_err(), "a gap must be refused");
+        s.truncate_suffix(2).unwrap();
+        assert_eq!(s.last_index(), 1);
+        assert_eq!(s.entries(1, 2, 0).unwrap(), vec![e(1, 1)]);
+        assert!(s.entries(1, 3, 1000).is_err());
+        assert!(s.write_seq() >= 2);
+    }
+
+    #[test]
+    fn entries_respects_the_byte_cap_but_returns_one() {
+        let mut s = MemStorage::new();
+        s.append(&[e(1, 1), e(2, 1), e(3, 1)]).unwrap();
+        assert_eq!(s.entries(1, 4, 0).unwrap().len(), 1);
+        assert_eq!(s.entries(1, 4, 1 << 20).unwrap().len(), 3);
+    }
+}

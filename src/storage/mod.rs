@@ -1,0 +1,67 @@
+//! Where a node keeps its Raft state: the hard state (term and vote) and the log.
+//!
+//! The consensus core calls a [`Storage`] while it holds the node's lock, so every call must be quick:
+//! an implementation *writes* (into memory, or into the OS page cache) but does not wait for the disk.
+//! Durability is a separate, shareable step: every mutating call bumps [`Storage::write_seq`], and
+//! [`Syncer::sync_through`] — called by the threaded shell *without* the Raft lock — returns once
+//! every write up to a sequence number is on disk. Concurrent callers share one fsync (group commit).
+//!
+//! The core never sends a message that depends on unsynced state (a vote, an append acknowledgement)
+//! before the shell has synced through the sequence number the core reports; see
+//! [`crate::raft::Output`].
+//!
+//! Implementations: [`MemStorage`] (tests, simulation, `--fsync=false` demos) here; the durable
+//! write-ahead log lives in its own module.
+
+mod memory;
+
+pub use memory::MemStorage;
+
+use std::sync::Arc;
+
+use crate::error::Result;
+use crate::raft::{Entry, HardState, Index, Term};
+
+/// The log and hard state of one node, as the core sees them.
+///
+/// Indexes: entries `first_index()..=last_index()` are held. `term(first_index() - 1)` is still known
+/// (it is the last entry covered by a snapshot, or index 0 with term 0), so the consistency check of
+/// AppendEntries works at the boundary.
+pub trait Storage: Send {
+    /// The durable term and vote (as last written).
+    fn hard_state(&self) -> HardState;
+    /// Records a new term and vote.
+    fn save_hard_state(&mut self, hard_state: &HardState) -> Result<()>;
+    /// Index of the first entry held (1 until a snapshot compacts the log).
+    fn first_index(&self) -> Index;
+    /// Index of the last entry held (0 when the log is empty).
+    fn last_index(&self) -> Index;
+    /// Term of the entry at `index`, for `first_index() - 1 <= index <= last_index()`; `None` outside.
+    fn term(&self, index: Index) -> Option<Term>;
+    /// Entries in `lo..hi` (half-open), stopping early once `max_bytes` is exceeded, but always at
+    /// least one entry when the range is not empty. Errors if `lo < first_index()` or `hi > last+1`.
+    fn entries(&self, lo: Index, hi: Index, max_bytes: usize) -> Result<Vec<Entry>>;
+    /// Appends entries; the first must have index `last_index() + 1` and indexes must be contiguous.
+    fn append(&mut self, entries: &[Entry]) -> Result<()>;
+    /// Removes every entry with index `>= from` (a follower's conflicting suffix, §5.3).
+    fn truncate_suffix(&mut self, from: Index) -> Result<()>;
+    /// Sequence number of the latest mutating call (append, truncate, hard state). Monotonic.
+    fn write_seq(&self) -> u64;
+    /// A handle that makes writes durable from another thread, without the Raft lock.
+    fn syncer(&self) -> Arc<dyn Syncer>;
+}
+
+/// Makes writes durable. Shared between threads; implementations batch concurrent callers.
+pub trait Syncer: Send + Sync {
+    /// Returns once every write with sequence number `<= seq` is durable.
+    fn sync_through(&self, seq: u64) -> Result<()>;
+}
+
+/// A syncer for storage that is durable as soon as a call returns (memory, or fsync disabled).
+pub struct NoopSyncer;
+
+impl Syncer for NoopSyncer {
+    fn sync_through(&self, _seq: u64) -> Result<()> {
+        Ok(())
+    }
+}
