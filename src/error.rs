@@ -16,7 +16,7 @@
 use std::fmt;
 
 /// The crate's result type.
-pub type Result<T, E = Error> = std::result::Result<T, Error>;
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong, from the client's point of view and from the disk's.
 #[derive(Debug, Clone, PartialEq, Eq)]
