@@ -1,0 +1,99 @@
+//! A node is a follower, a candidate or a leader; each role carries exactly the data that is valid
+//! in it (no "leader-only" fields lying around on followers).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use crate::raft::{Index, NodeId};
+
+/// The three roles of §5.1.
+#[derive(Debug)]
+pub enum Role {
+    /// Passive: answers leaders and candidates.
+    Follower(Follower),
+    /// Asking for votes in `current_term`.
+    Candidate(Candidate),
+    /// Replicating its log and deciding what is committed.
+    Leader(Leader),
+}
+
+impl Role {
+    /// Lower-case role name, as shown by `/status`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Role::Follower(_) => "follower",
+            Role::Candidate(_) => "candidate",
+            Role::Leader(_) => "leader",
+        }
+    }
+}
+
+/// Follower state.
+#[derive(Debug, Default)]
+pub struct Follower {
+    /// The leader of `current_term`, once heard from: where client requests are forwarded.
+    pub leader: Option<NodeId>,
+}
+
+/// Candidate state.
+#[derive(Debug, Default)]
+pub struct Candidate {
+    /// Nodes that granted their vote in this term (the candidate itself included).
+    pub votes: BTreeSet<NodeId>,
+}
+
+/// What the leader knows about one follower's log (Figure 2, "Volatile state on leaders"),
+/// plus flow control.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    /// Index of the next entry to send to this follower.
+    pub next_index: Index,
+    /// Highest index known to be replicated (and durable) on this follower.
+    pub match_index: Index,
+    /// The AppendEntries carrying entries (or a read probe) that is awaiting its response: at most
+    /// one at a time, so entries proposed meanwhile accumulate into the next request (batching).
+    pub inflight: Option<Inflight>,
+    /// Highest `seq` this follower has answered in this term (ReadIndex confirmation).
+    pub acked_seq: u64,
+    /// Heard from since the last check-quorum round.
+    pub recent_active: bool,
+}
+
+/// An outstanding AppendEntries.
+#[derive(Debug, Clone, Copy)]
+pub struct Inflight {
+    /// Its `seq`.
+    pub seq: u64,
+    /// Logical time it was sent, to give up on it when no response comes (lost message).
+    pub sent_at_tick: u64,
+}
+
+/// A linearizable read waiting for leadership to be confirmed (ReadIndex, Raft thesis §6.4).
+#[derive(Debug, Clone)]
+pub struct PendingRead {
+    /// The caller's id for this read.
+    pub id: u64,
+    /// Confirmed once a majority answered an AppendEntries with `seq >= this`.
+    pub seq: u64,
+    /// The commit index when the read arrived: the read may be served once applied this far.
+    pub index: Index,
+}
+
+/// Leader state.
+#[derive(Debug)]
+pub struct Leader {
+    /// One entry per peer.
+    pub progress: BTreeMap<NodeId, Progress>,
+    /// The last `seq` given to an AppendEntries.
+    pub seq: u64,
+    /// How far the leader's own log is durable: it counts itself towards a majority only this far.
+    pub self_match: Index,
+    /// Index of this term's no-op entry. Until it commits, the leader does not know the latest
+    /// commit index (§8), so reads wait for it.
+    pub term_start: Index,
+    /// Reads waiting for a heartbeat round, in `seq` order.
+    pub reads: VecDeque<PendingRead>,
+    /// Ticks since the last heartbeat broadcast.
+    pub heartbeat_elapsed: u64,
+    /// Ticks since the last check-quorum round.
+    pub quorum_elapsed: u64,
+}
