@@ -2,6 +2,7 @@
 
 pub mod error;
 pub mod raft;
+pub mod sim;
 pub mod storage;
 
 pub use error::{Error, Result};

@@ -340,6 +340,12 @@ impl RaftNode {
         self.log.storage.as_ref()
     }
 
+    /// Stops the node, handing back its storage (a crash in simulations, then a restart with
+    /// [`RaftNode::new`]).
+    pub fn into_storage(self) -> Box<dyn Storage> {
+        self.log.storage
+    }
+
     /// A handle to make this node's storage durable from another thread.
     pub fn syncer(&self) -> std::sync::Arc<dyn crate::storage::Syncer> {
         self.log.storage.syncer()
