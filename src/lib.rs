@@ -1,7 +1,9 @@
 //! RaftLabKV: a key-value store replicated with Raft, synchronous and threaded.
 
 pub mod error;
+pub mod kv;
 pub mod raft;
+pub mod server;
 pub mod sim;
 pub mod storage;
 

@@ -1,0 +1,130 @@
+//! `raftlabkv-server`: one node of a RaftLabKV cluster.
+//!
+//! ```text
+//! raftlabkv-server --id node1 --addr 127.0.0.1:8080 \
+//!     --peers node2=127.0.0.1:8081,node3=127.0.0.1:8082
+//! ```
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use raftlabkv::server::{Server, ServerConfig};
+use raftlabkv::storage::MemStorage;
+
+/// One node of a RaftLabKV cluster: a key-value store replicated with Raft.
+///
+/// Every node serves the client API (GET /kv/get/{key}, POST /kv/put, DELETE /kv/delete/{key},
+/// GET /kv/all, GET /status) and the peer RPCs on one address. Any node accepts any request.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// This node's id (defaults to --addr, as in the original's bare-address form).
+    #[arg(long)]
+    id: Option<String>,
+    /// Address to listen on, for clients and peers.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: String,
+    /// The other members: `id=host:port,...` or bare `host:port,...` (the id is then the address).
+    /// Empty for a single-node cluster.
+    #[arg(long, default_value = "", value_delimiter = ',')]
+    peers: Vec<String>,
+    /// Leader heartbeat interval, in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    heartbeat_ms: u64,
+    /// Election timeout range in milliseconds, `MIN-MAX`; each round draws a random value in it.
+    #[arg(long, default_value = "300-600")]
+    election_timeout_ms: String,
+    /// Peer RPC timeout in milliseconds (a black-holed peer costs its own thread at most this).
+    #[arg(long, default_value_t = 1000)]
+    rpc_timeout_ms: u64,
+    /// How long a client request waits for its commit before 504 (writes) or 503 (reads).
+    #[arg(long, default_value_t = 5000)]
+    request_timeout_ms: u64,
+    /// HTTP worker threads.
+    #[arg(long, default_value_t = 64)]
+    http_threads: usize,
+    /// Largest accepted value, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_value_bytes: usize,
+    /// Largest accepted key, in bytes.
+    #[arg(long, default_value_t = 4096)]
+    max_key_bytes: usize,
+    /// Log level: error, warn, info, debug, trace.
+    #[arg(long, default_value = "info")]
+    log_level: log::LevelFilter,
+}
+
+fn parse_peers(items: &[String]) -> Result<BTreeMap<String, String>, String> {
+    let mut peers = BTreeMap::new();
+    for item in items.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        let (id, addr) = match item.split_once('=') {
+            Some((id, addr)) => (id.trim(), addr.trim()),
+            None => (item, item),
+        };
+        if id.is_empty() || addr.is_empty() || !addr.contains(':') {
+            return Err(format!("bad --peers item {item:?}: expected id=host:port or host:port"));
+        }
+        if peers.insert(id.to_string(), addr.to_string()).is_some() {
+            return Err(format!("peer id {id:?} appears twice in --peers"));
+        }
+    }
+    Ok(peers)
+}
+
+fn parse_range(text: &str) -> Result<(u64, u64), String> {
+    let (a, b) = text.split_once('-').ok_or_else(|| format!("expected MIN-MAX, got {text:?}"))?;
+    let a: u64 = a.trim().parse().map_err(|_| format!("bad number {a:?}"))?;
+    let b: u64 = b.trim().parse().map_err(|_| format!("bad number {b:?}"))?;
+    if a == 0 || b <= a {
+        return Err(format!("election timeout range {text:?} must be MIN-MAX with 0 < MIN < MAX"));
+    }
+    Ok((a, b))
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let id = args.id.clone().unwrap_or_else(|| args.addr.clone());
+    let peers = parse_peers(&args.peers)?;
+    if peers.contains_key(&id) {
+        return Err(format!("--peers lists this node's own id {id:?}"));
+    }
+    let (emin, emax) = parse_range(&args.election_timeout_ms)?;
+    if args.heartbeat_ms == 0 || args.heartbeat_ms >= emin {
+        return Err("--heartbeat-ms must be above 0 and below the election timeout".into());
+    }
+    let mut config = ServerConfig::new(id.clone(), args.addr.clone(), peers);
+    config.heartbeat = Duration::from_millis(args.heartbeat_ms);
+    config.election_timeout = (Duration::from_millis(emin), Duration::from_millis(emax));
+    config.rpc_timeout = Duration::from_millis(args.rpc_timeout_ms.max(1));
+    config.request_timeout = Duration::from_millis(args.request_timeout_ms.max(1));
+    config.http_threads = args.http_threads.max(1);
+    config.max_value_bytes = args.max_value_bytes;
+    config.max_key_bytes = args.max_key_bytes.max(1);
+
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
+    ctrlc::set_handler(move || {
+        let _ = stop_tx.try_send(());
+    })
+    .map_err(|e| format!("cannot install the signal handler: {e}"))?;
+
+    log::warn!("{id}: no --data-dir support yet: state is kept in memory only");
+    let server = Server::start(config, Box::new(MemStorage::new())).map_err(|e| e.to_string())?;
+    log::info!("{id} serving on http://{}", args.addr);
+    let _ = stop_rx.recv();
+    log::info!("{id} stopping");
+    server.stop();
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let _ = simple_logger::SimpleLogger::new().with_level(args.log_level).env().init();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("raftlabkv-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

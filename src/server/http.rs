@@ -1,0 +1,352 @@
+//! HTTP routes: the client API, `/status`, and the peer RPC endpoints, on one port.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /kv/get/{key}` | `{"key":k,"value":v}` or 404 (`?consistency=stale` reads locally) |
+//! | `POST /kv/put` `{"key":k,"value":v}` | `{"status":"ok","key":k,"index":i,"term":t}` once applied |
+//! | `DELETE /kv/delete/{key}` | `{"status":"ok","key":k,"index":i,"term":t}` |
+//! | `GET /kv/all` | `{"k":"v",...}` |
+//! | `GET /status` | node status |
+//! | `POST /raft/requestVote`, `POST /raft/appendEntries` | peer RPCs |
+//!
+//! Any node accepts any client request: a follower forwards it to the leader and relays the answer
+//! (a forwarded request carries `X-Raftlabkv-Forwarded`, and is never forwarded twice). Errors are
+//! `{"error": code, "message": text}` with the status codes of [`crate::error`].
+
+use std::io::Read;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tiny_http::{Header, Method, Request, Response};
+
+use super::Shared;
+use super::peer::RpcHandler;
+use crate::error::{Error, Result};
+use crate::kv::Command;
+use crate::raft::Envelope;
+
+const FORWARDED: &str = "X-Raftlabkv-Forwarded";
+
+/// Largest peer RPC body (a full AppendEntries batch, base64-encoded, with room to spare).
+const MAX_PEER_BODY: usize = 64 << 20;
+
+/// An answer: status and JSON body.
+struct Reply {
+    status: u16,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(status: u16, value: &Value) -> Reply {
+        Reply { status, body: serde_json::to_vec(value).unwrap_or_default() }
+    }
+
+    fn error(e: &Error) -> Reply {
+        Reply::json(e.status(), &e.to_json())
+    }
+}
+
+/// An HTTP worker: takes requests off the shared listener until shutdown.
+pub fn serve(shared: &Shared, http: &tiny_http::Server) {
+    while !shared.is_shutdown() {
+        let request = match http.recv_timeout(Duration::from_millis(200)) {
+            Ok(Some(r)) => r,
+            Ok(None) => continue,
+            Err(e) => {
+                log::warn!("HTTP accept failed: {e}");
+                continue;
+            }
+        };
+        handle(shared, request);
+    }
+}
+
+fn handle(shared: &Shared, mut request: Request) {
+    let reply = route(shared, &mut request);
+    let content_type = Header::from_bytes("Content-Type", "application/json").ok();
+    let mut response = Response::from_data(reply.body).with_status_code(reply.status);
+    if let Some(h) = content_type {
+        response = response.with_header(h);
+    }
+    if let Err(e) = request.respond(response) {
+        log::debug!("could not send a response: {e}");
+    }
+}
+
+fn route(shared: &Shared, request: &mut Request) -> Reply {
+    let url = request.url().to_string();
+    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+    let method = request.method().clone();
+    let stale = query.split('&').any(|kv| kv == "consistency=stale");
+    let forwarded = request.headers().iter().any(|h| h.field.equiv(FORWARDED));
+
+    let result = if let Some(raw_key) = path.strip_prefix("/kv/get/") {
+        only(&method, Method::Get)
+            .and_then(|_| decode_key(raw_key, shared))
+            .and_then(|key| get(shared, request, &key, stale, forwarded))
+    } else if let Some(raw_key) = path.strip_prefix("/kv/delete/") {
+        only(&method, Method::Delete)
+            .and_then(|_| decode_key(raw_key, shared))
+            .and_then(|key| {
+                write(shared, request, &Command::Delete { key: key.clone() }, &key, forwarded)
+            })
+    } else {
+        match path {
+            "/kv/put" => only(&method, Method::Post).and_then(|_| put(shared, request, forwarded)),
+            "/kv/all" => only(&method, Method::Get).and_then(|_| all(shared, request, stale, forwarded)),
+            "/kv/get" | "/kv/get/" | "/kv/delete" | "/kv/delete/" => {
+                Err(Error::BadRequest("the key is missing from the path".into()))
+            }
+            "/status" => only(&method, Method::Get).map(|_| {
+                Reply::json(200, &serde_json::to_value(shared.status()).unwrap_or(Value::Null))
+            }),
+            "/raft/requestVote" | "/raft/appendEntries" => {
+                only(&method, Method::Post).and_then(|_| peer_rpc(shared, request, path))
+            }
+            _ => Err(Error::NotFound(format!("no route {path}"))),
+        }
+    };
+    result.unwrap_or_else(|e| Reply::error(&e))
+}
+
+fn only(method: &Method, want: Method) -> Result<()> {
+    if *method == want {
+        Ok(())
+    } else {
+        Err(Error::MethodNotAllowed(format!("use {want} for this route, not {method}")))
+    }
+}
+
+/// Reads the request body, refusing more than `limit` bytes before reading them all.
+fn read_body(request: &mut Request, limit: usize) -> Result<Vec<u8>> {
+    if let Some(len) = request.body_length() {
+        if len > limit {
+            return Err(Error::TooLarge(format!("body of {len} bytes is over the {limit}-byte limit")));
+        }
+    }
+    let mut body = Vec::new();
+    request
+        .as_reader()
+        .take(limit as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| Error::BadRequest(format!("could not read the body: {e}")))?;
+    if body.len() > limit {
+        return Err(Error::TooLarge(format!("body is over the {limit}-byte limit")));
+    }
+    Ok(body)
+}
+
+/// Percent-decodes the rest of the path into a key, and checks it.
+fn decode_key(raw: &str, shared: &Shared) -> Result<String> {
+    let key = percent_decode(raw)?;
+    check_key(&key, shared)?;
+    Ok(key)
+}
+
+fn check_key(key: &str, shared: &Shared) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::BadRequest("the key must not be empty".into()));
+    }
+    if key.len() > shared.config.max_key_bytes {
+        return Err(Error::TooLarge(format!(
+            "key of {} bytes is over the {}-byte limit",
+            key.len(),
+            shared.config.max_key_bytes
+        )));
+    }
+    Ok(())
+}
+
+/// `%XX` escapes to bytes, then UTF-8. `+` stays `+` (this is a path, not a form).
+pub fn percent_decode(raw: &str) -> Result<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+            let byte = hex.and_then(|h| u8::from_str_radix(h, 16).ok());
+            match byte {
+                Some(b) => out.push(b),
+                None => return Err(Error::BadRequest(format!("bad percent-escape at byte {i} of the key"))),
+            }
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| Error::BadRequest("the key is not valid UTF-8".into()))
+}
+
+fn get(shared: &Shared, request: &mut Request, key: &str, stale: bool, forwarded: bool) -> Result<Reply> {
+    if !stale {
+        if let Some(reply) = barrier_or_forward(shared, request, &[], forwarded)? {
+            return Ok(reply);
+        }
+    }
+    shared.with_kv(|kv| match kv.get(key) {
+        Some(value) => Ok(Reply::json(200, &json!({ "key": key, "value": value }))),
+        None => Err(Error::NotFound(format!("key not found: {key}"))),
+    })
+}
+
+fn all(shared: &Shared, request: &mut Request, stale: bool, forwarded: bool) -> Result<Reply> {
+    if !stale {
+        if let Some(reply) = barrier_or_forward(shared, request, &[], forwarded)? {
+            return Ok(reply);
+        }
+    }
+    shared.with_kv(|kv| Ok(Reply::json(200, &json!(kv.all()))))
+}
+
+/// For a linearizable read: confirm leadership here, or forward the request to the leader (whose
+/// answer is returned as `Some`).
+fn barrier_or_forward(
+    shared: &Shared,
+    request: &mut Request,
+    body: &[u8],
+    forwarded: bool,
+) -> Result<Option<Reply>> {
+    match shared.linearizable_barrier() {
+        Ok(()) => Ok(None),
+        Err(e) => match (forwarded, shared.leader_addr()) {
+            (false, Some(addr)) => forward(request, &addr, body, shared).map(Some),
+            _ => Err(e),
+        },
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutBody {
+    key: Option<Value>,
+    value: Option<Value>,
+}
+
+fn put(shared: &Shared, request: &mut Request, forwarded: bool) -> Result<Reply> {
+    let limit = 6 * (shared.config.max_key_bytes + shared.config.max_value_bytes) + 1024;
+    let body = read_body(request, limit)?;
+    let parsed: PutBody = serde_json::from_slice(&body)
+        .map_err(|e| Error::BadRequest(format!("body must be JSON {{\"key\":..,\"value\":..}}: {e}")))?;
+    let key = match parsed.key {
+        Some(Value::String(k)) => k,
+        Some(_) => return Err(Error::BadRequest("\"key\" must be a string".into())),
+        None => return Err(Error::BadRequest("\"key\" is missing".into())),
+    };
+    let value = match parsed.value {
+        Some(Value::String(v)) => v,
+        Some(_) => return Err(Error::BadRequest("\"value\" must be a string".into())),
+        None => return Err(Error::BadRequest("\"value\" is missing".into())),
+    };
+    check_key(&key, shared)?;
+    if value.len() > shared.config.max_value_bytes {
+        return Err(Error::TooLarge(format!(
+            "value of {} bytes is over the {}-byte limit",
+            value.len(),
+            shared.config.max_value_bytes
+        )));
+    }
+    let command = Command::Put { key: key.clone(), value };
+    write_with_body(shared, request, &command, &key, &body, forwarded)
+}
+
+fn write(shared: &Shared, request: &mut Request, command: &Command, key: &str, forwarded: bool) -> Result<Reply> {
+    write_with_body(shared, request, command, key, &[], forwarded)
+}
+
+fn write_with_body(
+    shared: &Shared,
+    request: &mut Request,
+    command: &Command,
+    key: &str,
+    body: &[u8],
+    forwarded: bool,
+) -> Result<Reply> {
+    match shared.write(command) {
+        Ok(ok) => Ok(Reply::json(
+            200,
+            &json!({ "status": "ok", "key": key, "index": ok.index, "term": ok.term }),
+        )),
+        // Only "not the leader" is forwarded: it was refused before anything was proposed.
+        Err(Error::Unavailable(m)) if !forwarded && m.starts_with("not the leader") => {
+            match shared.leader_addr() {
+                Some(addr) => forward(request, &addr, body, shared),
+                None => Err(Error::Unavailable(m)),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Relays a client request to the leader and its answer back.
+fn forward(request: &Request, leader_addr: &str, body: &[u8], shared: &Shared) -> Result<Reply> {
+    let url = format!("http://{leader_addr}{}", request.url());
+    let agent = forward_agent(shared);
+    let req = agent
+        .request(request.method().as_str(), &url)
+        .set(FORWARDED, &shared.config.id)
+        .set("Content-Type", "application/json");
+    let result = if body.is_empty() { req.call() } else { req.send_bytes(body) };
+    let response = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => {
+            // Did the leader get it? A refused connection means no; anything later, maybe.
+            let refused = matches!(&e, ureq::Error::Transport(t) if t.kind() == ureq::ErrorKind::ConnectionFailed);
+            let msg = format!("forwarding to the leader at {leader_addr} failed: {e}");
+            let is_write = *request.method() != Method::Get;
+            return Err(if refused || !is_write { Error::Unavailable(msg) } else { Error::OutcomeUnknown(msg) });
+        }
+    };
+    let status = response.status();
+    let mut out = Vec::new();
+    response
+        .into_reader()
+        .take(MAX_PEER_BODY as u64)
+        .read_to_end(&mut out)
+        .map_err(|e| Error::OutcomeUnknown(format!("leader's answer was cut off: {e}")))?;
+    Ok(Reply { status, body: out })
+}
+
+fn forward_agent(shared: &Shared) -> ureq::Agent {
+    use std::sync::OnceLock;
+    static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
+    AGENT
+        .get_or_init(|| {
+            ureq::AgentBuilder::new()
+                .timeout_connect(Duration::from_millis(500))
+                .timeout(shared.config.request_timeout + Duration::from_secs(1))
+                .max_idle_connections_per_host(64)
+                .build()
+        })
+        .clone()
+}
+
+fn peer_rpc(shared: &Shared, request: &mut Request, path: &str) -> Result<Reply> {
+    let body = read_body(request, MAX_PEER_BODY)?;
+    let envelope: Envelope = serde_json::from_slice(&body)
+        .map_err(|e| Error::BadRequest(format!("not a Raft message: {e}")))?;
+    let expected = super::peer::rpc_path(&envelope.message);
+    if expected != path {
+        return Err(Error::BadRequest(format!("this message belongs on {expected}")));
+    }
+    let reply = shared.handle_rpc(envelope)?;
+    Ok(Reply::json(200, &serde_json::to_value(&reply).unwrap_or(Value::Null)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%2Fb").unwrap(), "a/b");
+        assert_eq!(percent_decode("a/b").unwrap(), "a/b");
+        assert_eq!(percent_decode("%E2%82%AC+x").unwrap(), "€+x");
+        assert_eq!(percent_decode("100%25").unwrap(), "100%");
+        assert!(percent_decode("bad%zz").is_err());
+        assert!(percent_decode("cut%4").is_err());
+        assert!(percent_decode("%FF").is_err(), "not UTF-8");
+    }
+}

@@ -1,0 +1,142 @@
+//! Client requests waiting for the cluster: writes waiting for their entry to be applied, reads
+//! waiting for leadership confirmation and then for the state machine to catch up.
+//!
+//! Lock order: the Raft lock may be held while taking this one (a write registers itself under the
+//! Raft lock, so its entry cannot be applied before it is registered); never the other way round.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crossbeam_channel::Sender;
+
+use crate::error::{Error, Result};
+use crate::raft::{Index, Term};
+
+/// What a waiting write learns.
+pub type WriteResult = Result<(Index, Term)>;
+
+/// The waiting room.
+#[derive(Default)]
+pub struct Pending {
+    /// Writes by log index: (term the entry was proposed in, who waits).
+    writes: HashMap<Index, (Term, Sender<WriteResult>)>,
+    /// Reads waiting for the leader's heartbeat round, by read id.
+    reads: HashMap<u64, Sender<Result<Index>>>,
+    /// Reads confirmed at an index the state machine has not reached yet.
+    reads_by_index: BTreeMap<Index, Vec<Sender<Result<Index>>>>,
+    /// The state machine's applied index, as last reported by the apply thread.
+    applied: Index,
+}
+
+impl Pending {
+    /// A write proposed at `index` in `term` waits here.
+    pub fn add_write(&mut self, index: Index, term: Term, tx: Sender<WriteResult>) {
+        self.writes.insert(index, (term, tx));
+    }
+
+    /// The waiter gave up (timeout).
+    pub fn remove_write(&mut self, index: Index) {
+        self.writes.remove(&index);
+    }
+
+    /// A linearizable read waits for its heartbeat round.
+    pub fn add_read(&mut self, id: u64, tx: Sender<Result<Index>>) {
+        self.reads.insert(id, tx);
+    }
+
+    /// The waiter gave up.
+    pub fn remove_read(&mut self, id: u64) {
+        self.reads.remove(&id);
+    }
+
+    /// The leader confirmed read `id` at `index`: answer once applied that far.
+    pub fn read_confirmed(&mut self, id: u64, index: Index) {
+        if let Some(tx) = self.reads.remove(&id) {
+            if self.applied >= index {
+                let _ = tx.send(Ok(index));
+            } else {
+                self.reads_by_index.entry(index).or_default().push(tx);
+            }
+        }
+    }
+
+    /// The read cannot be confirmed (leadership lost).
+    pub fn read_aborted(&mut self, id: u64) {
+        if let Some(tx) = self.reads.remove(&id) {
+            let _ = tx.send(Err(Error::Unavailable(
+                "leadership changed before the read was confirmed; retry".into(),
+            )));
+        }
+    }
+
+    /// The entry at `index` (of `term`) was applied: wake its writer, if any.
+    pub fn applied_entry(&mut self, index: Index, term: Term) {
+        if let Some((want_term, tx)) = self.writes.remove(&index) {
+            let result = if want_term == term {
+                Ok((index, term))
+            } else {
+                // Another leader's entry took this slot: ours is gone for good.
+                Err(Error::Unavailable(format!(
+                    "the write proposed at index {index} in term {want_term} was replaced by a \
+                     newer leader's entry; it was not applied"
+                )))
+            };
+            let _ = tx.send(result);
+        }
+    }
+
+    /// The state machine has applied everything through `index`: release waiting reads.
+    pub fn advance_applied(&mut self, index: Index) {
+        self.applied = self.applied.max(index);
+        while let Some(entry) = self.reads_by_index.first_entry() {
+            if *entry.key() > self.applied {
+                break;
+            }
+            for tx in entry.remove() {
+                let _ = tx.send(Ok(index));
+            }
+        }
+    }
+
+    /// Fails every waiter (shutdown).
+    pub fn fail_all(&mut self, error: Error) {
+        for (_, (_, tx)) in self.writes.drain() {
+            let _ = tx.send(Err(error.clone()));
+        }
+        for (_, tx) in self.reads.drain() {
+            let _ = tx.send(Err(error.clone()));
+        }
+        for (_, txs) in std::mem::take(&mut self.reads_by_index) {
+            for tx in txs {
+                let _ = tx.send(Err(error.clone()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossbeam_channel::bounded;
+
+    #[test]
+    fn a_replaced_entry_fails_its_writer() {
+        let mut p = Pending::default();
+        let (tx, rx) = bounded(1);
+        p.add_write(5, 2, tx);
+        p.applied_entry(5, 3);
+        assert!(matches!(rx.recv().unwrap(), Err(Error::Unavailable(_))));
+    }
+
+    #[test]
+    fn a_read_waits_for_the_state_machine() {
+        let mut p = Pending::default();
+        let (tx, rx) = bounded(1);
+        p.add_read(1, tx);
+        p.read_confirmed(1, 7);
+        assert!(rx.try_recv().is_err(), "must wait until index 7 is applied");
+        p.advance_applied(6);
+        assert!(rx.try_recv().is_err());
+        p.advance_applied(7);
+        assert!(rx.try_recv().unwrap().is_ok());
+    }
+}
