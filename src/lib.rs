@@ -6,5 +6,6 @@ pub mod raft;
 pub mod server;
 pub mod sim;
 pub mod storage;
+pub mod testkit;
 
 pub use error::{Error, Result};

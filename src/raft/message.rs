@@ -54,6 +54,11 @@ pub struct RequestVote {
     pub last_log_index: Index,
     /// Term of the candidate's last log entry.
     pub last_log_term: Term,
+    /// Not in Figure 2: a PreVote (thesis §9.6) asks "would you vote for me in the envelope's
+    /// term?" without anyone changing their term, so a node that cannot win (cut off from the
+    /// leader by a one-way partition, say) never disrupts a working cluster.
+    #[serde(default)]
+    pub pre_vote: bool,
 }
 
 /// RequestVote RPC results.
@@ -61,6 +66,9 @@ pub struct RequestVote {
 pub struct RequestVoteResponse {
     /// True means the candidate received this vote.
     pub vote_granted: bool,
+    /// Answers a PreVote.
+    #[serde(default)]
+    pub pre_vote: bool,
 }
 
 /// AppendEntries RPC arguments: replication and heartbeat (§5.3).

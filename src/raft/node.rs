@@ -39,8 +39,12 @@ pub struct Config {
     /// Most bytes of entries in one AppendEntries (at least one entry is always sent).
     pub max_append_bytes: usize,
     /// A leader that has not heard from a majority for an election timeout steps down (§6.2 of
-    /// the thesis: "check quorum"), so a partitioned leader stops accepting work.
+    /// the thesis: "check quorum"), so a partitioned leader stops accepting work. With it, a node
+    /// that heard from a leader less than a minimum election timeout ago ignores RequestVotes
+    /// (§6 of the paper, end), so a removed or cut-off node cannot depose a working leader.
     pub check_quorum: bool,
+    /// Run a PreVote round before each real election (thesis §9.6).
+    pub pre_vote: bool,
     /// Seed of the RNG that randomises election timeouts.
     pub seed: u64,
 }
@@ -58,6 +62,7 @@ impl Config {
             max_append_entries: 4096,
             max_append_bytes: 4 << 20,
             check_quorum: true,
+            pre_vote: true,
             seed: 0,
         }
     }
@@ -231,7 +236,11 @@ impl RaftNode {
         } else {
             self.election_elapsed += 1;
             if self.election_elapsed >= self.election_timeout {
-                self.become_candidate()?;
+                if self.config.pre_vote {
+                    self.become_pre_candidate()?;
+                } else {
+                    self.become_candidate()?;
+                }
             }
         }
         Ok(self.take_output())
@@ -393,7 +402,7 @@ impl RaftNode {
         self.save_hard_state()?;
         let mut votes = BTreeSet::new();
         votes.insert(self.config.id.clone());
-        self.role = Role::Candidate(Candidate { votes });
+        self.role = Role::Candidate(Candidate { votes, pre_vote: false });
         self.election_elapsed = 0;
         self.reset_election_timeout();
         log::info!("{} starts an election for term {}", self.config.id, self.current_term);
@@ -403,12 +412,57 @@ impl RaftNode {
         let request = Message::RequestVote(RequestVote {
             last_log_index: self.log.last_index(),
             last_log_term: self.log.last_term(),
+            pre_vote: false,
         });
         for peer in self.config.peers.clone() {
             // The vote for ourselves must be durable before anyone can count on it.
             self.send_after_sync(peer, request.clone());
         }
         Ok(())
+    }
+
+    /// Thesis §9.6: before disrupting anyone, ask whether a majority would vote for us in the next
+    /// term. Nothing is persisted and no term changes; only a successful PreVote round leads to a
+    /// real election.
+    fn become_pre_candidate(&mut self) -> Result<()> {
+        if let Role::Leader(leader_state) = &mut self.role {
+            self.out.aborted_reads.extend(leader_state.reads.drain(..).map(|r| r.id));
+        }
+        let mut votes = BTreeSet::new();
+        votes.insert(self.config.id.clone());
+        self.role = Role::Candidate(Candidate { votes, pre_vote: true });
+        self.election_elapsed = 0;
+        self.reset_election_timeout();
+        if self.quorum() == 1 {
+            return self.become_candidate();
+        }
+        let request = Message::RequestVote(RequestVote {
+            last_log_index: self.log.last_index(),
+            last_log_term: self.log.last_term(),
+            pre_vote: true,
+        });
+        for peer in self.config.peers.clone() {
+            let env = Envelope {
+                from: self.config.id.clone(),
+                to: peer,
+                term: self.current_term + 1,
+                message: request.clone(),
+            };
+            self.out.messages.push(env);
+        }
+        Ok(())
+    }
+
+    /// True while this node believes a leader is alive: it is the leader, or it heard from one
+    /// less than a minimum election timeout ago.
+    fn in_lease(&self) -> bool {
+        match &self.role {
+            Role::Leader(_) => true,
+            Role::Follower(f) => {
+                f.leader.is_some() && self.election_elapsed < self.config.election_ticks_min
+            }
+            Role::Candidate(_) => false,
+        }
     }
 
     /// Won the election: set up progress, append a no-op of our term, start replicating (§5.2,
@@ -452,6 +506,29 @@ impl RaftNode {
             log::warn!("{} drops a message from unknown node {:?}", self.config.id, env.from);
             return Ok(());
         }
+        // Votes for a later term while a leader is known to be alive are ignored (see
+        // `Config::check_quorum`); PreVotes never change anyone's term.
+        if let Message::RequestVote(req) = &env.message {
+            if env.term > self.current_term && self.config.check_quorum && self.in_lease() {
+                log::debug!("{} ignores {}'s vote request: a leader is alive", self.config.id, env.from);
+                return Ok(());
+            }
+            if req.pre_vote {
+                let grant = env.term > self.current_term
+                    && self.log.is_up_to_date(req.last_log_index, req.last_log_term);
+                let term = if grant { env.term } else { self.current_term };
+                let message =
+                    Message::RequestVoteResponse(RequestVoteResponse { vote_granted: grant, pre_vote: true });
+                let reply = Envelope { from: self.config.id.clone(), to: env.from, term, message };
+                self.out.messages.push(reply);
+                return Ok(());
+            }
+        }
+        if let Message::RequestVoteResponse(resp) = &env.message {
+            if resp.pre_vote {
+                return self.handle_pre_vote_response(env.from, env.term, resp.vote_granted);
+            }
+        }
         // §5.1: a higher term makes us a follower of it first, whatever the message is.
         if env.term > self.current_term {
             let leader = matches!(env.message, Message::AppendEntries(_)).then(|| env.from.clone());
@@ -482,8 +559,30 @@ impl RaftNode {
             // Granting a vote resets the timer (else we might start a competing election).
             self.election_elapsed = 0;
         }
-        let resp = Message::RequestVoteResponse(RequestVoteResponse { vote_granted: grant });
+        let resp = Message::RequestVoteResponse(RequestVoteResponse { vote_granted: grant, pre_vote: false });
         self.send_after_sync(from, resp);
+        Ok(())
+    }
+
+    fn handle_pre_vote_response(&mut self, from: NodeId, term: Term, granted: bool) -> Result<()> {
+        if !granted {
+            // A refusal from a later term is news about that term.
+            if term > self.current_term {
+                self.become_follower(term, None)?;
+            }
+            return Ok(());
+        }
+        let quorum = self.quorum();
+        let next_term = self.current_term + 1;
+        let Role::Candidate(candidate) = &mut self.role else {
+            return Ok(());
+        };
+        if candidate.pre_vote && term == next_term {
+            candidate.votes.insert(from);
+            if candidate.votes.len() >= quorum {
+                return self.become_candidate();
+            }
+        }
         Ok(())
     }
 
@@ -492,7 +591,7 @@ impl RaftNode {
         let Role::Candidate(candidate) = &mut self.role else {
             return Ok(());
         };
-        if resp.vote_granted {
+        if resp.vote_granted && !candidate.pre_vote {
             candidate.votes.insert(from);
             if candidate.votes.len() >= quorum {
                 return self.become_leader();

@@ -39,6 +39,9 @@ pub struct Follower {
 pub struct Candidate {
     /// Nodes that granted their vote in this term (the candidate itself included).
     pub votes: BTreeSet<NodeId>,
+    /// True during the PreVote round: `current_term` is not incremented yet, and the votes are
+    /// for `current_term + 1`.
+    pub pre_vote: bool,
 }
 
 /// What the leader knows about one follower's log (Figure 2, "Volatile state on leaders"),

@@ -364,7 +364,8 @@ impl Shared {
         while !self.is_shutdown() {
             let Ok(env) = rx.recv_timeout(Duration::from_millis(100)) else { continue };
             match transport.call(addr, &env) {
-                Ok(reply) => {
+                Ok(None) => {}
+                Ok(Some(reply)) => {
                     if reply.from != *id || reply.to != self.config.id {
                         log::warn!("{addr} answered as {} to {}; ignored", reply.from, reply.to);
                         continue;
@@ -531,7 +532,8 @@ impl Shared {
 
 impl RpcHandler for Shared {
     /// A peer's request: step it, then answer with the response once what it promises is durable.
-    fn handle_rpc(&self, envelope: Envelope) -> Result<Envelope> {
+    /// `None` when the core chose not to answer (a vote request ignored while a leader is alive).
+    fn handle_rpc(&self, envelope: Envelope) -> Result<Option<Envelope>> {
         if envelope.to != self.config.id {
             return Err(Error::BadRequest(format!(
                 "message for {:?} sent to {:?}",
@@ -548,16 +550,18 @@ impl RpcHandler for Shared {
         let (reply, rest) = {
             let mut node = self.raft.lock();
             let mut out = node.step(envelope).unwrap_or_else(|e| self.fatal(&e));
-            let pos = out.after_sync.iter().position(|m| m.to == from && m.message.is_response());
-            let reply = pos.map(|p| out.after_sync.remove(p));
+            let is_reply = |m: &Envelope| m.to == from && m.message.is_response();
+            let reply = match out.after_sync.iter().position(is_reply) {
+                Some(p) => Some(out.after_sync.remove(p)),
+                None => out.messages.iter().position(is_reply).map(|p| out.messages.remove(p)),
+            };
             let rest = self.route(&mut node, out);
             (reply, rest)
         };
         let sync = rest.sync;
         self.finish(rest);
-        let reply = reply.ok_or_else(|| Error::Internal("the core produced no reply".into()))?;
-        // The reply promises durable state (a vote, stored entries): wait for the disk. Concurrent
-        // handlers share fsyncs.
+        // The reply may promise durable state (a vote, stored entries): wait for the disk.
+        // Concurrent handlers share fsyncs.
         if let Some(point) = sync {
             self.syncer.sync_through(point.seq).unwrap_or_else(|e| self.fatal(&e));
         }

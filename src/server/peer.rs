@@ -19,8 +19,9 @@ use crate::raft::{Envelope, Message, NodeId};
 
 /// Sends one RPC and waits for its response.
 pub trait Transport: Send + Sync {
-    /// Delivers `envelope` to the node at `addr` and returns that node's response envelope.
-    fn call(&self, addr: &str, envelope: &Envelope) -> Result<Envelope>;
+    /// Delivers `envelope` to the node at `addr` and returns that node's response envelope, or
+    /// `None` if it chose not to answer.
+    fn call(&self, addr: &str, envelope: &Envelope) -> Result<Option<Envelope>>;
 }
 
 /// The HTTP path of a request message.
@@ -49,7 +50,7 @@ impl HttpTransport {
 }
 
 impl Transport for HttpTransport {
-    fn call(&self, addr: &str, envelope: &Envelope) -> Result<Envelope> {
+    fn call(&self, addr: &str, envelope: &Envelope) -> Result<Option<Envelope>> {
         let url = format!("http://{addr}{}", rpc_path(&envelope.message));
         let body = serde_json::to_vec(envelope)
             .map_err(|e| Error::Internal(format!("cannot encode RPC: {e}")))?;
@@ -59,7 +60,7 @@ impl Transport for HttpTransport {
             .set("Content-Type", "application/json")
             .send_bytes(&body)
             .map_err(|e| Error::Unavailable(format!("RPC to {addr} failed: {e}")))?;
-        let reply: Envelope = serde_json::from_reader(response.into_reader())
+        let reply: Option<Envelope> = serde_json::from_reader(response.into_reader())
             .map_err(|e| Error::Unavailable(format!("bad RPC response from {addr}: {e}")))?;
         Ok(reply)
     }
@@ -67,8 +68,8 @@ impl Transport for HttpTransport {
 
 /// Something that can answer peer RPCs: the server's node.
 pub trait RpcHandler: Send + Sync {
-    /// Handles one peer request and returns the response envelope.
-    fn handle_rpc(&self, envelope: Envelope) -> Result<Envelope>;
+    /// Handles one peer request and returns the response envelope, if there is one.
+    fn handle_rpc(&self, envelope: Envelope) -> Result<Option<Envelope>>;
 }
 
 /// In-process transport: "addresses" name handlers registered in a shared table. Links can be cut
@@ -102,7 +103,7 @@ impl LocalTransport {
 }
 
 impl Transport for LocalTransport {
-    fn call(&self, addr: &str, envelope: &Envelope) -> Result<Envelope> {
+    fn call(&self, addr: &str, envelope: &Envelope) -> Result<Option<Envelope>> {
         let cut = self.cut.read();
         if cut.contains(&(envelope.from.clone(), envelope.to.clone())) {
             return Err(Error::Unavailable(format!("link {} -> {} is cut", envelope.from, envelope.to)));

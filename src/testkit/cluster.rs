@@ -1,0 +1,297 @@
+//! Real `raftlabkv-server` processes on loopback, with every directed peer link through a
+//! [`LinkProxy`]: start, kill, pause, restart, partition, and poll with deadlines.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::proxy::{LinkMode, LinkProxy};
+
+/// How to start a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Number of nodes.
+    pub nodes: usize,
+    /// Path of the `raftlabkv-server` binary.
+    pub server_bin: PathBuf,
+    /// Where per-node data dirs and logs go (`node1/`, `node1.log`).
+    pub work_dir: PathBuf,
+    /// Pass `--data-dir` to each node (durable storage).
+    pub data_dirs: bool,
+    /// Extra flags for every node.
+    pub extra_args: Vec<String>,
+}
+
+/// One node process.
+pub struct NodeProc {
+    /// `node1`, ...
+    pub id: String,
+    /// Where clients reach it.
+    pub addr: String,
+    child: Option<Child>,
+    args: Vec<String>,
+    paused: bool,
+}
+
+/// A running cluster.
+pub struct Cluster {
+    /// The nodes, index 0 = `node1`.
+    pub nodes: Vec<NodeProc>,
+    /// Proxies by directed link (from, to) as node indexes.
+    proxies: BTreeMap<(usize, usize), LinkProxy>,
+    options: ClusterOptions,
+    agent: ureq::Agent,
+}
+
+/// A free loopback port (bind port 0, read it, release it).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// An HTTP answer: status and parsed JSON (Null if the body was not JSON).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// HTTP status, or 0 when no answer came (connection failed or timed out).
+    pub status: u16,
+    /// The body.
+    pub body: Value,
+    /// For status 0: what went wrong.
+    pub error: String,
+}
+
+impl Cluster {
+    /// Starts the nodes and proxies (does not wait for a leader).
+    pub fn start(options: ClusterOptions) -> std::io::Result<Cluster> {
+        std::fs::create_dir_all(&options.work_dir)?;
+        let n = options.nodes;
+        let mut addrs = Vec::new();
+        for _ in 0..n {
+            addrs.push(format!("127.0.0.1:{}", free_port()?));
+        }
+        let mut proxies = BTreeMap::new();
+        for i in 0..n {
+            for j in 0..n {
+                if i != j {
+                    proxies.insert((i, j), LinkProxy::start(&addrs[j])?);
+                }
+            }
+        }
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let id = format!("node{}", i + 1);
+            let peers: Vec<String> = (0..n)
+                .filter(|&j| j != i)
+                .map(|j| format!("node{}={}", j + 1, proxies[&(i, j)].addr))
+                .collect();
+            let mut args = vec![
+                "--id".to_string(),
+                id.clone(),
+                "--addr".into(),
+                addrs[i].clone(),
+                "--peers".into(),
+                peers.join(","),
+            ];
+            if options.data_dirs {
+                args.push("--data-dir".into());
+                args.push(options.work_dir.join(&id).display().to_string());
+            }
+            args.extend(options.extra_args.iter().cloned());
+            nodes.push(NodeProc { id, addr: addrs[i].clone(), child: None, args, paused: false });
+        }
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_millis(500))
+            .timeout(Duration::from_secs(10))
+            .build();
+        let mut cluster = Cluster { nodes, proxies, options, agent };
+        for i in 0..n {
+            cluster.restart(i)?;
+        }
+        Ok(cluster)
+    }
+
+    /// The work directory.
+    pub fn work_dir(&self) -> &Path {
+        &self.options.work_dir
+    }
+
+    /// (Re)starts node `i` if it is not running.
+    pub fn restart(&mut self, i: usize) -> std::io::Result<()> {
+        let node = &mut self.nodes[i];
+        if let Some(child) = &mut node.child {
+            if child.try_wait()?.is_none() {
+                return Ok(());
+            }
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.options.work_dir.join(format!("{}.log", node.id)))?;
+        let child = Command::new(&self.options.server_bin)
+            .args(&node.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        node.child = Some(child);
+        node.paused = false;
+        Ok(())
+    }
+
+    /// `kill -9` node `i` (no-op if not running).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM node `i` and wait for it to exit; returns its exit code if it exited in time.
+    pub fn terminate(&mut self, i: usize, within: Duration) -> Option<i32> {
+        let mut child = self.nodes[i].child.take()?;
+        let _ = signal(child.id(), "TERM");
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    /// SIGSTOP node `i`.
+    pub fn pause(&mut self, i: usize) {
+        if let Some(child) = &self.nodes[i].child {
+            if signal(child.id(), "STOP") {
+                self.nodes[i].paused = true;
+            }
+        }
+    }
+
+    /// SIGCONT node `i`.
+    pub fn resume(&mut self, i: usize) {
+        if let Some(child) = &self.nodes[i].child {
+            let _ = signal(child.id(), "CONT");
+            self.nodes[i].paused = false;
+        }
+    }
+
+    /// True if node `i` runs (and is not paused).
+    pub fn is_running(&mut self, i: usize) -> bool {
+        let node = &mut self.nodes[i];
+        !node.paused && node.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Sets one directed link.
+    pub fn set_link(&self, from: usize, to: usize, mode: LinkMode) {
+        if let Some(p) = self.proxies.get(&(from, to)) {
+            p.set_mode(mode);
+        }
+    }
+
+    /// Cuts node `i` off both ways (refuse).
+    pub fn isolate(&self, i: usize) {
+        for j in 0..self.nodes.len() {
+            if i != j {
+                self.set_link(i, j, LinkMode::Refuse);
+                self.set_link(j, i, LinkMode::Refuse);
+            }
+        }
+    }
+
+    /// Splits into groups: links between groups get `mode`, inside a group pass.
+    pub fn partition(&self, groups: &[Vec<usize>], mode: LinkMode) {
+        for (&(i, j), p) in &self.proxies {
+            let same = groups.iter().any(|g| g.contains(&i) && g.contains(&j));
+            p.set_mode(if same { LinkMode::Pass } else { mode });
+        }
+    }
+
+    /// Every link passes again.
+    pub fn heal(&self) {
+        for p in self.proxies.values() {
+            p.set_mode(LinkMode::Pass);
+        }
+    }
+
+    /// Any HTTP call to node `i`; never panics (status 0 when there was no answer).
+    pub fn call(&self, i: usize, method: &str, path: &str, body: Option<&Value>) -> Answer {
+        let url = format!("http://{}{}", self.nodes[i].addr, path);
+        call(&self.agent, method, &url, body)
+    }
+
+    /// `/status` of node `i`, if it answers.
+    pub fn status(&self, i: usize) -> Option<Value> {
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_millis(500)).build();
+        let a = call(&agent, "GET", &format!("http://{}/status", self.nodes[i].addr), None);
+        (a.status == 200).then_some(a.body)
+    }
+
+    /// Waits for exactly one node among `among` to say it leads, agreed by every other answering
+    /// node in `among`; returns its index.
+    pub fn wait_leader(&self, among: &[usize], within: Duration) -> Option<usize> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            let statuses: Vec<(usize, Value)> =
+                among.iter().filter_map(|&i| self.status(i).map(|s| (i, s))).collect();
+            let leaders: Vec<usize> = statuses
+                .iter()
+                .filter(|(_, s)| s["isLeader"] == Value::Bool(true))
+                .map(|(i, _)| *i)
+                .collect();
+            if let [l] = leaders[..] {
+                let id = &self.nodes[l].id;
+                if statuses.iter().all(|(_, s)| s["leader"].as_str() == Some(id)) {
+                    return Some(l);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// All node indexes.
+    pub fn all(&self) -> Vec<usize> {
+        (0..self.nodes.len()).collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.resume(i);
+            self.kill(i);
+        }
+    }
+}
+
+/// Sends a signal with the system's `kill` command (no libc bindings needed).
+pub fn signal(pid: u32, name: &str) -> bool {
+    Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// One HTTP call that never panics.
+pub fn call(agent: &ureq::Agent, method: &str, url: &str, body: Option<&Value>) -> Answer {
+    let req = agent.request(method, url);
+    let result = match body {
+        Some(b) => req.set("Content-Type", "application/json").send_string(&b.to_string()),
+        None => req.call(),
+    };
+    let response = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => return Answer { status: 0, body: Value::Null, error: e.to_string() },
+    };
+    let status = response.status();
+    let text = response.into_string().unwrap_or_default();
+    Answer { status, body: serde_json::from_str(&text).unwrap_or(Value::Null), error: String::new() }
+}
