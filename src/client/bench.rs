@@ -357,19 +357,20 @@ pub fn latency(mut samples_ns: Vec<u64>) -> Latency {
     }
     samples_ns.sort_unstable();
     let n = samples_ns.len();
-    let at = |p: f64| {
+    let at = |per_mille: u128| {
         // Nearest rank: the smallest sample with at least p% of the samples at or below it.
-        let rank = ((p / 100.0) * n as f64).ceil() as usize;
+        // Integer arithmetic, so that 99.9% of 1000 samples is rank 999 exactly.
+        let rank = (per_mille * n as u128).div_ceil(1000) as usize;
         samples_ns[rank.clamp(1, n) - 1] / 1000
     };
     let sum: u128 = samples_ns.iter().map(|&s| u128::from(s)).sum();
     Latency {
         samples: n as u64,
         mean_us: sum as f64 / n as f64 / 1000.0,
-        p50_us: at(50.0),
-        p90_us: at(90.0),
-        p99_us: at(99.0),
-        p999_us: at(99.9),
+        p50_us: at(500),
+        p90_us: at(900),
+        p99_us: at(990),
+        p999_us: at(999),
         max_us: samples_ns[n - 1] / 1000,
     }
 }

@@ -96,7 +96,7 @@ pub fn parse_line(line: &str) -> Result<Command, String> {
         "" => Ok(Command::Nothing),
         "put" | "set" => {
             let (key, value) = split_word(args);
-            let value = value.trim_start().trim_end_matches(['\r', '\n']);
+            let value = value.trim();
             if key.is_empty() || value.trim().is_empty() {
                 return Err("usage: put <key> <value...>".into());
             }
@@ -162,7 +162,7 @@ pub fn run(client: &Client, command: &Command, options: RunOptions) -> Result<St
             match value {
                 Some(value) if options.json => Ok(json!({"key": key, "value": value}).to_string()),
                 Some(value) => Ok(value),
-                None => Err(Error::NotFound(format!("key {key:?} not found"))),
+                None => Err(Error::NotFound(format!("no such key: {key:?}"))),
             }
         }
         Command::Delete { key } => {
@@ -264,7 +264,7 @@ mod tests {
         assert_eq!(parse_line("put k v"), Ok(put("k", "v")));
         assert_eq!(
             parse_line("  put   k   hello   world  "),
-            Ok(put("k", "hello   world  "))
+            Ok(put("k", "hello   world"))
         );
         assert_eq!(parse_line("PUT k v\r\n"), Ok(put("k", "v")));
         assert_eq!(

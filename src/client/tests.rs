@@ -1,6 +1,5 @@
 //! Client tests against tiny fake servers (tiny_http on 127.0.0.1, port 0, in a test thread).
 
-use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -607,4 +606,23 @@ fn shell_commands_run_against_a_fake() {
     let status = run(&c, &Command::Status, js).expect("status json");
     let v: serde_json::Value = serde_json::from_str(&status).expect("json");
     assert_eq!(v[0]["status"]["id"], "node1");
+}
+
+/// Why `.` and `..` are refused: the URL library resolves them (even percent-encoded) as path
+/// steps, so the server would see another path entirely.
+#[test]
+fn dot_segments_are_resolved_by_the_url_library() {
+    let fake = Fake::start(|s, _| (200, json!({"key": "k", "value": s.url}).to_string()));
+    let agent = ureq::agent();
+    for (segment, arrives_as) in [("..", "/kv/"), ("%2E%2E", "/kv/"), (".", "/kv/get/")] {
+        let url = format!("http://{}/kv/get/{segment}", fake.addr);
+        let body = agent
+            .get(&url)
+            .call()
+            .expect("fake answers")
+            .into_string()
+            .expect("body");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(v["value"], arrives_as, "{segment}");
+    }
 }
