@@ -27,8 +27,15 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use super::{Client, ClientOptions, Failure, classify, make_agent, normalize_addr};
+use super::{Client, ClientOptions, Failure, classify, deadline_after, make_agent, normalize_addr};
 use crate::error::{Error, Result};
+
+/// Most client threads a bench starts.
+pub const MAX_CLIENTS: usize = 4096;
+/// Largest key space (the keys are made up front).
+pub const MAX_KEYS: u64 = 10_000_000;
+/// Largest value size.
+pub const MAX_VALUE_SIZE: usize = 64 << 20;
 
 /// What the bench threads send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -225,6 +232,21 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport> {
     if config.keys == 0 {
         return Err(Error::BadRequest("--keys must be at least 1".into()));
     }
+    if config.clients > MAX_CLIENTS {
+        return Err(Error::BadRequest(format!(
+            "--clients must be at most {MAX_CLIENTS}"
+        )));
+    }
+    if config.keys > MAX_KEYS {
+        return Err(Error::BadRequest(format!(
+            "--keys must be at most {MAX_KEYS}"
+        )));
+    }
+    if config.value_size > MAX_VALUE_SIZE {
+        return Err(Error::BadRequest(format!(
+            "--value-size must be at most {MAX_VALUE_SIZE} bytes"
+        )));
+    }
     if !(0.0..=1.0).contains(&config.read_ratio) {
         return Err(Error::BadRequest(
             "--read-ratio must be between 0 and 1".into(),
@@ -258,7 +280,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport> {
     };
     let issued = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let stop_at = duration.map(|d| started + d);
+    let stop_at = duration.map(|d| deadline_after(started, d));
     let handles: Vec<_> = (0..config.clients)
         .map(|_| {
             let worker = Worker {
@@ -276,11 +298,21 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport> {
                 issued: Arc::clone(&issued),
                 stop_at,
             };
-            std::thread::spawn(move || worker.run())
+            std::thread::Builder::new()
+                .name("bench".into())
+                .spawn(move || worker.run())
         })
         .collect();
     let mut total = ThreadResult::default();
+    let mut spawn_error = None;
     for h in handles {
+        let h = match h {
+            Ok(h) => h,
+            Err(e) => {
+                spawn_error = Some(e);
+                continue;
+            }
+        };
         let r = h
             .join()
             .map_err(|_| Error::Internal("a bench thread panicked".into()))?;
@@ -289,6 +321,9 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport> {
         for (k, n) in r.errors {
             *total.errors.entry(k).or_default() += n;
         }
+    }
+    if let Some(e) = spawn_error {
+        return Err(Error::Internal(format!("cannot start a bench thread: {e}")));
     }
     let elapsed = started.elapsed().as_secs_f64();
     let ok = total.latencies_ns.len() as u64;
@@ -332,21 +367,34 @@ fn populate_keys(
                 .request_timeout(config.request_timeout)
                 .discover_leader(false)
                 .build();
-            std::thread::spawn(move || {
-                let mut failed = 0u64;
-                for key in keys.iter().skip(t).step_by(threads) {
-                    if let Err(e) = client.put(key, &value) {
-                        log::warn!("populate: put {key} failed: {e}");
-                        failed += 1;
+            std::thread::Builder::new()
+                .name("populate".into())
+                .spawn(move || {
+                    let mut failed = 0u64;
+                    for key in keys.iter().skip(t).step_by(threads) {
+                        if let Err(e) = client.put(key, &value) {
+                            log::warn!("populate: put {key} failed: {e}");
+                            failed += 1;
+                        }
                     }
-                }
-                failed
-            })
+                    failed
+                })
         })
         .collect();
     handles
         .into_iter()
-        .map(|h| h.join().unwrap_or(n as u64))
+        .enumerate()
+        .map(|(t, h)| {
+            // The keys thread `t` was to write: those it could not, if it failed.
+            let share = keys.iter().skip(t).step_by(threads).count() as u64;
+            match h {
+                Ok(h) => h.join().unwrap_or(share),
+                Err(e) => {
+                    log::warn!("populate: cannot start a thread: {e}");
+                    share
+                }
+            }
+        })
         .sum()
 }
 

@@ -121,6 +121,12 @@ const MAX_BODY: u64 = 1 << 30;
 /// How long an automatic leader discovery (one `/status`) may take before it is abandoned.
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Longest request or connect timeout (and backoff step) a client accepts.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// Shortest backoff step, so that a zero setting cannot make a busy loop.
+const MIN_BACKOFF: Duration = Duration::from_millis(1);
+
 /// Minimum time between two automatic leader discoveries.
 const REDISCOVER_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -324,8 +330,15 @@ impl Client {
         }
     }
 
-    /// A client with explicit options.
-    pub fn with_options(servers: Vec<String>, options: ClientOptions) -> Client {
+    /// A client with explicit options. Out-of-range options are brought into range: timeouts
+    /// at most a day, the first backoff step at least 1 ms, the largest at least the first.
+    pub fn with_options(servers: Vec<String>, mut options: ClientOptions) -> Client {
+        options.request_timeout = options.request_timeout.min(MAX_TIMEOUT);
+        options.connect_timeout = options.connect_timeout.min(MAX_TIMEOUT);
+        options.backoff_initial = options.backoff_initial.clamp(MIN_BACKOFF, MAX_TIMEOUT);
+        options.backoff_max = options
+            .backoff_max
+            .clamp(options.backoff_initial, MAX_TIMEOUT);
         let servers: Vec<String> = servers
             .iter()
             .map(|s| normalize_addr(s))
@@ -490,7 +503,7 @@ impl Client {
         if self.servers.is_empty() {
             return Err(no_servers());
         }
-        let deadline = Instant::now() + self.options.retry_deadline;
+        let deadline = deadline_after(Instant::now(), self.options.retry_deadline);
         let mut backoff = self.options.backoff_initial;
         loop {
             let mut last = None;
@@ -514,7 +527,7 @@ impl Client {
                 )));
             }
             std::thread::sleep(jittered(backoff).min(deadline - now));
-            backoff = (backoff * 2).min(self.options.backoff_max);
+            backoff = backoff.saturating_mul(2).min(self.options.backoff_max);
         }
     }
 
@@ -524,7 +537,7 @@ impl Client {
             return Err(no_servers());
         }
         let started = Instant::now();
-        let deadline = started + self.options.retry_deadline;
+        let deadline = deadline_after(started, self.options.retry_deadline);
         let mut backoff = self.options.backoff_initial;
         let mut attempts = 0u32;
         let mut just_redirected = false;
@@ -590,7 +603,7 @@ impl Client {
             just_redirected = redirect;
             if !redirect {
                 std::thread::sleep(jittered(backoff).min(deadline - now));
-                backoff = (backoff * 2).min(self.options.backoff_max);
+                backoff = backoff.saturating_mul(2).min(self.options.backoff_max);
             }
         }
     }
@@ -847,6 +860,14 @@ fn jittered(step: Duration) -> Duration {
     let half = step / 2;
     let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
     half + Duration::from_nanos(rand::thread_rng().gen_range(0..=nanos))
+}
+
+/// `start + d`, or a time far enough away if that overflows.
+pub(crate) fn deadline_after(start: Instant, d: Duration) -> Instant {
+    start
+        .checked_add(d)
+        .or_else(|| start.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(start)
 }
 
 fn to_json<T: Serialize>(value: &T) -> Result<String> {
