@@ -25,6 +25,7 @@ use raftlabkv::client::{Client, DEFAULT_SERVERS};
 #[command(
     name = "raftlabkv-client",
     version,
+    args_override_self = true,
     about = "Client for RaftLabKV. Without a command, opens an interactive shell."
 )]
 struct Cli {

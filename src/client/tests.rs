@@ -626,3 +626,57 @@ fn dot_segments_are_resolved_by_the_url_library() {
         assert_eq!(v["value"], arrives_as, "{segment}");
     }
 }
+
+#[test]
+fn bench_runs_a_mixed_workload_against_a_fake() {
+    use super::bench::{BenchConfig, Workload, run};
+    let fake = Fake::start(|s, _| match (s.method.as_str(), s.url.as_str()) {
+        ("GET", "/status") => (200, status_json("node1", true, None)),
+        ("POST", _) => ok_put(s),
+        _ => (200, json!({"key": "k", "value": "v"}).to_string()),
+    });
+    let config = BenchConfig {
+        servers: vec![fake.addr.clone()],
+        clients: 2,
+        ops: Some(200),
+        workload: Workload::Mixed,
+        read_ratio: 0.5,
+        value_size: 16,
+        keys: 20,
+        ..BenchConfig::default()
+    };
+    let report = run(&config).expect("bench");
+    assert_eq!(report.target, fake.addr);
+    assert_eq!((report.requests, report.ok), (200, 200));
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.populate_errors, 0);
+    assert_eq!(report.latency_us.samples, 200);
+    assert!(report.latency_us.p50_us <= report.latency_us.p99_us);
+    assert!(report.latency_us.p99_us <= report.latency_us.max_us);
+    let seen = fake.seen();
+    // 1 status (leader discovery) + 20 populating puts + 200 measured requests.
+    assert_eq!(seen.len(), 221);
+    let body = seen
+        .iter()
+        .find(|s| s.method == "POST")
+        .map(|s| s.body.clone())
+        .unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(&body).expect("bench put body is JSON");
+    assert_eq!(v["value"].as_str().map(str::len), Some(16));
+    let json = serde_json::to_value(&report).expect("report serializes");
+    assert_eq!(json["latency_us"]["samples"], 200);
+
+    // Errors are counted by kind, not retried.
+    let failing = Fake::start(|_, _| unavailable(None));
+    let config = BenchConfig {
+        target: Some(failing.addr.clone()),
+        clients: 1,
+        ops: Some(5),
+        populate: Some(false),
+        ..BenchConfig::default()
+    };
+    let report = run(&config).expect("bench");
+    assert_eq!(report.ok, 0);
+    assert_eq!(report.errors.get("unavailable"), Some(&5));
+    assert_eq!(failing.count(), 5);
+}
