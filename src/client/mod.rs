@@ -688,8 +688,14 @@ impl Client {
         let n = self.servers.len();
         for i in 0..n {
             let server = &self.servers[(start + i) % n];
-            let Ok(text) = self.attempt(server, &call, timeout) else {
-                continue;
+            let text = match self.attempt(server, &call, timeout) {
+                Ok(text) => text,
+                Err(Failure::NotSent(_)) => {
+                    // Down: skip it in the rotation too, so the operation does not wait on it again.
+                    self.server_failed(server);
+                    continue;
+                }
+                Err(_) => continue,
             };
             if let Ok(status) = parse_status(server, &text)
                 && let Some(leader) = leader_of(server, &status)

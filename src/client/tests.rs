@@ -680,3 +680,21 @@ fn bench_runs_a_mixed_workload_against_a_fake() {
     assert_eq!(report.errors.get("unavailable"), Some(&5));
     assert_eq!(failing.count(), 5);
 }
+
+#[test]
+fn discovery_skips_a_dead_server() {
+    let live = Fake::start(|s, _| {
+        if s.url == "/status" {
+            (200, status_json("node2", false, None))
+        } else {
+            ok_put(s)
+        }
+    });
+    let c = Client::builder(vec![dead_addr(), live.addr.clone()])
+        .backoff(Duration::from_millis(1), Duration::from_millis(5))
+        .build();
+    c.put("k", "v").expect("put");
+    // One /status (knows no leader) and one put: the dead server was tried once, by discovery.
+    assert_eq!((live.count(), live.kv_count()), (2, 1));
+    assert_eq!(c.cached_leader(), None);
+}
