@@ -1,0 +1,287 @@
+//! `raftlabkv-client`: a command-line client, interactive shell and load generator for RaftLabKV.
+//!
+//! ```text
+//! raftlabkv-client [--servers a:1,b:2] [--json] [--stale]           # interactive shell
+//! raftlabkv-client put <key> <value...>                               # one command, then exit
+//! raftlabkv-client get <key> | delete <key> | getall | status
+//! raftlabkv-client bench --clients 8 --duration 10 --workload mixed   # load test
+//! ```
+//!
+//! Exit status: 0 on success, 1 when the command failed (including `get` of a missing key, and a
+//! bench in which no request succeeded), 2 on a usage error. Results go to standard output, errors to standard error; with `--json`
+//! both are JSON (errors as `{"error": code, "message": text}`).
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use raftlabkv::Error;
+use raftlabkv::client::bench::{self, BenchConfig, Workload};
+use raftlabkv::client::shell::{self, Command, RunOptions};
+use raftlabkv::client::{Client, DEFAULT_SERVERS};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "raftlabkv-client",
+    version,
+    args_override_self = true,
+    about = "Client for RaftLabKV. Without a command, opens an interactive shell."
+)]
+struct Cli {
+    /// Comma-separated server addresses (host:port). Any node accepts any request.
+    #[arg(long, value_delimiter = ',', default_value = DEFAULT_SERVERS, global = true)]
+    servers: Vec<String>,
+
+    /// Print machine-readable JSON (results on stdout, errors on stderr).
+    #[arg(long, global = true)]
+    json: bool,
+
+    /// Stale reads: `get` and `getall` read the answering node's local state.
+    #[arg(long, global = true)]
+    stale: bool,
+
+    /// Per-request timeout in seconds.
+    #[arg(long, default_value = "5", value_parser = parse_secs, global = true)]
+    timeout: Duration,
+
+    /// Give up retrying after this many seconds.
+    #[arg(long, default_value = "10", value_parser = parse_secs, global = true)]
+    deadline: Duration,
+
+    /// Log retries and leader changes to stderr.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Write a key. Several value words are joined with single spaces.
+    Put {
+        key: String,
+        #[arg(required = true, num_args = 1.., allow_hyphen_values = true)]
+        value: Vec<String>,
+    },
+    /// Read a key (exits 1 if it does not exist).
+    Get { key: String },
+    /// Delete a key (succeeds also if it does not exist).
+    Delete { key: String },
+    /// List every key and value.
+    #[command(alias = "all")]
+    Getall,
+    /// Show each server's Raft status.
+    Status,
+    /// Run a load test and print throughput and latency percentiles.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct BenchArgs {
+    /// Concurrent client threads, each with its own keep-alive connection.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Seconds to run (default 10 when --ops is not given either).
+    #[arg(long, value_parser = parse_secs)]
+    duration: Option<Duration>,
+    /// Total requests to send (stops at whichever of --duration and --ops comes first).
+    #[arg(long)]
+    ops: Option<u64>,
+    /// put, get or mixed.
+    #[arg(long, default_value = "put")]
+    workload: Workload,
+    /// For mixed: the fraction of gets (0 to 1).
+    #[arg(long, default_value_t = 0.9)]
+    read_ratio: f64,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Number of distinct keys.
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
+    /// Send all requests to this server (default: the leader, found via /status).
+    #[arg(long)]
+    target: Option<String>,
+    /// Write every key once before measuring (default: true for get and mixed, false for put).
+    #[arg(long)]
+    populate: Option<bool>,
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is not a valid duration"))
+}
+
+/// A minimal logger to stderr (stdout is for results).
+struct StderrLogger;
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) && record.target().starts_with("raftlabkv") {
+            eprintln!("{:<5} {}", record.level(), record.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+static LOGGER: StderrLogger = StderrLogger;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(if cli.verbose {
+            log::LevelFilter::Debug
+        } else {
+            log::LevelFilter::Warn
+        });
+    }
+    let options = RunOptions {
+        json: cli.json,
+        stale: cli.stale,
+    };
+    let client = || {
+        Client::builder(cli.servers.clone())
+            .request_timeout(cli.timeout)
+            .retry_deadline(cli.deadline)
+            .build()
+    };
+    let command = match &cli.command {
+        None => return interactive(&client(), options),
+        Some(Cmd::Bench(args)) => return run_bench(&cli, args),
+        Some(Cmd::Put { key, value }) => Command::Put {
+            key: key.clone(),
+            value: value.join(" "),
+        },
+        Some(Cmd::Get { key }) => Command::Get { key: key.clone() },
+        Some(Cmd::Delete { key }) => Command::Delete { key: key.clone() },
+        Some(Cmd::Getall) => Command::GetAll,
+        Some(Cmd::Status) => Command::Status,
+    };
+    match shell::run(&client(), &command, options) {
+        Ok(text) => {
+            print_out(&text);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            print_err(&e, options.json);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The interactive shell: one command per line until `exit` or end of input.
+fn interactive(client: &Client, options: RunOptions) -> ExitCode {
+    let stdin = std::io::stdin();
+    let tty = stdin.is_terminal();
+    let mut input = stdin.lock();
+    if tty {
+        eprintln!(
+            "raftlabkv-client: servers {}; type `help` for commands, `exit` to leave",
+            client.servers().join(",")
+        );
+    }
+    let mut buf = Vec::new();
+    loop {
+        if tty {
+            print!("raftlabkv> ");
+            let _ = std::io::stdout().flush();
+        }
+        buf.clear();
+        match input.read_until(b'\n', &mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("error: reading input: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        let line = String::from_utf8_lossy(&buf);
+        let command = match shell::parse_line(&line) {
+            Ok(Command::Exit) => break,
+            Ok(Command::Nothing) => continue,
+            Ok(c) => c,
+            Err(usage) => {
+                eprintln!("error: {usage}");
+                continue;
+            }
+        };
+        match shell::run(client, &command, options) {
+            Ok(text) => print_out(&text),
+            Err(e) => print_err(&e, options.json),
+        }
+    }
+    if tty {
+        println!();
+    }
+    ExitCode::SUCCESS
+}
+
+fn run_bench(cli: &Cli, args: &BenchArgs) -> ExitCode {
+    let config = BenchConfig {
+        servers: cli.servers.clone(),
+        target: args.target.clone(),
+        clients: args.clients,
+        duration: args.duration,
+        ops: args.ops,
+        workload: args.workload,
+        read_ratio: args.read_ratio,
+        value_size: args.value_size,
+        keys: args.keys,
+        populate: args.populate,
+        request_timeout: cli.timeout,
+    };
+    match bench::run(&config) {
+        Ok(report) => {
+            if cli.json {
+                match serde_json::to_string(&report) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => {
+                        print_err(&Error::Internal(e.to_string()), true);
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                println!("{report}");
+            }
+            if report.requests > 0 && report.ok == 0 {
+                eprintln!("error: no request succeeded");
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            print_err(&e, cli.json);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_out(text: &str) {
+    if !text.is_empty() {
+        println!("{text}");
+    }
+}
+
+fn print_err(e: &Error, json: bool) {
+    if json {
+        eprintln!("{}", e.to_json());
+    } else {
+        match e {
+            Error::NotFound(m) => eprintln!("error: {m}"),
+            Error::OutcomeUnknown(m) => {
+                eprintln!("outcome unknown: {m}");
+                eprintln!("(the write may or may not have been applied; read the key to find out)");
+            }
+            e => eprintln!("error: {e}"),
+        }
+    }
+}

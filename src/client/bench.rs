@@ -1,0 +1,554 @@
+//! A closed-loop load generator: `raftlabkv-client bench`.
+//!
+//! `clients` threads each own a `ureq::Agent` (so each keeps its own keep-alive connection) and
+//! send one request at a time, as fast as answers come back, to a single target server (by default
+//! the leader, found through `/status`). Each thread records the latency of every successful
+//! request; at the end all samples are merged and sorted, so the percentiles are exact, not
+//! averages of per-thread percentiles.
+//!
+//! The measurement loop does no retries (an error is counted by kind and the loop goes on; after a
+//! failed connect it pauses 10 ms so a dead server is not hammered), no JSON encoding and no
+//! allocation of its own: keys are made up front, and each put body is assembled in a reused
+//! buffer from the pre-built key and value (both plain alphanumeric, so no JSON escaping is
+//! needed). What remains per request is ureq's own work (URL parsing, headers).
+//!
+//! Before a `get` or `mixed` run the key space is populated (every key written once, through a
+//! retrying [`Client`]), so reads hit existing keys; `populate: false` skips that, and reads of
+//! missing keys are then counted under `not_found`.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rand::distributions::Alphanumeric;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use super::{Client, ClientOptions, Failure, classify, deadline_after, make_agent, normalize_addr};
+use crate::error::{Error, Result};
+
+/// Most client threads a bench starts.
+pub const MAX_CLIENTS: usize = 4096;
+/// Largest key space (the keys are made up front).
+pub const MAX_KEYS: u64 = 10_000_000;
+/// Largest value size.
+pub const MAX_VALUE_SIZE: usize = 64 << 20;
+
+/// What the bench threads send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    /// Only `POST /kv/put`.
+    Put,
+    /// Only `GET /kv/get/{key}` (linearizable).
+    Get,
+    /// Gets with probability `read_ratio`, puts otherwise.
+    Mixed,
+}
+
+impl std::str::FromStr for Workload {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "put" => Ok(Workload::Put),
+            "get" => Ok(Workload::Get),
+            "mixed" => Ok(Workload::Mixed),
+            _ => Err(format!("unknown workload {s:?} (put, get or mixed)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Workload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Workload::Put => "put",
+            Workload::Get => "get",
+            Workload::Mixed => "mixed",
+        })
+    }
+}
+
+/// A bench run's parameters.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// Servers, used to find the leader when `target` is `None`.
+    pub servers: Vec<String>,
+    /// Send everything to this server instead of the leader.
+    pub target: Option<String>,
+    /// Number of concurrent client threads (at least 1).
+    pub clients: usize,
+    /// Stop after this long. With neither `duration` nor `ops`, 10 s.
+    pub duration: Option<Duration>,
+    /// Stop after this many requests in total (successful or not).
+    pub ops: Option<u64>,
+    /// What to send.
+    pub workload: Workload,
+    /// For `Mixed`: the fraction of gets, in `0..=1`.
+    pub read_ratio: f64,
+    /// Value size in bytes.
+    pub value_size: usize,
+    /// Key space: keys `bench-0` .. `bench-{keys-1}`, chosen uniformly.
+    pub keys: u64,
+    /// Write every key once before measuring. `None`: yes for `Get` and `Mixed`, no for `Put`.
+    pub populate: Option<bool>,
+    /// Per-request timeout.
+    pub request_timeout: Duration,
+}
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        BenchConfig {
+            servers: super::DEFAULT_SERVERS
+                .split(',')
+                .map(String::from)
+                .collect(),
+            target: None,
+            clients: 4,
+            duration: None,
+            ops: None,
+            workload: Workload::Put,
+            read_ratio: 0.9,
+            value_size: 100,
+            keys: 10_000,
+            populate: None,
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Latency percentiles of the successful requests, in microseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Latency {
+    /// Number of samples.
+    pub samples: u64,
+    /// Arithmetic mean.
+    pub mean_us: f64,
+    /// Median.
+    pub p50_us: u64,
+    /// 90th percentile.
+    pub p90_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// 99.9th percentile.
+    pub p999_us: u64,
+    /// Slowest request.
+    pub max_us: u64,
+}
+
+/// The outcome of a bench run.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// The workload run.
+    pub workload: Workload,
+    /// The server that received the load.
+    pub target: String,
+    /// Number of client threads.
+    pub clients: usize,
+    /// Value size in bytes.
+    pub value_size: usize,
+    /// Key space size.
+    pub keys: u64,
+    /// For `Mixed`, the read ratio used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_ratio: Option<f64>,
+    /// Seconds spent populating (0 if not populated).
+    pub populate_seconds: f64,
+    /// Keys whose populating write failed.
+    pub populate_errors: u64,
+    /// Seconds of measurement.
+    pub elapsed_seconds: f64,
+    /// Requests sent (successful or not).
+    pub requests: u64,
+    /// Successful requests.
+    pub ok: u64,
+    /// Successful requests per second.
+    pub throughput_ops_per_sec: f64,
+    /// Failed requests by kind (`unavailable`, `outcome_unknown`, `connect`, `transport`, …).
+    pub errors: BTreeMap<String, u64>,
+    /// Latency of successful requests.
+    pub latency_us: Latency,
+}
+
+impl std::fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "workload {}", self.workload,)?;
+        if let Some(r) = self.read_ratio {
+            write!(f, " (read ratio {r})")?;
+        }
+        writeln!(
+            f,
+            ", {} clients, target {}, {} keys, {}-byte values",
+            self.clients, self.target, self.keys, self.value_size
+        )?;
+        if self.populate_seconds > 0.0 {
+            writeln!(
+                f,
+                "populated in {:.2} s ({} failed writes)",
+                self.populate_seconds, self.populate_errors
+            )?;
+        }
+        let failed = self.requests - self.ok;
+        write!(
+            f,
+            "{} requests in {:.2} s: {} ok, {} failed",
+            self.requests, self.elapsed_seconds, self.ok, failed
+        )?;
+        if !self.errors.is_empty() {
+            let kinds: Vec<String> = self
+                .errors
+                .iter()
+                .map(|(k, n)| format!("{k}: {n}"))
+                .collect();
+            write!(f, " ({})", kinds.join(", "))?;
+        }
+        writeln!(f)?;
+        writeln!(f, "throughput: {:.1} ops/s", self.throughput_ops_per_sec)?;
+        let l = &self.latency_us;
+        write!(
+            f,
+            "latency (µs): p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  mean {:.1}",
+            l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us, l.mean_us
+        )
+    }
+}
+
+/// What one bench thread brings back.
+#[derive(Default)]
+struct ThreadResult {
+    requests: u64,
+    latencies_ns: Vec<u64>,
+    errors: BTreeMap<String, u64>,
+}
+
+/// Runs a bench: finds the target, populates if asked, measures, and reports.
+pub fn run(config: &BenchConfig) -> Result<BenchReport> {
+    if config.clients == 0 {
+        return Err(Error::BadRequest("--clients must be at least 1".into()));
+    }
+    if config.keys == 0 {
+        return Err(Error::BadRequest("--keys must be at least 1".into()));
+    }
+    if config.clients > MAX_CLIENTS {
+        return Err(Error::BadRequest(format!(
+            "--clients must be at most {MAX_CLIENTS}"
+        )));
+    }
+    if config.keys > MAX_KEYS {
+        return Err(Error::BadRequest(format!(
+            "--keys must be at most {MAX_KEYS}"
+        )));
+    }
+    if config.value_size > MAX_VALUE_SIZE {
+        return Err(Error::BadRequest(format!(
+            "--value-size must be at most {MAX_VALUE_SIZE} bytes"
+        )));
+    }
+    if !(0.0..=1.0).contains(&config.read_ratio) {
+        return Err(Error::BadRequest(
+            "--read-ratio must be between 0 and 1".into(),
+        ));
+    }
+    let target = match &config.target {
+        Some(t) => normalize_addr(t),
+        None => Client::new(config.servers.clone()).leader()?,
+    };
+    let keys: Arc<Vec<String>> = Arc::new((0..config.keys).map(|i| format!("bench-{i}")).collect());
+    let value: Arc<String> = Arc::new(
+        rand::thread_rng()
+            .sample_iter(&Alphanumeric)
+            .take(config.value_size)
+            .map(char::from)
+            .collect(),
+    );
+
+    let populate = config.populate.unwrap_or(config.workload != Workload::Put);
+    let (populate_seconds, populate_errors) = if populate {
+        let started = Instant::now();
+        let errors = populate_keys(config, &target, &keys, &value);
+        (started.elapsed().as_secs_f64(), errors)
+    } else {
+        (0.0, 0)
+    };
+
+    let duration = match (config.duration, config.ops) {
+        (None, None) => Some(Duration::from_secs(10)),
+        (d, _) => d,
+    };
+    let issued = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let stop_at = duration.map(|d| deadline_after(started, d));
+    let handles: Vec<_> = (0..config.clients)
+        .map(|_| {
+            let worker = Worker {
+                agent: make_agent(&ClientOptions {
+                    request_timeout: config.request_timeout,
+                    ..ClientOptions::default()
+                }),
+                target: target.clone(),
+                keys: Arc::clone(&keys),
+                value: Arc::clone(&value),
+                workload: config.workload,
+                read_ratio: config.read_ratio,
+                timeout: config.request_timeout,
+                ops: config.ops,
+                issued: Arc::clone(&issued),
+                stop_at,
+            };
+            std::thread::Builder::new()
+                .name("bench".into())
+                .spawn(move || worker.run())
+        })
+        .collect();
+    let mut total = ThreadResult::default();
+    let mut spawn_error = None;
+    for h in handles {
+        let h = match h {
+            Ok(h) => h,
+            Err(e) => {
+                spawn_error = Some(e);
+                continue;
+            }
+        };
+        let r = h
+            .join()
+            .map_err(|_| Error::Internal("a bench thread panicked".into()))?;
+        total.requests += r.requests;
+        total.latencies_ns.extend(r.latencies_ns);
+        for (k, n) in r.errors {
+            *total.errors.entry(k).or_default() += n;
+        }
+    }
+    if let Some(e) = spawn_error {
+        return Err(Error::Internal(format!("cannot start a bench thread: {e}")));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let ok = total.latencies_ns.len() as u64;
+    Ok(BenchReport {
+        workload: config.workload,
+        target,
+        clients: config.clients,
+        value_size: config.value_size,
+        keys: config.keys,
+        read_ratio: (config.workload == Workload::Mixed).then_some(config.read_ratio),
+        populate_seconds,
+        populate_errors,
+        elapsed_seconds: elapsed,
+        requests: total.requests,
+        ok,
+        throughput_ops_per_sec: if elapsed > 0.0 {
+            ok as f64 / elapsed
+        } else {
+            0.0
+        },
+        errors: total.errors,
+        latency_us: latency(total.latencies_ns),
+    })
+}
+
+/// Writes every key once, spread over `clients` threads, each with a retrying client pinned to
+/// the target. Returns the number of keys whose write failed.
+fn populate_keys(
+    config: &BenchConfig,
+    target: &str,
+    keys: &Arc<Vec<String>>,
+    value: &Arc<String>,
+) -> u64 {
+    let n = keys.len();
+    let threads = config.clients.min(n).max(1);
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let keys = Arc::clone(keys);
+            let value = Arc::clone(value);
+            let client = Client::builder(vec![target.to_string()])
+                .request_timeout(config.request_timeout)
+                .discover_leader(false)
+                .build();
+            std::thread::Builder::new()
+                .name("populate".into())
+                .spawn(move || {
+                    let mut failed = 0u64;
+                    for key in keys.iter().skip(t).step_by(threads) {
+                        if let Err(e) = client.put(key, &value) {
+                            log::warn!("populate: put {key} failed: {e}");
+                            failed += 1;
+                        }
+                    }
+                    failed
+                })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .enumerate()
+        .map(|(t, h)| {
+            // The keys thread `t` was to write: those it could not, if it failed.
+            let share = keys.iter().skip(t).step_by(threads).count() as u64;
+            match h {
+                Ok(h) => h.join().unwrap_or(share),
+                Err(e) => {
+                    log::warn!("populate: cannot start a thread: {e}");
+                    share
+                }
+            }
+        })
+        .sum()
+}
+
+/// Exact percentiles (nearest rank) of the samples, in microseconds.
+pub fn latency(mut samples_ns: Vec<u64>) -> Latency {
+    if samples_ns.is_empty() {
+        return Latency::default();
+    }
+    samples_ns.sort_unstable();
+    let n = samples_ns.len();
+    let at = |per_mille: u128| {
+        // Nearest rank: the smallest sample with at least p% of the samples at or below it.
+        // Integer arithmetic, so that 99.9% of 1000 samples is rank 999 exactly.
+        let rank = (per_mille * n as u128).div_ceil(1000) as usize;
+        samples_ns[rank.clamp(1, n) - 1] / 1000
+    };
+    let sum: u128 = samples_ns.iter().map(|&s| u128::from(s)).sum();
+    Latency {
+        samples: n as u64,
+        mean_us: sum as f64 / n as f64 / 1000.0,
+        p50_us: at(500),
+        p90_us: at(900),
+        p99_us: at(990),
+        p999_us: at(999),
+        max_us: samples_ns[n - 1] / 1000,
+    }
+}
+
+/// One bench thread.
+struct Worker {
+    agent: ureq::Agent,
+    target: String,
+    keys: Arc<Vec<String>>,
+    value: Arc<String>,
+    workload: Workload,
+    read_ratio: f64,
+    timeout: Duration,
+    ops: Option<u64>,
+    issued: Arc<AtomicU64>,
+    stop_at: Option<Instant>,
+}
+
+impl Worker {
+    fn run(self) -> ThreadResult {
+        let mut rng =
+            StdRng::from_rng(rand::thread_rng()).unwrap_or_else(|_| StdRng::seed_from_u64(0));
+        let mut result = ThreadResult {
+            latencies_ns: Vec::with_capacity(1 << 16),
+            ..ThreadResult::default()
+        };
+        let put_url = format!("http://{}/kv/put", self.target);
+        let get_prefix = format!("http://{}/kv/get/", self.target);
+        let mut url = String::with_capacity(get_prefix.len() + 32);
+        let mut body = String::with_capacity(self.value.len() + 64);
+        let mut sink = Vec::with_capacity(4096);
+        let n = self.keys.len();
+        loop {
+            if let Some(limit) = self.ops
+                && self.issued.fetch_add(1, Ordering::Relaxed) >= limit
+            {
+                break;
+            }
+            let key = &self.keys[rng.gen_range(0..n)];
+            let read = match self.workload {
+                Workload::Get => true,
+                Workload::Put => false,
+                Workload::Mixed => rng.gen_bool(self.read_ratio),
+            };
+            let t0 = Instant::now();
+            if self.stop_at.is_some_and(|s| t0 >= s) {
+                break;
+            }
+            let response = if read {
+                url.clear();
+                url.push_str(&get_prefix);
+                url.push_str(key); // bench keys are unreserved characters only
+                self.agent.get(&url).timeout(self.timeout).call()
+            } else {
+                body.clear();
+                body.push_str(r#"{"key":""#);
+                body.push_str(key);
+                body.push_str(r#"","value":""#);
+                body.push_str(&self.value);
+                body.push_str(r#""}"#);
+                self.agent
+                    .post(&put_url)
+                    .timeout(self.timeout)
+                    .set("Content-Type", "application/json")
+                    .send_string(&body)
+            };
+            result.requests += 1;
+            match response {
+                Ok(r) => {
+                    sink.clear();
+                    match r.into_reader().read_to_end(&mut sink) {
+                        Ok(_) => {
+                            let ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                            result.latencies_ns.push(ns);
+                        }
+                        Err(_) => count(&mut result.errors, "transport"),
+                    }
+                }
+                Err(e) => match classify(e) {
+                    Failure::NotSent(_) => {
+                        count(&mut result.errors, "connect");
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Failure::MaybeSent(_) => count(&mut result.errors, "transport"),
+                    Failure::Status { error, .. } => count(&mut result.errors, error.code()),
+                    Failure::Fatal(_) => {
+                        count(&mut result.errors, "fatal");
+                        break;
+                    }
+                },
+            }
+        }
+        result
+    }
+}
+
+fn count(errors: &mut BTreeMap<String, u64>, kind: &str) {
+    match errors.get_mut(kind) {
+        Some(n) => *n += 1,
+        None => {
+            errors.insert(kind.to_string(), 1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_nearest_rank_over_all_samples() {
+        // 1..=1000 µs.
+        let samples: Vec<u64> = (1..=1000).rev().map(|us| us * 1000).collect();
+        let l = latency(samples);
+        assert_eq!(l.samples, 1000);
+        assert_eq!(l.p50_us, 500);
+        assert_eq!(l.p90_us, 900);
+        assert_eq!(l.p99_us, 990);
+        assert_eq!(l.p999_us, 999);
+        assert_eq!(l.max_us, 1000);
+        assert!((l.mean_us - 500.5).abs() < 1e-9);
+
+        let one = latency(vec![1_234_567]);
+        assert_eq!((one.p50_us, one.p999_us, one.max_us), (1234, 1234, 1234));
+        assert_eq!(latency(Vec::new()), Latency::default());
+    }
+
+    #[test]
+    fn workload_parses() {
+        assert_eq!("mixed".parse::<Workload>(), Ok(Workload::Mixed));
+        assert!("write".parse::<Workload>().is_err());
+    }
+}

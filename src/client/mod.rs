@@ -1,0 +1,884 @@
+//! A blocking client for RaftLabKV, and the building blocks of the `raftlabkv-client` tool.
+//!
+//! ```no_run
+//! use raftlabkv::client::Client;
+//!
+//! let client = Client::new(vec!["127.0.0.1:8080".into(), "127.0.0.1:8081".into()]);
+//! let put = client.put("greeting", "hello world")?;
+//! println!("committed at index {} in term {}", put.index, put.term);
+//! assert_eq!(client.get("greeting")?, Some("hello world".to_string()));
+//! client.delete("greeting")?;
+//! # Ok::<(), raftlabkv::Error>(())
+//! ```
+//!
+//! # What the client talks to
+//!
+//! Every node of the cluster serves the same small JSON-over-HTTP API (`GET /kv/get/{key}`,
+//! `POST /kv/put`, `DELETE /kv/delete/{key}`, `GET /kv/all`, `GET /status`). Any node accepts any
+//! request: a follower forwards it to the leader and relays the answer. So the client only ever
+//! needs *one* reachable node, and it is always correct to send a request to any of them.
+//!
+//! # Leader discovery
+//!
+//! Sending straight to the leader saves the follower's extra hop, so the client keeps a cached
+//! leader address and sends there when it has one. It learns the leader in two ways:
+//!
+//! 1. **From `/status`.** Before an operation, if no leader is cached (and at most once a second),
+//!    the client asks one node for its `/status`; if that node is the leader, or knows who is
+//!    (`leaderAddr`), the address is cached. [`Client::leader`] does the same on demand and waits
+//!    for an election to finish if there is none yet.
+//! 2. **From error hints.** An error body may carry a `leaderAddr` field ("I am not the leader, try
+//!    there"). The client caches it and retries there at once.
+//!
+//! The cache is dropped as soon as the cached leader fails to answer, answers 503 without a better
+//! hint, or leaves a write's outcome unknown; the next operation then goes to the configured
+//! servers in turn (and discovers again). A stale cache is therefore harmless: at worst it costs
+//! one failed attempt.
+//!
+//! # Retry rules
+//!
+//! Whether a failed request may be sent again depends on whether it can have taken effect:
+//!
+//! | what happened | read (`get`, `get_all`, `status`) | write (`put`, `delete`) |
+//! |---|---|---|
+//! | could not connect (refused, unreachable, DNS) | retry on the next server | retry on the next server |
+//! | `503 Unavailable` | retry (follow `leaderAddr` if given) | retry (follow `leaderAddr` if given) |
+//! | `504` (server: outcome unknown) | retry | **[`Error::OutcomeUnknown`], not retried** |
+//! | timeout or broken connection after the request was sent | retry on the next server | **[`Error::OutcomeUnknown`], not retried** |
+//! | other 5xx | retry | returned as is |
+//! | 4xx (`400`, `404`, `405`, `413`) | returned (`404` on `get` is `Ok(None)`) | returned as is |
+//!
+//! Retries wait with exponential backoff and jitter (starting at
+//! [`ClientOptions::backoff_initial`], doubling up to [`ClientOptions::backoff_max`], each wait a
+//! random time between half and all of the current step) and stop when
+//! [`ClientOptions::retry_deadline`] has passed since the operation started; the last error is then
+//! returned as [`Error::Unavailable`]. A redirect to a freshly learnt leader is tried without
+//! waiting.
+//!
+//! ## Why a 504 (or a lost response) on a write is not retried
+//!
+//! A `503` is a promise from the server: *this request was not applied and will not be*. Sending
+//! it again cannot apply it twice. A `504` says the opposite: the leader *did* append the write to
+//! its log, but did not see it commit in time. It may still commit (a majority may already hold
+//! it, and the next leader will finish the job), or it may be lost with the old leader. The same
+//! is true when the connection breaks or times out after the request went out: the server may
+//! have received it and applied it, and only the answer was lost.
+//!
+//! Retrying blindly would turn "maybe once" into "maybe twice". For `put(k, v)` that looks harmless,
+//! but it is not: between the two copies another client may have written `k`, and the retried
+//! copy would silently overwrite the newer value (the same goes for a retried `delete`). The
+//! server has no request ids to detect duplicates, so the only honest answer is to tell the
+//! caller: [`Error::OutcomeUnknown`]. The caller knows what the write meant and can decide, for
+//! example by reading the key back.
+//!
+//! Reads have no effect, so any read may be repeated on any node.
+//!
+//! ## What counts as "sent"
+//!
+//! The client classifies transport errors from ureq: a failure to *connect* (refused, DNS,
+//! connect timeout) means nothing reached the server, so it is always retried. Any other
+//! transport error (read timeout, reset, a garbled response) may come after the server received
+//! the request, so it is treated as "maybe sent". This is conservative: a connection that had been
+//! idle in the keep-alive pool and was reset by a restarted server is also reported as
+//! `OutcomeUnknown` for a write, even though the request probably never arrived.
+//!
+//! # Keys in paths
+//!
+//! `get` and `delete` put the key into the URL path, so it is percent-encoded with
+//! [`percent_encode`]: every byte of its UTF-8 form except the unreserved characters
+//! `A-Z a-z 0-9 - . _ ~` becomes `%XX`, including `/` (so `a/b` is one path segment, `a%2Fb`) and
+//! `%` itself. Three keys cannot be addressed in a path at all and are refused before anything is
+//! sent, for every operation including `put` (so that what the client can write it can also read):
+//! the empty key, `.` and `..` (URL libraries resolve the last two as "this directory" and
+//! "parent directory", even when percent-encoded).
+//!
+//! # Connections
+//!
+//! One [`Client`] owns one `ureq::Agent`, which keeps connections alive and reuses them. A `Client`
+//! is `Send + Sync`: share it between threads (behind an `Arc`) or give each thread its own.
+//! Everything is blocking; there is no async runtime.
+
+pub mod bench;
+pub mod shell;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::raft::{Index, NodeId, Term};
+
+/// The servers used when none are given (the three nodes of a local demo cluster).
+pub const DEFAULT_SERVERS: &str = "127.0.0.1:8080,127.0.0.1:8081,127.0.0.1:8082";
+
+/// Largest response body the client reads (a `get_all` of a big store can be large).
+const MAX_BODY: u64 = 1 << 30;
+
+/// How long an automatic leader discovery (one `/status`) may take before it is abandoned.
+const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Longest request or connect timeout (and backoff step) a client accepts.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// Shortest backoff step, so that a zero setting cannot make a busy loop.
+const MIN_BACKOFF: Duration = Duration::from_millis(1);
+
+/// Minimum time between two automatic leader discoveries.
+const REDISCOVER_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What a successful `put` reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutResult {
+    /// The key written.
+    pub key: String,
+    /// The log index at which the write committed.
+    pub index: Index,
+    /// The term of the leader that committed it.
+    pub term: Term,
+}
+
+/// One node's view of the cluster, as answered by `GET /status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    /// The node's id.
+    pub id: NodeId,
+    /// True if this node is the leader.
+    pub is_leader: bool,
+    /// The node's current term.
+    pub term: Term,
+    /// `leader`, `follower` or `candidate`.
+    pub role: String,
+    /// The id of the leader this node knows of, if any.
+    #[serde(default)]
+    pub leader: Option<NodeId>,
+    /// The client address (`host:port`) of that leader, if known.
+    #[serde(default)]
+    pub leader_addr: Option<String>,
+    /// Highest log index known to be committed.
+    pub commit_index: Index,
+    /// Highest log index applied to the key-value store.
+    pub last_applied: Index,
+    /// Index of the last entry in this node's log.
+    pub last_log_index: Index,
+}
+
+/// Tunables of a [`Client`]. `ClientOptions::default()` suits a local cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// Longest wait for one request's answer (connect + send + response). A write whose answer
+    /// does not come in time is reported as [`Error::OutcomeUnknown`]. Should be longer than the
+    /// server's own commit timeout, so that the server's 504 arrives first. Default 5 s.
+    pub request_timeout: Duration,
+    /// Longest wait for a TCP connection. A connect timeout is a "not sent" failure, retried on
+    /// the next server. Default 1 s.
+    pub connect_timeout: Duration,
+    /// No new attempt is started once this much time has passed since the operation began.
+    /// Default 10 s (enough for a few election rounds).
+    pub retry_deadline: Duration,
+    /// First backoff step. Default 50 ms.
+    pub backoff_initial: Duration,
+    /// Largest backoff step. Default 1 s.
+    pub backoff_max: Duration,
+    /// Ask `/status` for the leader when none is cached. Default true. When false, the leader is
+    /// only learnt from `leaderAddr` hints and explicit [`Client::leader`] calls.
+    pub discover_leader: bool,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            request_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(1),
+            retry_deadline: Duration::from_secs(10),
+            backoff_initial: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(1),
+            discover_leader: true,
+        }
+    }
+}
+
+/// Builds a [`Client`] with non-default [`ClientOptions`].
+///
+/// ```
+/// use std::time::Duration;
+/// let client = raftlabkv::client::Client::builder(vec!["127.0.0.1:8080".into()])
+///     .request_timeout(Duration::from_secs(2))
+///     .retry_deadline(Duration::from_secs(30))
+///     .build();
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    servers: Vec<String>,
+    options: ClientOptions,
+}
+
+impl ClientBuilder {
+    /// See [`ClientOptions::request_timeout`].
+    pub fn request_timeout(mut self, d: Duration) -> Self {
+        self.options.request_timeout = d;
+        self
+    }
+
+    /// See [`ClientOptions::connect_timeout`].
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.options.connect_timeout = d;
+        self
+    }
+
+    /// See [`ClientOptions::retry_deadline`]. `Duration::ZERO` means a single attempt.
+    pub fn retry_deadline(mut self, d: Duration) -> Self {
+        self.options.retry_deadline = d;
+        self
+    }
+
+    /// See [`ClientOptions::backoff_initial`] and [`ClientOptions::backoff_max`].
+    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.options.backoff_initial = initial;
+        self.options.backoff_max = max;
+        self
+    }
+
+    /// See [`ClientOptions::discover_leader`].
+    pub fn discover_leader(mut self, on: bool) -> Self {
+        self.options.discover_leader = on;
+        self
+    }
+
+    /// Replaces all options at once.
+    pub fn options(mut self, options: ClientOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Builds the client.
+    pub fn build(self) -> Client {
+        Client::with_options(self.servers, self.options)
+    }
+}
+
+/// A blocking RaftLabKV client: finds the leader, retries what is safe to retry, and reports
+/// what is not (see the [module docs](self)).
+#[derive(Debug)]
+pub struct Client {
+    servers: Vec<String>,
+    options: ClientOptions,
+    agent: ureq::Agent,
+    state: Mutex<RouteState>,
+}
+
+/// Where requests go next.
+#[derive(Debug, Default)]
+struct RouteState {
+    /// The cached leader address, if any.
+    leader: Option<String>,
+    /// Index into `servers` of the next server to try when no leader is cached.
+    next: usize,
+    /// When the last automatic discovery started.
+    last_discovery: Option<Instant>,
+}
+
+/// Is the request a read (idempotent, always retryable) or a write?
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Read,
+    Write,
+}
+
+/// One HTTP request, ready to be sent to any server.
+struct Call<'a> {
+    method: &'static str,
+    /// Path and query, starting with `/`.
+    path: &'a str,
+    /// JSON body, for POST.
+    body: Option<&'a str>,
+    kind: Kind,
+}
+
+/// Why one attempt failed, in the terms the retry rules need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// Nothing reached the server (connection refused, DNS, connect timeout): always retryable.
+    NotSent(String),
+    /// The request may have reached the server, but no (readable) answer came back.
+    MaybeSent(String),
+    /// The server answered with an error status.
+    Status {
+        error: Error,
+        leader_addr: Option<String>,
+    },
+    /// The request cannot work anywhere (a malformed server address).
+    Fatal(Error),
+}
+
+impl Client {
+    /// A client for the given servers (`host:port`, an `http://` prefix is accepted), with default
+    /// options. An empty list is allowed, but every operation then fails with `Unavailable`.
+    pub fn new(servers: Vec<String>) -> Client {
+        Client::with_options(servers, ClientOptions::default())
+    }
+
+    /// A builder, to set options before the client is made.
+    pub fn builder(servers: Vec<String>) -> ClientBuilder {
+        ClientBuilder {
+            servers,
+            options: ClientOptions::default(),
+        }
+    }
+
+    /// A client with explicit options. Out-of-range options are brought into range: timeouts
+    /// at most a day, the first backoff step at least 1 ms, the largest at least the first.
+    pub fn with_options(servers: Vec<String>, mut options: ClientOptions) -> Client {
+        options.request_timeout = options.request_timeout.min(MAX_TIMEOUT);
+        options.connect_timeout = options.connect_timeout.min(MAX_TIMEOUT);
+        options.backoff_initial = options.backoff_initial.clamp(MIN_BACKOFF, MAX_TIMEOUT);
+        options.backoff_max = options
+            .backoff_max
+            .clamp(options.backoff_initial, MAX_TIMEOUT);
+        let servers: Vec<String> = servers
+            .iter()
+            .map(|s| normalize_addr(s))
+            .filter(|s| !s.is_empty())
+            .collect();
+        Client {
+            agent: make_agent(&options),
+            servers,
+            options,
+            state: Mutex::new(RouteState::default()),
+        }
+    }
+
+    /// The configured server addresses, normalized to `host:port`.
+    pub fn servers(&self) -> &[String] {
+        &self.servers
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &ClientOptions {
+        &self.options
+    }
+
+    /// The cached leader address, without asking anyone.
+    pub fn cached_leader(&self) -> Option<String> {
+        self.state.lock().leader.clone()
+    }
+
+    /// Writes `key = value` through the leader and waits for it to commit.
+    ///
+    /// Errors: `BadRequest`/`TooLarge` from the server, `Unavailable` if no leader could take the
+    /// write before the retry deadline (it was **not** applied), `OutcomeUnknown` if the write was
+    /// sent but its outcome could not be learnt (it may or may not be applied).
+    pub fn put(&self, key: &str, value: &str) -> Result<PutResult> {
+        check_key(key)?;
+        #[derive(Serialize)]
+        struct Body<'a> {
+            key: &'a str,
+            value: &'a str,
+        }
+        let body = to_json(&Body { key, value })?;
+        let text = self.execute(&Call {
+            method: "POST",
+            path: "/kv/put",
+            body: Some(&body),
+            kind: Kind::Write,
+        })?;
+        serde_json::from_str(&text).map_err(|e| {
+            Error::Internal(format!(
+                "the put of {key:?} succeeded (HTTP 200) but its answer could not be parsed: {e}"
+            ))
+        })
+    }
+
+    /// Linearizable read: the value of `key`, or `None` if it does not exist.
+    pub fn get(&self, key: &str) -> Result<Option<String>> {
+        self.get_inner(key, false)
+    }
+
+    /// Stale read: the value in the answering node's local state, which may lag the leader.
+    /// Cheaper (no round of heartbeats), and works without a quorum.
+    pub fn get_stale(&self, key: &str) -> Result<Option<String>> {
+        self.get_inner(key, true)
+    }
+
+    fn get_inner(&self, key: &str, stale: bool) -> Result<Option<String>> {
+        check_key(key)?;
+        let mut path = format!("/kv/get/{}", percent_encode(key));
+        if stale {
+            path.push_str("?consistency=stale");
+        }
+        let call = Call {
+            method: "GET",
+            path: &path,
+            body: None,
+            kind: Kind::Read,
+        };
+        let text = match self.execute(&call) {
+            Ok(text) => text,
+            Err(Error::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        #[derive(Deserialize)]
+        struct Answer {
+            value: String,
+        }
+        let answer: Answer = serde_json::from_str(&text)
+            .map_err(|e| Error::Internal(format!("unreadable answer to get {key:?}: {e}")))?;
+        Ok(Some(answer.value))
+    }
+
+    /// Deletes `key` (succeeds also when it does not exist). Same errors as [`Client::put`].
+    pub fn delete(&self, key: &str) -> Result<()> {
+        check_key(key)?;
+        let path = format!("/kv/delete/{}", percent_encode(key));
+        self.execute(&Call {
+            method: "DELETE",
+            path: &path,
+            body: None,
+            kind: Kind::Write,
+        })?;
+        Ok(())
+    }
+
+    /// Linearizable read of the whole store.
+    pub fn get_all(&self) -> Result<BTreeMap<String, String>> {
+        self.get_all_inner("/kv/all")
+    }
+
+    /// Stale read of the whole store (the answering node's local state).
+    pub fn get_all_stale(&self) -> Result<BTreeMap<String, String>> {
+        self.get_all_inner("/kv/all?consistency=stale")
+    }
+
+    fn get_all_inner(&self, path: &str) -> Result<BTreeMap<String, String>> {
+        let text = self.execute(&Call {
+            method: "GET",
+            path,
+            body: None,
+            kind: Kind::Read,
+        })?;
+        serde_json::from_str(&text)
+            .map_err(|e| Error::Internal(format!("unreadable answer to getall: {e}")))
+    }
+
+    /// The `/status` of one server (`host:port`), in a single attempt: a status is a diagnostic,
+    /// and a node that is down should be reported quickly (as `Unavailable`).
+    pub fn status(&self, server: &str) -> Result<Status> {
+        let server = normalize_addr(server);
+        let call = Call {
+            method: "GET",
+            path: "/status",
+            body: None,
+            kind: Kind::Read,
+        };
+        match self.attempt(&server, &call, self.options.request_timeout) {
+            Ok(text) => parse_status(&server, &text),
+            Err(f) => Err(failure_to_error(&server, f)),
+        }
+    }
+
+    /// The `/status` of every configured server, in order, each in a single attempt.
+    pub fn cluster_status(&self) -> Vec<(String, Result<Status>)> {
+        self.servers
+            .iter()
+            .map(|s| (s.clone(), self.status(s)))
+            .collect()
+    }
+
+    /// The leader's address: the cached one, or else found by asking the servers' `/status` in
+    /// turn, waiting (with backoff) for an election until the retry deadline.
+    pub fn leader(&self) -> Result<String> {
+        if let Some(leader) = self.cached_leader() {
+            return Ok(leader);
+        }
+        self.refresh_leader()
+    }
+
+    /// Forgets the cached leader and finds it again, like [`Client::leader`].
+    pub fn refresh_leader(&self) -> Result<String> {
+        self.state.lock().leader = None;
+        if self.servers.is_empty() {
+            return Err(no_servers());
+        }
+        let deadline = deadline_after(Instant::now(), self.options.retry_deadline);
+        let mut backoff = self.options.backoff_initial;
+        loop {
+            let mut last = None;
+            for server in &self.servers {
+                match self.status(server) {
+                    Ok(status) => {
+                        if let Some(leader) = leader_of(server, &status) {
+                            self.set_leader(&leader);
+                            return Ok(leader);
+                        }
+                        last = Some(format!("{server} knows no leader (term {})", status.term));
+                    }
+                    Err(e) => last = Some(e.to_string()),
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::Unavailable(format!(
+                    "no leader found before the deadline; last answer: {}",
+                    last.unwrap_or_default()
+                )));
+            }
+            std::thread::sleep(jittered(backoff).min(deadline - now));
+            backoff = backoff.saturating_mul(2).min(self.options.backoff_max);
+        }
+    }
+
+    /// Runs one call with the retry rules of the module docs, returning the body of the 200 answer.
+    fn execute(&self, call: &Call<'_>) -> Result<String> {
+        if self.servers.is_empty() {
+            return Err(no_servers());
+        }
+        let started = Instant::now();
+        let deadline = deadline_after(started, self.options.retry_deadline);
+        let mut backoff = self.options.backoff_initial;
+        let mut attempts = 0u32;
+        let mut just_redirected = false;
+        self.maybe_discover();
+        loop {
+            let target = self.target();
+            attempts += 1;
+            let failure = match self.attempt(&target, call, self.options.request_timeout) {
+                Ok(text) => return Ok(text),
+                Err(f) => f,
+            };
+            log::debug!(
+                "{} {} on {target} failed (attempt {attempts}): {failure:?}",
+                call.method,
+                call.path
+            );
+            let mut redirect = false;
+            let err = match failure {
+                Failure::Fatal(e) => return Err(e),
+                Failure::NotSent(msg) => {
+                    self.server_failed(&target);
+                    Error::Unavailable(format!("{target}: {msg}"))
+                }
+                Failure::MaybeSent(msg) => {
+                    self.server_failed(&target);
+                    if call.kind == Kind::Write {
+                        return Err(Error::OutcomeUnknown(format!(
+                            "{target}: the request was sent but no answer came back ({msg}); \
+                             the write may or may not have been applied"
+                        )));
+                    }
+                    Error::Unavailable(format!("{target}: {msg}"))
+                }
+                Failure::Status { error, leader_addr } => match error {
+                    Error::Unavailable(_) => {
+                        match leader_addr.map(|a| normalize_addr(&a)) {
+                            Some(hint) if !hint.is_empty() && hint != target => {
+                                self.set_leader(&hint);
+                                redirect = !just_redirected;
+                            }
+                            _ => self.server_failed(&target),
+                        }
+                        error
+                    }
+                    Error::OutcomeUnknown(_) if call.kind == Kind::Write => {
+                        self.server_failed(&target);
+                        return Err(error);
+                    }
+                    e if call.kind == Kind::Read && e.status() >= 500 => {
+                        self.server_failed(&target);
+                        e
+                    }
+                    e => return Err(e),
+                },
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::Unavailable(format!(
+                    "gave up after {attempts} attempt(s) in {:.1}s; last error: {err}",
+                    (now - started).as_secs_f64()
+                )));
+            }
+            just_redirected = redirect;
+            if !redirect {
+                std::thread::sleep(jittered(backoff).min(deadline - now));
+                backoff = backoff.saturating_mul(2).min(self.options.backoff_max);
+            }
+        }
+    }
+
+    /// One request to one server. Ok is the body of a 200 answer.
+    fn attempt(&self, server: &str, call: &Call<'_>, timeout: Duration) -> Result<String, Failure> {
+        let url = format!("http://{server}{}", call.path);
+        let request = self.agent.request(call.method, &url).timeout(timeout);
+        let result = match call.body {
+            Some(body) => request
+                .set("Content-Type", "application/json")
+                .send_string(body),
+            None => request.call(),
+        };
+        match result {
+            Ok(response) => read_body(response).map_err(|e| match call.kind {
+                // The server answered 200: the write has been applied even if the body is lost.
+                Kind::Write => Failure::Fatal(Error::Internal(format!(
+                    "{server} answered 200 (the write was applied) but the body could not be \
+                     read: {e}"
+                ))),
+                Kind::Read => Failure::MaybeSent(format!("reading the answer failed: {e}")),
+            }),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    /// Where the next attempt goes: the cached leader, or the next server in turn.
+    fn target(&self) -> String {
+        let state = self.state.lock();
+        match &state.leader {
+            Some(leader) => leader.clone(),
+            None => self.servers[state.next % self.servers.len()].clone(),
+        }
+    }
+
+    fn set_leader(&self, leader: &str) {
+        let mut state = self.state.lock();
+        if state.leader.as_deref() != Some(leader) {
+            log::debug!("leader is now {leader}");
+            state.leader = Some(leader.to_string());
+        }
+    }
+
+    /// `server` failed: forget it as leader, and move the rotation past it.
+    fn server_failed(&self, server: &str) {
+        let mut state = self.state.lock();
+        if state.leader.as_deref() == Some(server) {
+            state.leader = None;
+        }
+        let n = self.servers.len();
+        if n > 0 && self.servers[state.next % n] == server {
+            state.next = (state.next + 1) % n;
+        }
+    }
+
+    /// If no leader is cached, ask one server (the next in turn that answers) who leads. Cheap and
+    /// best effort: failures are ignored, and it runs at most once per second.
+    fn maybe_discover(&self) {
+        if !self.options.discover_leader || self.servers.is_empty() {
+            return;
+        }
+        let start = {
+            let mut state = self.state.lock();
+            if state.leader.is_some()
+                || state
+                    .last_discovery
+                    .is_some_and(|t| t.elapsed() < REDISCOVER_INTERVAL)
+            {
+                return;
+            }
+            state.last_discovery = Some(Instant::now());
+            state.next
+        };
+        let call = Call {
+            method: "GET",
+            path: "/status",
+            body: None,
+            kind: Kind::Read,
+        };
+        let timeout = self.options.request_timeout.min(DISCOVERY_TIMEOUT);
+        let n = self.servers.len();
+        for i in 0..n {
+            let server = &self.servers[(start + i) % n];
+            let text = match self.attempt(server, &call, timeout) {
+                Ok(text) => text,
+                Err(Failure::NotSent(_)) => {
+                    // Down: skip it in the rotation too, so the operation does not wait on it again.
+                    self.server_failed(server);
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            if let Ok(status) = parse_status(server, &text)
+                && let Some(leader) = leader_of(server, &status)
+            {
+                self.set_leader(&leader);
+            }
+            return;
+        }
+    }
+}
+
+/// The leader address a status names: its `leaderAddr`, or the server itself if it leads.
+fn leader_of(server: &str, status: &Status) -> Option<String> {
+    match status.leader_addr.as_deref().map(normalize_addr) {
+        Some(addr) if !addr.is_empty() => Some(addr),
+        _ if status.is_leader => Some(server.to_string()),
+        _ => None,
+    }
+}
+
+fn parse_status(server: &str, text: &str) -> Result<Status> {
+    serde_json::from_str(text)
+        .map_err(|e| Error::Internal(format!("unreadable /status answer from {server}: {e}")))
+}
+
+fn no_servers() -> Error {
+    Error::Unavailable("no servers configured".into())
+}
+
+/// Turns a single-attempt failure into the error a caller sees.
+fn failure_to_error(server: &str, failure: Failure) -> Error {
+    match failure {
+        Failure::NotSent(m) | Failure::MaybeSent(m) => Error::Unavailable(format!("{server}: {m}")),
+        Failure::Status { error, .. } => error,
+        Failure::Fatal(e) => e,
+    }
+}
+
+/// The ureq agent: keep-alive pool, connect timeout, no redirects (the API never redirects, and
+/// a redirected POST would be re-sent).
+pub(crate) fn make_agent(options: &ClientOptions) -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout_connect(options.connect_timeout)
+        .redirects(0)
+        .user_agent(concat!("raftlabkv-client/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Reads a body up to [`MAX_BODY`] bytes (ureq's own `into_string` stops at 10 MB). Reading to the
+/// end also returns the connection to the keep-alive pool.
+pub(crate) fn read_body(response: ureq::Response) -> std::io::Result<String> {
+    let mut text = String::new();
+    response
+        .into_reader()
+        .take(MAX_BODY)
+        .read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// Sorts a ureq error into the categories the retry rules need, reading the error body of an
+/// HTTP error status.
+pub(crate) fn classify(e: ureq::Error) -> Failure {
+    match e {
+        ureq::Error::Status(status, response) => {
+            let body = read_body(response).unwrap_or_default();
+            let (error, leader_addr) = parse_error_body(status, &body);
+            Failure::Status { error, leader_addr }
+        }
+        ureq::Error::Transport(t) => match t.kind() {
+            ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Dns => {
+                Failure::NotSent(t.to_string())
+            }
+            ureq::ErrorKind::InvalidUrl | ureq::ErrorKind::UnknownScheme => {
+                Failure::Fatal(Error::BadRequest(format!("bad server address: {t}")))
+            }
+            _ => Failure::MaybeSent(t.to_string()),
+        },
+    }
+}
+
+/// Rebuilds the crate error from an error answer: JSON `{"error", "message", "leaderAddr"?}` if
+/// it is one, else the raw text (shortened), else just the status.
+pub(crate) fn parse_error_body(status: u16, body: &str) -> (Error, Option<String>) {
+    #[derive(Deserialize)]
+    struct ErrorBody {
+        #[serde(default)]
+        error: Option<String>,
+        #[serde(default)]
+        message: Option<String>,
+        #[serde(default, rename = "leaderAddr")]
+        leader_addr: Option<String>,
+    }
+    let (code, message, leader_addr) = match serde_json::from_str::<ErrorBody>(body) {
+        Ok(b) => (b.error, b.message, b.leader_addr),
+        Err(_) => (None, None, None),
+    };
+    let message = match (message, &code) {
+        (Some(m), _) => m,
+        (None, Some(code)) => code.clone(),
+        (None, None) => {
+            let text = body.trim();
+            if text.is_empty() {
+                format!("HTTP {status} with an empty body")
+            } else {
+                shorten(text, 200)
+            }
+        }
+    };
+    let error = match (status, code.as_deref()) {
+        (500, Some("storage")) => Error::Storage(message),
+        _ => Error::from_status(status, message),
+    };
+    (error, leader_addr)
+}
+
+fn shorten(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
+/// `host:port` from what a user or a server wrote: trims, drops an `http://` prefix and a
+/// trailing `/`.
+pub fn normalize_addr(addr: &str) -> String {
+    let addr = addr.trim();
+    let addr = addr.strip_prefix("http://").unwrap_or(addr);
+    addr.trim_end_matches('/').to_string()
+}
+
+/// Refuses keys that cannot be put into a URL path (see the module docs).
+fn check_key(key: &str) -> Result<()> {
+    match key {
+        "" => Err(Error::BadRequest("the key must not be empty".into())),
+        "." | ".." => Err(Error::BadRequest(format!(
+            "the key {key:?} cannot be used: URL paths resolve it as a directory step"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Percent-encodes `s` for use as one URL path segment: every byte of its UTF-8 form except the
+/// unreserved `A-Z a-z 0-9 - . _ ~` becomes `%XX` (upper-case hex). `/` becomes `%2F`.
+///
+/// ```
+/// use raftlabkv::client::percent_encode;
+/// assert_eq!(percent_encode("a/b c%"), "a%2Fb%20c%25");
+/// assert_eq!(percent_encode("é"), "%C3%A9");
+/// ```
+pub fn percent_encode(s: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(s.len() * 3);
+    for &b in s.as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 0x0f)] as char);
+        }
+    }
+    out
+}
+
+/// A wait of between half and all of `step` (so that clients that failed together do not retry
+/// together).
+fn jittered(step: Duration) -> Duration {
+    let half = step / 2;
+    let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
+    half + Duration::from_nanos(rand::thread_rng().gen_range(0..=nanos))
+}
+
+/// `start + d`, or a time far enough away if that overflows.
+pub(crate) fn deadline_after(start: Instant, d: Duration) -> Instant {
+    start
+        .checked_add(d)
+        .or_else(|| start.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(start)
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::Internal(format!("cannot encode JSON: {e}")))
+}
+
+#[cfg(test)]
+mod tests;

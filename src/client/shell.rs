@@ -1,0 +1,304 @@
+//! The commands of the `raftlabkv-client` tool, shared by its one-shot mode and its interactive
+//! shell: parsing a shell line into a [`Command`], and running a command against a [`Client`] to
+//! produce the text (or JSON) to print.
+//!
+//! Shell syntax (the commands of the original Go project, plus `help`):
+//!
+//! ```text
+//! put <key> <value...>   the value is the rest of the line, spaces included
+//! get <key>
+//! delete <key>
+//! getall
+//! status
+//! help
+//! exit                   (or quit, or end of input)
+//! ```
+//!
+//! Keys are single words in the shell (they end at the first space); a key with spaces can be
+//! written with the one-shot mode, where the shell's quoting applies.
+
+use std::fmt::Write as _;
+
+use serde_json::json;
+
+use super::Client;
+use crate::error::{Error, Result};
+
+/// One command of the tool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `put <key> <value...>`
+    Put {
+        /// The key.
+        key: String,
+        /// The value (the rest of the line).
+        value: String,
+    },
+    /// `get <key>`
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// `delete <key>`
+    Delete {
+        /// The key.
+        key: String,
+    },
+    /// `getall`
+    GetAll,
+    /// `status`
+    Status,
+    /// `help`
+    Help,
+    /// `exit` or `quit`
+    Exit,
+    /// An empty (or blank) line: nothing to do.
+    Nothing,
+}
+
+/// The help text of the interactive shell.
+pub const HELP: &str = "\
+commands:
+  put <key> <value...>   write a key (the value is the rest of the line)
+  get <key>              read a key
+  delete <key>           delete a key
+  getall                 list every key and value
+  status                 show each server's Raft status
+  help                   show this help
+  exit                   leave the shell (end of input does too)";
+
+/// Parses one shell line. Errors are usage messages, meant to be printed.
+pub fn parse_line(line: &str) -> Result<Command, String> {
+    let line = line.trim_start();
+    let (word, rest) = split_word(line);
+    let word = word.to_ascii_lowercase();
+    let args = rest.trim_start();
+    let no_args = |cmd: Command| {
+        if args.trim().is_empty() {
+            Ok(cmd)
+        } else {
+            Err(format!("`{word}` takes no arguments"))
+        }
+    };
+    let one_key = |usage: &str| -> Result<String, String> {
+        let (key, extra) = split_word(args);
+        if key.is_empty() {
+            Err(format!("usage: {usage}"))
+        } else if !extra.trim().is_empty() {
+            Err(format!(
+                "usage: {usage} (keys are single words in the shell)"
+            ))
+        } else {
+            Ok(key.to_string())
+        }
+    };
+    match word.as_str() {
+        "" => Ok(Command::Nothing),
+        "put" | "set" => {
+            let (key, value) = split_word(args);
+            let value = value.trim();
+            if key.is_empty() || value.trim().is_empty() {
+                return Err("usage: put <key> <value...>".into());
+            }
+            Ok(Command::Put {
+                key: key.to_string(),
+                value: value.to_string(),
+            })
+        }
+        "get" => Ok(Command::Get {
+            key: one_key("get <key>")?,
+        }),
+        "delete" | "del" => Ok(Command::Delete {
+            key: one_key("delete <key>")?,
+        }),
+        "getall" | "all" => no_args(Command::GetAll),
+        "status" => no_args(Command::Status),
+        "help" | "?" => Ok(Command::Help),
+        "exit" | "quit" => Ok(Command::Exit),
+        _ => Err(format!("unknown command `{word}` (try `help`)")),
+    }
+}
+
+/// Splits off the first whitespace-delimited word; the rest keeps its leading whitespace.
+fn split_word(s: &str) -> (&str, &str) {
+    let s = s.trim_start();
+    match s.find(char::is_whitespace) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, ""),
+    }
+}
+
+/// How to run and print commands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Print JSON instead of text.
+    pub json: bool,
+    /// Use stale (local) reads for `get` and `getall`.
+    pub stale: bool,
+}
+
+/// Runs a command and returns what to print on standard output (without a final newline).
+///
+/// A `get` of a missing key is an error (`NotFound`), so that the one-shot mode exits non-zero.
+/// `status` fails only if no server answered. `Help`, `Exit` and `Nothing` do not touch the
+/// network.
+pub fn run(client: &Client, command: &Command, options: RunOptions) -> Result<String> {
+    match command {
+        Command::Put { key, value } => {
+            let put = client.put(key, value)?;
+            Ok(if options.json {
+                json!({"status": "ok", "key": put.key, "index": put.index, "term": put.term})
+                    .to_string()
+            } else {
+                format!("OK (index {}, term {})", put.index, put.term)
+            })
+        }
+        Command::Get { key } => {
+            let value = if options.stale {
+                client.get_stale(key)?
+            } else {
+                client.get(key)?
+            };
+            match value {
+                Some(value) if options.json => Ok(json!({"key": key, "value": value}).to_string()),
+                Some(value) => Ok(value),
+                None => Err(Error::NotFound(format!("no such key: {key:?}"))),
+            }
+        }
+        Command::Delete { key } => {
+            client.delete(key)?;
+            Ok(if options.json {
+                json!({"status": "ok", "key": key}).to_string()
+            } else {
+                "OK".to_string()
+            })
+        }
+        Command::GetAll => {
+            let all = if options.stale {
+                client.get_all_stale()?
+            } else {
+                client.get_all()?
+            };
+            if options.json {
+                return Ok(json!(all).to_string());
+            }
+            if all.is_empty() {
+                return Ok("(no keys)".to_string());
+            }
+            let mut out = String::new();
+            for (k, v) in &all {
+                let _ = writeln!(out, "{k} = {v}");
+            }
+            out.pop();
+            Ok(out)
+        }
+        Command::Status => status(client, options),
+        Command::Help => Ok(HELP.to_string()),
+        Command::Exit | Command::Nothing => Ok(String::new()),
+    }
+}
+
+fn status(client: &Client, options: RunOptions) -> Result<String> {
+    let all = client.cluster_status();
+    let answered = all.iter().filter(|(_, r)| r.is_ok()).count();
+    let text = if options.json {
+        let list: Vec<_> = all
+            .iter()
+            .map(|(server, r)| match r {
+                Ok(s) => json!({"server": server, "status": s}),
+                Err(e) => json!({"server": server, "error": e.code(), "message": e.message()}),
+            })
+            .collect();
+        serde_json::Value::Array(list).to_string()
+    } else {
+        let mut out = String::new();
+        for (server, r) in &all {
+            match r {
+                Ok(s) => {
+                    let leader = match (&s.leader, &s.leader_addr) {
+                        (Some(id), Some(addr)) => format!("{id} ({addr})"),
+                        (Some(id), None) => id.clone(),
+                        (None, Some(addr)) => addr.clone(),
+                        (None, None) => "none".to_string(),
+                    };
+                    let _ = writeln!(
+                        out,
+                        "{server}  {id}  {role:<9} term {term}  commit {commit}  applied \
+                         {applied}  last log {last}  leader {leader}",
+                        id = s.id,
+                        role = s.role,
+                        term = s.term,
+                        commit = s.commit_index,
+                        applied = s.last_applied,
+                        last = s.last_log_index,
+                    );
+                }
+                Err(e) => {
+                    let _ = writeln!(out, "{server}  unreachable: {e}");
+                }
+            }
+        }
+        out.pop();
+        out
+    };
+    if answered == 0 {
+        // Still show what each server said, as the error.
+        return Err(Error::Unavailable(format!("no server answered:\n{text}")));
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(key: &str, value: &str) -> Command {
+        Command::Put {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn parses_the_shell_commands() {
+        assert_eq!(parse_line("put k v"), Ok(put("k", "v")));
+        assert_eq!(
+            parse_line("  put   k   hello   world  "),
+            Ok(put("k", "hello   world"))
+        );
+        assert_eq!(parse_line("PUT k v\r\n"), Ok(put("k", "v")));
+        assert_eq!(
+            parse_line("get a/b"),
+            Ok(Command::Get { key: "a/b".into() })
+        );
+        assert_eq!(
+            parse_line("delete é"),
+            Ok(Command::Delete { key: "é".into() })
+        );
+        assert_eq!(parse_line("getall"), Ok(Command::GetAll));
+        assert_eq!(parse_line("status"), Ok(Command::Status));
+        assert_eq!(parse_line("help"), Ok(Command::Help));
+        assert_eq!(parse_line("exit"), Ok(Command::Exit));
+        assert_eq!(parse_line("quit"), Ok(Command::Exit));
+        assert_eq!(parse_line(""), Ok(Command::Nothing));
+        assert_eq!(parse_line("   \t "), Ok(Command::Nothing));
+    }
+
+    #[test]
+    fn rejects_bad_lines_with_usage() {
+        for line in [
+            "put",
+            "put k",
+            "put k   ",
+            "get",
+            "get a b",
+            "delete",
+            "getall x",
+            "status now",
+            "frobnicate",
+        ] {
+            let err = parse_line(line).expect_err(line);
+            assert!(!err.is_empty(), "{line}");
+        }
+    }
+}
