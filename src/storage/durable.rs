@@ -984,3 +984,7 @@ fn print_record(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "durable_tests.rs"]
+mod tests;
