@@ -341,6 +341,9 @@ fn segment_gap(
     expected_seq: u64,
 ) -> Error {
     let what = match previous {
+        None if first_seq == 0 => {
+            format!("{} starts at record 0, which is not a valid WAL segment name", path.display())
+        }
         None => format!(
             "WAL segment {} is missing: the oldest segment is {}, which starts at record {first_seq}",
             wal::segment_name(1),
@@ -559,8 +562,15 @@ impl DurableStorage {
             storage.write(RecordRef::HardState(&hard_state))?;
         }
         // Whatever the previous process left in the page cache is on disk from here on, so the
-        // durable sequence number can start at the last record.
+        // durable sequence number can start at the last record. (Older segments were synced when
+        // they were closed, unless that process ran with fsync off; syncing a file that has no
+        // dirty pages costs next to nothing, so sync them all rather than trust that.)
         if fsync {
+            for info in &storage.sealed {
+                let file = File::open(&info.path)
+                    .map_err(|e| io_error("cannot open WAL segment", &info.path, e))?;
+                storage.shared.counted_sync(&file, &info.path)?;
+            }
             storage.shared.counted_sync(&storage.active.file, &storage.active.info.path)?;
             sync_dir(dir)?;
             storage.shared.fsync_count.fetch_add(1, Ordering::Relaxed);
