@@ -10,8 +10,8 @@
 //! is compared with what every other node applied at that index, and a node must apply indexes in
 //! order, exactly once per incarnation.
 
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -291,7 +291,8 @@ impl SimCluster {
         if self.net.drop_rate > 0.0 && self.rng.gen_bool(self.net.drop_rate.min(1.0)) {
             return;
         }
-        let delay = if self.net.max_delay > 0 { self.rng.gen_range(0..=self.net.max_delay) } else { 0 };
+        let delay =
+            if self.net.max_delay > 0 { self.rng.gen_range(0..=self.net.max_delay) } else { 0 };
         let link = (env.from.clone(), env.to.clone());
         let mut deliver_at = self.now + 1 + delay;
         if !self.net.reorder {

@@ -104,11 +104,7 @@ impl FakeNode {
                 }
             })
         };
-        FakeNode {
-            addr,
-            stop,
-            thread: Some(thread),
-        }
+        FakeNode { addr, stop, thread: Some(thread) }
     }
 }
 
@@ -162,11 +158,7 @@ fn one_shot_commands_and_exit_codes() {
     let out = cli(s, &["get", "missing"], "");
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
-    assert!(
-        text(&out.stderr).contains("no such key"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("no such key"), "{}", text(&out.stderr));
 
     let out = cli(s, &["--json", "get", "missing"], "");
     assert_eq!(out.status.code(), Some(1));
@@ -183,11 +175,7 @@ fn one_shot_commands_and_exit_codes() {
 
     let out = cli(s, &["status"], "");
     assert!(out.status.success());
-    assert!(
-        text(&out.stdout).contains("leader"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert!(text(&out.stdout).contains("leader"), "{}", text(&out.stdout));
 
     // Usage errors exit 2 (clap); an unreachable cluster exits 1, without a panic.
     assert_eq!(cli(s, &["put", "k"], "").status.code(), Some(2));

@@ -7,7 +7,8 @@ use raftlabkv::testkit::{Cluster, ClusterOptions, LinkMode};
 use serde_json::{Value, json};
 
 fn cluster(name: &str, extra: &[&str]) -> Cluster {
-    let work_dir = std::env::temp_dir().join(format!("raftlabkv-test-{name}-{}", std::process::id()));
+    let work_dir =
+        std::env::temp_dir().join(format!("raftlabkv-test-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work_dir);
     Cluster::start(ClusterOptions {
         nodes: 3,
@@ -100,7 +101,17 @@ fn status_reports_the_required_fields() {
     let l = leader(&c);
     for node in 0..3 {
         let s = c.status(node).expect("status");
-        for field in ["id", "isLeader", "term", "role", "leader", "leaderAddr", "commitIndex", "lastApplied", "lastLogIndex"] {
+        for field in [
+            "id",
+            "isLeader",
+            "term",
+            "role",
+            "leader",
+            "leaderAddr",
+            "commitIndex",
+            "lastApplied",
+            "lastLogIndex",
+        ] {
             assert!(s.get(field).is_some(), "status lacks {field}: {s}");
         }
         // A follower knows the leader by id; its address is where this node reaches it (here,
@@ -151,7 +162,12 @@ fn minority_never_serves_stale_data_or_acknowledges_writes() {
     // The old leader may still think it leads for a moment: it must never confirm a write, and a
     // linearizable read there must never return the stale "before".
     let w = put(&c, old, "x", "minority-write");
-    assert!(w.status == 503 || w.status == 504, "minority write answered {} {:?}", w.status, w.body);
+    assert!(
+        w.status == 503 || w.status == 504,
+        "minority write answered {} {:?}",
+        w.status,
+        w.body
+    );
     let r = c.call(old, "GET", "/kv/get/x", None);
     assert!(r.status == 503 || r.status == 504, "minority read answered {} {:?}", r.status, r.body);
     assert_ne!(r.body["value"], "before");
@@ -228,7 +244,12 @@ fn bad_input_gets_clear_errors_and_every_node_keeps_serving() {
     for node in 0..3 {
         for (method, path, body, want) in &cases {
             let (status, text) = raw(node, method, path, body);
-            assert_eq!(status, *want, "{method} {path} via node{} answered {status} {text}", node + 1);
+            assert_eq!(
+                status,
+                *want,
+                "{method} {path} via node{} answered {status} {text}",
+                node + 1
+            );
             let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             assert!(v["error"].is_string() && v["message"].is_string(), "not a JSON error: {text}");
         }

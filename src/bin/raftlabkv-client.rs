@@ -110,9 +110,7 @@ struct BenchArgs {
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    let secs: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
     Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is not a valid duration"))
 }
 
@@ -144,10 +142,7 @@ fn main() -> ExitCode {
             log::LevelFilter::Warn
         });
     }
-    let options = RunOptions {
-        json: cli.json,
-        stale: cli.stale,
-    };
+    let options = RunOptions { json: cli.json, stale: cli.stale };
     let client = || {
         Client::builder(cli.servers.clone())
             .request_timeout(cli.timeout)
@@ -157,10 +152,7 @@ fn main() -> ExitCode {
     let command = match &cli.command {
         None => return interactive(&client(), options),
         Some(Cmd::Bench(args)) => return run_bench(&cli, args),
-        Some(Cmd::Put { key, value }) => Command::Put {
-            key: key.clone(),
-            value: value.join(" "),
-        },
+        Some(Cmd::Put { key, value }) => Command::Put { key: key.clone(), value: value.join(" ") },
         Some(Cmd::Get { key }) => Command::Get { key: key.clone() },
         Some(Cmd::Delete { key }) => Command::Delete { key: key.clone() },
         Some(Cmd::Getall) => Command::GetAll,

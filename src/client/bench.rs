@@ -102,10 +102,7 @@ pub struct BenchConfig {
 impl Default for BenchConfig {
     fn default() -> Self {
         BenchConfig {
-            servers: super::DEFAULT_SERVERS
-                .split(',')
-                .map(String::from)
-                .collect(),
+            servers: super::DEFAULT_SERVERS.split(',').map(String::from).collect(),
             target: None,
             clients: 4,
             duration: None,
@@ -198,11 +195,7 @@ impl std::fmt::Display for BenchReport {
             self.requests, self.elapsed_seconds, self.ok, failed
         )?;
         if !self.errors.is_empty() {
-            let kinds: Vec<String> = self
-                .errors
-                .iter()
-                .map(|(k, n)| format!("{k}: {n}"))
-                .collect();
+            let kinds: Vec<String> = self.errors.iter().map(|(k, n)| format!("{k}: {n}")).collect();
             write!(f, " ({})", kinds.join(", "))?;
         }
         writeln!(f)?;
@@ -233,14 +226,10 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport> {
         return Err(Error::BadRequest("--keys must be at least 1".into()));
     }
     if config.clients > MAX_CLIENTS {
-        return Err(Error::BadRequest(format!(
-            "--clients must be at most {MAX_CLIENTS}"
-        )));
+        return Err(Error::BadRequest(format!("--clients must be at most {MAX_CLIENTS}")));
     }
     if config.keys > MAX_KEYS {
-        return Err(Error::BadRequest(format!(
-            "--keys must be at most {MAX_KEYS}"
-        )));
+        return Err(Error::BadRequest(format!("--keys must be at most {MAX_KEYS}")));
     }
     if config.value_size > MAX_VALUE_SIZE {
         return Err(Error::BadRequest(format!(
@@ -248,9 +237,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport> {
         )));
     }
     if !(0.0..=1.0).contains(&config.read_ratio) {
-        return Err(Error::BadRequest(
-            "--read-ratio must be between 0 and 1".into(),
-        ));
+        return Err(Error::BadRequest("--read-ratio must be between 0 and 1".into()));
     }
     let target = match &config.target {
         Some(t) => normalize_addr(t),
@@ -298,9 +285,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport> {
                 issued: Arc::clone(&issued),
                 stop_at,
             };
-            std::thread::Builder::new()
-                .name("bench".into())
-                .spawn(move || worker.run())
+            std::thread::Builder::new().name("bench".into()).spawn(move || worker.run())
         })
         .collect();
     let mut total = ThreadResult::default();
@@ -313,9 +298,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport> {
                 continue;
             }
         };
-        let r = h
-            .join()
-            .map_err(|_| Error::Internal("a bench thread panicked".into()))?;
+        let r = h.join().map_err(|_| Error::Internal("a bench thread panicked".into()))?;
         total.requests += r.requests;
         total.latencies_ns.extend(r.latencies_ns);
         for (k, n) in r.errors {
@@ -339,11 +322,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport> {
         elapsed_seconds: elapsed,
         requests: total.requests,
         ok,
-        throughput_ops_per_sec: if elapsed > 0.0 {
-            ok as f64 / elapsed
-        } else {
-            0.0
-        },
+        throughput_ops_per_sec: if elapsed > 0.0 { ok as f64 / elapsed } else { 0.0 },
         errors: total.errors,
         latency_us: latency(total.latencies_ns),
     })
@@ -367,18 +346,16 @@ fn populate_keys(
                 .request_timeout(config.request_timeout)
                 .discover_leader(false)
                 .build();
-            std::thread::Builder::new()
-                .name("populate".into())
-                .spawn(move || {
-                    let mut failed = 0u64;
-                    for key in keys.iter().skip(t).step_by(threads) {
-                        if let Err(e) = client.put(key, &value) {
-                            log::warn!("populate: put {key} failed: {e}");
-                            failed += 1;
-                        }
+            std::thread::Builder::new().name("populate".into()).spawn(move || {
+                let mut failed = 0u64;
+                for key in keys.iter().skip(t).step_by(threads) {
+                    if let Err(e) = client.put(key, &value) {
+                        log::warn!("populate: put {key} failed: {e}");
+                        failed += 1;
                     }
-                    failed
-                })
+                }
+                failed
+            })
         })
         .collect();
     handles
@@ -441,10 +418,8 @@ impl Worker {
     fn run(self) -> ThreadResult {
         let mut rng =
             StdRng::from_rng(rand::thread_rng()).unwrap_or_else(|_| StdRng::seed_from_u64(0));
-        let mut result = ThreadResult {
-            latencies_ns: Vec::with_capacity(1 << 16),
-            ..ThreadResult::default()
-        };
+        let mut result =
+            ThreadResult { latencies_ns: Vec::with_capacity(1 << 16), ..ThreadResult::default() };
         let put_url = format!("http://{}/kv/put", self.target);
         let get_prefix = format!("http://{}/kv/get/", self.target);
         let mut url = String::with_capacity(get_prefix.len() + 32);

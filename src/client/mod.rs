@@ -307,10 +307,7 @@ pub(crate) enum Failure {
     /// The request may have reached the server, but no (readable) answer came back.
     MaybeSent(String),
     /// The server answered with an error status.
-    Status {
-        error: Error,
-        leader_addr: Option<String>,
-    },
+    Status { error: Error, leader_addr: Option<String> },
     /// The request cannot work anywhere (a malformed server address).
     Fatal(Error),
 }
@@ -324,10 +321,7 @@ impl Client {
 
     /// A builder, to set options before the client is made.
     pub fn builder(servers: Vec<String>) -> ClientBuilder {
-        ClientBuilder {
-            servers,
-            options: ClientOptions::default(),
-        }
+        ClientBuilder { servers, options: ClientOptions::default() }
     }
 
     /// A client with explicit options. Out-of-range options are brought into range: timeouts
@@ -336,14 +330,9 @@ impl Client {
         options.request_timeout = options.request_timeout.min(MAX_TIMEOUT);
         options.connect_timeout = options.connect_timeout.min(MAX_TIMEOUT);
         options.backoff_initial = options.backoff_initial.clamp(MIN_BACKOFF, MAX_TIMEOUT);
-        options.backoff_max = options
-            .backoff_max
-            .clamp(options.backoff_initial, MAX_TIMEOUT);
-        let servers: Vec<String> = servers
-            .iter()
-            .map(|s| normalize_addr(s))
-            .filter(|s| !s.is_empty())
-            .collect();
+        options.backoff_max = options.backoff_max.clamp(options.backoff_initial, MAX_TIMEOUT);
+        let servers: Vec<String> =
+            servers.iter().map(|s| normalize_addr(s)).filter(|s| !s.is_empty()).collect();
         Client {
             agent: make_agent(&options),
             servers,
@@ -410,12 +399,7 @@ impl Client {
         if stale {
             path.push_str("?consistency=stale");
         }
-        let call = Call {
-            method: "GET",
-            path: &path,
-            body: None,
-            kind: Kind::Read,
-        };
+        let call = Call { method: "GET", path: &path, body: None, kind: Kind::Read };
         let text = match self.execute(&call) {
             Ok(text) => text,
             Err(Error::NotFound(_)) => return Ok(None),
@@ -434,12 +418,7 @@ impl Client {
     pub fn delete(&self, key: &str) -> Result<()> {
         check_key(key)?;
         let path = format!("/kv/delete/{}", percent_encode(key));
-        self.execute(&Call {
-            method: "DELETE",
-            path: &path,
-            body: None,
-            kind: Kind::Write,
-        })?;
+        self.execute(&Call { method: "DELETE", path: &path, body: None, kind: Kind::Write })?;
         Ok(())
     }
 
@@ -454,12 +433,7 @@ impl Client {
     }
 
     fn get_all_inner(&self, path: &str) -> Result<BTreeMap<String, String>> {
-        let text = self.execute(&Call {
-            method: "GET",
-            path,
-            body: None,
-            kind: Kind::Read,
-        })?;
+        let text = self.execute(&Call { method: "GET", path, body: None, kind: Kind::Read })?;
         serde_json::from_str(&text)
             .map_err(|e| Error::Internal(format!("unreadable answer to getall: {e}")))
     }
@@ -468,12 +442,7 @@ impl Client {
     /// and a node that is down should be reported quickly (as `Unavailable`).
     pub fn status(&self, server: &str) -> Result<Status> {
         let server = normalize_addr(server);
-        let call = Call {
-            method: "GET",
-            path: "/status",
-            body: None,
-            kind: Kind::Read,
-        };
+        let call = Call { method: "GET", path: "/status", body: None, kind: Kind::Read };
         match self.attempt(&server, &call, self.options.request_timeout) {
             Ok(text) => parse_status(&server, &text),
             Err(f) => Err(failure_to_error(&server, f)),
@@ -482,10 +451,7 @@ impl Client {
 
     /// The `/status` of every configured server, in order, each in a single attempt.
     pub fn cluster_status(&self) -> Vec<(String, Result<Status>)> {
-        self.servers
-            .iter()
-            .map(|s| (s.clone(), self.status(s)))
-            .collect()
+        self.servers.iter().map(|s| (s.clone(), self.status(s))).collect()
     }
 
     /// The leader's address: the cached one, or else found by asking the servers' `/status` in
@@ -613,9 +579,7 @@ impl Client {
         let url = format!("http://{server}{}", call.path);
         let request = self.agent.request(call.method, &url).timeout(timeout);
         let result = match call.body {
-            Some(body) => request
-                .set("Content-Type", "application/json")
-                .send_string(body),
+            Some(body) => request.set("Content-Type", "application/json").send_string(body),
             None => request.call(),
         };
         match result {
@@ -669,21 +633,14 @@ impl Client {
         let start = {
             let mut state = self.state.lock();
             if state.leader.is_some()
-                || state
-                    .last_discovery
-                    .is_some_and(|t| t.elapsed() < REDISCOVER_INTERVAL)
+                || state.last_discovery.is_some_and(|t| t.elapsed() < REDISCOVER_INTERVAL)
             {
                 return;
             }
             state.last_discovery = Some(Instant::now());
             state.next
         };
-        let call = Call {
-            method: "GET",
-            path: "/status",
-            body: None,
-            kind: Kind::Read,
-        };
+        let call = Call { method: "GET", path: "/status", body: None, kind: Kind::Read };
         let timeout = self.options.request_timeout.min(DISCOVERY_TIMEOUT);
         let n = self.servers.len();
         for i in 0..n {
@@ -748,10 +705,7 @@ pub(crate) fn make_agent(options: &ClientOptions) -> ureq::Agent {
 /// end also returns the connection to the keep-alive pool.
 pub(crate) fn read_body(response: ureq::Response) -> std::io::Result<String> {
     let mut text = String::new();
-    response
-        .into_reader()
-        .take(MAX_BODY)
-        .read_to_string(&mut text)?;
+    response.into_reader().take(MAX_BODY).read_to_string(&mut text)?;
     Ok(text)
 }
 

@@ -74,20 +74,14 @@ pub fn parse_line(line: &str) -> Result<Command, String> {
     let word = word.to_ascii_lowercase();
     let args = rest.trim_start();
     let no_args = |cmd: Command| {
-        if args.trim().is_empty() {
-            Ok(cmd)
-        } else {
-            Err(format!("`{word}` takes no arguments"))
-        }
+        if args.trim().is_empty() { Ok(cmd) } else { Err(format!("`{word}` takes no arguments")) }
     };
     let one_key = |usage: &str| -> Result<String, String> {
         let (key, extra) = split_word(args);
         if key.is_empty() {
             Err(format!("usage: {usage}"))
         } else if !extra.trim().is_empty() {
-            Err(format!(
-                "usage: {usage} (keys are single words in the shell)"
-            ))
+            Err(format!("usage: {usage} (keys are single words in the shell)"))
         } else {
             Ok(key.to_string())
         }
@@ -100,17 +94,10 @@ pub fn parse_line(line: &str) -> Result<Command, String> {
             if key.is_empty() || value.trim().is_empty() {
                 return Err("usage: put <key> <value...>".into());
             }
-            Ok(Command::Put {
-                key: key.to_string(),
-                value: value.to_string(),
-            })
+            Ok(Command::Put { key: key.to_string(), value: value.to_string() })
         }
-        "get" => Ok(Command::Get {
-            key: one_key("get <key>")?,
-        }),
-        "delete" | "del" => Ok(Command::Delete {
-            key: one_key("delete <key>")?,
-        }),
+        "get" => Ok(Command::Get { key: one_key("get <key>")? }),
+        "delete" | "del" => Ok(Command::Delete { key: one_key("delete <key>")? }),
         "getall" | "all" => no_args(Command::GetAll),
         "status" => no_args(Command::Status),
         "help" | "?" => Ok(Command::Help),
@@ -154,11 +141,7 @@ pub fn run(client: &Client, command: &Command, options: RunOptions) -> Result<St
             })
         }
         Command::Get { key } => {
-            let value = if options.stale {
-                client.get_stale(key)?
-            } else {
-                client.get(key)?
-            };
+            let value = if options.stale { client.get_stale(key)? } else { client.get(key)? };
             match value {
                 Some(value) if options.json => Ok(json!({"key": key, "value": value}).to_string()),
                 Some(value) => Ok(value),
@@ -174,11 +157,7 @@ pub fn run(client: &Client, command: &Command, options: RunOptions) -> Result<St
             })
         }
         Command::GetAll => {
-            let all = if options.stale {
-                client.get_all_stale()?
-            } else {
-                client.get_all()?
-            };
+            let all = if options.stale { client.get_all_stale()? } else { client.get_all()? };
             if options.json {
                 return Ok(json!(all).to_string());
             }
@@ -253,28 +232,16 @@ mod tests {
     use super::*;
 
     fn put(key: &str, value: &str) -> Command {
-        Command::Put {
-            key: key.into(),
-            value: value.into(),
-        }
+        Command::Put { key: key.into(), value: value.into() }
     }
 
     #[test]
     fn parses_the_shell_commands() {
         assert_eq!(parse_line("put k v"), Ok(put("k", "v")));
-        assert_eq!(
-            parse_line("  put   k   hello   world  "),
-            Ok(put("k", "hello   world"))
-        );
+        assert_eq!(parse_line("  put   k   hello   world  "), Ok(put("k", "hello   world")));
         assert_eq!(parse_line("PUT k v\r\n"), Ok(put("k", "v")));
-        assert_eq!(
-            parse_line("get a/b"),
-            Ok(Command::Get { key: "a/b".into() })
-        );
-        assert_eq!(
-            parse_line("delete é"),
-            Ok(Command::Delete { key: "é".into() })
-        );
+        assert_eq!(parse_line("get a/b"), Ok(Command::Get { key: "a/b".into() }));
+        assert_eq!(parse_line("delete é"), Ok(Command::Delete { key: "é".into() }));
         assert_eq!(parse_line("getall"), Ok(Command::GetAll));
         assert_eq!(parse_line("status"), Ok(Command::Status));
         assert_eq!(parse_line("help"), Ok(Command::Help));

@@ -31,11 +31,7 @@ struct Fake {
 impl Fake {
     fn start(handler: impl Fn(&Seen, usize) -> (u16, String) + Send + Sync + 'static) -> Fake {
         let server = tiny_http::Server::http("127.0.0.1:0").expect("bind fake server");
-        let addr = server
-            .server_addr()
-            .to_ip()
-            .expect("fake server has an IP address")
-            .to_string();
+        let addr = server.server_addr().to_ip().expect("fake server has an IP address").to_string();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let handler: Box<Handler> = Box::new(handler);
@@ -74,12 +70,7 @@ impl Fake {
                 }
             })
         };
-        Fake {
-            addr,
-            seen,
-            stop,
-            thread: Some(thread),
-        }
+        Fake { addr, seen, stop, thread: Some(thread) }
     }
 
     fn seen(&self) -> Vec<Seen> {
@@ -92,11 +83,7 @@ impl Fake {
 
     /// Requests other than `/status`.
     fn kv_count(&self) -> usize {
-        self.seen
-            .lock()
-            .iter()
-            .filter(|s| s.url != "/status")
-            .count()
+        self.seen.lock().iter().filter(|s| s.url != "/status").count()
     }
 }
 
@@ -128,10 +115,7 @@ fn client(servers: &[&str]) -> Client {
 
 fn ok_put(s: &Seen) -> (u16, String) {
     let v: serde_json::Value = serde_json::from_str(&s.body).unwrap_or_default();
-    (
-        200,
-        json!({"status": "ok", "key": v["key"], "index": 7, "term": 2}).to_string(),
-    )
+    (200, json!({"status": "ok", "key": v["key"], "index": 7, "term": 2}).to_string())
 }
 
 fn unavailable(leader: Option<&str>) -> (u16, String) {
@@ -143,10 +127,7 @@ fn unavailable(leader: Option<&str>) -> (u16, String) {
 }
 
 fn outcome_unknown() -> (u16, String) {
-    (
-        504,
-        json!({"error": "outcome_unknown", "message": "commit not seen in time"}).to_string(),
-    )
+    (504, json!({"error": "outcome_unknown", "message": "commit not seen in time"}).to_string())
 }
 
 use serde_json::json;
@@ -182,16 +163,10 @@ fn odd_keys_reach_the_server_percent_encoded() {
         // The fake echoes the raw URL it received as the value.
         assert_eq!(c.get(key), Ok(Some(path.to_string())), "key {key:?}");
     }
-    assert_eq!(
-        c.get_stale("a/b"),
-        Ok(Some("/kv/get/a%2Fb?consistency=stale".to_string()))
-    );
+    assert_eq!(c.get_stale("a/b"), Ok(Some("/kv/get/a%2Fb?consistency=stale".to_string())));
     c.delete("x y/z").expect("delete");
     let last = fake.seen().pop().expect("a request");
-    assert_eq!(
-        (last.method.as_str(), last.url.as_str()),
-        ("DELETE", "/kv/delete/x%20y%2Fz")
-    );
+    assert_eq!((last.method.as_str(), last.url.as_str()), ("DELETE", "/kv/delete/x%20y%2Fz"));
 }
 
 #[test]
@@ -200,14 +175,8 @@ fn unaddressable_keys_are_refused_before_sending() {
     let c = client(&[&fake.addr]);
     for key in ["", ".", ".."] {
         assert!(matches!(c.get(key), Err(Error::BadRequest(_))), "{key:?}");
-        assert!(
-            matches!(c.delete(key), Err(Error::BadRequest(_))),
-            "{key:?}"
-        );
-        assert!(
-            matches!(c.put(key, "v"), Err(Error::BadRequest(_))),
-            "{key:?}"
-        );
+        assert!(matches!(c.delete(key), Err(Error::BadRequest(_))), "{key:?}");
+        assert!(matches!(c.put(key, "v"), Err(Error::BadRequest(_))), "{key:?}");
     }
     assert_eq!(fake.count(), 0);
 }
@@ -217,25 +186,12 @@ fn put_sends_json_and_parses_the_answer() {
     let fake = Fake::start(|s, _| ok_put(s));
     let c = client(&[&fake.addr]);
     let r = c.put("k/\"q\"", "v with \"quotes\" and é").expect("put");
-    assert_eq!(
-        r,
-        PutResult {
-            key: "k/\"q\"".into(),
-            index: 7,
-            term: 2
-        }
-    );
+    assert_eq!(r, PutResult { key: "k/\"q\"".into(), index: 7, term: 2 });
     let seen = fake.seen();
     assert_eq!(seen.len(), 1);
-    assert_eq!(
-        (seen[0].method.as_str(), seen[0].url.as_str()),
-        ("POST", "/kv/put")
-    );
+    assert_eq!((seen[0].method.as_str(), seen[0].url.as_str()), ("POST", "/kv/put"));
     let body: serde_json::Value = serde_json::from_str(&seen[0].body).expect("json body");
-    assert_eq!(
-        body,
-        json!({"key": "k/\"q\"", "value": "v with \"quotes\" and é"})
-    );
+    assert_eq!(body, json!({"key": "k/\"q\"", "value": "v with \"quotes\" and é"}));
 }
 
 #[test]
@@ -244,10 +200,7 @@ fn get_missing_key_is_none_and_get_all_parses() {
         if s.url.starts_with("/kv/all") {
             (200, json!({"a": "1", "b/c": "2"}).to_string())
         } else {
-            (
-                404,
-                json!({"error": "not_found", "message": "no such key"}).to_string(),
-            )
+            (404, json!({"error": "not_found", "message": "no such key"}).to_string())
         }
     });
     let c = client(&[&fake.addr]);
@@ -272,11 +225,7 @@ fn retries_503_then_succeeds() {
     assert_eq!(fake.count(), 3);
 
     let fake = Fake::start(|_, n| {
-        if n < 2 {
-            unavailable(None)
-        } else {
-            (200, json!({"key": "k", "value": "v"}).to_string())
-        }
+        if n < 2 { unavailable(None) } else { (200, json!({"key": "k", "value": "v"}).to_string()) }
     });
     let c = client(&[&fake.addr]);
     assert_eq!(c.get("k"), Ok(Some("v".into())));
@@ -293,11 +242,7 @@ fn write_504_is_outcome_unknown_and_not_retried() {
     }
     assert_eq!(fake.count(), 1, "a 504 must not be retried");
     assert!(matches!(c.delete("k"), Err(Error::OutcomeUnknown(_))));
-    assert_eq!(
-        fake.count(),
-        2,
-        "a 504 on delete must not be retried either"
-    );
+    assert_eq!(fake.count(), 2, "a 504 on delete must not be retried either");
 }
 
 #[test]
@@ -370,10 +315,7 @@ fn nothing_reachable_gives_unavailable_after_the_deadline() {
     assert!(matches!(c.put("k", "v"), Err(Error::Unavailable(_))));
     assert!(started.elapsed() >= Duration::from_millis(200));
     assert!(started.elapsed() < Duration::from_secs(3));
-    assert!(matches!(
-        Client::new(vec![]).get("k"),
-        Err(Error::Unavailable(_))
-    ));
+    assert!(matches!(Client::new(vec![]).get("k"), Err(Error::Unavailable(_))));
 }
 
 #[test]
@@ -385,11 +327,7 @@ fn persistent_503_gives_up_at_the_deadline() {
         .discover_leader(false)
         .build();
     assert!(matches!(c.put("k", "v"), Err(Error::Unavailable(_))));
-    assert!(
-        fake.count() >= 3,
-        "retried until the deadline: {}",
-        fake.count()
-    );
+    assert!(fake.count() >= 3, "retried until the deadline: {}", fake.count());
 }
 
 #[test]
@@ -401,8 +339,7 @@ fn leader_hint_is_followed_and_cached() {
     c.put("k", "v").expect("put via the hinted leader");
     assert_eq!((follower.count(), leader.count()), (1, 1));
     assert_eq!(c.cached_leader(), Some(leader.addr.clone()));
-    c.put("k2", "v")
-        .expect("second put goes straight to the leader");
+    c.put("k2", "v").expect("second put goes straight to the leader");
     assert_eq!((follower.count(), leader.count()), (1, 2));
 }
 
@@ -412,13 +349,8 @@ fn dead_cached_leader_is_forgotten() {
     let dead = dead_addr();
     let hint = dead.clone();
     // The only configured server points at a leader that is gone, then recovers.
-    let follower = Fake::start(move |s, n| {
-        if n == 0 {
-            unavailable(Some(&hint))
-        } else {
-            ok_put(s)
-        }
-    });
+    let follower =
+        Fake::start(move |s, n| if n == 0 { unavailable(Some(&hint)) } else { ok_put(s) });
     let c = client(&[&follower.addr, &live.addr]);
     c.put("k", "v").expect("put");
     assert_eq!(c.cached_leader(), None);
@@ -438,29 +370,17 @@ fn status_json(id: &str, is_leader: bool, leader_addr: Option<&str>) -> String {
 #[test]
 fn leader_is_discovered_through_status() {
     let leader = Fake::start(|s, _| {
-        if s.url == "/status" {
-            (200, status_json("node2", true, None))
-        } else {
-            ok_put(s)
-        }
+        if s.url == "/status" { (200, status_json("node2", true, None)) } else { ok_put(s) }
     });
     let hint = leader.addr.clone();
     let follower = Fake::start(move |s, _| {
-        if s.url == "/status" {
-            (200, status_json("node1", false, Some(&hint)))
-        } else {
-            ok_put(s)
-        }
+        if s.url == "/status" { (200, status_json("node1", false, Some(&hint))) } else { ok_put(s) }
     });
     let c = Client::builder(vec![follower.addr.clone(), leader.addr.clone()])
         .backoff(Duration::from_millis(1), Duration::from_millis(5))
         .build();
     c.put("k", "v").expect("put");
-    assert_eq!(
-        follower.kv_count(),
-        0,
-        "the put went straight to the leader"
-    );
+    assert_eq!(follower.kv_count(), 0, "the put went straight to the leader");
     assert_eq!(leader.kv_count(), 1);
     assert_eq!(c.cached_leader(), Some(leader.addr.clone()));
 
@@ -481,10 +401,7 @@ fn status_parses_and_reports_unreachable_servers() {
     assert_eq!(s.id, "node1");
     assert!(!s.is_leader);
     assert_eq!(s.leader_addr.as_deref(), Some("127.0.0.1:9"));
-    assert_eq!(
-        (s.commit_index, s.last_applied, s.last_log_index),
-        (10, 9, 11)
-    );
+    assert_eq!((s.commit_index, s.last_applied, s.last_log_index), (10, 9, 11));
     let all = c.cluster_status();
     assert_eq!(all.len(), 2);
     assert!(all[0].1.is_ok());
@@ -496,10 +413,9 @@ fn non_json_error_bodies_still_give_sensible_errors() {
     let fake = Fake::start(|s, _| match s.url.as_str() {
         "/kv/get/text" => (400, "plain text oops\n".into()),
         "/kv/get/empty" => (500, String::new()),
-        "/kv/get/storage" => (
-            500,
-            json!({"error": "storage", "message": "disk on fire"}).to_string(),
-        ),
+        "/kv/get/storage" => {
+            (500, json!({"error": "storage", "message": "disk on fire"}).to_string())
+        }
         "/kv/get/big" => (413, "x".repeat(10_000)),
         _ => (405, json!({"error": "method_not_allowed"}).to_string()),
     });
@@ -507,10 +423,7 @@ fn non_json_error_bodies_still_give_sensible_errors() {
         .retry_deadline(Duration::ZERO)
         .discover_leader(false)
         .build();
-    assert_eq!(
-        c.get("text"),
-        Err(Error::BadRequest("plain text oops".into()))
-    );
+    assert_eq!(c.get("text"), Err(Error::BadRequest("plain text oops".into())));
     match c.get("empty") {
         // A read's 500 is retried; with no time left it ends as Unavailable naming the cause.
         Err(Error::Unavailable(m)) => assert!(m.contains("HTTP 500"), "{m}"),
@@ -529,10 +442,7 @@ fn non_json_error_bodies_still_give_sensible_errors() {
         Error::Storage("disk on fire".into())
     );
     assert_eq!(
-        parse_error_body(
-            503,
-            r#"{"error":"unavailable","message":"m","leaderAddr":"h:1"}"#
-        ),
+        parse_error_body(503, r#"{"error":"unavailable","message":"m","leaderAddr":"h:1"}"#),
         (Error::Unavailable("m".into()), Some("h:1".into()))
     );
 }
@@ -563,46 +473,22 @@ fn shell_commands_run_against_a_fake() {
         ("GET", "/kv/get/there") => (200, json!({"key": "there", "value": "v v"}).to_string()),
         ("GET", "/kv/all") => (200, json!({"a": "1"}).to_string()),
         ("GET", "/status") => (200, status_json("node1", true, None)),
-        ("DELETE", _) => (
-            200,
-            json!({"status": "ok", "key": "k", "index": 3}).to_string(),
-        ),
-        _ => (
-            404,
-            json!({"error": "not_found", "message": "no"}).to_string(),
-        ),
+        ("DELETE", _) => (200, json!({"status": "ok", "key": "k", "index": 3}).to_string()),
+        _ => (404, json!({"error": "not_found", "message": "no"}).to_string()),
     });
     let c = client(&[&fake.addr]);
     let text = RunOptions::default();
-    let js = RunOptions {
-        json: true,
-        stale: false,
-    };
-    let put = Command::Put {
-        key: "k".into(),
-        value: "a b".into(),
-    };
+    let js = RunOptions { json: true, stale: false };
+    let put = Command::Put { key: "k".into(), value: "a b".into() };
     assert_eq!(run(&c, &put, text), Ok("OK (index 7, term 2)".into()));
     let get = |k: &str| Command::Get { key: k.into() };
     assert_eq!(run(&c, &get("there"), text), Ok("v v".into()));
-    assert_eq!(
-        run(&c, &get("there"), js),
-        Ok(json!({"key": "there", "value": "v v"}).to_string())
-    );
-    assert!(matches!(
-        run(&c, &get("missing"), text),
-        Err(Error::NotFound(_))
-    ));
-    assert_eq!(
-        run(&c, &Command::Delete { key: "k".into() }, text),
-        Ok("OK".into())
-    );
+    assert_eq!(run(&c, &get("there"), js), Ok(json!({"key": "there", "value": "v v"}).to_string()));
+    assert!(matches!(run(&c, &get("missing"), text), Err(Error::NotFound(_))));
+    assert_eq!(run(&c, &Command::Delete { key: "k".into() }, text), Ok("OK".into()));
     assert_eq!(run(&c, &Command::GetAll, text), Ok("a = 1".into()));
     let status = run(&c, &Command::Status, text).expect("status");
-    assert!(
-        status.contains("node1") && status.contains("leader"),
-        "{status}"
-    );
+    assert!(status.contains("node1") && status.contains("leader"), "{status}");
     let status = run(&c, &Command::Status, js).expect("status json");
     let v: serde_json::Value = serde_json::from_str(&status).expect("json");
     assert_eq!(v[0]["status"]["id"], "node1");
@@ -616,12 +502,7 @@ fn dot_segments_are_resolved_by_the_url_library() {
     let agent = ureq::agent();
     for (segment, arrives_as) in [("..", "/kv/"), ("%2E%2E", "/kv/"), (".", "/kv/get/")] {
         let url = format!("http://{}/kv/get/{segment}", fake.addr);
-        let body = agent
-            .get(&url)
-            .call()
-            .expect("fake answers")
-            .into_string()
-            .expect("body");
+        let body = agent.get(&url).call().expect("fake answers").into_string().expect("body");
         let v: serde_json::Value = serde_json::from_str(&body).expect("json");
         assert_eq!(v["value"], arrives_as, "{segment}");
     }
@@ -656,11 +537,7 @@ fn bench_runs_a_mixed_workload_against_a_fake() {
     let seen = fake.seen();
     // 1 status (leader discovery) + 20 populating puts + 200 measured requests.
     assert_eq!(seen.len(), 221);
-    let body = seen
-        .iter()
-        .find(|s| s.method == "POST")
-        .map(|s| s.body.clone())
-        .unwrap_or_default();
+    let body = seen.iter().find(|s| s.method == "POST").map(|s| s.body.clone()).unwrap_or_default();
     let v: serde_json::Value = serde_json::from_str(&body).expect("bench put body is JSON");
     assert_eq!(v["value"].as_str().map(str::len), Some(16));
     let json = serde_json::to_value(&report).expect("report serializes");
@@ -684,11 +561,7 @@ fn bench_runs_a_mixed_workload_against_a_fake() {
 #[test]
 fn discovery_skips_a_dead_server() {
     let live = Fake::start(|s, _| {
-        if s.url == "/status" {
-            (200, status_json("node2", false, None))
-        } else {
-            ok_put(s)
-        }
+        if s.url == "/status" { (200, status_json("node2", false, None)) } else { ok_put(s) }
     });
     let c = Client::builder(vec![dead_addr(), live.addr.clone()])
         .backoff(Duration::from_millis(1), Duration::from_millis(5))

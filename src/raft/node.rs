@@ -510,15 +510,21 @@ impl RaftNode {
         // `Config::check_quorum`); PreVotes never change anyone's term.
         if let Message::RequestVote(req) = &env.message {
             if env.term > self.current_term && self.config.check_quorum && self.in_lease() {
-                log::debug!("{} ignores {}'s vote request: a leader is alive", self.config.id, env.from);
+                log::debug!(
+                    "{} ignores {}'s vote request: a leader is alive",
+                    self.config.id,
+                    env.from
+                );
                 return Ok(());
             }
             if req.pre_vote {
                 let grant = env.term > self.current_term
                     && self.log.is_up_to_date(req.last_log_index, req.last_log_term);
                 let term = if grant { env.term } else { self.current_term };
-                let message =
-                    Message::RequestVoteResponse(RequestVoteResponse { vote_granted: grant, pre_vote: true });
+                let message = Message::RequestVoteResponse(RequestVoteResponse {
+                    vote_granted: grant,
+                    pre_vote: true,
+                });
                 let reply = Envelope { from: self.config.id.clone(), to: env.from, term, message };
                 self.out.messages.push(reply);
                 return Ok(());
@@ -559,7 +565,10 @@ impl RaftNode {
             // Granting a vote resets the timer (else we might start a competing election).
             self.election_elapsed = 0;
         }
-        let resp = Message::RequestVoteResponse(RequestVoteResponse { vote_granted: grant, pre_vote: false });
+        let resp = Message::RequestVoteResponse(RequestVoteResponse {
+            vote_granted: grant,
+            pre_vote: false,
+        });
         self.send_after_sync(from, resp);
         Ok(())
     }
@@ -601,7 +610,12 @@ impl RaftNode {
     }
 
     /// AppendEntries receiver implementation (Figure 2), with the rejection hint.
-    fn handle_append_entries(&mut self, from: NodeId, term: Term, req: AppendEntries) -> Result<()> {
+    fn handle_append_entries(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        req: AppendEntries,
+    ) -> Result<()> {
         let reject = |conflict_term, conflict_index| AppendEntriesResponse {
             success: false,
             match_index: 0,
@@ -623,7 +637,10 @@ impl RaftNode {
             Role::Leader(_) => {
                 // Election Safety says this cannot happen; a forged or buggy peer must not crash
                 // us, so refuse loudly and keep leading.
-                log::error!("{} leads term {term}, yet {from} claims to lead it too", self.config.id);
+                log::error!(
+                    "{} leads term {term}, yet {from} claims to lead it too",
+                    self.config.id
+                );
                 let resp = reject(None, 0);
                 self.send_after_sync(from, Message::AppendEntriesResponse(resp));
                 return Ok(());
@@ -937,11 +954,8 @@ impl RaftNode {
         let seq = self.log.storage.write_seq();
         if seq != self.seen_write_seq || !out.after_sync.is_empty() {
             self.seen_write_seq = seq;
-            out.sync = Some(SyncPoint {
-                seq,
-                index: self.log.last_index(),
-                term: self.log.last_term(),
-            });
+            out.sync =
+                Some(SyncPoint { seq, index: self.log.last_index(), term: self.log.last_term() });
         }
         out
     }

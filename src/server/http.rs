@@ -85,15 +85,15 @@ fn route(shared: &Shared, request: &mut Request) -> Reply {
             .and_then(|_| decode_key(raw_key, shared))
             .and_then(|key| get(shared, request, &key, stale, forwarded))
     } else if let Some(raw_key) = path.strip_prefix("/kv/delete/") {
-        only(&method, Method::Delete)
-            .and_then(|_| decode_key(raw_key, shared))
-            .and_then(|key| {
-                write(shared, request, &Command::Delete { key: key.clone() }, &key, forwarded)
-            })
+        only(&method, Method::Delete).and_then(|_| decode_key(raw_key, shared)).and_then(|key| {
+            write(shared, request, &Command::Delete { key: key.clone() }, &key, forwarded)
+        })
     } else {
         match path {
             "/kv/put" => only(&method, Method::Post).and_then(|_| put(shared, request, forwarded)),
-            "/kv/all" => only(&method, Method::Get).and_then(|_| all(shared, request, stale, forwarded)),
+            "/kv/all" => {
+                only(&method, Method::Get).and_then(|_| all(shared, request, stale, forwarded))
+            }
             "/kv/get" | "/kv/get/" | "/kv/delete" | "/kv/delete/" => {
                 Err(Error::BadRequest("the key is missing from the path".into()))
             }
@@ -121,7 +121,9 @@ fn only(method: &Method, want: Method) -> Result<()> {
 fn read_body(request: &mut Request, limit: usize) -> Result<Vec<u8>> {
     if let Some(len) = request.body_length() {
         if len > limit {
-            return Err(Error::TooLarge(format!("body of {len} bytes is over the {limit}-byte limit")));
+            return Err(Error::TooLarge(format!(
+                "body of {len} bytes is over the {limit}-byte limit"
+            )));
         }
     }
     let mut body = Vec::new();
@@ -168,7 +170,11 @@ pub fn percent_decode(raw: &str) -> Result<String> {
             let byte = hex.and_then(|h| u8::from_str_radix(h, 16).ok());
             match byte {
                 Some(b) => out.push(b),
-                None => return Err(Error::BadRequest(format!("bad percent-escape at byte {i} of the key"))),
+                None => {
+                    return Err(Error::BadRequest(format!(
+                        "bad percent-escape at byte {i} of the key"
+                    )));
+                }
             }
             i += 3;
         } else {
@@ -179,7 +185,13 @@ pub fn percent_decode(raw: &str) -> Result<String> {
     String::from_utf8(out).map_err(|_| Error::BadRequest("the key is not valid UTF-8".into()))
 }
 
-fn get(shared: &Shared, request: &mut Request, key: &str, stale: bool, forwarded: bool) -> Result<Reply> {
+fn get(
+    shared: &Shared,
+    request: &mut Request,
+    key: &str,
+    stale: bool,
+    forwarded: bool,
+) -> Result<Reply> {
     if !stale {
         if let Some(reply) = barrier_or_forward(shared, request, &[], forwarded)? {
             return Ok(reply);
@@ -227,8 +239,9 @@ struct PutBody {
 fn put(shared: &Shared, request: &mut Request, forwarded: bool) -> Result<Reply> {
     let limit = 6 * (shared.config.max_key_bytes + shared.config.max_value_bytes) + 1024;
     let body = read_body(request, limit)?;
-    let parsed: PutBody = serde_json::from_slice(&body)
-        .map_err(|e| Error::BadRequest(format!("body must be JSON {{\"key\":..,\"value\":..}}: {e}")))?;
+    let parsed: PutBody = serde_json::from_slice(&body).map_err(|e| {
+        Error::BadRequest(format!("body must be JSON {{\"key\":..,\"value\":..}}: {e}"))
+    })?;
     let key = match parsed.key {
         Some(Value::String(k)) => k,
         Some(_) => return Err(Error::BadRequest("\"key\" must be a string".into())),
@@ -251,7 +264,13 @@ fn put(shared: &Shared, request: &mut Request, forwarded: bool) -> Result<Reply>
     write_with_body(shared, request, &command, &key, &body, forwarded)
 }
 
-fn write(shared: &Shared, request: &mut Request, command: &Command, key: &str, forwarded: bool) -> Result<Reply> {
+fn write(
+    shared: &Shared,
+    request: &mut Request,
+    command: &Command,
+    key: &str,
+    forwarded: bool,
+) -> Result<Reply> {
     write_with_body(shared, request, command, key, &[], forwarded)
 }
 
@@ -296,7 +315,11 @@ fn forward(request: &Request, leader_addr: &str, body: &[u8], shared: &Shared) -
             let refused = matches!(&e, ureq::Error::Transport(t) if t.kind() == ureq::ErrorKind::ConnectionFailed);
             let msg = format!("forwarding to the leader at {leader_addr} failed: {e}");
             let is_write = *request.method() != Method::Get;
-            return Err(if refused || !is_write { Error::Unavailable(msg) } else { Error::OutcomeUnknown(msg) });
+            return Err(if refused || !is_write {
+                Error::Unavailable(msg)
+            } else {
+                Error::OutcomeUnknown(msg)
+            });
         }
     };
     let status = response.status();

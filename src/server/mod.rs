@@ -33,8 +33,8 @@ use crate::error::{Error, Result};
 use crate::kv::{Command, KvStore};
 use crate::raft::{Config, Entry, Envelope, Index, Message, NodeId, Output, RaftNode, Term};
 use crate::storage::{Storage, Syncer};
-use pending::Pending;
 use peer::{RpcHandler, Transport};
+use pending::Pending;
 
 /// Everything a server needs to know.
 #[derive(Debug, Clone)]
@@ -67,7 +67,11 @@ pub struct ServerConfig {
 
 impl ServerConfig {
     /// Defaults: 10 ms tick, 50 ms heartbeat, 300–600 ms election timeout.
-    pub fn new(id: impl Into<NodeId>, addr: impl Into<String>, peers: BTreeMap<NodeId, String>) -> Self {
+    pub fn new(
+        id: impl Into<NodeId>,
+        addr: impl Into<String>,
+        peers: BTreeMap<NodeId, String>,
+    ) -> Self {
         ServerConfig {
             id: id.into(),
             addr: addr.into(),
@@ -288,7 +292,8 @@ impl Shared {
     fn route(&self, node: &mut RaftNode, mut out: Output) -> Output {
         for env in out.messages.drain(..) {
             let Some(tx) = self.peer_tx.get(&env.to) else { continue };
-            let carries_entries = matches!(&env.message, Message::AppendEntries(a) if !a.entries.is_empty());
+            let carries_entries =
+                matches!(&env.message, Message::AppendEntries(a) if !a.entries.is_empty());
             let to = env.to.clone();
             if let Err(TrySendError::Full(_)) = tx.try_send(env) {
                 // The peer is slow or gone; its queue is full. Forget the request so the core
@@ -360,7 +365,13 @@ impl Shared {
         }
     }
 
-    fn run_peer(&self, id: &NodeId, addr: &str, rx: &Receiver<Envelope>, transport: &dyn Transport) {
+    fn run_peer(
+        &self,
+        id: &NodeId,
+        addr: &str,
+        rx: &Receiver<Envelope>,
+        transport: &dyn Transport,
+    ) {
         while !self.is_shutdown() {
             let Ok(env) = rx.recv_timeout(Duration::from_millis(100)) else { continue };
             match transport.call(addr, &env) {
@@ -541,7 +552,10 @@ impl RpcHandler for Shared {
             )));
         }
         if !self.config.peers.contains_key(&envelope.from) {
-            return Err(Error::BadRequest(format!("{:?} is not a member of this cluster", envelope.from)));
+            return Err(Error::BadRequest(format!(
+                "{:?} is not a member of this cluster",
+                envelope.from
+            )));
         }
         if envelope.message.is_response() {
             return Err(Error::BadRequest("expected a request, got a response".into()));

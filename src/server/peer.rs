@@ -106,7 +106,10 @@ impl Transport for LocalTransport {
     fn call(&self, addr: &str, envelope: &Envelope) -> Result<Option<Envelope>> {
         let cut = self.cut.read();
         if cut.contains(&(envelope.from.clone(), envelope.to.clone())) {
-            return Err(Error::Unavailable(format!("link {} -> {} is cut", envelope.from, envelope.to)));
+            return Err(Error::Unavailable(format!(
+                "link {} -> {} is cut",
+                envelope.from, envelope.to
+            )));
         }
         let back_cut = cut.contains(&(envelope.to.clone(), envelope.from.clone()));
         drop(cut);

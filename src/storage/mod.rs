@@ -10,11 +10,17 @@
 //! before the shell has synced through the sequence number the core reports; see
 //! [`crate::raft::Output`].
 //!
-//! Implementations: [`MemStorage`] (tests, simulation, `--fsync=false` demos) here; the durable
-//! write-ahead log lives in its own module.
+//! Implementations:
+//!
+//! * [`MemStorage`]: the log in a `Vec` (tests, simulation, nodes without a data directory);
+//! * [`DurableStorage`] ([`durable`]): a segmented write-ahead log in a data directory, with
+//!   torn-tail recovery and group commit; its on-disk format is described in [`wal`].
 
+pub mod durable;
 mod memory;
+pub mod wal;
 
+pub use durable::{DurableOptions, DurableStorage, RecoveryReport, SegmentInfo, TornTail};
 pub use memory::MemStorage;
 
 use std::sync::Arc;

@@ -293,5 +293,9 @@ pub fn call(agent: &ureq::Agent, method: &str, url: &str, body: Option<&Value>) 
     };
     let status = response.status();
     let text = response.into_string().unwrap_or_default();
-    Answer { status, body: serde_json::from_str(&text).unwrap_or(Value::Null), error: String::new() }
+    Answer {
+        status,
+        body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        error: String::new(),
+    }
 }

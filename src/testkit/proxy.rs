@@ -56,7 +56,8 @@ impl LinkProxy {
         let mode = Arc::new(Mutex::new(LinkMode::Pass));
         let stop = Arc::new(AtomicBool::new(false));
         let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (m, s, g, target) = (mode.clone(), stop.clone(), generation.clone(), target.to_string());
+        let (m, s, g, target) =
+            (mode.clone(), stop.clone(), generation.clone(), target.to_string());
         thread::Builder::new().name(format!("proxy-{addr}")).spawn(move || {
             while !s.load(Ordering::SeqCst) {
                 match listener.accept() {
@@ -115,13 +116,12 @@ fn spawn_connection(
     };
     let Some(server) = server else {
         // Black hole (or target down): swallow what the client sends, answer nothing.
-        let _ = thread::Builder::new().name("proxy-hole".into()).spawn(move || swallow(client, stop));
+        let _ =
+            thread::Builder::new().name("proxy-hole".into()).spawn(move || swallow(client, stop));
         return;
     };
-    let pairs = [
-        (client.try_clone(), server.try_clone()),
-        (server.try_clone(), client.try_clone()),
-    ];
+    let pairs =
+        [(client.try_clone(), server.try_clone()), (server.try_clone(), client.try_clone())];
     for (from, to) in pairs {
         let (Ok(from), Ok(to)) = (from, to) else { return };
         let (mode, stop, generation) = (mode.clone(), stop.clone(), generation.clone());
@@ -138,7 +138,11 @@ fn swallow(mut client: TcpStream, stop: Arc<AtomicBool>) {
         match client.read(&mut buf) {
             Ok(0) => return,
             Ok(_) => {}
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(_) => return,
         }
     }
@@ -165,7 +169,12 @@ fn pipe(
         let n = match from.read(&mut buf) {
             Ok(0) => return close(&from, &to),
             Ok(n) => n,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
                 // Idle: a cut made meanwhile still closes this connection.
                 if generation.load(Ordering::SeqCst) != born && *mode.lock() == LinkMode::Refuse {
                     return close(&from, &to);
@@ -180,7 +189,8 @@ fn pipe(
             LinkMode::Refuse => return close(&from, &to),
             LinkMode::Blackhole => continue,
             LinkMode::Delay { base_ms, jitter_ms } => {
-                let jitter = if jitter_ms > 0 { rand::thread_rng().gen_range(0..=2 * jitter_ms) } else { 0 };
+                let jitter =
+                    if jitter_ms > 0 { rand::thread_rng().gen_range(0..=2 * jitter_ms) } else { 0 };
                 let ms = (base_ms + jitter).saturating_sub(jitter_ms);
                 thread::sleep(Duration::from_millis(ms));
             }

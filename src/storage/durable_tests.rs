@@ -1,0 +1,719 @@
+//! Tests of [`DurableStorage`]: round trips against [`MemStorage`], segment rolls, crash and
+//! corruption recovery, the directory lock, group commit and `dump`.
+
+use std::path::Path;
+use std::sync::Barrier;
+use std::sync::atomic::AtomicBool;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use super::*;
+use crate::storage::MemStorage;
+
+const BIG: u64 = 64 << 20;
+
+fn options(segment_size: u64, fsync: bool) -> DurableOptions {
+    DurableOptions { segment_size, fsync }
+}
+
+fn open(dir: &Path, segment_size: u64) -> DurableStorage {
+    DurableStorage::open(dir, options(segment_size, false)).expect("open").0
+}
+
+fn entry(index: Index, term: Term) -> Entry {
+    Entry { index, term, command: format!("set k{index} v{index}").into_bytes() }
+}
+
+/// A tiny deterministic generator, so failures reproduce.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Applies one random mutating call to both storages.
+fn random_op(rng: &mut Rng, d: &mut DurableStorage, m: &mut MemStorage) {
+    match rng.below(10) {
+        0 => {
+            let hs = HardState {
+                current_term: m.hard_state().current_term + rng.below(2),
+                voted_for: match rng.below(3) {
+                    0 => None,
+                    1 => Some("node1".into()),
+                    _ => Some("ñode-2".into()),
+                },
+            };
+            d.save_hard_state(&hs).unwrap();
+            m.save_hard_state(&hs).unwrap();
+        }
+        1 if m.last_index() > 0 => {
+            let from = 1 + rng.below(m.last_index() + 1);
+            d.truncate_suffix(from).unwrap();
+            m.truncate_suffix(from).unwrap();
+        }
+        _ => {
+            let term = m.hard_state().current_term;
+            let entries: Vec<Entry> = (0..rng.below(5))
+                .map(|i| Entry {
+                    index: m.last_index() + 1 + i,
+                    term,
+                    command: (0..rng.below(60)).map(|_| rng.next() as u8).collect(),
+                })
+                .collect();
+            d.append(&entries).unwrap();
+            m.append(&entries).unwrap();
+        }
+    }
+}
+
+fn assert_same(d: &DurableStorage, m: &MemStorage) {
+    assert_eq!(d.hard_state(), m.hard_state());
+    assert_eq!((d.first_index(), d.last_index()), (m.first_index(), m.last_index()));
+    for i in 0..=m.last_index() + 1 {
+        assert_eq!(d.term(i), m.term(i), "term({i})");
+    }
+    let hi = m.last_index() + 1;
+    assert_eq!(d.entries(1, hi, usize::MAX).unwrap(), m.entries(1, hi, usize::MAX).unwrap());
+}
+
+fn wal_files(dir: &Path) -> Vec<PathBuf> {
+    wal::list_segments(dir).unwrap().into_iter().map(|(_, p)| p).collect()
+}
+
+/// Copies the WAL files of `from` into a new temporary directory.
+fn copy_dir(from: &Path) -> TempDir {
+    let to = TempDir::new().unwrap();
+    for path in wal_files(from) {
+        fs::copy(&path, to.path().join(path.file_name().unwrap())).unwrap();
+    }
+    to
+}
+
+fn set_len(path: &Path, len: u64) {
+    OpenOptions::new().write(true).open(path).unwrap().set_len(len).unwrap();
+}
+
+fn flip_byte(path: &Path, offset: usize) {
+    let mut bytes = fs::read(path).unwrap();
+    bytes[offset] ^= 0x5a;
+    fs::write(path, bytes).unwrap();
+}
+
+/// Byte offsets of the records in a segment file.
+fn record_offsets(path: &Path) -> Vec<usize> {
+    let bytes = fs::read(path).unwrap();
+    let first_seq = wal::parse_segment_name(path.file_name().unwrap().to_str().unwrap()).unwrap();
+    let mut offsets = Vec::new();
+    let scan = wal::scan_segment(&bytes, first_seq, |s| {
+        offsets.push(s.offset);
+        Ok(())
+    });
+    assert_eq!(scan.end, ScanEnd::Clean);
+    offsets
+}
+
+fn message(result: Result<(DurableStorage, RecoveryReport)>) -> String {
+    match result {
+        Ok(_) => panic!("open succeeded"),
+        Err(e) => {
+            assert_eq!(e.code(), "storage", "{e}");
+            e.message().to_string()
+        }
+    }
+}
+
+#[test]
+fn round_trip_matches_mem_storage_across_reopens() {
+    for segment_size in [BIG, 300] {
+        let dir = TempDir::new().unwrap();
+        let mut rng = Rng(0x9e3779b97f4a7c15);
+        let mut m = MemStorage::new();
+        let (mut d, report) =
+            DurableStorage::open(dir.path(), options(segment_size, true)).unwrap();
+        assert!(report.created);
+        for round in 0..6 {
+            for _ in 0..80 {
+                random_op(&mut rng, &mut d, &mut m);
+            }
+            assert_same(&d, &m);
+            let write_seq = d.write_seq();
+            drop(d);
+            let (reopened, report) =
+                DurableStorage::open(dir.path(), options(segment_size, true)).unwrap();
+            d = reopened;
+            assert_same(&d, &m);
+            assert!(!report.created && report.torn_tail.is_none(), "round {round}: {report:?}");
+            assert_eq!((report.hard_state, report.last_index), (m.hard_state(), m.last_index()));
+            assert_eq!(d.write_seq(), write_seq, "sequence numbers continue where they were");
+            assert_eq!(d.durable_seq(), write_seq);
+        }
+        if segment_size < BIG {
+            assert!(d.segments().len() > 3, "small segments must roll");
+        }
+    }
+}
+
+#[test]
+fn segments_roll_and_every_one_starts_with_a_checkpoint() {
+    let dir = TempDir::new().unwrap();
+    let mut d = open(dir.path(), 256);
+    let mut m = MemStorage::new();
+    for i in 1..=100 {
+        if i % 25 == 0 {
+            let hs = HardState { current_term: i, voted_for: Some("node2".into()) };
+            d.save_hard_state(&hs).unwrap();
+            m.save_hard_state(&hs).unwrap();
+        }
+        d.append(&[entry(i, i / 25)]).unwrap();
+        m.append(&[entry(i, i / 25)]).unwrap();
+    }
+    // One record larger than a whole segment still fits: it gets a segment of its own.
+    let big = Entry { index: 101, term: 4, command: vec![7; 1000] };
+    d.append(std::slice::from_ref(&big)).unwrap();
+    m.append(&[big]).unwrap();
+    d.append(&[entry(102, 4)]).unwrap();
+    m.append(&[entry(102, 4)]).unwrap();
+
+    let segments = d.segments();
+    drop(d);
+    assert!(segments.len() >= 10, "{} segments", segments.len());
+    assert_eq!(wal_files(dir.path()), segments.iter().map(|s| s.path.clone()).collect::<Vec<_>>());
+    for pair in segments.windows(2) {
+        assert_eq!(pair[1].first_seq, pair[0].first_seq + pair[0].records);
+        assert!(pair[0].bytes <= 256 || pair[0].records == 2, "{:?}", pair[0]);
+    }
+    for s in &segments {
+        assert_eq!(fs::metadata(&s.path).unwrap().len(), s.bytes);
+        let bytes = fs::read(&s.path).unwrap();
+        let first = wal::decode_frame(&bytes, SEGMENT_HEADER_LEN).unwrap();
+        assert!(matches!(first.record, Record::HardState(_)), "{:?}", s.path);
+    }
+    let (lo, hi) = (segments[1].indexes.unwrap(), segments.last().unwrap().indexes);
+    assert!(lo.0 > 1 && hi == Some((102, 102)), "{lo:?} {hi:?}");
+
+    let (d, report) = DurableStorage::open(dir.path(), options(256, true)).unwrap();
+    assert_eq!(report.segments, segments.len());
+    assert_same(&d, &m);
+}
+
+/// Builds a log, then performs `last_op`; returns the state before it, the segment it wrote to,
+/// and where its record starts and ends.
+fn with_last_record(
+    dir: &Path,
+    last_op: impl FnOnce(&mut DurableStorage, &mut MemStorage),
+) -> (MemStorage, PathBuf, u64, u64) {
+    let mut d = open(dir, 600);
+    let mut m = MemStorage::new();
+    // At least two segments, and room in the last one for two more records.
+    while d.segments().len() < 2 || d.segments().last().unwrap().bytes > 600 - 200 {
+        let i = m.last_index() + 1;
+        d.append(&[entry(i, 1)]).unwrap();
+        m.append(&[entry(i, 1)]).unwrap();
+    }
+    let hs = HardState { current_term: 2, voted_for: Some("node3".into()) };
+    d.save_hard_state(&hs).unwrap();
+    m.save_hard_state(&hs).unwrap();
+    let before = m.clone();
+    let segments = d.segments().len();
+    let start = d.segments().last().unwrap().bytes;
+    last_op(&mut d, &mut m);
+    assert_eq!(d.segments().len(), segments, "the last record must not start a segment");
+    let last = d.segments().last().unwrap().clone();
+    assert!(segments > 1);
+    (before, last.path, start, last.bytes)
+}
+
+type LastOp = fn(&mut DurableStorage, &mut MemStorage);
+
+#[test]
+fn a_torn_last_record_is_cut_off_at_every_byte_offset() {
+    let last_ops: [(&str, LastOp); 3] = [
+        ("append", |d, m| {
+            let next = m.last_index() + 1;
+            let es = [entry(next, 2), entry(next + 1, 2)];
+            d.append(&es).unwrap();
+            m.append(&es).unwrap();
+        }),
+        ("hard state", |d, _| {
+            d.save_hard_state(&HardState { current_term: 3, voted_for: None }).unwrap();
+        }),
+        ("truncate", |d, _| d.truncate_suffix(20).unwrap()),
+    ];
+    for (name, last_op) in last_ops {
+        let base = TempDir::new().unwrap();
+        let (before, segment, start, end) = with_last_record(base.path(), last_op);
+        let file_name = segment.file_name().unwrap();
+        for len in start..end {
+            let dir = copy_dir(base.path());
+            let path = dir.path().join(file_name);
+            set_len(&path, len);
+            let (mut d, report) = DurableStorage::open(dir.path(), options(600, true))
+                .unwrap_or_else(|e| panic!("{name}, cut at {len}: {e}"));
+            assert_same(&d, &before);
+            match &report.torn_tail {
+                None => assert_eq!(len, start, "{name}: a whole record must not be cut"),
+                Some(t) => {
+                    assert_eq!((t.offset, t.discarded_bytes), (start, len - start), "{name}");
+                    assert_eq!(t.segment, path);
+                }
+            }
+            assert_eq!(fs::metadata(&path).unwrap().len(), start, "{name}: file not repaired");
+
+            // The log goes on from the cut, and survives another reopen.
+            let mut expected = before.clone();
+            let next = entry(before.last_index() + 1, 5);
+            d.append(std::slice::from_ref(&next)).unwrap();
+            expected.append(&[next]).unwrap();
+            drop(d);
+            let (d, report) = DurableStorage::open(dir.path(), options(600, false)).unwrap();
+            assert!(report.torn_tail.is_none(), "{name}, cut at {len}: {report:?}");
+            assert_same(&d, &expected);
+        }
+    }
+}
+
+#[test]
+fn a_torn_new_segment_is_repaired_at_every_byte_offset() {
+    // The crash hits while the first records of a freshly started segment are being written.
+    let base = TempDir::new().unwrap();
+    let mut d = open(base.path(), 300);
+    let mut m = MemStorage::new();
+    let mut before = m.clone();
+    let mut i = 0;
+    while d.segments().len() < 3 {
+        before = m.clone();
+        i += 1;
+        d.append(&[entry(i, 1)]).unwrap();
+        m.append(&[entry(i, 1)]).unwrap();
+    }
+    let last = d.segments().last().unwrap().clone();
+    assert_eq!(last.records, 2, "a checkpoint and the append");
+    drop(d);
+    let file_name = last.path.file_name().unwrap();
+    let boundaries = record_offsets(&last.path);
+    assert_eq!(boundaries[0], SEGMENT_HEADER_LEN);
+    for len in 0..last.bytes {
+        let dir = copy_dir(base.path());
+        set_len(&dir.path().join(file_name), len);
+        let (mut d, report) = DurableStorage::open(dir.path(), options(300, false))
+            .unwrap_or_else(|e| panic!("cut at {len}: {e}"));
+        assert_same(&d, &before);
+        // Cut right after the header or the checkpoint, nothing is torn; anywhere else it is.
+        let clean = len == boundaries[0] as u64 || len == boundaries[1] as u64;
+        assert_eq!(report.torn_tail.is_none(), clean, "cut at {len}");
+        assert_eq!(report.segments, 3, "cut at {len}");
+        d.append(&[entry(i, 2)]).unwrap();
+        drop(d);
+        let mut expected = before.clone();
+        expected.append(&[entry(i, 2)]).unwrap();
+        let (d, _) = DurableStorage::open(dir.path(), options(300, false)).unwrap();
+        assert_same(&d, &expected);
+        // The repaired segment starts with its checkpoint again.
+        let offsets = record_offsets(&dir.path().join(file_name));
+        assert_eq!(offsets[0], SEGMENT_HEADER_LEN);
+    }
+}
+
+#[test]
+fn a_bit_flip_in_the_middle_is_corruption_and_at_the_end_a_torn_tail() {
+    let base = TempDir::new().unwrap();
+    let mut d = open(base.path(), BIG);
+    let mut m = MemStorage::new();
+    for i in 1..=10 {
+        d.append(&[entry(i, 1)]).unwrap();
+        m.append(&[entry(i, 1)]).unwrap();
+    }
+    let before_last = m.clone();
+    d.append(&[entry(11, 1)]).unwrap();
+    drop(d);
+    let name = wal::segment_name(1);
+    let offsets = record_offsets(&base.path().join(&name));
+    assert_eq!(offsets.len(), 12, "a checkpoint and 11 appends");
+
+    // A flipped byte in the payload, the length field and the CRC field of a middle record.
+    let middle = offsets[5];
+    for (what, at) in [("payload", middle + 12), ("length", middle + 1), ("crc", middle + 5)] {
+        let dir = copy_dir(base.path());
+        flip_byte(&dir.path().join(&name), at);
+        let msg = message(DurableStorage::open(dir.path(), options(BIG, false)));
+        assert!(msg.contains(&name), "{what}: {msg}");
+        assert!(msg.contains(&format!("byte offset {middle}:")), "{what}: {msg}");
+        assert!(msg.contains("wipe the node's data dir"), "{what}: {msg}");
+        assert!(msg.contains("it will catch up from the leader"), "{what}: {msg}");
+    }
+
+    // The same in the last record: a torn write, cut off with a warning.
+    let last = *offsets.last().unwrap();
+    let dir = copy_dir(base.path());
+    flip_byte(&dir.path().join(&name), last + 12);
+    let (d, report) = DurableStorage::open(dir.path(), options(BIG, true)).unwrap();
+    assert_eq!(report.torn_tail.as_ref().map(|t| t.offset), Some(last as u64));
+    assert!(report.torn_tail.unwrap().reason.contains("CRC mismatch"));
+    assert_same(&d, &before_last);
+
+    // A broken segment header.
+    let dir = copy_dir(base.path());
+    flip_byte(&dir.path().join(&name), 2);
+    let msg = message(DurableStorage::open(dir.path(), options(BIG, false)));
+    assert!(msg.contains("bad magic") && msg.contains("byte offset 0:"), "{msg}");
+}
+
+#[test]
+fn damage_at_the_end_of_a_segment_that_is_not_the_last_is_corruption() {
+    let base = TempDir::new().unwrap();
+    let mut d = open(base.path(), 300);
+    for i in 1..=40 {
+        d.append(&[entry(i, 1)]).unwrap();
+    }
+    drop(d);
+    let files = wal_files(base.path());
+    assert!(files.len() > 2);
+    let name = files[0].file_name().unwrap();
+    let offsets = record_offsets(&files[0]);
+    let last = *offsets.last().unwrap();
+
+    let dir = copy_dir(base.path());
+    flip_byte(&dir.path().join(name), last + 10);
+    let msg = message(DurableStorage::open(dir.path(), options(300, false)));
+    assert!(msg.contains(name.to_str().unwrap()), "{msg}");
+    assert!(msg.contains(&format!("byte offset {last}:")), "{msg}");
+    assert!(msg.contains("not the last"), "{msg}");
+
+    let dir = copy_dir(base.path());
+    set_len(&dir.path().join(name), last as u64 + 3);
+    let msg = message(DurableStorage::open(dir.path(), options(300, false)));
+    assert!(msg.contains("cut short") && msg.contains("not the last"), "{msg}");
+}
+
+#[test]
+fn a_missing_segment_is_a_clear_error() {
+    let base = TempDir::new().unwrap();
+    let mut d = open(base.path(), 200);
+    for i in 1..=40 {
+        d.append(&[entry(i, 1)]).unwrap();
+    }
+    drop(d);
+    let files = wal_files(base.path());
+    assert!(files.len() >= 4);
+    for gone in [0, 1, files.len() - 2] {
+        let dir = copy_dir(base.path());
+        let name = files[gone].file_name().unwrap().to_str().unwrap();
+        fs::remove_file(dir.path().join(name)).unwrap();
+        let msg = message(DurableStorage::open(dir.path(), options(200, false)));
+        assert!(msg.contains(&format!("WAL segment {name} is missing")), "{msg}");
+        assert!(msg.contains("wipe the node's data dir"), "{msg}");
+    }
+}
+
+#[test]
+fn fresh_and_empty_dirs_start_an_empty_log() {
+    let base = TempDir::new().unwrap();
+    let nested = base.path().join("a/b/node1");
+    fs::create_dir(base.path().join("empty")).unwrap();
+    fs::write(base.path().join("empty/notes.txt"), "not a segment").unwrap();
+    for dir in [nested, base.path().join("empty")] {
+        let (d, report) = DurableStorage::open(&dir, DurableOptions::default()).unwrap();
+        assert!(report.created && report.torn_tail.is_none());
+        assert_eq!((d.first_index(), d.last_index(), d.term(0)), (1, 0, Some(0)));
+        assert_eq!(d.hard_state(), HardState::default());
+        assert!(dir.join("LOCK").exists());
+        assert_eq!(wal_files(&dir), vec![dir.join(wal::segment_name(1))]);
+        drop(d);
+        let (d, report) = DurableStorage::open(&dir, DurableOptions::default()).unwrap();
+        assert!(!report.created);
+        assert_eq!((report.records, d.last_index()), (1, 0));
+    }
+}
+
+#[test]
+fn a_second_open_of_a_locked_dir_fails_until_the_first_is_dropped() {
+    let dir = TempDir::new().unwrap();
+    let (first, _) = DurableStorage::open(dir.path(), DurableOptions::default()).unwrap();
+    let msg = message(DurableStorage::open(dir.path(), DurableOptions::default()));
+    assert_eq!(
+        msg,
+        format!(
+            "data dir {} is in use by another process (lock file {})",
+            dir.path().display(),
+            dir.path().join("LOCK").display()
+        )
+    );
+    drop(first);
+    assert!(DurableStorage::open(dir.path(), DurableOptions::default()).is_ok());
+}
+
+#[test]
+fn concurrent_syncs_of_one_write_share_one_fsync() {
+    let dir = TempDir::new().unwrap();
+    let (mut d, _) = DurableStorage::open(dir.path(), DurableOptions::default()).unwrap();
+    d.append(&[entry(1, 1)]).unwrap();
+    let seq = d.write_seq();
+    assert!(d.durable_seq() < seq);
+    let before = d.fsync_count();
+    let syncer = d.syncer();
+    let barrier = Barrier::new(8);
+    thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                barrier.wait();
+                syncer.sync_through(seq).unwrap();
+            });
+        }
+    });
+    assert_eq!(d.fsync_count() - before, 1, "eight callers, one fsync");
+    assert_eq!(d.durable_seq(), seq);
+    assert!(matches!(syncer.sync_through(seq + 1), Err(Error::Internal(_))));
+}
+
+#[test]
+fn group_commit_under_concurrent_appends() {
+    const APPENDS: u64 = 300;
+    const SYNCERS: usize = 4;
+    const MIN_CALLS: u64 = 100;
+    let dir = TempDir::new().unwrap();
+    let (d, _) = DurableStorage::open(dir.path(), DurableOptions::default()).unwrap();
+    let syncer = d.syncer();
+    let start_seq = d.write_seq();
+    let before = d.fsync_count();
+    let storage = Mutex::new(d);
+    let appending = AtomicBool::new(true);
+    let calls = AtomicU64::new(0);
+    thread::scope(|s| {
+        s.spawn(|| {
+            for i in 1..=APPENDS {
+                storage.lock().append(&[entry(i, 1)]).unwrap();
+                thread::sleep(Duration::from_micros(100));
+            }
+            appending.store(false, Ordering::Release);
+        });
+        for _ in 0..SYNCERS {
+            s.spawn(|| {
+                let mut seen = 0;
+                let mut mine = 0;
+                while appending.load(Ordering::Acquire) || mine < MIN_CALLS {
+                    let seq = storage.lock().write_seq();
+                    syncer.sync_through(seq).unwrap();
+                    mine += 1;
+                    let durable = storage.lock().durable_seq();
+                    assert!(durable >= seq, "sync_through({seq}) returned at {durable}");
+                    assert!(durable >= seen, "durable went back from {seen} to {durable}");
+                    seen = durable;
+                    thread::sleep(Duration::from_micros(20));
+                }
+                calls.fetch_add(mine, Ordering::Relaxed);
+            });
+        }
+    });
+    let d = storage.into_inner();
+    assert_eq!(d.write_seq(), start_seq + APPENDS);
+    syncer.sync_through(d.write_seq()).unwrap();
+    assert_eq!(d.durable_seq(), d.write_seq());
+    let fsyncs = d.fsync_count() - before;
+    let calls = calls.into_inner() + 1;
+    // An fsync only happens when the durable sequence number is behind the caller's write, and
+    // it then moves past it: each fsync covers at least one new write. So there are never more
+    // fsyncs than writes, and with more sync calls than writes, fewer fsyncs than calls.
+    assert!(calls > APPENDS);
+    assert!(fsyncs <= APPENDS, "{fsyncs} fsyncs for {APPENDS} writes");
+    assert!(fsyncs < calls, "{fsyncs} fsyncs for {calls} sync calls");
+    println!(
+        "group commit, polling syncers: {calls} sync calls, {APPENDS} appends, {fsyncs} fsyncs"
+    );
+}
+
+#[test]
+fn writers_waiting_for_their_own_writes_all_return() {
+    // The server's pattern: append under the lock, then wait outside it for that write.
+    const WRITERS: usize = 8;
+    const EACH: usize = 25;
+    let dir = TempDir::new().unwrap();
+    let (d, _) = DurableStorage::open(dir.path(), DurableOptions::default()).unwrap();
+    let syncer = d.syncer();
+    let before = d.fsync_count();
+    let storage = Mutex::new(d);
+    thread::scope(|s| {
+        for _ in 0..WRITERS {
+            s.spawn(|| {
+                for _ in 0..EACH {
+                    let seq = {
+                        let mut d = storage.lock();
+                        let next = d.last_index() + 1;
+                        d.append(&[entry(next, 1)]).unwrap();
+                        d.write_seq()
+                    };
+                    syncer.sync_through(seq).unwrap();
+                    assert!(storage.lock().durable_seq() >= seq);
+                }
+            });
+        }
+    });
+    let d = storage.into_inner();
+    let (writes, fsyncs) = ((WRITERS * EACH) as u64, d.fsync_count() - before);
+    assert_eq!(d.last_index(), writes);
+    assert!(fsyncs <= writes);
+    println!("group commit, {WRITERS} waiting writers: {writes} writes, {fsyncs} fsyncs");
+}
+
+#[test]
+fn with_fsync_off_nothing_is_fsynced() {
+    let dir = TempDir::new().unwrap();
+    let (mut d, _) = DurableStorage::open(dir.path(), options(200, false)).unwrap();
+    for i in 1..=30 {
+        d.append(&[entry(i, 1)]).unwrap();
+        d.syncer().sync_through(d.write_seq()).unwrap();
+    }
+    assert!(d.segments().len() > 2);
+    assert_eq!(d.fsync_count(), 0);
+    assert_eq!(d.durable_seq(), d.write_seq());
+}
+
+#[test]
+fn dump_shows_every_record_and_changes_nothing() {
+    let dir = TempDir::new().unwrap();
+    let mut d = open(dir.path(), 400);
+    d.save_hard_state(&HardState { current_term: 1, voted_for: Some("node1".into()) }).unwrap();
+    for i in 1..=20 {
+        d.append(&[entry(i, 1)]).unwrap();
+    }
+    d.append(&[Entry { index: 21, term: 1, command: vec![0, 1, 0xff, b'"'] }]).unwrap();
+    d.append(&[]).unwrap();
+    d.truncate_suffix(18).unwrap();
+    d.save_hard_state(&HardState { current_term: 2, voted_for: None }).unwrap();
+    d.append(&[Entry { index: 18, term: 2, command: vec![] }]).unwrap();
+    let (segments, records) = (d.segments(), d.write_seq());
+    assert!(segments.len() > 1);
+
+    // While the node runs: no lock needed.
+    let mut text = Vec::new();
+    dump(dir.path(), false, &mut text).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    for i in 1..=20 {
+        assert!(text.contains(&format!("entry index={i} term=1 len=")), "entry {i}:\n{text}");
+    }
+    assert!(text.contains("set k7 v7"), "{text}");
+    assert!(text.contains(r#"entry index=21 term=1 len=4 "\x00\x01\xff"""#), "{text}");
+    assert!(text.contains("entry index=18 term=2 len=0 (no-op)"), "{text}");
+    assert!(text.contains("append (no entries) at 22"), "{text}");
+    assert!(text.contains("truncate from=18"), "{text}");
+    assert!(text.contains("hard_state term=1 voted_for=node1"), "{text}");
+    assert!(text.contains("hard state: term 2, voted for nobody"), "{text}");
+    assert!(text.contains(&format!("log: 18 entries (1..=18), {records} records")), "{text}");
+    for s in &segments {
+        let name = s.path.file_name().unwrap().to_str().unwrap();
+        assert!(text.contains(&format!("segment {name}")), "{text}");
+    }
+
+    let mut json = Vec::new();
+    dump(dir.path(), true, &mut json).unwrap();
+    let lines: Vec<serde_json::Value> = String::from_utf8(json)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let count = |kind: &str| lines.iter().filter(|l| l["kind"] == kind).count();
+    assert_eq!(count("entry"), 22);
+    assert_eq!(count("truncate"), 1);
+    assert_eq!(count("segment"), segments.len());
+    assert_eq!(count("hard_state"), 2 + segments.len(), "two saves and a checkpoint each");
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["kind"], "summary");
+    assert_eq!((summary["last_index"].as_u64(), summary["term"].as_u64()), (Some(18), Some(2)));
+    assert_eq!(summary["records"].as_u64(), Some(records));
+    let binary = lines.iter().find(|l| l["kind"] == "entry" && l["index"] == 21).unwrap();
+    assert_eq!(binary["preview"], r#"\x00\x01\xff""#);
+
+    // A torn tail is reported, not repaired.
+    drop(d);
+    let last = &segments.last().unwrap().path;
+    let len = fs::metadata(last).unwrap().len();
+    set_len(last, len - 3);
+    let mut out = Vec::new();
+    dump(dir.path(), false, &mut out).unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("torn tail: record payload cut short"), "{out}");
+    assert_eq!(fs::metadata(last).unwrap().len(), len - 3);
+
+    // Corruption is reported, and the dump says so by failing.
+    let first = &segments[0].path;
+    let offsets = record_offsets(first);
+    flip_byte(first, offsets[2] + 12);
+    let mut out = Vec::new();
+    let err = dump(dir.path(), false, &mut out).unwrap_err();
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains(&format!("!! @{:<10} CORRUPT: CRC mismatch", offsets[2])), "{out}");
+    assert!(err.message().contains("is damaged"), "{err}");
+    assert!(dump(&dir.path().join("nope"), false, &mut Vec::new()).is_err());
+}
+
+/// `cargo test --release -- --ignored --nocapture wal_append_benchmark`
+#[test]
+#[ignore]
+fn wal_append_benchmark() {
+    const N: u64 = 100_000;
+    let command = vec![b'x'; 100];
+    let entries: Vec<Entry> =
+        (1..=N).map(|i| Entry { index: i, term: 1, command: command.clone() }).collect();
+
+    let start = Instant::now();
+    let mut buf = Vec::new();
+    for e in &entries {
+        let record = RecordRef::Append { first_index: e.index, entries: std::slice::from_ref(e) };
+        wal::encode_frame(&mut buf, e.index, &record).unwrap();
+    }
+    let encode = start.elapsed();
+    println!("binary encoding only: {:.0} records/s", N as f64 / encode.as_secs_f64());
+    let start = Instant::now();
+    for e in &entries {
+        buf = serde_json::to_vec(std::slice::from_ref(e)).unwrap();
+        buf.push(b'\n');
+    }
+    let json = start.elapsed();
+    println!("(serde_json for comparison: {:.0} records/s)", N as f64 / json.as_secs_f64());
+
+    for (label, batch, fsync) in [
+        ("1 entry per append", 1, true),
+        ("100 entries per append", 100, true),
+        ("1 entry per append, fsync OFF", 1, false),
+    ] {
+        let dir = TempDir::new().unwrap();
+        let (mut d, _) = DurableStorage::open(dir.path(), options(BIG, fsync)).unwrap();
+        let syncer = d.syncer();
+        let before = d.fsync_count();
+        let start = Instant::now();
+        let mut since_sync = 0;
+        for chunk in entries.chunks(batch) {
+            d.append(chunk).unwrap();
+            since_sync += chunk.len();
+            if since_sync >= 100 {
+                syncer.sync_through(d.write_seq()).unwrap();
+                since_sync = 0;
+            }
+        }
+        let elapsed = start.elapsed();
+        println!(
+            "{label}, 100-byte commands, fsync every 100 entries: {N} entries in {:.2?} = {:.0} \
+             entries/s ({} fsyncs, {:.1} MB/s)",
+            elapsed,
+            N as f64 / elapsed.as_secs_f64(),
+            d.fsync_count() - before,
+            (d.segments().iter().map(|s| s.bytes).sum::<u64>() as f64)
+                / 1e6
+                / elapsed.as_secs_f64()
+        );
+        drop(d);
+        let start = Instant::now();
+        let (_, report) = DurableStorage::open(dir.path(), DurableOptions::default()).unwrap();
+        println!("  reopen: {} records replayed in {:.2?}", report.records, start.elapsed());
+    }
+}
