@@ -9,17 +9,21 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
 use raftlabkv::server::{Server, ServerConfig};
-use raftlabkv::storage::MemStorage;
+use raftlabkv::storage::{DurableOptions, DurableStorage, MemStorage, Storage};
 
 /// One node of a RaftLabKV cluster: a key-value store replicated with Raft.
 ///
 /// Every node serves the client API (GET /kv/get/{key}, POST /kv/put, DELETE /kv/delete/{key},
 /// GET /kv/all, GET /status) and the peer RPCs on one address. Any node accepts any request.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(version, about, long_about = None, args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Cmd>,
     /// This node's id (defaults to --addr, as in the original's bare-address form).
     #[arg(long)]
     id: Option<String>,
@@ -51,9 +55,35 @@ struct Args {
     /// Largest accepted key, in bytes.
     #[arg(long, default_value_t = 4096)]
     max_key_bytes: usize,
+    /// Where the write-ahead log lives (default `./data/<id>`). Locked while the node runs.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// fsync the log before acknowledging anything (`--fsync=false` is for tests and demos only:
+    /// a machine crash can then lose acknowledged writes).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    fsync: bool,
+    /// Keep everything in memory (no data dir at all): a restarted node starts empty.
+    #[arg(long)]
+    in_memory: bool,
+    /// Roll WAL segments at this size, in bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    segment_bytes: u64,
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, default_value = "info")]
     log_level: log::LevelFilter,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Print the hard state and every log record of a data dir (read-only).
+    Dump {
+        /// The node's data dir.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn parse_peers(items: &[String]) -> Result<BTreeMap<String, String>, String> {
@@ -108,8 +138,26 @@ fn run(args: Args) -> Result<(), String> {
     })
     .map_err(|e| format!("cannot install the signal handler: {e}"))?;
 
-    log::warn!("{id}: no --data-dir support yet: state is kept in memory only");
-    let server = Server::start(config, Box::new(MemStorage::new())).map_err(|e| e.to_string())?;
+    let storage: Box<dyn Storage> = if args.in_memory {
+        log::warn!(
+            "{id}: --in-memory: nothing is written to disk; a restart loses this node's state"
+        );
+        Box::new(MemStorage::new())
+    } else {
+        let dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from("data").join(&id));
+        if !args.fsync {
+            log::warn!(
+                "{id}: --fsync=false: writes are NOT made durable; a machine crash can lose \
+                 acknowledged writes. For tests and demos only."
+            );
+        }
+        let options =
+            DurableOptions { segment_size: args.segment_bytes.max(4096), fsync: args.fsync };
+        let (storage, report) = DurableStorage::open(&dir, options).map_err(|e| e.to_string())?;
+        log::info!("{id}: {report}");
+        Box::new(storage)
+    };
+    let server = Server::start(config, storage).map_err(|e| e.to_string())?;
     log::info!("{id} serving on http://{}", args.addr);
     let _ = stop_rx.recv();
     log::info!("{id} stopping");
@@ -120,6 +168,16 @@ fn run(args: Args) -> Result<(), String> {
 fn main() -> ExitCode {
     let args = Args::parse();
     let _ = simple_logger::SimpleLogger::new().with_level(args.log_level).env().init();
+    if let Some(Cmd::Dump { data_dir, json }) = &args.command {
+        let mut out = std::io::stdout().lock();
+        return match raftlabkv::storage::durable::dump(data_dir, *json, &mut out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("raftlabkv-server dump: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
