@@ -122,6 +122,12 @@ pub struct Shared {
     apply_tx: Sender<Vec<Entry>>,
     sync_tx: Sender<SyncJob>,
     next_read_id: AtomicU64,
+    /// Peer RPCs this node sent (requests only), for `/status`.
+    rpcs_sent: AtomicU64,
+    /// Peer RPCs this node answered.
+    rpcs_received: AtomicU64,
+    /// Log entries applied to the state machine since start.
+    entries_applied: AtomicU64,
     shutdown: AtomicBool,
     /// When the node started (for `/status`).
     started: Instant,
@@ -177,6 +183,9 @@ impl Server {
             apply_tx,
             sync_tx,
             next_read_id: AtomicU64::new(1),
+            rpcs_sent: AtomicU64::new(0),
+            rpcs_received: AtomicU64::new(0),
+            entries_applied: AtomicU64::new(0),
             shutdown: AtomicBool::new(false),
             started: Instant::now(),
             config,
@@ -271,6 +280,14 @@ pub struct StatusView {
     pub peers: BTreeMap<NodeId, String>,
     /// Seconds since start.
     pub uptime_secs: u64,
+    /// Peer RPCs sent since start.
+    pub rpcs_sent: u64,
+    /// Peer RPCs answered since start.
+    pub rpcs_received: u64,
+    /// fsyncs of this node's storage since start.
+    pub fsyncs: u64,
+    /// Entries applied to the state machine since start.
+    pub entries_applied: u64,
 }
 
 impl Shared {
@@ -374,6 +391,7 @@ impl Shared {
     ) {
         while !self.is_shutdown() {
             let Ok(env) = rx.recv_timeout(Duration::from_millis(100)) else { continue };
+            self.rpcs_sent.fetch_add(1, Ordering::Relaxed);
             match transport.call(addr, &env) {
                 Ok(None) => {}
                 Ok(Some(reply)) => {
@@ -415,6 +433,7 @@ impl Shared {
                     last = Some(e.index.max(kv.applied_index()));
                 }
             }
+            self.entries_applied.fetch_add(batch.len() as u64, Ordering::Relaxed);
             let mut pending = self.pending.lock();
             for entry in &batch {
                 pending.applied_entry(entry.index, entry.term);
@@ -528,6 +547,10 @@ impl Shared {
             keys: self.kv.read().len(),
             peers: self.config.peers.clone(),
             uptime_secs: self.started.elapsed().as_secs(),
+            rpcs_sent: self.rpcs_sent.load(Ordering::Relaxed),
+            rpcs_received: self.rpcs_received.load(Ordering::Relaxed),
+            fsyncs: self.syncer.fsync_count(),
+            entries_applied: self.entries_applied.load(Ordering::Relaxed),
         }
     }
 
@@ -560,6 +583,7 @@ impl RpcHandler for Shared {
         if envelope.message.is_response() {
             return Err(Error::BadRequest("expected a request, got a response".into()));
         }
+        self.rpcs_received.fetch_add(1, Ordering::Relaxed);
         let from = envelope.from.clone();
         let (reply, rest) = {
             let mut node = self.raft.lock();

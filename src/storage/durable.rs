@@ -285,6 +285,10 @@ impl Syncer for Shared {
         self.durable_seq.fetch_max(target, Ordering::AcqRel);
         Ok(())
     }
+
+    fn fsync_count(&self) -> u64 {
+        self.fsync_count.load(Ordering::Relaxed)
+    }
 }
 
 /// The log and hard state, in a write-ahead log in a data directory. See the module docs.

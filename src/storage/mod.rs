@@ -61,6 +61,11 @@ pub trait Storage: Send {
 pub trait Syncer: Send + Sync {
     /// Returns once every write with sequence number `<= seq` is durable.
     fn sync_through(&self, seq: u64) -> Result<()>;
+
+    /// How many fsyncs this storage has done (for `/status` and benchmarks).
+    fn fsync_count(&self) -> u64 {
+        0
+    }
 }
 
 /// A syncer for storage that is durable as soon as a call returns (memory, or fsync disabled).
