@@ -112,7 +112,10 @@ pub enum Message {
 impl Message {
     /// True for the two response kinds.
     pub fn is_response(&self) -> bool {
-        matches!(self, Message::RequestVoteResponse(_) | Message::AppendEntriesResponse(_))
+        matches!(
+            self,
+            Message::RequestVoteResponse(_) | Message::AppendEntriesResponse(_)
+        )
     }
 }
 
@@ -140,7 +143,11 @@ pub mod base64 {
     pub fn encode(data: &[u8]) -> String {
         let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
         for chunk in data.chunks(3) {
-            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
             let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
             for i in 0..4 {
                 if i <= chunk.len() {
@@ -225,7 +232,11 @@ mod tests {
             message: Message::AppendEntries(AppendEntries {
                 prev_log_index: 4,
                 prev_log_term: 2,
-                entries: vec![Entry { index: 5, term: 3, command: b"{\"op\":1}".to_vec() }],
+                entries: vec![Entry {
+                    index: 5,
+                    term: 3,
+                    command: b"{\"op\":1}".to_vec(),
+                }],
                 leader_commit: 4,
                 seq: 9,
             }),

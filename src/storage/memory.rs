@@ -124,13 +124,20 @@ mod tests {
     use super::*;
 
     fn e(index: Index, term: Term) -> Entry {
-        Entry { index, term, command: vec![index as u8] }
+        Entry {
+            index,
+            term,
+            command: vec![index as u8],
+        }
     }
 
     #[test]
     fn append_truncate_and_terms() {
         let mut s = MemStorage::new();
-        assert_eq!((s.first_index(), s.last_index(), s.term(0)), (1, 0, Some(0)));
+        assert_eq!(
+            (s.first_index(), s.last_index(), s.term(0)),
+            (1, 0, Some(0))
+        );
         s.append(&[e(1, 1), e(2, 1), e(3, 2)]).unwrap();
         assert_eq!(s.term(3), Some(2));
         assert_eq!(s.term(4), None);

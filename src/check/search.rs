@@ -1,0 +1,414 @@
+//! The Wing–Gong search with Lowe's memoisation, for the history of one key.
+//!
+//! See the [module documentation](super) for the algorithm in prose. This file is the mechanics:
+//!
+//! * the per-key operation vocabulary ([`KeyOp`], [`KeyEntry`]);
+//! * the register model, with its states interned as small integers (so the memo cache and the
+//!   undo stack hold `u32`s, never strings);
+//! * the event list (a doubly linked list in arrays, with "dancing links" lift/unlift);
+//! * the depth-first search itself ([`check_key`]).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::time::Instant;
+
+/// One operation as seen by a single key's register.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum KeyOp {
+    /// Set the register to this value.
+    Put(String),
+    /// Append to the register (an absent register counts as "").
+    Append(String),
+    /// Make the register absent.
+    Delete,
+    /// A read that returned this (`None` = not found).
+    Get(Option<String>),
+}
+
+impl KeyOp {
+    pub(crate) fn is_read(&self) -> bool {
+        matches!(self, KeyOp::Get(_))
+    }
+}
+
+/// One operation of a per-key sub-history, with its real-time interval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeyEntry {
+    pub(crate) op: KeyOp,
+    /// When the client sent the request.
+    pub(crate) call: u64,
+    /// When the client saw the reply; `None` means never (outcome unknown): the operation may take
+    /// effect at any point after `call`.
+    pub(crate) ret: Option<u64>,
+}
+
+/// What [`check_key`] concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyResult {
+    Linearizable,
+    Illegal,
+    /// The deadline passed before the search finished.
+    TimedOut,
+}
+
+/// How many search steps run between two looks at the clock.
+const CLOCK_EVERY: u32 = 4096;
+
+/// "No node" in the linked list.
+const NIL: usize = usize::MAX;
+
+/// The list's head sentinel.
+const HEAD: usize = 0;
+
+/// Decides whether one key's sub-history is linearizable with respect to a register that starts as
+/// `initial`, giving up (with [`KeyResult::TimedOut`]) once `deadline` has passed.
+pub(crate) fn check_key(
+    entries: &[&KeyEntry],
+    initial: &Option<String>,
+    deadline: Instant,
+) -> KeyResult {
+    if entries.is_empty() {
+        return KeyResult::Linearizable;
+    }
+    let mut model = Model::new(entries, initial);
+    let mut list = EventList::new(entries);
+
+    // The set of operations linearized so far, as a bitset, plus its Zobrist hash (the XOR of a
+    // fixed pseudo-random word per member), updated in O(1) as bits flip.
+    let words = entries.len().div_ceil(64);
+    let mut linearized = vec![0u64; words];
+    let mut lin_hash = 0u64;
+    let zobrist: Vec<u64> = (0..entries.len() as u64).map(splitmix64).collect();
+
+    let mut cache = Cache::default();
+    // Undo stack: (call node we lifted, model state before it).
+    let mut stack: Vec<(usize, u32)> = Vec::new();
+    let mut state = model.initial;
+    let mut entry = list.next[HEAD];
+    let mut steps: u32 = 0;
+
+    while list.next[HEAD] != NIL {
+        steps = steps.wrapping_add(1);
+        if steps % CLOCK_EVERY == 0 && Instant::now() >= deadline {
+            return KeyResult::TimedOut;
+        }
+        let op = list.op[entry];
+        if list.is_call[entry] {
+            // Try to linearize `op` now: it must be legal in the current state, and the resulting
+            // (linearized set, state) pair must be new.
+            if let Some(new_state) = model.step(state, op) {
+                let (word, bit) = (op / 64, 1u64 << (op % 64));
+                linearized[word] |= bit;
+                let hash = lin_hash ^ zobrist[op];
+                if cache.insert(hash, new_state, &linearized) {
+                    stack.push((entry, state));
+                    state = new_state;
+                    lin_hash = hash;
+                    list.lift(entry);
+                    entry = list.next[HEAD];
+                    continue;
+                }
+                linearized[word] &= !bit;
+            }
+            entry = list.next[entry];
+        } else {
+            // A return: the operation it closes must already be linearized, and it is not (else its
+            // return would have been lifted with its call). Undo the latest choice and try the next
+            // candidate after it.
+            let Some((call_node, prev_state)) = stack.pop() else {
+                return KeyResult::Illegal;
+            };
+            let op = list.op[call_node];
+            linearized[op / 64] &= !(1u64 << (op % 64));
+            lin_hash ^= zobrist[op];
+            state = prev_state;
+            list.unlift(call_node);
+            entry = list.next[call_node];
+        }
+    }
+    KeyResult::Linearizable
+}
+
+/// The register model with interned states: state `i` is `values[i]`.
+struct Model<'a> {
+    entries: &'a [&'a KeyEntry],
+    values: Vec<Option<String>>,
+    ids: HashMap<Option<String>, u32>,
+    /// Per operation: its precomputed effect.
+    effect: Vec<Effect>,
+    /// Memo of `Append` transitions: (state, op) -> new state.
+    appends: HashMap<(u32, u32), u32, BuildHasherDefault<MixHasher>>,
+    initial: u32,
+}
+
+#[derive(Clone, Copy)]
+enum Effect {
+    /// Always legal; the register becomes this state (put, delete).
+    Set(u32),
+    /// Legal only in this state, which it leaves unchanged (get).
+    Expect(u32),
+    /// Always legal; the new state depends on the old one (append).
+    Append,
+}
+
+impl<'a> Model<'a> {
+    fn new(entries: &'a [&'a KeyEntry], initial: &Option<String>) -> Self {
+        let mut model = Model {
+            entries,
+            values: Vec::new(),
+            ids: HashMap::new(),
+            effect: Vec::with_capacity(entries.len()),
+            appends: HashMap::default(),
+            initial: 0,
+        };
+        model.initial = model.intern(initial.clone());
+        for e in entries {
+            let effect = match &e.op {
+                KeyOp::Put(v) => Effect::Set(model.intern(Some(v.clone()))),
+                KeyOp::Delete => Effect::Set(model.intern(None)),
+                KeyOp::Get(v) => Effect::Expect(model.intern(v.clone())),
+                KeyOp::Append(_) => Effect::Append,
+            };
+            model.effect.push(effect);
+        }
+        model
+    }
+
+    fn intern(&mut self, value: Option<String>) -> u32 {
+        if let Some(&id) = self.ids.get(&value) {
+            return id;
+        }
+        let id = self.values.len() as u32;
+        self.values.push(value.clone());
+        self.ids.insert(value, id);
+        id
+    }
+
+    /// The state after applying operation `op` in `state`, or `None` if `op` is not legal there.
+    fn step(&mut self, state: u32, op: usize) -> Option<u32> {
+        match self.effect[op] {
+            Effect::Set(s) => Some(s),
+            Effect::Expect(s) => (s == state).then_some(state),
+            Effect::Append => {
+                if let Some(&s) = self.appends.get(&(state, op as u32)) {
+                    return Some(s);
+                }
+                let suffix = match &self.entries[op].op {
+                    KeyOp::Append(v) => v.as_str(),
+                    _ => "",
+                };
+                let mut value = self.values[state as usize].clone().unwrap_or_default();
+                value.push_str(suffix);
+                let s = self.intern(Some(value));
+                self.appends.insert((state, op as u32), s);
+                Some(s)
+            }
+        }
+    }
+}
+
+/// The call and return events of a history, sorted by time, as a doubly linked list in arrays.
+///
+/// Node 0 is the head sentinel; nodes `1..` are the events. Linearizing an operation *lifts* its
+/// call and return nodes out of the list; backtracking *unlifts* them. Because unlifts happen in
+/// exactly the reverse order of lifts (a stack), a removed node still knows its old neighbours and
+/// can be spliced back in O(1) (Knuth's "dancing links").
+struct EventList {
+    next: Vec<usize>,
+    prev: Vec<usize>,
+    /// The operation (index into the entries) of each node.
+    op: Vec<usize>,
+    is_call: Vec<bool>,
+    /// For a call node, the node of its return.
+    partner: Vec<usize>,
+}
+
+impl EventList {
+    fn new(entries: &[&KeyEntry]) -> Self {
+        // (time, is_return, op). Sorting puts calls before returns at equal times, so operations
+        // whose intervals touch count as concurrent: the permissive (sound) reading of clocks
+        // with finite resolution. An unknown outcome returns at "infinity", after everything.
+        let mut events: Vec<(u64, bool, usize)> = Vec::with_capacity(2 * entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            events.push((e.call, false, i));
+            let ret = e.ret.map_or(u64::MAX, |r| r.max(e.call));
+            events.push((ret, true, i));
+        }
+        events.sort_unstable();
+
+        let n = events.len() + 1;
+        let mut list = EventList {
+            next: (1..=n).map(|i| if i < n { i } else { NIL }).collect(),
+            prev: (0..n).map(|i| if i == 0 { NIL } else { i - 1 }).collect(),
+            op: vec![0; n],
+            is_call: vec![false; n],
+            partner: vec![NIL; n],
+        };
+        let mut call_node = vec![NIL; entries.len()];
+        for (k, &(_, is_return, op)) in events.iter().enumerate() {
+            let node = k + 1;
+            list.op[node] = op;
+            list.is_call[node] = !is_return;
+            if is_return {
+                list.partner[call_node[op]] = node;
+            } else {
+                call_node[op] = node;
+            }
+        }
+        list
+    }
+
+    fn unlink(&mut self, node: usize) {
+        let (p, n) = (self.prev[node], self.next[node]);
+        self.next[p] = n;
+        if n != NIL {
+            self.prev[n] = p;
+        }
+    }
+
+    fn relink(&mut self, node: usize) {
+        let (p, n) = (self.prev[node], self.next[node]);
+        self.next[p] = node;
+        if n != NIL {
+            self.prev[n] = node;
+        }
+    }
+
+    /// Removes a call node and its return node.
+    fn lift(&mut self, call: usize) {
+        self.unlink(call);
+        self.unlink(self.partner[call]);
+    }
+
+    /// Undoes the matching [`lift`](Self::lift) (must be the most recent one not yet undone).
+    fn unlift(&mut self, call: usize) {
+        self.relink(self.partner[call]);
+        self.relink(call);
+    }
+}
+
+/// Lowe's memo: every (linearized set, state) configuration the search has already entered.
+/// If a configuration was seen before, everything reachable from it was explored already (and
+/// failed, or we would have stopped), so the search need not enter it again.
+///
+/// Keyed by a precomputed hash (Zobrist hash of the set mixed with the state); collisions are
+/// resolved by comparing the stored bitsets.
+#[derive(Default)]
+struct Cache {
+    buckets: HashMap<u64, Vec<(Box<[u64]>, u32)>, BuildHasherDefault<MixHasher>>,
+}
+
+impl Cache {
+    /// Records the configuration; returns false if it was already there.
+    fn insert(&mut self, set_hash: u64, state: u32, set: &[u64]) -> bool {
+        let key = set_hash ^ splitmix64(u64::from(state) ^ 0x5bd1_e995_0000_0000);
+        let bucket = self.buckets.entry(key).or_default();
+        if bucket.iter().any(|(s, st)| *st == state && **s == *set) {
+            return false;
+        }
+        bucket.push((set.into(), state));
+        true
+    }
+}
+
+/// A fast hasher for keys that are already well mixed (or small integers): a multiply-rotate
+/// in the style of FxHash. Not DoS-resistant, which does not matter here.
+#[derive(Default)]
+struct MixHasher(u64);
+
+impl Hasher for MixHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+/// SplitMix64's finaliser: a bijective mixer giving well-spread words from small integers.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn e(op: KeyOp, call: u64, ret: Option<u64>) -> KeyEntry {
+        KeyEntry { op, call, ret }
+    }
+
+    fn run(entries: &[KeyEntry]) -> KeyResult {
+        let refs: Vec<&KeyEntry> = entries.iter().collect();
+        check_key(&refs, &None, Instant::now() + Duration::from_secs(5))
+    }
+
+    #[test]
+    fn sequential_put_get() {
+        let h = [
+            e(KeyOp::Put("a".into()), 0, Some(1)),
+            e(KeyOp::Get(Some("a".into())), 2, Some(3)),
+        ];
+        assert_eq!(run(&h), KeyResult::Linearizable);
+    }
+
+    #[test]
+    fn read_before_write_returns_is_fine_only_if_concurrent() {
+        let concurrent = [
+            e(KeyOp::Put("a".into()), 0, Some(10)),
+            e(KeyOp::Get(Some("a".into())), 1, Some(2)),
+        ];
+        assert_eq!(run(&concurrent), KeyResult::Linearizable);
+        let before = [
+            e(KeyOp::Get(Some("a".into())), 0, Some(1)),
+            e(KeyOp::Put("a".into()), 2, Some(3)),
+        ];
+        assert_eq!(run(&before), KeyResult::Illegal);
+    }
+
+    #[test]
+    fn appends_compose() {
+        let h = [
+            e(KeyOp::Append("x".into()), 0, Some(5)),
+            e(KeyOp::Append("y".into()), 1, Some(6)),
+            e(KeyOp::Get(Some("yx".into())), 7, Some(8)),
+        ];
+        assert_eq!(run(&h), KeyResult::Linearizable);
+        let h = [
+            e(KeyOp::Append("x".into()), 0, Some(1)),
+            e(KeyOp::Append("y".into()), 2, Some(3)),
+            e(KeyOp::Get(Some("yx".into())), 4, Some(5)),
+        ];
+        assert_eq!(run(&h), KeyResult::Illegal);
+    }
+
+    #[test]
+    fn dancing_links_restore_the_list() {
+        let h = [
+            e(KeyOp::Put("a".into()), 0, Some(3)),
+            e(KeyOp::Put("b".into()), 1, Some(4)),
+        ];
+        let refs: Vec<&KeyEntry> = h.iter().collect();
+        let mut list = EventList::new(&refs);
+        let before = (list.next.clone(), list.prev.clone());
+        list.lift(1);
+        list.lift(list.next[HEAD]);
+        assert_eq!(list.next[HEAD], NIL);
+        let second = 2; // node of the second call (events: c0, c1, r0, r1)
+        list.unlift(second);
+        list.unlift(1);
+        assert_eq!((list.next.clone(), list.prev.clone()), before);
+    }
+}
