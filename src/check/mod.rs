@@ -110,7 +110,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 pub use edn::parse_porcupine_kv;
-use search::{KeyEntry, KeyOp, KeyResult, check_key};
+use search::{KeyEntry, KeyOp, KeyResult, Search, check_key};
 
 /// What a client asked for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -265,25 +265,71 @@ pub fn check_history_with(ops: &[Operation], model: &KvModel, budget: Duration) 
             };
         }
     };
-    for (key, entries) in &per_key {
-        let refs: Vec<&KeyEntry> = entries.iter().map(|p| &p.entry).collect();
-        let began = Instant::now();
-        match check_key(&refs, &model.initial_value, deadline) {
-            KeyResult::Linearizable => {}
-            KeyResult::TimedOut => return Verdict::Unknown { key: key.clone() },
-            KeyResult::Illegal => {
-                let took = began.elapsed();
-                let kept = shrink(entries, model, deadline, took);
-                let history = kept.iter().map(|p| p.to_operation(ops, key)).collect();
-                return Verdict::Illegal {
-                    key: key.clone(),
-                    history,
-                };
+    // The keys' searches take turns, QUANTUM steps each, so that a violation on an easy key is
+    // found quickly even when another key's search is slow (porcupine gets the same effect by
+    // checking keys in parallel and stopping at the first failure). Turn-taking on one thread
+    // keeps the verdict deterministic.
+    struct Job<'a> {
+        key: &'a str,
+        entries: &'a [Projected],
+        search: Search,
+        spent: Duration,
+    }
+    let mut jobs: Vec<Job> = per_key
+        .iter()
+        .map(|(key, entries)| {
+            let refs: Vec<&KeyEntry> = entries.iter().map(|p| &p.entry).collect();
+            Job {
+                key,
+                entries,
+                search: Search::new(&refs, &model.initial_value),
+                spent: Duration::ZERO,
+            }
+        })
+        .collect();
+    while !jobs.is_empty() {
+        let mut i = 0;
+        while i < jobs.len() {
+            let job = &mut jobs[i];
+            let began = Instant::now();
+            let result = if began >= deadline {
+                Some(KeyResult::TimedOut)
+            } else {
+                job.search.run(QUANTUM, deadline)
+            };
+            job.spent += began.elapsed();
+            match result {
+                None => i += 1,
+                Some(KeyResult::Linearizable) => {
+                    jobs.remove(i);
+                }
+                Some(KeyResult::Illegal) => {
+                    let (key, entries, spent) = (job.key, job.entries, job.spent);
+                    drop(jobs); // free the other searches' memory before shrinking
+                    let kept = shrink(entries, model, deadline, spent);
+                    let history = kept.iter().map(|p| p.to_operation(ops, key)).collect();
+                    return Verdict::Illegal {
+                        key: key.to_string(),
+                        history,
+                    };
+                }
+                Some(KeyResult::TimedOut) => {
+                    // Name the key whose search had worked hardest: the likely culprit.
+                    let key = jobs
+                        .iter()
+                        .max_by_key(|j| j.search.steps())
+                        .map(|j| j.key.to_string())
+                        .unwrap_or_default();
+                    return Verdict::Unknown { key };
+                }
             }
         }
     }
     Verdict::Ok
 }
+
+/// Steps one key's search runs before the next key's gets a turn.
+const QUANTUM: u64 = 20_000;
 
 /// Serialises a history as pretty JSON (one object per operation), for saving failures to files.
 pub fn history_to_json(ops: &[Operation]) -> String {
@@ -383,36 +429,82 @@ fn project(ops: &[Operation]) -> Result<BTreeMap<String, Vec<Projected>>, &Opera
     Ok(per_key)
 }
 
-/// Shrinks a failing sub-history (see "Minimising failures" in the module docs) until the
-/// deadline. `full_check` is how long the unshrunk check took; each attempt gets a few times that.
+/// Shrinks a failing sub-history (see "Minimising failures" in the module docs) within the
+/// budget. `spent` is how long the full search took; shrinking gets at most about ten times that
+/// (plus two seconds), and each attempt at most twice that (at least 50 ms).
 fn shrink(
     entries: &[Projected],
     model: &KvModel,
     deadline: Instant,
-    full_check: Duration,
+    spent: Duration,
 ) -> Vec<Projected> {
-    let attempt_budget = (full_check * 4).max(Duration::from_millis(20));
-    // Only reads: dropping a write, even one with unknown outcome, can make a read unexplainable.
-    let removable = |p: &Projected| p.entry.op.is_read();
+    let deadline = deadline.min(Instant::now() + Duration::from_secs(2) + spent * 10);
+    let attempt_budget = (spent * 2).max(Duration::from_millis(50));
+    // Some(true): still illegal; Some(false): legal or undecided in time; None: out of time.
     let still_illegal = |keep: &[bool]| -> Option<bool> {
+        let now = Instant::now();
+        if now >= deadline {
+            return None;
+        }
         let refs: Vec<&KeyEntry> = entries
             .iter()
             .zip(keep)
             .filter(|(_, k)| **k)
             .map(|(p, _)| &p.entry)
             .collect();
-        let now = Instant::now();
-        if now >= deadline {
-            return None;
-        }
         let attempt_deadline = deadline.min(now + attempt_budget);
         Some(check_key(&refs, &model.initial_value, attempt_deadline) == KeyResult::Illegal)
     };
+    let is_read = |i: usize| entries[i].entry.op.is_read();
 
+    // 1. Cut at the earliest time the violation is already visible. For a cutoff T, keep the
+    //    writes called before T and the reads that returned before T. If the whole history has a
+    //    linearization, ordering by linearization points puts every kept read (point < T) before
+    //    every dropped write (point >= T), so dropping those writes changes no kept read: the cut
+    //    history is linearizable too. Illegality is therefore monotone in T: binary search.
+    let keep_at = |t: u64| -> Vec<bool> {
+        (0..entries.len())
+            .map(|i| {
+                let e = &entries[i].entry;
+                if is_read(i) {
+                    e.ret.is_some_and(|r| r < t)
+                } else {
+                    e.call < t
+                }
+            })
+            .collect()
+    };
+    let mut cuts: Vec<u64> = (0..entries.len())
+        .filter_map(|i| {
+            let e = &entries[i].entry;
+            if is_read(i) { e.ret } else { Some(e.call) }
+        })
+        .map(|t| t.saturating_add(1))
+        .collect();
+    cuts.sort_unstable();
+    cuts.dedup();
     let mut keep = vec![true; entries.len()];
-    // Delta debugging over the removable entries: try dropping chunks, halving the chunk size.
+    if let Some(&last) = cuts.last() {
+        let full = keep_at(last);
+        if full == keep || still_illegal(&full) == Some(true) {
+            let (mut lo, mut hi) = (0, cuts.len() - 1); // invariant: the cut at cuts[hi] fails
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                match still_illegal(&keep_at(cuts[mid])) {
+                    Some(true) => hi = mid,
+                    Some(false) => lo = mid + 1,
+                    None => break,
+                }
+            }
+            keep = keep_at(cuts[hi]);
+        }
+    }
+
+    // 2. Delta debugging over the remaining reads: try dropping chunks, halving the chunk size.
+    //    Only reads: dropping a write, even one with unknown outcome, can make a read
+    //    unexplainable, so the result would no longer be a witness against the original.
     let mut candidates: Vec<usize> = (0..entries.len())
-        .filter(|&i| removable(&entries[i]))
+        .filter(|&i| keep[i] && is_read(i))
         .collect();
     let mut chunk = candidates.len().div_ceil(2).max(1);
     'outer: while !candidates.is_empty() {
@@ -443,15 +535,15 @@ fn shrink(
         chunk = chunk.div_ceil(2);
     }
 
-    // Drop writes that must be linearized last (called after every other remaining operation
-    // returned): they cannot affect any read, so removing them keeps the history illegal.
+    // 3. Drop writes that must be linearized last (called after every other remaining operation
+    //    returned): no read can depend on them, so removing them keeps the history illegal.
     loop {
         let live: Vec<usize> = (0..entries.len()).filter(|&i| keep[i]).collect();
         let Some(&last) = live.iter().max_by_key(|&&i| entries[i].entry.call) else {
             break;
         };
         let last_call = entries[last].entry.call;
-        let droppable = !entries[last].entry.op.is_read()
+        let droppable = !is_read(last)
             && live
                 .iter()
                 .filter(|&&i| i != last)

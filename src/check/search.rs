@@ -52,7 +52,7 @@ pub(crate) enum KeyResult {
 }
 
 /// How many search steps run between two looks at the clock.
-const CLOCK_EVERY: u32 = 4096;
+const CLOCK_EVERY: u64 = 4096;
 
 /// "No node" in the linked list.
 const NIL: usize = usize::MAX;
@@ -67,77 +67,130 @@ pub(crate) fn check_key(
     initial: &Option<String>,
     deadline: Instant,
 ) -> KeyResult {
-    if entries.is_empty() {
-        return KeyResult::Linearizable;
-    }
-    let mut model = Model::new(entries, initial);
-    let mut list = EventList::new(entries);
-
-    // The set of operations linearized so far, as a bitset, plus its Zobrist hash (the XOR of a
-    // fixed pseudo-random word per member), updated in O(1) as bits flip.
-    let words = entries.len().div_ceil(64);
-    let mut linearized = vec![0u64; words];
-    let mut lin_hash = 0u64;
-    let zobrist: Vec<u64> = (0..entries.len() as u64).map(splitmix64).collect();
-
-    let mut cache = Cache::default();
-    // Undo stack: (call node we lifted, model state before it).
-    let mut stack: Vec<(usize, u32)> = Vec::new();
-    let mut state = model.initial;
-    let mut entry = list.next[HEAD];
-    let mut steps: u32 = 0;
-
-    while list.next[HEAD] != NIL {
-        steps = steps.wrapping_add(1);
-        if steps % CLOCK_EVERY == 0 && Instant::now() >= deadline {
-            return KeyResult::TimedOut;
+    let mut search = Search::new(entries, initial);
+    loop {
+        if let Some(result) = search.run(u64::MAX, deadline) {
+            return result;
         }
-        let op = list.op[entry];
-        if list.is_call[entry] {
-            // Try to linearize `op` now: it must be legal in the current state, and the resulting
-            // (linearized set, state) pair must be new.
-            if let Some(new_state) = model.step(state, op) {
-                let (word, bit) = (op / 64, 1u64 << (op % 64));
-                linearized[word] |= bit;
-                let hash = lin_hash ^ zobrist[op];
-                if cache.insert(hash, new_state, &linearized) {
-                    stack.push((entry, state));
-                    state = new_state;
-                    lin_hash = hash;
-                    list.lift(entry);
-                    entry = list.next[HEAD];
-                    continue;
-                }
-                linearized[word] &= !bit;
+    }
+}
+
+/// One key's search, resumable: [`Search::run`] does a bounded number of steps and can be called
+/// again to continue, so the searches of several keys can take turns.
+pub(crate) struct Search {
+    model: Model,
+    list: EventList,
+    /// The set of operations linearized so far, as a bitset...
+    linearized: Vec<u64>,
+    /// ... and its Zobrist hash (the XOR of a fixed pseudo-random word per member), updated in
+    /// O(1) as bits flip.
+    lin_hash: u64,
+    zobrist: Vec<u64>,
+    cache: Cache,
+    /// Undo stack: (call node we lifted, model state before it).
+    stack: Vec<(usize, u32)>,
+    state: u32,
+    /// The event the search looks at next.
+    entry: usize,
+    /// Steps taken so far, over all calls to `run`.
+    steps: u64,
+}
+
+impl Search {
+    pub(crate) fn new(entries: &[&KeyEntry], initial: &Option<String>) -> Self {
+        let model = Model::new(entries, initial);
+        let list = EventList::new(entries);
+        let entry = list.next[HEAD];
+        Search {
+            state: model.initial,
+            model,
+            entry,
+            list,
+            linearized: vec![0; entries.len().div_ceil(64)],
+            lin_hash: 0,
+            zobrist: (0..entries.len() as u64).map(splitmix64).collect(),
+            cache: Cache::default(),
+            stack: Vec::new(),
+            steps: 0,
+        }
+    }
+
+    /// Steps taken so far.
+    pub(crate) fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// Runs at most `max_steps` more steps. Returns `None` if the search is not finished yet;
+    /// [`KeyResult::TimedOut`] if `deadline` passed (the clock is read every few thousand steps).
+    pub(crate) fn run(&mut self, max_steps: u64, deadline: Instant) -> Option<KeyResult> {
+        let list = &mut self.list;
+        let mut entry = self.entry;
+        let mut budget = max_steps;
+        let mut result = None;
+        // The list is never empty while the loop runs, and always ends with a return event (each
+        // remaining call's return follows it), so `entry` never walks off the end.
+        while list.next[HEAD] != NIL {
+            if budget == 0 {
+                break;
             }
-            entry = list.next[entry];
-        } else {
-            // A return: the operation it closes must already be linearized, and it is not (else its
-            // return would have been lifted with its call). Undo the latest choice and try the next
-            // candidate after it.
-            let Some((call_node, prev_state)) = stack.pop() else {
-                return KeyResult::Illegal;
-            };
-            let op = list.op[call_node];
-            linearized[op / 64] &= !(1u64 << (op % 64));
-            lin_hash ^= zobrist[op];
-            state = prev_state;
-            list.unlift(call_node);
-            entry = list.next[call_node];
+            budget -= 1;
+            self.steps += 1;
+            if self.steps % CLOCK_EVERY == 0 && Instant::now() >= deadline {
+                result = Some(KeyResult::TimedOut);
+                break;
+            }
+            let op = list.op[entry];
+            if list.is_call[entry] {
+                // Try to linearize `op` now: it must be legal in the current state, and the
+                // resulting (linearized set, state) pair must be new.
+                if let Some(new_state) = self.model.step(self.state, op) {
+                    let (word, bit) = (op / 64, 1u64 << (op % 64));
+                    self.linearized[word] |= bit;
+                    let hash = self.lin_hash ^ self.zobrist[op];
+                    if self.cache.insert(hash, new_state, &self.linearized) {
+                        self.stack.push((entry, self.state));
+                        self.state = new_state;
+                        self.lin_hash = hash;
+                        list.lift(entry);
+                        entry = list.next[HEAD];
+                        continue;
+                    }
+                    self.linearized[word] &= !bit;
+                }
+                entry = list.next[entry];
+            } else {
+                // A return: the operation it closes must already be linearized, and it is not
+                // (else its return would have been lifted with its call). Undo the latest choice
+                // and try the next candidate after it.
+                let Some((call_node, prev_state)) = self.stack.pop() else {
+                    result = Some(KeyResult::Illegal);
+                    break;
+                };
+                let op = list.op[call_node];
+                self.linearized[op / 64] &= !(1u64 << (op % 64));
+                self.lin_hash ^= self.zobrist[op];
+                self.state = prev_state;
+                list.unlift(call_node);
+                entry = list.next[call_node];
+            }
         }
+        self.entry = entry;
+        if result.is_none() && list.next[HEAD] == NIL {
+            result = Some(KeyResult::Linearizable);
+        }
+        result
     }
-    KeyResult::Linearizable
 }
 
 /// The register model with interned states: state `i` is `values[i]`.
-struct Model<'a> {
-    entries: &'a [&'a KeyEntry],
+struct Model {
     values: Vec<Option<String>>,
     ids: HashMap<Option<String>, u32>,
     /// Per operation: its precomputed effect.
     effect: Vec<Effect>,
     /// Memo of `Append` transitions: (state, op) -> new state.
     appends: HashMap<(u32, u32), u32, BuildHasherDefault<MixHasher>>,
+    suffixes: Vec<String>,
     initial: u32,
 }
 
@@ -147,18 +200,18 @@ enum Effect {
     Set(u32),
     /// Legal only in this state, which it leaves unchanged (get).
     Expect(u32),
-    /// Always legal; the new state depends on the old one (append).
-    Append,
+    /// Always legal; the new state is the old one with this suffix (index into `suffixes`).
+    Append(usize),
 }
 
-impl<'a> Model<'a> {
-    fn new(entries: &'a [&'a KeyEntry], initial: &Option<String>) -> Self {
+impl Model {
+    fn new(entries: &[&KeyEntry], initial: &Option<String>) -> Self {
         let mut model = Model {
-            entries,
             values: Vec::new(),
             ids: HashMap::new(),
             effect: Vec::with_capacity(entries.len()),
             appends: HashMap::default(),
+            suffixes: Vec::new(),
             initial: 0,
         };
         model.initial = model.intern(initial.clone());
@@ -167,7 +220,10 @@ impl<'a> Model<'a> {
                 KeyOp::Put(v) => Effect::Set(model.intern(Some(v.clone()))),
                 KeyOp::Delete => Effect::Set(model.intern(None)),
                 KeyOp::Get(v) => Effect::Expect(model.intern(v.clone())),
-                KeyOp::Append(_) => Effect::Append,
+                KeyOp::Append(v) => {
+                    model.suffixes.push(v.clone());
+                    Effect::Append(model.suffixes.len() - 1)
+                }
             };
             model.effect.push(effect);
         }
@@ -189,16 +245,12 @@ impl<'a> Model<'a> {
         match self.effect[op] {
             Effect::Set(s) => Some(s),
             Effect::Expect(s) => (s == state).then_some(state),
-            Effect::Append => {
+            Effect::Append(suffix) => {
                 if let Some(&s) = self.appends.get(&(state, op as u32)) {
                     return Some(s);
                 }
-                let suffix = match &self.entries[op].op {
-                    KeyOp::Append(v) => v.as_str(),
-                    _ => "",
-                };
                 let mut value = self.values[state as usize].clone().unwrap_or_default();
-                value.push_str(suffix);
+                value.push_str(&self.suffixes[suffix]);
                 let s = self.intern(Some(value));
                 self.appends.insert((state, op as u32), s);
                 Some(s)
