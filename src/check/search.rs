@@ -109,7 +109,7 @@ impl Search {
             linearized: vec![0; entries.len().div_ceil(64)],
             lin_hash: 0,
             zobrist: (0..entries.len() as u64).map(splitmix64).collect(),
-            cache: Cache::default(),
+            cache: Cache::new(entries.len().div_ceil(64)),
             stack: Vec::new(),
             steps: 0,
         }
@@ -182,10 +182,10 @@ impl Search {
     }
 }
 
-/// The register model with interned states: state `i` is `values[i]`.
+/// The register model. States are interned: state `i` is the value `interner.values[i]`, so the
+/// search, its undo stack and its memo cache handle `u32`s, never strings.
 struct Model {
-    values: Vec<Option<String>>,
-    ids: HashMap<Option<String>, u32>,
+    interner: Interner,
     /// Per operation: its precomputed effect.
     effect: Vec<Effect>,
     /// Memo of `Append` transitions: (state, op) -> new state.
@@ -206,38 +206,28 @@ enum Effect {
 
 impl Model {
     fn new(entries: &[&KeyEntry], initial: &Option<String>) -> Self {
-        let mut model = Model {
-            values: Vec::new(),
-            ids: HashMap::new(),
-            effect: Vec::with_capacity(entries.len()),
-            appends: HashMap::default(),
-            suffixes: Vec::new(),
-            initial: 0,
-        };
-        model.initial = model.intern(initial.clone());
-        for e in entries {
-            let effect = match &e.op {
-                KeyOp::Put(v) => Effect::Set(model.intern(Some(v.clone()))),
-                KeyOp::Delete => Effect::Set(model.intern(None)),
-                KeyOp::Get(v) => Effect::Expect(model.intern(v.clone())),
+        let mut interner = Interner::default();
+        let mut suffixes = Vec::new();
+        let initial = interner.intern(initial.as_deref());
+        let effect = entries
+            .iter()
+            .map(|e| match &e.op {
+                KeyOp::Put(v) => Effect::Set(interner.intern(Some(v))),
+                KeyOp::Delete => Effect::Set(interner.intern(None)),
+                KeyOp::Get(v) => Effect::Expect(interner.intern(v.as_deref())),
                 KeyOp::Append(v) => {
-                    model.suffixes.push(v.clone());
-                    Effect::Append(model.suffixes.len() - 1)
+                    suffixes.push(v.clone());
+                    Effect::Append(suffixes.len() - 1)
                 }
-            };
-            model.effect.push(effect);
+            })
+            .collect();
+        Model {
+            interner,
+            effect,
+            appends: HashMap::default(),
+            suffixes,
+            initial,
         }
-        model
-    }
-
-    fn intern(&mut self, value: Option<String>) -> u32 {
-        if let Some(&id) = self.ids.get(&value) {
-            return id;
-        }
-        let id = self.values.len() as u32;
-        self.values.push(value.clone());
-        self.ids.insert(value, id);
-        id
     }
 
     /// The state after applying operation `op` in `state`, or `None` if `op` is not legal there.
@@ -246,16 +236,89 @@ impl Model {
             Effect::Set(s) => Some(s),
             Effect::Expect(s) => (s == state).then_some(state),
             Effect::Append(suffix) => {
-                if let Some(&s) = self.appends.get(&(state, op as u32)) {
-                    return Some(s);
-                }
-                let mut value = self.values[state as usize].clone().unwrap_or_default();
-                value.push_str(&self.suffixes[suffix]);
-                let s = self.intern(Some(value));
-                self.appends.insert((state, op as u32), s);
-                Some(s)
+                let memo = self.appends.entry((state, op as u32));
+                Some(
+                    *memo.or_insert_with(|| {
+                        self.interner.intern_append(state, &self.suffixes[suffix])
+                    }),
+                )
             }
         }
+    }
+}
+
+/// Interned register values (`None` = absent), found by a polynomial string hash that extends
+/// in O(suffix) for appends, so a long value is never rehashed, nor copied unless it is new.
+#[derive(Default)]
+struct Interner {
+    values: Vec<Option<String>>,
+    hashes: Vec<u64>,
+    /// Hash -> the latest id with that hash; `chain[id]` is the previous one (or `NO_ID`).
+    heads: HashMap<u64, u32, BuildHasherDefault<MixHasher>>,
+    chain: Vec<u32>,
+}
+
+const NO_ID: u32 = u32::MAX;
+const ABSENT_HASH: u64 = 0x2545_f491_4f6c_dd1d;
+const EMPTY_HASH: u64 = 0x9e37_79b9_7f4a_7c15;
+
+fn extend_hash(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        h = h
+            .wrapping_mul(0x0000_0100_0000_01b3)
+            .wrapping_add(u64::from(b) + 1);
+    }
+    h
+}
+
+impl Interner {
+    fn intern(&mut self, value: Option<&str>) -> u32 {
+        let hash = value.map_or(ABSENT_HASH, |v| extend_hash(EMPTY_HASH, v.as_bytes()));
+        if let Some(id) = self.find(hash, |cand| cand.as_deref() == value) {
+            return id;
+        }
+        self.add(hash, value.map(str::to_string))
+    }
+
+    /// The id of the value of `state` with `suffix` appended (absent counts as "").
+    fn intern_append(&mut self, state: u32, suffix: &str) -> u32 {
+        let (base, base_hash) = match &self.values[state as usize] {
+            Some(v) => (v.as_str(), self.hashes[state as usize]),
+            None => ("", EMPTY_HASH),
+        };
+        let hash = extend_hash(base_hash, suffix.as_bytes());
+        let found = self.find(hash, |cand| {
+            cand.as_deref().is_some_and(|c| {
+                c.len() == base.len() + suffix.len() && c.starts_with(base) && c.ends_with(suffix)
+            })
+        });
+        if let Some(id) = found {
+            return id;
+        }
+        let mut value = String::with_capacity(base.len() + suffix.len());
+        value.push_str(base);
+        value.push_str(suffix);
+        self.add(hash, Some(value))
+    }
+
+    fn find(&self, hash: u64, matches: impl Fn(&Option<String>) -> bool) -> Option<u32> {
+        let mut id = self.heads.get(&hash).copied().unwrap_or(NO_ID);
+        while id != NO_ID {
+            if matches(&self.values[id as usize]) {
+                return Some(id);
+            }
+            id = self.chain[id as usize];
+        }
+        None
+    }
+
+    fn add(&mut self, hash: u64, value: Option<String>) -> u32 {
+        let id = self.values.len() as u32;
+        self.values.push(value);
+        self.hashes.push(hash);
+        self.chain
+            .push(self.heads.insert(hash, id).unwrap_or(NO_ID));
+        id
     }
 }
 
@@ -343,23 +406,52 @@ impl EventList {
 /// If a configuration was seen before, everything reachable from it was explored already (and
 /// failed, or we would have stopped), so the search need not enter it again.
 ///
-/// Keyed by a precomputed hash (Zobrist hash of the set mixed with the state); collisions are
-/// resolved by comparing the stored bitsets.
-#[derive(Default)]
+/// Keyed by a precomputed hash (the Zobrist hash of the set mixed with the state); entries with
+/// equal hashes are chained and told apart by comparing the stored sets. The sets live in one
+/// flat array (`words` words per entry), so inserting allocates nothing but amortised growth.
 struct Cache {
-    buckets: HashMap<u64, Vec<(Box<[u64]>, u32)>, BuildHasherDefault<MixHasher>>,
+    words: usize,
+    sets: Vec<u64>,
+    states: Vec<u32>,
+    /// Hash -> latest entry with that hash; `chain[entry]` is the previous one (or `NO_ID`).
+    heads: HashMap<u64, u32, BuildHasherDefault<MixHasher>>,
+    chain: Vec<u32>,
 }
 
 impl Cache {
+    fn new(words: usize) -> Self {
+        Cache {
+            words,
+            sets: Vec::new(),
+            states: Vec::new(),
+            heads: HashMap::default(),
+            chain: Vec::new(),
+        }
+    }
+
     /// Records the configuration; returns false if it was already there.
     fn insert(&mut self, set_hash: u64, state: u32, set: &[u64]) -> bool {
-        let key = set_hash ^ splitmix64(u64::from(state) ^ 0x5bd1_e995_0000_0000);
-        let bucket = self.buckets.entry(key).or_default();
-        if bucket.iter().any(|(s, st)| *st == state && **s == *set) {
-            return false;
+        let key = set_hash ^ splitmix64(u64::from(state));
+        let head = self.heads.get(&key).copied().unwrap_or(NO_ID);
+        let mut id = head;
+        while id != NO_ID {
+            let i = id as usize;
+            if self.states[i] == state && self.sets[i * self.words..(i + 1) * self.words] == *set {
+                return false;
+            }
+            id = self.chain[i];
         }
-        bucket.push((set.into(), state));
+        let new = self.states.len() as u32;
+        self.states.push(state);
+        self.sets.extend_from_slice(set);
+        self.chain.push(head);
+        self.heads.insert(key, new);
         true
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.states.len()
     }
 }
 
@@ -444,6 +536,35 @@ mod tests {
             e(KeyOp::Get(Some("yx".into())), 4, Some(5)),
         ];
         assert_eq!(run(&h), KeyResult::Illegal);
+    }
+
+    #[test]
+    fn cache_remembers_configurations() {
+        let mut cache = Cache::new(2);
+        assert!(cache.insert(7, 1, &[1, 2]));
+        assert!(!cache.insert(7, 1, &[1, 2]));
+        assert!(cache.insert(7, 2, &[1, 2]), "other state");
+        assert!(
+            cache.insert(7, 1, &[1, 3]),
+            "other set, same (colliding) hash"
+        );
+        assert!(!cache.insert(7, 1, &[1, 3]));
+        assert_eq!(cache.len(), 3);
+    }
+
+    #[test]
+    fn interned_appends_equal_interned_values() {
+        let mut i = Interner::default();
+        let absent = i.intern(None);
+        let empty = i.intern(Some(""));
+        assert_ne!(absent, empty);
+        let ab = i.intern(Some("ab"));
+        let a = i.intern_append(absent, "a");
+        assert_eq!(i.intern_append(a, "b"), ab);
+        assert_eq!(i.intern_append(empty, "ab"), ab);
+        assert_eq!(i.intern_append(empty, ""), empty);
+        let abc = i.intern_append(ab, "c") as usize;
+        assert_eq!(i.values[abc].as_deref(), Some("abc"));
     }
 
     #[test]
