@@ -75,23 +75,40 @@
 //! Recording it as an unknown outcome is sound but makes the check weaker and slower; recording it
 //! as a success is wrong.
 //!
-//! # The time budget
+//! # The time budget, and the order keys are checked in
 //!
 //! The search is exponential in the worst case, so [`check_history`] takes a budget and returns
 //! [`Verdict::Unknown`] when it runs out. **Callers must treat `Unknown` as a failure, never as a
 //! pass**: "could not prove it linearizable" is not "linearizable". The clock is read every few
-//! thousand search steps.
+//! thousand search steps. The memo cache grows with every configuration explored, so the checker
+//! also gives up (with `Unknown`) when its memory estimate passes [`MEMORY_LIMIT`].
+//!
+//! The keys' searches take turns, a fixed number of steps each, on one thread. A violation on an
+//! easy key is then found quickly even if another key's search would run for minutes (in
+//! porcupine's `c50-bad` data, one key fails in milliseconds while another cannot be decided in
+//! seconds); porcupine gets the same effect by checking keys in parallel and stopping at the first
+//! failure. Taking turns by step counts keeps the verdict deterministic.
 //!
 //! # Minimising failures
 //!
 //! On a violation, [`Verdict::Illegal`] carries the failing key's sub-history, shrunk within the
-//! remaining budget. Shrinking only removes operations whose removal *cannot* turn a legal
-//! history illegal (if the original had a linearization, the shrunk one would too), so the
-//! shrunk history is still a genuine witness against the original: reads (dropping a read from a
-//! linearization leaves a linearization), and writes called after every other remaining
-//! operation returned (they are necessarily last, so no read depends on them). Other writes —
-//! including those with unknown outcome — are never dropped: without them, a read of their value
-//! could fail for the wrong reason.
+//! remaining budget (and at most about two seconds plus twice the search time). Shrinking only
+//! removes operations whose removal *cannot* turn a legal history illegal — if the original had
+//! a linearization, the shrunk one has one too — so the shrunk history is a genuine witness
+//! against the original. Three such removals are used:
+//!
+//! 1. **A time cut.** For a cutoff `T`, keep the writes called before `T` and the reads that
+//!    returned before `T`. In a linearization ordered by linearization points, every kept read
+//!    comes before every dropped write, so dropping them changes nothing a kept read saw. The
+//!    cut history is illegal for every `T` past some point, so the earliest failing cut is found
+//!    by binary search.
+//! 2. **Dropping reads** (delta debugging: chunks, then single reads). Removing a read from a
+//!    linearization leaves a linearization.
+//! 3. **Dropping trailing writes**, called after every other remaining operation returned: they
+//!    are necessarily last, so no read depends on them.
+//!
+//! Other writes — including those with unknown outcome — are never dropped: without them, a read
+//! of their value could fail for the wrong reason.
 //!
 //! # Files
 //!
@@ -204,7 +221,8 @@ pub enum Verdict {
         key: String,
         history: Vec<Operation>,
     },
-    /// The budget ran out while checking `key`. **Treat as a failure**: nothing was proven.
+    /// The time budget (or [`MEMORY_LIMIT`]) ran out; `key` is the key whose search had gone
+    /// furthest. **Treat as a failure**: nothing was proven.
     Unknown { key: String },
 }
 
@@ -245,14 +263,14 @@ pub fn check_history(ops: &[Operation], budget: Duration) -> Verdict {
 }
 
 /// Checks whether `ops` is linearizable for `model`, spending at most about `budget` (searching
-/// and then shrinking a failure). Keys are checked in sorted order; the first failing key is
-/// reported.
+/// and then shrinking a failure). The keys' searches take turns (see the module docs); the first
+/// key found to fail is reported. The result is deterministic, except where the budget cuts in.
 ///
 /// A reply of the wrong shape for its request (a `Get` answered by [`KvOutput::All`], a `Put`
 /// answered with a value) is something no correct store does: it is reported as
 /// [`Verdict::Illegal`] with that single operation (key "" for a `GetAll`).
 ///
-/// [`Verdict::Unknown`] means the budget ran out: treat it as a failure.
+/// [`Verdict::Unknown`] means the budget (or [`MEMORY_LIMIT`]) ran out: treat it as a failure.
 pub fn check_history_with(ops: &[Operation], model: &KvModel, budget: Duration) -> Verdict {
     let start = Instant::now();
     let deadline = start + budget.min(Duration::from_secs(86_400 * 365));
@@ -265,10 +283,7 @@ pub fn check_history_with(ops: &[Operation], model: &KvModel, budget: Duration) 
             };
         }
     };
-    // The keys' searches take turns, QUANTUM steps each, so that a violation on an easy key is
-    // found quickly even when another key's search is slow (porcupine gets the same effect by
-    // checking keys in parallel and stopping at the first failure). Turn-taking on one thread
-    // keeps the verdict deterministic.
+    // The keys' searches take turns, QUANTUM steps each (see the module docs).
     struct Job<'a> {
         key: &'a str,
         entries: &'a [Projected],
@@ -282,7 +297,7 @@ pub fn check_history_with(ops: &[Operation], model: &KvModel, budget: Duration) 
             Job {
                 key,
                 entries,
-                search: Search::new(&refs, &model.initial_value),
+                search: Search::new(&refs, &model.initial_value, MEMORY_LIMIT),
                 spent: Duration::ZERO,
             }
         })
@@ -290,10 +305,11 @@ pub fn check_history_with(ops: &[Operation], model: &KvModel, budget: Duration) 
     while !jobs.is_empty() {
         let mut i = 0;
         while i < jobs.len() {
-            let job = &mut jobs[i];
             let began = Instant::now();
-            let result = if began >= deadline {
-                Some(KeyResult::TimedOut)
+            let total_memory: usize = jobs.iter().map(|j| j.search.memory()).sum();
+            let job = &mut jobs[i];
+            let result = if began >= deadline || total_memory > MEMORY_LIMIT {
+                Some(KeyResult::GaveUp)
             } else {
                 job.search.run(QUANTUM, deadline)
             };
@@ -313,7 +329,7 @@ pub fn check_history_with(ops: &[Operation], model: &KvModel, budget: Duration) 
                         history,
                     };
                 }
-                Some(KeyResult::TimedOut) => {
+                Some(KeyResult::GaveUp) => {
                     // Name the key whose search had worked hardest: the likely culprit.
                     let key = jobs
                         .iter()
@@ -327,6 +343,11 @@ pub fn check_history_with(ops: &[Operation], model: &KvModel, budget: Duration) 
     }
     Verdict::Ok
 }
+
+/// The most memory (estimated) the searches of one check may hold, 1 GiB: past it, the check
+/// gives up with [`Verdict::Unknown`] just as when the time budget runs out. (The memo cache grows
+/// with every configuration explored, at up to a few hundred MB per second on hard histories.)
+pub const MEMORY_LIMIT: usize = 1 << 30;
 
 /// Steps one key's search runs before the next key's gets a turn.
 const QUANTUM: u64 = 20_000;
@@ -430,15 +451,15 @@ fn project(ops: &[Operation]) -> Result<BTreeMap<String, Vec<Projected>>, &Opera
 }
 
 /// Shrinks a failing sub-history (see "Minimising failures" in the module docs) within the
-/// budget. `spent` is how long the full search took; shrinking gets at most about ten times that
-/// (plus two seconds), and each attempt at most twice that (at least 50 ms).
+/// budget. `spent` is how long the full search took; shrinking gets at most two seconds plus
+/// twice that, and each attempt at most twice that (at least 50 ms).
 fn shrink(
     entries: &[Projected],
     model: &KvModel,
     deadline: Instant,
     spent: Duration,
 ) -> Vec<Projected> {
-    let deadline = deadline.min(Instant::now() + Duration::from_secs(2) + spent * 10);
+    let deadline = deadline.min(Instant::now() + Duration::from_secs(2) + spent * 2);
     let attempt_budget = (spent * 2).max(Duration::from_millis(50));
     // Some(true): still illegal; Some(false): legal or undecided in time; None: out of time.
     let still_illegal = |keep: &[bool]| -> Option<bool> {
@@ -453,7 +474,8 @@ fn shrink(
             .map(|(p, _)| &p.entry)
             .collect();
         let attempt_deadline = deadline.min(now + attempt_budget);
-        Some(check_key(&refs, &model.initial_value, attempt_deadline) == KeyResult::Illegal)
+        let result = check_key(&refs, &model.initial_value, attempt_deadline, MEMORY_LIMIT);
+        Some(result == KeyResult::Illegal)
     };
     let is_read = |i: usize| entries[i].entry.op.is_read();
 

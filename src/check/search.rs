@@ -47,8 +47,9 @@ pub(crate) struct KeyEntry {
 pub(crate) enum KeyResult {
     Linearizable,
     Illegal,
-    /// The deadline passed before the search finished.
-    TimedOut,
+    /// The deadline passed, or the search's memory estimate went over its limit, before the
+    /// search finished.
+    GaveUp,
 }
 
 /// How many search steps run between two looks at the clock.
@@ -61,13 +62,15 @@ const NIL: usize = usize::MAX;
 const HEAD: usize = 0;
 
 /// Decides whether one key's sub-history is linearizable with respect to a register that starts as
-/// `initial`, giving up (with [`KeyResult::TimedOut`]) once `deadline` has passed.
+/// `initial`, giving up (with [`KeyResult::GaveUp`]) once `deadline` has passed or its memory
+/// estimate exceeds `memory_limit` bytes.
 pub(crate) fn check_key(
     entries: &[&KeyEntry],
     initial: &Option<String>,
     deadline: Instant,
+    memory_limit: usize,
 ) -> KeyResult {
-    let mut search = Search::new(entries, initial);
+    let mut search = Search::new(entries, initial, memory_limit);
     loop {
         if let Some(result) = search.run(u64::MAX, deadline) {
             return result;
@@ -94,10 +97,16 @@ pub(crate) struct Search {
     entry: usize,
     /// Steps taken so far, over all calls to `run`.
     steps: u64,
+    /// Give up when [`Search::memory`] exceeds this.
+    memory_limit: usize,
 }
 
 impl Search {
-    pub(crate) fn new(entries: &[&KeyEntry], initial: &Option<String>) -> Self {
+    pub(crate) fn new(
+        entries: &[&KeyEntry],
+        initial: &Option<String>,
+        memory_limit: usize,
+    ) -> Self {
         let model = Model::new(entries, initial);
         let list = EventList::new(entries);
         let entry = list.next[HEAD];
@@ -112,7 +121,14 @@ impl Search {
             cache: Cache::new(entries.len().div_ceil(64)),
             stack: Vec::new(),
             steps: 0,
+            memory_limit,
         }
+    }
+
+    /// An estimate of the bytes this search holds (its memo cache and its interned states),
+    /// the part that grows as it runs.
+    pub(crate) fn memory(&self) -> usize {
+        self.cache.memory() + self.model.interner.memory()
     }
 
     /// Steps taken so far.
@@ -121,7 +137,8 @@ impl Search {
     }
 
     /// Runs at most `max_steps` more steps. Returns `None` if the search is not finished yet;
-    /// [`KeyResult::TimedOut`] if `deadline` passed (the clock is read every few thousand steps).
+    /// [`KeyResult::GaveUp`] if `deadline` passed or the memory limit was exceeded (both are
+    /// looked at every few thousand steps).
     pub(crate) fn run(&mut self, max_steps: u64, deadline: Instant) -> Option<KeyResult> {
         let list = &mut self.list;
         let mut entry = self.entry;
@@ -135,8 +152,11 @@ impl Search {
             }
             budget -= 1;
             self.steps += 1;
-            if self.steps % CLOCK_EVERY == 0 && Instant::now() >= deadline {
-                result = Some(KeyResult::TimedOut);
+            if self.steps % CLOCK_EVERY == 0
+                && (Instant::now() >= deadline
+                    || self.cache.memory() + self.model.interner.memory() > self.memory_limit)
+            {
+                result = Some(KeyResult::GaveUp);
                 break;
             }
             let op = list.op[entry];
@@ -256,6 +276,8 @@ struct Interner {
     /// Hash -> the latest id with that hash; `chain[id]` is the previous one (or `NO_ID`).
     heads: HashMap<u64, u32, BuildHasherDefault<MixHasher>>,
     chain: Vec<u32>,
+    /// Total length of the interned strings.
+    string_bytes: usize,
 }
 
 const NO_ID: u32 = u32::MAX;
@@ -312,7 +334,13 @@ impl Interner {
         None
     }
 
+    fn memory(&self) -> usize {
+        // Per value: the string (+ allocator overhead), its slot, hash, chain link and table entry.
+        self.string_bytes + self.values.len() * (16 + 24 + 8 + 4 + 16)
+    }
+
     fn add(&mut self, hash: u64, value: Option<String>) -> u32 {
+        self.string_bytes += value.as_ref().map_or(0, String::len);
         let id = self.values.len() as u32;
         self.values.push(value);
         self.hashes.push(hash);
@@ -449,6 +477,11 @@ impl Cache {
         true
     }
 
+    fn memory(&self) -> usize {
+        // Per entry: its set, state, chain link, and hash table entry (with load-factor slack).
+        self.states.len() * (self.words * 8 + 4 + 4 + 24)
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.states.len()
@@ -496,7 +529,12 @@ mod tests {
 
     fn run(entries: &[KeyEntry]) -> KeyResult {
         let refs: Vec<&KeyEntry> = entries.iter().collect();
-        check_key(&refs, &None, Instant::now() + Duration::from_secs(5))
+        check_key(
+            &refs,
+            &None,
+            Instant::now() + Duration::from_secs(5),
+            usize::MAX,
+        )
     }
 
     #[test]
