@@ -152,7 +152,7 @@ impl Search {
             }
             budget -= 1;
             self.steps += 1;
-            if self.steps % CLOCK_EVERY == 0
+            if self.steps.is_multiple_of(CLOCK_EVERY)
                 && (Instant::now() >= deadline
                     || self.cache.memory() + self.model.interner.memory() > self.memory_limit)
             {

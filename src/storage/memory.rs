@@ -83,15 +83,13 @@ impl Storage for MemStorage {
     }
 
     fn append(&mut self, entries: &[Entry]) -> Result<()> {
-        let mut next = self.last_index() + 1;
-        for e in entries {
+        for (next, e) in (self.last_index() + 1..).zip(entries) {
             if e.index != next {
                 return Err(Error::Internal(format!(
                     "append of index {} where {next} was expected",
                     e.index
                 )));
             }
-            next += 1;
         }
         self.entries.extend_from_slice(entries);
         self.write_seq += 1;
