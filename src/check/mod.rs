@@ -68,7 +68,9 @@
 //! * a **write** with an unknown outcome may take effect at any instant after its call — or never.
 //!   "Never" needs no special case: with an infinite return, the search may linearize it after
 //!   every other operation, where it changes nothing anyone observed.
-//! * a **read** with an unknown outcome constrains nothing and is dropped.
+//! * a **read** with an unknown outcome constrains nothing and is dropped. (A read whose value is
+//!   known but whose return time is not — unusual — is kept, with an infinite return: it took
+//!   effect at some instant after its call.)
 //!
 //! A *definite* failure — the server says the request was not applied and will not be (503
 //! Unavailable) — is not an operation at all: the caller must leave it out of the history.
@@ -184,7 +186,9 @@ pub enum KvOutput {
 /// One client operation in a history.
 ///
 /// Times are in any unit of one monotonic clock shared by all clients (for example nanoseconds
-/// since the test started, or a global event counter); only their order matters.
+/// since the test started, or a global event counter); only their order matters. Two operations
+/// where one's `call` equals the other's `return_time` count as concurrent (the permissive reading
+/// of a clock with finite resolution).
 ///
 /// **Definite failures are not operations.** A request the server rejected as not applied (503)
 /// must be left out of the history; see the module docs.
@@ -216,7 +220,7 @@ pub enum Verdict {
     Ok,
     /// The history is not linearizable: `key`'s sub-history has no linearization. `history` is
     /// that sub-history, shrunk as far as the budget allowed, still failing; a `GetAll` appears in
-    /// it as its projected `Get` of `key`. Check it again with [`check_history`] to reproduce.
+    /// it as its projected `Get` of `key`. Check it again (with the same model) to reproduce.
     Illegal {
         key: String,
         history: Vec<Operation>,
@@ -238,6 +242,8 @@ impl Verdict {
 pub struct KvModel {
     /// What every key holds before any write. `None` (the default, RaftLabKV's semantics): absent,
     /// so a `Get` of a never-written key returns `Value(None)`. porcupine's data sets use `Some("")`.
+    /// Either way a `Delete` makes the key absent, and values compare exactly (`Some("")` is not
+    /// `None`).
     pub initial_value: Option<String>,
 }
 
@@ -302,21 +308,25 @@ pub fn check_history_with(ops: &[Operation], model: &KvModel, budget: Duration) 
             }
         })
         .collect();
+    // The memory all live searches hold, kept up to date as each takes its turn.
+    let mut total_memory: usize = jobs.iter().map(|j| j.search.memory()).sum();
     while !jobs.is_empty() {
         let mut i = 0;
         while i < jobs.len() {
             let began = Instant::now();
-            let total_memory: usize = jobs.iter().map(|j| j.search.memory()).sum();
             let job = &mut jobs[i];
+            let before = job.search.memory();
             let result = if began >= deadline || total_memory > MEMORY_LIMIT {
                 Some(KeyResult::GaveUp)
             } else {
                 job.search.run(QUANTUM, deadline)
             };
             job.spent += began.elapsed();
+            total_memory = total_memory - before + job.search.memory();
             match result {
                 None => i += 1,
                 Some(KeyResult::Linearizable) => {
+                    total_memory -= job.search.memory();
                     jobs.remove(i);
                 }
                 Some(KeyResult::Illegal) => {
@@ -352,7 +362,11 @@ pub const MEMORY_LIMIT: usize = 1 << 30;
 /// Steps one key's search runs before the next key's gets a turn.
 const QUANTUM: u64 = 20_000;
 
-/// Serialises a history as pretty JSON (one object per operation), for saving failures to files.
+/// Serialises a history as pretty JSON, for saving failures to files. Each operation looks like
+/// `{"client_id": 3, "input": {"op": "put", "key": "a", "value": "1"}, "call": 10,
+/// "output": "ok", "return_time": 20}`; other outputs are `{"value": "x"}`, `{"value": null}`,
+/// `{"all": {"a": "1"}}` and `"unknown"`, other inputs `{"op": "get", "key": "a"}`,
+/// `{"op": "delete", ...}`, `{"op": "append", ...}` and `{"op": "get_all"}`.
 pub fn history_to_json(ops: &[Operation]) -> String {
     // Serialising plain data with string keys cannot fail.
     serde_json::to_string_pretty(ops).unwrap_or_else(|e| format!("\"unserialisable: {e}\""))

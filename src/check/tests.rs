@@ -401,6 +401,18 @@ fn json_round_trip() {
     ];
     let text = history_to_json(&h);
     assert_eq!(history_from_json(&text).expect("parses"), h);
+    // The documented shape.
+    let value: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(
+        value[0],
+        serde_json::json!({"client_id": 1, "input": {"op": "put", "key": "a", "value": "1"},
+                           "call": 0, "output": "ok", "return_time": 10})
+    );
+    assert_eq!(value[1]["output"], "unknown");
+    assert_eq!(value[1]["return_time"], serde_json::Value::Null);
+    assert_eq!(value[2]["output"], serde_json::json!({"value": null}));
+    assert_eq!(value[3]["input"], serde_json::json!({"op": "get_all"}));
+    assert_eq!(value[3]["output"], serde_json::json!({"all": {"a": "1"}}));
     assert!(history_from_json("[{\"nope\": 1}]").is_err());
     let v = check(&[put(1, "a", "1", 0, 1), get(1, "a", None, 2, 3)]);
     let back: Verdict = serde_json::from_str(&serde_json::to_string(&v).expect("ser")).expect("de");
@@ -415,4 +427,27 @@ fn porcupine_model_starts_keys_as_empty_string() {
         Verdict::Ok
     );
     assert!(matches!(check(&h), Verdict::Illegal { .. }));
+}
+
+#[test]
+fn an_easy_violation_is_not_hidden_behind_a_hard_key() {
+    // Key "a": ten concurrent appends read back in the order the depth-first search tries last
+    // (millions of configurations; far more than the budget allows in a debug build). Key "b",
+    // sorted after it, fails at once. Taking turns, the checker must find "b".
+    let n = 10u64;
+    let mut h = Vec::new();
+    for i in 0..n {
+        h.push(append(i, "a", &format!("<{i}>"), 0, 1000));
+    }
+    let expect: String = (0..n).rev().map(|i| format!("<{i}>")).collect();
+    h.push(get(99, "a", Some(&expect), 2000, 2001));
+    h.push(put(100, "b", "1", 0, 1));
+    h.push(get(100, "b", None, 2, 3));
+    match check_history(&h, Duration::from_secs(2)) {
+        Verdict::Illegal { key, history } => {
+            assert_eq!(key, "b");
+            assert_eq!(history.len(), 2);
+        }
+        other => panic!("expected Illegal on b, got {other:?}"),
+    }
 }
