@@ -18,8 +18,10 @@ use raftlabkv::testkit::{Cluster, ClusterOptions};
 use serde_json::json;
 
 fn cluster(name: &str, extra: &[&str]) -> Cluster {
-    let bin = std::env::var("SERVER_BIN").unwrap_or_else(|_| "target/release/raftlabkv-server".into());
-    let work_dir = std::env::temp_dir().join(format!("raftlabkv-measure-{name}-{}", std::process::id()));
+    let bin =
+        std::env::var("SERVER_BIN").unwrap_or_else(|_| "target/release/raftlabkv-server".into());
+    let work_dir =
+        std::env::temp_dir().join(format!("raftlabkv-measure-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work_dir);
     Cluster::start(ClusterOptions {
         nodes: 3,
@@ -52,9 +54,9 @@ fn election() {
         let deadline = t0 + Duration::from_secs(10);
         let mut new = None;
         while Instant::now() < deadline {
-            if let Some(l) = rest.iter().copied().find(|&i| {
-                c.status(i).is_some_and(|s| s["isLeader"] == true)
-            }) {
+            if let Some(l) =
+                rest.iter().copied().find(|&i| c.status(i).is_some_and(|s| s["isLeader"] == true))
+            {
                 new = Some(l);
                 break;
             }
@@ -111,20 +113,40 @@ fn idle() {
     let (r0, t0) = (total(&c, "rpcsSent"), Instant::now());
     std::thread::sleep(Duration::from_secs(5));
     let (r1, secs) = (total(&c, "rpcsSent"), t0.elapsed().as_secs_f64());
-    println!("idle 3-node cluster: {:.1} peer RPCs per second (all nodes, requests)", (r1 - r0) as f64 / secs);
+    println!(
+        "idle 3-node cluster: {:.1} peer RPCs per second (all nodes, requests)",
+        (r1 - r0) as f64 / secs
+    );
 }
 
 fn fsync() {
     let c = cluster("fsync", &[]);
     let l = c.wait_leader(&c.all(), Duration::from_secs(10)).expect("leader");
-    let client = std::env::var("CLIENT_BIN").unwrap_or_else(|_| "target/release/raftlabkv-client".into());
-    let (f0, a0) = (total(&c, "fsyncs"), c.status(l).map(|s| s["entriesApplied"].as_u64().unwrap_or(0)).unwrap_or(0));
+    let client =
+        std::env::var("CLIENT_BIN").unwrap_or_else(|_| "target/release/raftlabkv-client".into());
+    let (f0, a0) = (
+        total(&c, "fsyncs"),
+        c.status(l).map(|s| s["entriesApplied"].as_u64().unwrap_or(0)).unwrap_or(0),
+    );
     let out = std::process::Command::new(client)
-        .args(["--servers", &c.nodes[l].addr, "bench", "--clients", "64", "--duration", "5", "--target", &c.nodes[l].addr])
+        .args([
+            "--servers",
+            &c.nodes[l].addr,
+            "bench",
+            "--clients",
+            "64",
+            "--duration",
+            "5",
+            "--target",
+            &c.nodes[l].addr,
+        ])
         .output()
         .expect("run the bench");
     print!("{}", String::from_utf8_lossy(&out.stdout));
-    let (f1, a1) = (total(&c, "fsyncs"), c.status(l).map(|s| s["entriesApplied"].as_u64().unwrap_or(0)).unwrap_or(0));
+    let (f1, a1) = (
+        total(&c, "fsyncs"),
+        c.status(l).map(|s| s["entriesApplied"].as_u64().unwrap_or(0)).unwrap_or(0),
+    );
     let writes = (a1 - a0).max(1);
     println!(
         "64 clients: {writes} committed writes, {} fsyncs on 3 nodes: {:.3} fsyncs per write per node",
@@ -136,9 +158,22 @@ fn fsync() {
 fn recovery() {
     let mut c = cluster("recovery", &[]);
     let l = c.wait_leader(&c.all(), Duration::from_secs(10)).expect("leader");
-    let client = std::env::var("CLIENT_BIN").unwrap_or_else(|_| "target/release/raftlabkv-client".into());
+    let client =
+        std::env::var("CLIENT_BIN").unwrap_or_else(|_| "target/release/raftlabkv-client".into());
     let out = std::process::Command::new(client)
-        .args(["--servers", &c.nodes[l].addr, "bench", "--clients", "32", "--ops", "100000", "--keys", "100000", "--target", &c.nodes[l].addr])
+        .args([
+            "--servers",
+            &c.nodes[l].addr,
+            "bench",
+            "--clients",
+            "32",
+            "--ops",
+            "100000",
+            "--keys",
+            "100000",
+            "--target",
+            &c.nodes[l].addr,
+        ])
         .output()
         .expect("run the bench");
     print!("{}", String::from_utf8_lossy(&out.stdout));
@@ -156,7 +191,8 @@ fn recovery() {
     loop {
         let url = format!("http://{}/status", c.nodes[l].addr);
         if let Ok(r) = agent.get(&url).call() {
-            let s: serde_json::Value = serde_json::from_str(&r.into_string().unwrap_or_default()).unwrap_or_default();
+            let s: serde_json::Value =
+                serde_json::from_str(&r.into_string().unwrap_or_default()).unwrap_or_default();
             if s["keys"].as_u64() == Some(keys_before) {
                 break;
             }

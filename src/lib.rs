@@ -1,5 +1,6 @@
 //! RaftLabKV: a key-value store replicated with Raft, synchronous and threaded.
 
+pub mod check;
 pub mod client;
 pub mod error;
 pub mod kv;

@@ -1,0 +1,599 @@
+//! The Wing–Gong search with Lowe's memoisation, for the history of one key.
+//!
+//! See the [module documentation](super) for the algorithm in prose. This file is the mechanics:
+//!
+//! * the per-key operation vocabulary ([`KeyOp`], [`KeyEntry`]);
+//! * the register model, with its states interned as small integers (so the memo cache and the
+//!   undo stack hold `u32`s, never strings);
+//! * the event list (a doubly linked list in arrays, with "dancing links" lift/unlift);
+//! * the depth-first search itself ([`check_key`]).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::time::Instant;
+
+/// One operation as seen by a single key's register.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum KeyOp {
+    /// Set the register to this value.
+    Put(String),
+    /// Append to the register (an absent register counts as "").
+    Append(String),
+    /// Make the register absent.
+    Delete,
+    /// A read that returned this (`None` = not found).
+    Get(Option<String>),
+}
+
+impl KeyOp {
+    pub(crate) fn is_read(&self) -> bool {
+        matches!(self, KeyOp::Get(_))
+    }
+}
+
+/// One operation of a per-key sub-history, with its real-time interval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeyEntry {
+    pub(crate) op: KeyOp,
+    /// When the client sent the request.
+    pub(crate) call: u64,
+    /// When the client saw the reply; `None` means never (outcome unknown): the operation may take
+    /// effect at any point after `call`.
+    pub(crate) ret: Option<u64>,
+}
+
+/// What [`check_key`] concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyResult {
+    Linearizable,
+    Illegal,
+    /// The deadline passed, or the search's memory estimate went over its limit, before the
+    /// search finished.
+    GaveUp,
+}
+
+/// How many search steps run between two looks at the clock.
+const CLOCK_EVERY: u64 = 4096;
+
+/// "No node" in the linked list.
+const NIL: usize = usize::MAX;
+
+/// The list's head sentinel.
+const HEAD: usize = 0;
+
+/// Decides whether one key's sub-history is linearizable with respect to a register that starts as
+/// `initial`, giving up (with [`KeyResult::GaveUp`]) once `deadline` has passed or its memory
+/// estimate exceeds `memory_limit` bytes.
+pub(crate) fn check_key(
+    entries: &[&KeyEntry],
+    initial: &Option<String>,
+    deadline: Instant,
+    memory_limit: usize,
+) -> KeyResult {
+    let mut search = Search::new(entries, initial, memory_limit);
+    loop {
+        if let Some(result) = search.run(u64::MAX, deadline) {
+            return result;
+        }
+    }
+}
+
+/// One key's search, resumable: [`Search::run`] does a bounded number of steps and can be called
+/// again to continue, so the searches of several keys can take turns.
+pub(crate) struct Search {
+    model: Model,
+    list: EventList,
+    /// The set of operations linearized so far, as a bitset...
+    linearized: Vec<u64>,
+    /// ... and its Zobrist hash (the XOR of a fixed pseudo-random word per member), updated in
+    /// O(1) as bits flip.
+    lin_hash: u64,
+    zobrist: Vec<u64>,
+    cache: Cache,
+    /// Undo stack: (call node we lifted, model state before it).
+    stack: Vec<(usize, u32)>,
+    state: u32,
+    /// The event the search looks at next.
+    entry: usize,
+    /// Steps taken so far, over all calls to `run`.
+    steps: u64,
+    /// Give up when [`Search::memory`] exceeds this.
+    memory_limit: usize,
+}
+
+impl Search {
+    pub(crate) fn new(
+        entries: &[&KeyEntry],
+        initial: &Option<String>,
+        memory_limit: usize,
+    ) -> Self {
+        let model = Model::new(entries, initial);
+        let list = EventList::new(entries);
+        let entry = list.next[HEAD];
+        Search {
+            state: model.initial,
+            model,
+            entry,
+            list,
+            linearized: vec![0; entries.len().div_ceil(64)],
+            lin_hash: 0,
+            zobrist: (0..entries.len() as u64).map(splitmix64).collect(),
+            cache: Cache::new(entries.len().div_ceil(64)),
+            stack: Vec::new(),
+            steps: 0,
+            memory_limit,
+        }
+    }
+
+    /// An estimate of the bytes this search holds (its memo cache and its interned states),
+    /// the part that grows as it runs.
+    pub(crate) fn memory(&self) -> usize {
+        self.cache.memory() + self.model.interner.memory()
+    }
+
+    /// Steps taken so far.
+    pub(crate) fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// Runs at most `max_steps` more steps. Returns `None` if the search is not finished yet;
+    /// [`KeyResult::GaveUp`] if `deadline` passed or the memory limit was exceeded (both are
+    /// looked at every few thousand steps).
+    pub(crate) fn run(&mut self, max_steps: u64, deadline: Instant) -> Option<KeyResult> {
+        let list = &mut self.list;
+        let mut entry = self.entry;
+        let mut budget = max_steps;
+        let mut result = None;
+        // The list is never empty while the loop runs, and always ends with a return event (each
+        // remaining call's return follows it), so `entry` never walks off the end.
+        while list.next[HEAD] != NIL {
+            if budget == 0 {
+                break;
+            }
+            budget -= 1;
+            self.steps += 1;
+            if self.steps.is_multiple_of(CLOCK_EVERY)
+                && (Instant::now() >= deadline
+                    || self.cache.memory() + self.model.interner.memory() > self.memory_limit)
+            {
+                result = Some(KeyResult::GaveUp);
+                break;
+            }
+            let op = list.op[entry];
+            if list.is_call[entry] {
+                // Try to linearize `op` now: it must be legal in the current state, and the
+                // resulting (linearized set, state) pair must be new.
+                if let Some(new_state) = self.model.step(self.state, op) {
+                    let (word, bit) = (op / 64, 1u64 << (op % 64));
+                    self.linearized[word] |= bit;
+                    let hash = self.lin_hash ^ self.zobrist[op];
+                    if self.cache.insert(hash, new_state, &self.linearized) {
+                        self.stack.push((entry, self.state));
+                        self.state = new_state;
+                        self.lin_hash = hash;
+                        list.lift(entry);
+                        entry = list.next[HEAD];
+                        continue;
+                    }
+                    self.linearized[word] &= !bit;
+                }
+                entry = list.next[entry];
+            } else {
+                // A return: the operation it closes must already be linearized, and it is not
+                // (else its return would have been lifted with its call). Undo the latest choice
+                // and try the next candidate after it.
+                let Some((call_node, prev_state)) = self.stack.pop() else {
+                    result = Some(KeyResult::Illegal);
+                    break;
+                };
+                let op = list.op[call_node];
+                self.linearized[op / 64] &= !(1u64 << (op % 64));
+                self.lin_hash ^= self.zobrist[op];
+                self.state = prev_state;
+                list.unlift(call_node);
+                entry = list.next[call_node];
+            }
+        }
+        self.entry = entry;
+        if result.is_none() && list.next[HEAD] == NIL {
+            result = Some(KeyResult::Linearizable);
+        }
+        result
+    }
+}
+
+/// The register model. States are interned: state `i` is the value `interner.values[i]`, so the
+/// search, its undo stack and its memo cache handle `u32`s, never strings.
+struct Model {
+    interner: Interner,
+    /// Per operation: its precomputed effect.
+    effect: Vec<Effect>,
+    /// Memo of `Append` transitions: (state, op) -> new state.
+    appends: HashMap<(u32, u32), u32, BuildHasherDefault<MixHasher>>,
+    suffixes: Vec<String>,
+    initial: u32,
+}
+
+#[derive(Clone, Copy)]
+enum Effect {
+    /// Always legal; the register becomes this state (put, delete).
+    Set(u32),
+    /// Legal only in this state, which it leaves unchanged (get).
+    Expect(u32),
+    /// Always legal; the new state is the old one with this suffix (index into `suffixes`).
+    Append(usize),
+}
+
+impl Model {
+    fn new(entries: &[&KeyEntry], initial: &Option<String>) -> Self {
+        let mut interner = Interner::default();
+        let mut suffixes = Vec::new();
+        let initial = interner.intern(initial.as_deref());
+        let effect = entries
+            .iter()
+            .map(|e| match &e.op {
+                KeyOp::Put(v) => Effect::Set(interner.intern(Some(v))),
+                KeyOp::Delete => Effect::Set(interner.intern(None)),
+                KeyOp::Get(v) => Effect::Expect(interner.intern(v.as_deref())),
+                KeyOp::Append(v) => {
+                    suffixes.push(v.clone());
+                    Effect::Append(suffixes.len() - 1)
+                }
+            })
+            .collect();
+        Model { interner, effect, appends: HashMap::default(), suffixes, initial }
+    }
+
+    /// The state after applying operation `op` in `state`, or `None` if `op` is not legal there.
+    fn step(&mut self, state: u32, op: usize) -> Option<u32> {
+        match self.effect[op] {
+            Effect::Set(s) => Some(s),
+            Effect::Expect(s) => (s == state).then_some(state),
+            Effect::Append(suffix) => {
+                let memo = self.appends.entry((state, op as u32));
+                Some(
+                    *memo.or_insert_with(|| {
+                        self.interner.intern_append(state, &self.suffixes[suffix])
+                    }),
+                )
+            }
+        }
+    }
+}
+
+/// Interned register values (`None` = absent), found by a polynomial string hash that extends
+/// in O(suffix) for appends, so a long value is never rehashed, nor copied unless it is new.
+#[derive(Default)]
+struct Interner {
+    values: Vec<Option<String>>,
+    hashes: Vec<u64>,
+    /// Hash -> the latest id with that hash; `chain[id]` is the previous one (or `NO_ID`).
+    heads: HashMap<u64, u32, BuildHasherDefault<MixHasher>>,
+    chain: Vec<u32>,
+    /// Total length of the interned strings.
+    string_bytes: usize,
+}
+
+const NO_ID: u32 = u32::MAX;
+const ABSENT_HASH: u64 = 0x2545_f491_4f6c_dd1d;
+const EMPTY_HASH: u64 = 0x9e37_79b9_7f4a_7c15;
+
+fn extend_hash(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        h = h.wrapping_mul(0x0000_0100_0000_01b3).wrapping_add(u64::from(b) + 1);
+    }
+    h
+}
+
+impl Interner {
+    fn intern(&mut self, value: Option<&str>) -> u32 {
+        let hash = value.map_or(ABSENT_HASH, |v| extend_hash(EMPTY_HASH, v.as_bytes()));
+        if let Some(id) = self.find(hash, |cand| cand.as_deref() == value) {
+            return id;
+        }
+        self.add(hash, value.map(str::to_string))
+    }
+
+    /// The id of the value of `state` with `suffix` appended (absent counts as "").
+    fn intern_append(&mut self, state: u32, suffix: &str) -> u32 {
+        let (base, base_hash) = match &self.values[state as usize] {
+            Some(v) => (v.as_str(), self.hashes[state as usize]),
+            None => ("", EMPTY_HASH),
+        };
+        let hash = extend_hash(base_hash, suffix.as_bytes());
+        let found = self.find(hash, |cand| {
+            cand.as_deref().is_some_and(|c| {
+                c.len() == base.len() + suffix.len() && c.starts_with(base) && c.ends_with(suffix)
+            })
+        });
+        if let Some(id) = found {
+            return id;
+        }
+        let mut value = String::with_capacity(base.len() + suffix.len());
+        value.push_str(base);
+        value.push_str(suffix);
+        self.add(hash, Some(value))
+    }
+
+    fn find(&self, hash: u64, matches: impl Fn(&Option<String>) -> bool) -> Option<u32> {
+        let mut id = self.heads.get(&hash).copied().unwrap_or(NO_ID);
+        while id != NO_ID {
+            if matches(&self.values[id as usize]) {
+                return Some(id);
+            }
+            id = self.chain[id as usize];
+        }
+        None
+    }
+
+    fn memory(&self) -> usize {
+        // Per value: the string (+ allocator overhead), its slot, hash, chain link and table entry.
+        self.string_bytes + self.values.len() * (16 + 24 + 8 + 4 + 16)
+    }
+
+    fn add(&mut self, hash: u64, value: Option<String>) -> u32 {
+        self.string_bytes += value.as_ref().map_or(0, String::len);
+        let id = self.values.len() as u32;
+        self.values.push(value);
+        self.hashes.push(hash);
+        self.chain.push(self.heads.insert(hash, id).unwrap_or(NO_ID));
+        id
+    }
+}
+
+/// The call and return events of a history, sorted by time, as a doubly linked list in arrays.
+///
+/// Node 0 is the head sentinel; nodes `1..` are the events. Linearizing an operation *lifts* its
+/// call and return nodes out of the list; backtracking *unlifts* them. Because unlifts happen in
+/// exactly the reverse order of lifts (a stack), a removed node still knows its old neighbours and
+/// can be spliced back in O(1) (Knuth's "dancing links").
+struct EventList {
+    next: Vec<usize>,
+    prev: Vec<usize>,
+    /// The operation (index into the entries) of each node.
+    op: Vec<usize>,
+    is_call: Vec<bool>,
+    /// For a call node, the node of its return.
+    partner: Vec<usize>,
+}
+
+impl EventList {
+    fn new(entries: &[&KeyEntry]) -> Self {
+        // (time, is_return, op). Sorting puts calls before returns at equal times, so operations
+        // whose intervals touch count as concurrent: the permissive (sound) reading of clocks
+        // with finite resolution. An unknown outcome returns at "infinity", after everything.
+        let mut events: Vec<(u64, bool, usize)> = Vec::with_capacity(2 * entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            events.push((e.call, false, i));
+            let ret = e.ret.map_or(u64::MAX, |r| r.max(e.call));
+            events.push((ret, true, i));
+        }
+        events.sort_unstable();
+
+        let n = events.len() + 1;
+        let mut list = EventList {
+            next: (1..=n).map(|i| if i < n { i } else { NIL }).collect(),
+            prev: (0..n).map(|i| if i == 0 { NIL } else { i - 1 }).collect(),
+            op: vec![0; n],
+            is_call: vec![false; n],
+            partner: vec![NIL; n],
+        };
+        let mut call_node = vec![NIL; entries.len()];
+        for (k, &(_, is_return, op)) in events.iter().enumerate() {
+            let node = k + 1;
+            list.op[node] = op;
+            list.is_call[node] = !is_return;
+            if is_return {
+                list.partner[call_node[op]] = node;
+            } else {
+                call_node[op] = node;
+            }
+        }
+        list
+    }
+
+    fn unlink(&mut self, node: usize) {
+        let (p, n) = (self.prev[node], self.next[node]);
+        self.next[p] = n;
+        if n != NIL {
+            self.prev[n] = p;
+        }
+    }
+
+    fn relink(&mut self, node: usize) {
+        let (p, n) = (self.prev[node], self.next[node]);
+        self.next[p] = node;
+        if n != NIL {
+            self.prev[n] = node;
+        }
+    }
+
+    /// Removes a call node and its return node.
+    fn lift(&mut self, call: usize) {
+        self.unlink(call);
+        self.unlink(self.partner[call]);
+    }
+
+    /// Undoes the matching [`lift`](Self::lift) (must be the most recent one not yet undone).
+    fn unlift(&mut self, call: usize) {
+        self.relink(self.partner[call]);
+        self.relink(call);
+    }
+}
+
+/// Lowe's memo: every (linearized set, state) configuration the search has already entered.
+/// If a configuration was seen before, everything reachable from it was explored already (and
+/// failed, or we would have stopped), so the search need not enter it again.
+///
+/// Keyed by a precomputed hash (the Zobrist hash of the set mixed with the state); entries with
+/// equal hashes are chained and told apart by comparing the stored sets. The sets live in one
+/// flat array (`words` words per entry), so inserting allocates nothing but amortised growth.
+struct Cache {
+    words: usize,
+    sets: Vec<u64>,
+    states: Vec<u32>,
+    /// Hash -> latest entry with that hash; `chain[entry]` is the previous one (or `NO_ID`).
+    heads: HashMap<u64, u32, BuildHasherDefault<MixHasher>>,
+    chain: Vec<u32>,
+}
+
+impl Cache {
+    fn new(words: usize) -> Self {
+        Cache {
+            words,
+            sets: Vec::new(),
+            states: Vec::new(),
+            heads: HashMap::default(),
+            chain: Vec::new(),
+        }
+    }
+
+    /// Records the configuration; returns false if it was already there.
+    fn insert(&mut self, set_hash: u64, state: u32, set: &[u64]) -> bool {
+        let key = set_hash ^ splitmix64(u64::from(state));
+        let head = self.heads.get(&key).copied().unwrap_or(NO_ID);
+        let mut id = head;
+        while id != NO_ID {
+            let i = id as usize;
+            if self.states[i] == state && self.sets[i * self.words..(i + 1) * self.words] == *set {
+                return false;
+            }
+            id = self.chain[i];
+        }
+        let new = self.states.len() as u32;
+        self.states.push(state);
+        self.sets.extend_from_slice(set);
+        self.chain.push(head);
+        self.heads.insert(key, new);
+        true
+    }
+
+    fn memory(&self) -> usize {
+        // Per entry: its set, state, chain link, and hash table entry (with load-factor slack).
+        self.states.len() * (self.words * 8 + 4 + 4 + 24)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.states.len()
+    }
+}
+
+/// A fast hasher for keys that are already well mixed (or small integers): a multiply-rotate
+/// in the style of FxHash. Not DoS-resistant, which does not matter here.
+#[derive(Default)]
+struct MixHasher(u64);
+
+impl Hasher for MixHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+/// SplitMix64's finaliser: a bijective mixer giving well-spread words from small integers.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn e(op: KeyOp, call: u64, ret: Option<u64>) -> KeyEntry {
+        KeyEntry { op, call, ret }
+    }
+
+    fn run(entries: &[KeyEntry]) -> KeyResult {
+        let refs: Vec<&KeyEntry> = entries.iter().collect();
+        check_key(&refs, &None, Instant::now() + Duration::from_secs(5), usize::MAX)
+    }
+
+    #[test]
+    fn sequential_put_get() {
+        let h =
+            [e(KeyOp::Put("a".into()), 0, Some(1)), e(KeyOp::Get(Some("a".into())), 2, Some(3))];
+        assert_eq!(run(&h), KeyResult::Linearizable);
+    }
+
+    #[test]
+    fn read_before_write_returns_is_fine_only_if_concurrent() {
+        let concurrent =
+            [e(KeyOp::Put("a".into()), 0, Some(10)), e(KeyOp::Get(Some("a".into())), 1, Some(2))];
+        assert_eq!(run(&concurrent), KeyResult::Linearizable);
+        let before =
+            [e(KeyOp::Get(Some("a".into())), 0, Some(1)), e(KeyOp::Put("a".into()), 2, Some(3))];
+        assert_eq!(run(&before), KeyResult::Illegal);
+    }
+
+    #[test]
+    fn appends_compose() {
+        let h = [
+            e(KeyOp::Append("x".into()), 0, Some(5)),
+            e(KeyOp::Append("y".into()), 1, Some(6)),
+            e(KeyOp::Get(Some("yx".into())), 7, Some(8)),
+        ];
+        assert_eq!(run(&h), KeyResult::Linearizable);
+        let h = [
+            e(KeyOp::Append("x".into()), 0, Some(1)),
+            e(KeyOp::Append("y".into()), 2, Some(3)),
+            e(KeyOp::Get(Some("yx".into())), 4, Some(5)),
+        ];
+        assert_eq!(run(&h), KeyResult::Illegal);
+    }
+
+    #[test]
+    fn cache_remembers_configurations() {
+        let mut cache = Cache::new(2);
+        assert!(cache.insert(7, 1, &[1, 2]));
+        assert!(!cache.insert(7, 1, &[1, 2]));
+        assert!(cache.insert(7, 2, &[1, 2]), "other state");
+        assert!(cache.insert(7, 1, &[1, 3]), "other set, same (colliding) hash");
+        assert!(!cache.insert(7, 1, &[1, 3]));
+        assert_eq!(cache.len(), 3);
+    }
+
+    #[test]
+    fn interned_appends_equal_interned_values() {
+        let mut i = Interner::default();
+        let absent = i.intern(None);
+        let empty = i.intern(Some(""));
+        assert_ne!(absent, empty);
+        let ab = i.intern(Some("ab"));
+        let a = i.intern_append(absent, "a");
+        assert_eq!(i.intern_append(a, "b"), ab);
+        assert_eq!(i.intern_append(empty, "ab"), ab);
+        assert_eq!(i.intern_append(empty, ""), empty);
+        let abc = i.intern_append(ab, "c") as usize;
+        assert_eq!(i.values[abc].as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn dancing_links_restore_the_list() {
+        let h = [e(KeyOp::Put("a".into()), 0, Some(3)), e(KeyOp::Put("b".into()), 1, Some(4))];
+        let refs: Vec<&KeyEntry> = h.iter().collect();
+        let mut list = EventList::new(&refs);
+        let before = (list.next.clone(), list.prev.clone());
+        list.lift(1);
+        list.lift(list.next[HEAD]);
+        assert_eq!(list.next[HEAD], NIL);
+        let second = 2; // node of the second call (events: c0, c1, r0, r1)
+        list.unlift(second);
+        list.unlift(1);
+        assert_eq!((list.next.clone(), list.prev.clone()), before);
+    }
+}
