@@ -318,19 +318,19 @@ impl SimCluster {
         for r in out.aborted_reads {
             self.aborted_reads.push((id.clone(), r));
         }
-        if let Some(node) = self.nodes.get(id) {
-            if node.is_leader() {
-                let term = node.term();
-                if let Some(other) = self.leaders.insert(term, id.clone()) {
-                    assert_eq!(&other, id, "two leaders in term {term} (seed {})", self.seed);
-                }
+        if let Some(node) = self.nodes.get(id)
+            && node.is_leader()
+        {
+            let term = node.term();
+            if let Some(other) = self.leaders.insert(term, id.clone()) {
+                assert_eq!(&other, id, "two leaders in term {term} (seed {})", self.seed);
             }
         }
-        if let Some(point) = out.sync {
-            if let Some(node) = self.nodes.get_mut(id) {
-                let more = node.persisted(point.index, point.term).expect("persisted");
-                self.handle_output(id, more);
-            }
+        if let Some(point) = out.sync
+            && let Some(node) = self.nodes.get_mut(id)
+        {
+            let more = node.persisted(point.index, point.term).expect("persisted");
+            self.handle_output(id, more);
         }
     }
 
@@ -454,11 +454,11 @@ impl SimCluster {
             for _ in 0..self.ids.len() {
                 starter = (starter + 1) % self.ids.len();
                 let id = self.ids[starter].clone();
-                if self.is_up(&id) {
-                    if let Some((i, _)) = self.propose(&id, command.clone()) {
-                        index = Some(i);
-                        break;
-                    }
+                if self.is_up(&id)
+                    && let Some((i, _)) = self.propose(&id, command.clone())
+                {
+                    index = Some(i);
+                    break;
                 }
             }
             if let Some(index) = index {

@@ -286,13 +286,12 @@ impl RaftNode {
     /// The shell synced storage through a [`SyncPoint`]: the log up to `index` (with `term`) is
     /// durable, so a leader may count itself towards committing it.
     pub fn persisted(&mut self, index: Index, term: Term) -> Result<Output> {
-        if self.log.term_at(index) == Some(term) {
-            if let Role::Leader(leader) = &mut self.role {
-                if index > leader.self_match {
-                    leader.self_match = index;
-                    self.maybe_commit()?;
-                }
-            }
+        if self.log.term_at(index) == Some(term)
+            && let Role::Leader(leader) = &mut self.role
+            && index > leader.self_match
+        {
+            leader.self_match = index;
+            self.maybe_commit()?;
         }
         Ok(self.take_output())
     }
@@ -300,11 +299,11 @@ impl RaftNode {
     /// The shell could not deliver to `peer` (connection refused, timeout). The leader stops
     /// waiting for the lost request and will probe again from the last known match.
     pub fn report_unreachable(&mut self, peer: &NodeId) {
-        if let Role::Leader(leader) = &mut self.role {
-            if let Some(p) = leader.progress.get_mut(peer) {
-                p.inflight = None;
-                p.next_index = p.match_index + 1;
-            }
+        if let Role::Leader(leader) = &mut self.role
+            && let Some(p) = leader.progress.get_mut(peer)
+        {
+            p.inflight = None;
+            p.next_index = p.match_index + 1;
         }
     }
 
@@ -530,10 +529,10 @@ impl RaftNode {
                 return Ok(());
             }
         }
-        if let Message::RequestVoteResponse(resp) = &env.message {
-            if resp.pre_vote {
-                return self.handle_pre_vote_response(env.from, env.term, resp.vote_granted);
-            }
+        if let Message::RequestVoteResponse(resp) = &env.message
+            && resp.pre_vote
+        {
+            return self.handle_pre_vote_response(env.from, env.term, resp.vote_granted);
         }
         // §5.1: a higher term makes us a follower of it first, whatever the message is.
         if env.term > self.current_term {
@@ -914,7 +913,8 @@ impl RaftNode {
 
     /// More than half of the whole cluster, this node included (a 4-node cluster needs 3).
     fn quorum(&self) -> usize {
-        (self.config.peers.len() + 1) / 2 + 1
+        let cluster_size = self.config.peers.len() + 1;
+        cluster_size / 2 + 1
     }
 
     fn reset_election_timeout(&mut self) {

@@ -119,12 +119,10 @@ fn only(method: &Method, want: Method) -> Result<()> {
 
 /// Reads the request body, refusing more than `limit` bytes before reading them all.
 fn read_body(request: &mut Request, limit: usize) -> Result<Vec<u8>> {
-    if let Some(len) = request.body_length() {
-        if len > limit {
-            return Err(Error::TooLarge(format!(
-                "body of {len} bytes is over the {limit}-byte limit"
-            )));
-        }
+    if let Some(len) = request.body_length()
+        && len > limit
+    {
+        return Err(Error::TooLarge(format!("body of {len} bytes is over the {limit}-byte limit")));
     }
     let mut body = Vec::new();
     request
@@ -192,10 +190,8 @@ fn get(
     stale: bool,
     forwarded: bool,
 ) -> Result<Reply> {
-    if !stale {
-        if let Some(reply) = barrier_or_forward(shared, request, &[], forwarded)? {
-            return Ok(reply);
-        }
+    if !stale && let Some(reply) = barrier_or_forward(shared, request, &[], forwarded)? {
+        return Ok(reply);
     }
     shared.with_kv(|kv| match kv.get(key) {
         Some(value) => Ok(Reply::json(200, &json!({ "key": key, "value": value }))),
@@ -204,10 +200,8 @@ fn get(
 }
 
 fn all(shared: &Shared, request: &mut Request, stale: bool, forwarded: bool) -> Result<Reply> {
-    if !stale {
-        if let Some(reply) = barrier_or_forward(shared, request, &[], forwarded)? {
-            return Ok(reply);
-        }
+    if !stale && let Some(reply) = barrier_or_forward(shared, request, &[], forwarded)? {
+        return Ok(reply);
     }
     shared.with_kv(|kv| Ok(Reply::json(200, &json!(kv.all()))))
 }

@@ -73,9 +73,9 @@ impl Cluster {
         }
         let mut proxies = BTreeMap::new();
         for i in 0..n {
-            for j in 0..n {
+            for (j, target) in addrs.iter().enumerate() {
                 if i != j {
-                    proxies.insert((i, j), LinkProxy::start(&addrs[j])?);
+                    proxies.insert((i, j), LinkProxy::start(target)?);
                 }
             }
         }
@@ -120,10 +120,10 @@ impl Cluster {
     /// (Re)starts node `i` if it is not running.
     pub fn restart(&mut self, i: usize) -> std::io::Result<()> {
         let node = &mut self.nodes[i];
-        if let Some(child) = &mut node.child {
-            if child.try_wait()?.is_none() {
-                return Ok(());
-            }
+        if let Some(child) = &mut node.child
+            && child.try_wait()?.is_none()
+        {
+            return Ok(());
         }
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -166,10 +166,10 @@ impl Cluster {
 
     /// SIGSTOP node `i`.
     pub fn pause(&mut self, i: usize) {
-        if let Some(child) = &self.nodes[i].child {
-            if signal(child.id(), "STOP") {
-                self.nodes[i].paused = true;
-            }
+        if let Some(child) = &self.nodes[i].child
+            && signal(child.id(), "STOP")
+        {
+            self.nodes[i].paused = true;
         }
     }
 
