@@ -1,5 +1,6 @@
 //! RaftLabKV: a key-value store replicated with Raft, synchronous and threaded.
 
+pub mod chaos;
 pub mod check;
 pub mod client;
 pub mod error;

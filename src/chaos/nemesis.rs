@@ -1,0 +1,423 @@
+//! The nemesis: seeded fault injection on a [`Cluster`], one fault at a time, healed between.
+//!
+//! See the [module documentation](super) for the list of faults.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use super::workload::{Clock, agent, secs};
+use crate::testkit::{Cluster, LinkMode};
+
+/// The kinds of fault the nemesis can inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultKind {
+    /// Split the nodes into two sides (or cut the leader off), links between them refusing
+    /// connections or black-holing them.
+    Partition,
+    /// SIGSTOP the leader for 1–5 s, then SIGCONT.
+    Pause,
+    /// `kill -9` one random node, restart it later (same data dir).
+    Kill,
+    /// `kill -9` every node, restart them all.
+    KillAll,
+    /// Cut links in one direction only: a node that can send but not receive, or the reverse.
+    OneWay,
+    /// Slow links: every chunk on the chosen links waits tens to hundreds of milliseconds.
+    Delay,
+    /// Lossy links: each chunk breaks its connection with some probability.
+    Lossy,
+}
+
+impl FaultKind {
+    /// Every kind.
+    pub const ALL: [FaultKind; 7] = [
+        FaultKind::Partition,
+        FaultKind::Pause,
+        FaultKind::Kill,
+        FaultKind::KillAll,
+        FaultKind::OneWay,
+        FaultKind::Delay,
+        FaultKind::Lossy,
+    ];
+
+    /// The name used by `--faults`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Partition => "partition",
+            FaultKind::Pause => "pause",
+            FaultKind::Kill => "kill",
+            FaultKind::KillAll => "killall",
+            FaultKind::OneWay => "oneway",
+            FaultKind::Delay => "delay",
+            FaultKind::Lossy => "lossy",
+        }
+    }
+
+    /// Parses `partition,pause,...` or `all` (or `none`, for a run without faults).
+    pub fn parse_list(text: &str) -> Result<Vec<FaultKind>, String> {
+        let mut kinds = Vec::new();
+        for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            match word {
+                "all" => kinds.extend(FaultKind::ALL),
+                "none" => {}
+                _ => match FaultKind::ALL.iter().find(|k| k.name() == word) {
+                    Some(k) => kinds.push(*k),
+                    None => {
+                        let names: Vec<&str> = FaultKind::ALL.iter().map(|k| k.name()).collect();
+                        return Err(format!(
+                            "unknown fault {word:?}; expected all, none or some of {}",
+                            names.join(",")
+                        ));
+                    }
+                },
+            }
+        }
+        kinds.sort();
+        kinds.dedup();
+        Ok(kinds)
+    }
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Something that happened, at a time on the run's [`Clock`].
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    /// Nanoseconds since the run started.
+    pub at: u64,
+    /// What happened, in words.
+    pub what: String,
+}
+
+/// After each heal: how long until a write was acknowledged again.
+#[derive(Debug, Clone, Serialize)]
+pub struct Recovery {
+    /// The fault that was healed.
+    pub fault: FaultKind,
+    /// When the heal happened (nanoseconds since the start).
+    pub healed_at: u64,
+    /// Time from the heal to the first acknowledged write; `None` if none came within the limit.
+    pub first_write_after: Option<Duration>,
+}
+
+/// The nemesis of one run.
+pub struct Nemesis<'a> {
+    cluster: &'a mut Cluster,
+    clock: Clock,
+    rng: StdRng,
+    kinds: Vec<FaultKind>,
+    /// Everything the nemesis did, in order.
+    pub timeline: Vec<Event>,
+    /// One entry per heal.
+    pub recoveries: Vec<Recovery>,
+    /// How long a fault lasts: drawn from this range.
+    pub fault_time: (Duration, Duration),
+    /// Quiet time after a heal (once a write went through again), drawn from this range.
+    pub quiet_time: (Duration, Duration),
+    /// After a heal, give up waiting for an acknowledged write after this long.
+    pub recovery_limit: Duration,
+    probes: u64,
+}
+
+impl<'a> Nemesis<'a> {
+    /// A nemesis for `cluster`, choosing among `kinds` with a seeded RNG.
+    pub fn new(cluster: &'a mut Cluster, clock: Clock, seed: u64, kinds: Vec<FaultKind>) -> Self {
+        Nemesis {
+            cluster,
+            clock,
+            rng: StdRng::seed_from_u64(seed),
+            kinds,
+            timeline: Vec::new(),
+            recoveries: Vec::new(),
+            fault_time: (Duration::from_secs(1), Duration::from_secs(4)),
+            quiet_time: (Duration::from_millis(500), Duration::from_millis(2000)),
+            recovery_limit: Duration::from_secs(20),
+            probes: 0,
+        }
+    }
+
+    /// Records an event now.
+    pub fn note(&mut self, what: impl Into<String>) {
+        let event = Event { at: self.clock.now(), what: what.into() };
+        self.timeline.push(event);
+    }
+
+    fn draw(&mut self, range: (Duration, Duration)) -> Duration {
+        if range.1 <= range.0 {
+            return range.0;
+        }
+        self.rng.gen_range(range.0..range.1)
+    }
+
+    /// Injects faults until `end`: fault, wait, heal, wait for a write to go through, quiet, again.
+    /// Leaves the cluster healed.
+    pub fn run(&mut self, end: Instant) {
+        while Instant::now() < end {
+            let quiet = self.draw(self.quiet_time);
+            sleep_until(end, quiet);
+            if Instant::now() >= end || self.kinds.is_empty() {
+                break;
+            }
+            let kind = *self.kinds.choose(&mut self.rng).expect("kinds is not empty");
+            let hold = self.draw(self.fault_time);
+            self.inject(kind, hold, end);
+            self.heal(&format!("heal after {kind}"));
+            let first_write_after = self.probe_write();
+            let healed_at = self.timeline.last().map_or(0, |e| e.at);
+            match first_write_after {
+                Some(d) => {
+                    self.note(format!("write acknowledged {:.3}s after the heal", d.as_secs_f64()))
+                }
+                None => self.note(format!(
+                    "NO write acknowledged within {:?} of the heal",
+                    self.recovery_limit
+                )),
+            }
+            self.recoveries.push(Recovery { fault: kind, healed_at, first_write_after });
+        }
+        sleep_until(end, Duration::MAX);
+    }
+
+    /// Undoes everything: every link passes, paused nodes continue, dead nodes restart.
+    pub fn heal(&mut self, what: &str) {
+        self.cluster.heal();
+        for i in self.cluster.all() {
+            self.cluster.resume(i);
+            if !self.cluster.is_running(i)
+                && let Err(e) = self.cluster.restart(i)
+            {
+                self.note(format!("could not restart {}: {e}", self.cluster.nodes[i].id));
+            }
+        }
+        self.note(what.to_string());
+    }
+
+    /// The node that leads in the highest term, as far as the nodes that answer say.
+    fn leader(&self) -> Option<usize> {
+        self.cluster
+            .all()
+            .into_iter()
+            .filter_map(|i| self.cluster.status(i).map(|s| (i, s)))
+            .filter(|(_, s)| s["isLeader"] == true)
+            .max_by_key(|(_, s)| s["term"].as_u64().unwrap_or(0))
+            .map(|(i, _)| i)
+    }
+
+    fn name(&self, i: usize) -> String {
+        self.cluster.nodes[i].id.clone()
+    }
+
+    fn names(&self, group: &[usize]) -> String {
+        let names: Vec<String> = group.iter().map(|&i| self.name(i)).collect();
+        format!("{{{}}}", names.join(","))
+    }
+
+    /// Applies one fault of `kind`, holds it for `hold` (never past `end`), and leaves it for
+    /// [`Nemesis::heal`] to undo.
+    fn inject(&mut self, kind: FaultKind, hold: Duration, end: Instant) {
+        let n = self.cluster.nodes.len();
+        let mut all = self.cluster.all();
+        match kind {
+            FaultKind::Partition => {
+                let mode =
+                    if self.rng.gen_bool(0.5) { LinkMode::Refuse } else { LinkMode::Blackhole };
+                let mode_name = if mode == LinkMode::Refuse { "refuse" } else { "black hole" };
+                let leader = self.leader();
+                let (side, what) = match leader {
+                    Some(l) if self.rng.gen_bool(0.4) => (vec![l], "isolate the leader"),
+                    _ => {
+                        all.shuffle(&mut self.rng);
+                        let k = self.rng.gen_range(1..=n / 2);
+                        (all[..k].to_vec(), "partition")
+                    }
+                };
+                let other: Vec<usize> =
+                    self.cluster.all().into_iter().filter(|i| !side.contains(i)).collect();
+                self.cluster.partition(&[side.clone(), other.clone()], mode);
+                let text =
+                    format!("{what} ({mode_name}): {} | {}", self.names(&side), self.names(&other));
+                self.note(text);
+            }
+            FaultKind::Pause => {
+                let target = self.leader().unwrap_or_else(|| self.rng.gen_range(0..n));
+                let hold = self.draw((Duration::from_secs(1), Duration::from_secs(5)));
+                self.cluster.pause(target);
+                self.note(format!(
+                    "SIGSTOP {} (leader) for {:.1}s",
+                    self.name(target),
+                    hold.as_secs_f64()
+                ));
+                sleep_until(end, hold);
+                self.cluster.resume(target);
+                self.note(format!("SIGCONT {}", self.name(target)));
+                return;
+            }
+            FaultKind::Kill => {
+                let target = self.rng.gen_range(0..n);
+                self.cluster.kill(target);
+                self.note(format!("kill -9 {}", self.name(target)));
+            }
+            FaultKind::KillAll => {
+                for i in self.cluster.all() {
+                    self.cluster.kill(i);
+                }
+                self.note("kill -9 every node");
+                // All down for a moment only: the restart (and recovery from the WAL) is the test.
+                let down = self.draw((Duration::from_millis(100), Duration::from_millis(1500)));
+                sleep_until(end, down);
+                return;
+            }
+            FaultKind::OneWay => {
+                let x = self
+                    .leader()
+                    .filter(|_| self.rng.gen_bool(0.5))
+                    .unwrap_or_else(|| self.rng.gen_range(0..n));
+                let outgoing = self.rng.gen_bool(0.5);
+                let mode =
+                    if self.rng.gen_bool(0.5) { LinkMode::Refuse } else { LinkMode::Blackhole };
+                for j in 0..n {
+                    if j != x {
+                        let (from, to) = if outgoing { (x, j) } else { (j, x) };
+                        self.cluster.set_link(from, to, mode);
+                    }
+                }
+                let text = format!(
+                    "one-way cut ({}): {} {}",
+                    if mode == LinkMode::Refuse { "refuse" } else { "black hole" },
+                    self.name(x),
+                    if outgoing {
+                        "cannot reach the others (they reach it)"
+                    } else {
+                        "cannot be reached (it reaches the others)"
+                    }
+                );
+                self.note(text);
+            }
+            FaultKind::Delay => {
+                let base_ms = self.rng.gen_range(20..200);
+                let jitter_ms = self.rng.gen_range(0..=base_ms / 2);
+                let links = self.some_links();
+                for &(i, j) in &links {
+                    self.cluster.set_link(i, j, LinkMode::Delay { base_ms, jitter_ms });
+                }
+                self.note(format!(
+                    "delay {base_ms}±{jitter_ms} ms on {}",
+                    self.describe_links(&links)
+                ));
+            }
+            FaultKind::Lossy => {
+                let loss = self.rng.gen_range(0.05..0.3);
+                let links = self.some_links();
+                for &(i, j) in &links {
+                    self.cluster.set_link(i, j, LinkMode::Lossy { loss });
+                }
+                self.note(format!(
+                    "lossy ({:.0}% of chunks break their connection) on {}",
+                    loss * 100.0,
+                    self.describe_links(&links)
+                ));
+            }
+        }
+        sleep_until(end, hold);
+    }
+
+    /// Every directed link, or those of one random node, or half of them at random.
+    fn some_links(&mut self) -> Vec<(usize, usize)> {
+        let n = self.cluster.nodes.len();
+        let mut links: Vec<(usize, usize)> =
+            (0..n).flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j))).collect();
+        match self.rng.gen_range(0..3) {
+            0 => links,
+            1 => {
+                let x = self.rng.gen_range(0..n);
+                links.retain(|&(i, j)| i == x || j == x);
+                links
+            }
+            _ => {
+                links.shuffle(&mut self.rng);
+                links.truncate(links.len() / 2);
+                links
+            }
+        }
+    }
+
+    fn describe_links(&self, links: &[(usize, usize)]) -> String {
+        let n = self.cluster.nodes.len();
+        if links.len() == n * (n - 1) {
+            return "every link".into();
+        }
+        let parts: Vec<String> =
+            links.iter().map(|&(i, j)| format!("{}->{}", self.name(i), self.name(j))).collect();
+        parts.join(" ")
+    }
+
+    /// Puts a probe key (outside the workload's keys) through the nodes in turn until one write
+    /// is acknowledged; returns how long that took, or `None` after [`Nemesis::recovery_limit`].
+    fn probe_write(&mut self) -> Option<Duration> {
+        let t0 = Instant::now();
+        let agent = agent(Duration::from_secs(1));
+        let n = self.cluster.nodes.len();
+        let mut turn = self.rng.gen_range(0..n);
+        while t0.elapsed() < self.recovery_limit {
+            self.probes += 1;
+            let url = format!("http://{}/kv/put", self.cluster.nodes[turn % n].addr);
+            let body =
+                serde_json::json!({ "key": "chaos-probe", "value": self.probes.to_string() });
+            let ok = agent
+                .post(&url)
+                .set("Content-Type", "application/json")
+                .send_string(&body.to_string())
+                .is_ok_and(|r| r.status() == 200);
+            if ok {
+                return Some(t0.elapsed());
+            }
+            turn += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+/// Sleeps for `d`, but not past `end`.
+fn sleep_until(end: Instant, d: Duration) {
+    let now = Instant::now();
+    let until = now.checked_add(d).map_or(end, |t| t.min(end));
+    if until > now {
+        std::thread::sleep(until - now);
+    }
+}
+
+/// Formats a timeline as text, one event per line (`  12.345s  what`).
+pub fn format_timeline(events: &[Event]) -> String {
+    let mut out = String::new();
+    for e in events {
+        out.push_str(&format!("{:>10}  {}\n", secs(e.at), e.what));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_lists_parse() {
+        assert_eq!(FaultKind::parse_list("all").unwrap(), FaultKind::ALL.to_vec());
+        assert_eq!(
+            FaultKind::parse_list("kill, partition,kill").unwrap(),
+            vec![FaultKind::Partition, FaultKind::Kill]
+        );
+        assert!(FaultKind::parse_list("none").unwrap().is_empty());
+        assert!(FaultKind::parse_list("meteor").is_err());
+    }
+}
