@@ -68,6 +68,11 @@
 //! * a **write** with an unknown outcome may take effect at any instant after its call — or never.
 //!   "Never" needs no special case: with an infinite return, the search may linearize it after
 //!   every other operation, where it changes nothing anyone observed.
+//!   A **put** with an unknown outcome whose value *no read returned* is dropped before the
+//!   search (for keys without appends): linearized last it is never observed, and taking it out of
+//!   any linearization leaves one. This matters: every unknown write doubles the configurations a
+//!   search must rule out before it may call a history illegal, and under faults most unknown puts
+//!   are never read back.
 //! * a **read** with an unknown outcome constrains nothing and is dropped. (A read whose value is
 //!   known but whose return time is not — unusual — is kept, with an infinite return: it took
 //!   effect at some instant after its call.)
@@ -439,7 +444,39 @@ fn project(ops: &[Operation]) -> Result<BTreeMap<String, Vec<Projected>>, &Opera
             _ => return Err(op),
         }
     }
+    for list in per_key.values_mut() {
+        prune_unobserved_unknown_puts(list);
+    }
     Ok(per_key)
+}
+
+/// Drops the puts with unknown outcome whose value no read returned (see "Unknown outcomes" in
+/// the module docs). Sound for a register of puts and deletes: such a put can always be
+/// linearized last, where nobody observes it, and removing it from any linearization leaves a
+/// linearization (the next operation after it is a write, which overwrites it anyway). Not with
+/// appends, whose result depends on what came before: a key with any append is left as it is.
+fn prune_unobserved_unknown_puts(list: &mut Vec<Projected>) {
+    if list.iter().any(|p| matches!(p.entry.op, KeyOp::Append(_))) {
+        return;
+    }
+    let read: BTreeSet<&str> = list
+        .iter()
+        .filter_map(|p| match &p.entry.op {
+            KeyOp::Get(Some(v)) => Some(v.as_str()),
+            _ => None,
+        })
+        .collect();
+    let unobserved = |p: &Projected| {
+        p.entry.ret.is_none() && matches!(&p.entry.op, KeyOp::Put(v) if !read.contains(v.as_str()))
+    };
+    let drop: Vec<bool> = list.iter().map(unobserved).collect();
+    if drop.contains(&true) {
+        let mut i = 0;
+        list.retain(|_| {
+            i += 1;
+            !drop[i - 1]
+        });
+    }
 }
 
 /// Shrinks a failing sub-history (see "Minimising failures" in the module docs) within the

@@ -186,6 +186,23 @@ fn unknown_put_that_never_took_effect_is_ok() {
 }
 
 #[test]
+fn many_unread_unknown_puts_do_not_hide_a_violation() {
+    // Forty puts that timed out, none ever read back, then a lost acknowledged write. Each of them
+    // may or may not have happened, so without dropping them the search would have to rule out
+    // 2^40 configurations before calling the history illegal.
+    let mut h: Vec<Operation> =
+        (0..40).map(|i| put_unknown(i + 10, "a", &format!("u{i}"), i)).collect();
+    h.push(put(1, "a", "x", 100, 110));
+    h.push(get(2, "a", None, 120, 130));
+    let shrunk = assert_illegal(&h, "a");
+    assert_eq!(shrunk, vec![put(1, "a", "x", 100, 110), get(2, "a", None, 120, 130)]);
+    // One of them read back stays, and explains a read.
+    h.pop();
+    h.push(get(2, "a", Some("u7"), 120, 130));
+    assert_eq!(check(&h), Verdict::Ok);
+}
+
+#[test]
 fn unknown_put_cannot_take_effect_before_its_call_or_flip_back() {
     // Seen before it was called: illegal.
     let early = [get(3, "a", Some("2"), 0, 10), put_unknown(2, "a", "2", 20)];
