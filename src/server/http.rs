@@ -295,7 +295,8 @@ fn write_with_body(
 /// Relays a client request to the leader and its answer back.
 fn forward(request: &Request, leader_addr: &str, body: &[u8], shared: &Shared) -> Result<Reply> {
     let url = format!("http://{leader_addr}{}", request.url());
-    let agent = forward_agent(shared);
+    let is_write = *request.method() != Method::Get;
+    let agent = forward_agent(shared, is_write);
     let req = agent
         .request(request.method().as_str(), &url)
         .set(FORWARDED, &shared.config.id)
@@ -308,7 +309,6 @@ fn forward(request: &Request, leader_addr: &str, body: &[u8], shared: &Shared) -
             // Did the leader get it? A refused connection means no; anything later, maybe.
             let refused = matches!(&e, ureq::Error::Transport(t) if t.kind() == ureq::ErrorKind::ConnectionFailed);
             let msg = format!("forwarding to the leader at {leader_addr} failed: {e}");
-            let is_write = *request.method() != Method::Get;
             return Err(if refused || !is_write {
                 Error::Unavailable(msg)
             } else {
@@ -326,18 +326,30 @@ fn forward(request: &Request, leader_addr: &str, body: &[u8], shared: &Shared) -
     Ok(Reply { status, body: out })
 }
 
-fn forward_agent(shared: &Shared) -> ureq::Agent {
+/// The agent for forwarding. Reads share a keep-alive pool. Writes get a fresh connection each:
+/// ureq re-sends a request it deems idempotent (GET, and also DELETE) on a new connection when a
+/// *pooled* connection closes before the answer, so through a pool a forwarded DELETE could reach
+/// the leader twice — and be applied twice, undoing a put committed in between — and a refused
+/// resend would be reported as 503 "not applied" although the first copy may have been. Without
+/// a pool every write is sent exactly once, and a failure to connect really means "not sent".
+fn forward_agent(shared: &Shared, is_write: bool) -> ureq::Agent {
     use std::sync::OnceLock;
-    static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
-    AGENT
-        .get_or_init(|| {
-            ureq::AgentBuilder::new()
-                .timeout_connect(Duration::from_millis(500))
-                .timeout(shared.config.request_timeout + Duration::from_secs(1))
-                .max_idle_connections_per_host(64)
-                .build()
-        })
-        .clone()
+    static READS: OnceLock<ureq::Agent> = OnceLock::new();
+    static WRITES: OnceLock<ureq::Agent> = OnceLock::new();
+    let build = |idle: usize| {
+        ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_millis(500))
+            .timeout(shared.config.request_timeout + Duration::from_secs(1))
+            .max_idle_connections(idle)
+            .max_idle_connections_per_host(idle)
+            .redirects(0)
+            .build()
+    };
+    if is_write {
+        WRITES.get_or_init(|| build(0)).clone()
+    } else {
+        READS.get_or_init(|| build(64)).clone()
+    }
 }
 
 fn peer_rpc(shared: &Shared, request: &mut Request, path: &str) -> Result<Reply> {
