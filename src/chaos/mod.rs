@@ -456,10 +456,10 @@ fn finish(mut report: ChaosReport, started: Instant) -> std::io::Result<ChaosRep
     std::fs::write(dir.join("summary.txt"), summary)?;
     let mut timeline = nemesis::format_timeline(&report.timeline);
     if let Some(Checked { verdict: Verdict::Illegal { key, history }, .. }) = &report.checked {
-        let _ = writeln!(timeline, "\nsmallest failing history found for key {key}:");
-        timeline.push_str(&format_history(history));
+        let text = describe_witness(key, history);
+        let _ = writeln!(timeline, "\n{text}");
         std::fs::write(dir.join("failing-history.json"), history_to_json(history))?;
-        std::fs::write(dir.join("failing-history.txt"), format_history(history))?;
+        std::fs::write(dir.join("failing-history.txt"), text)?;
     }
     std::fs::write(dir.join("timeline.txt"), timeline)?;
     if !report.passed() {
@@ -470,6 +470,26 @@ fn finish(mut report: ChaosReport, started: Instant) -> std::io::Result<ChaosRep
         }
     }
     Ok(report)
+}
+
+/// The checker's witness as text. The shrinker cuts the history at the earliest time the violation
+/// is visible, so the reads at its end are the ones no order explains: the tail is shown first.
+pub fn describe_witness(key: &str, history: &[Operation]) -> String {
+    const TAIL: usize = 40;
+    let mut sorted: Vec<Operation> = history.to_vec();
+    sorted.sort_by_key(|o| o.call);
+    let mut out = format!(
+        "smallest failing history found for key {key}: {} operations (the checker keeps every \
+         write before the violation; no order of them explains the reads at the end)\n",
+        sorted.len()
+    );
+    if sorted.len() > TAIL {
+        let _ = writeln!(out, "\nthe last {TAIL} operations:");
+        out.push_str(&format_history(&sorted[sorted.len() - TAIL..]));
+        out.push_str("\nall of them:\n");
+    }
+    out.push_str(&format_history(&sorted));
+    out
 }
 
 /// A history as text, one operation per line, in call order:
