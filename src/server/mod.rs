@@ -534,6 +534,12 @@ impl Shared {
     /// The node's status.
     pub fn status(&self) -> StatusView {
         let s = self.raft.lock().status();
+        // One read guard: parking_lot's RwLock is fair, so a second `read()` while holding one
+        // blocks if the apply thread is waiting to write, and the two wait for each other forever.
+        let (last_applied, keys) = {
+            let kv = self.kv.read();
+            (kv.applied_index(), kv.len())
+        };
         StatusView {
             is_leader: s.role == "leader",
             leader_addr: s.leader.as_ref().and_then(|l| self.addr_of(l)),
@@ -542,9 +548,9 @@ impl Shared {
             role: s.role,
             leader: s.leader,
             commit_index: s.commit_index,
-            last_applied: self.kv.read().applied_index(),
+            last_applied,
             last_log_index: s.last_log_index,
-            keys: self.kv.read().len(),
+            keys,
             peers: self.config.peers.clone(),
             uptime_secs: self.started.elapsed().as_secs(),
             rpcs_sent: self.rpcs_sent.load(Ordering::Relaxed),
