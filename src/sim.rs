@@ -492,6 +492,13 @@ impl SimCluster {
         self.applied.get(id)
     }
 
+    /// The entry some node applied at `index` (every node that applies it applies the same one),
+    /// as (term, command): how a simulated client learns that its proposal committed, and
+    /// whether it was its own entry (same term) or another leader's.
+    pub fn committed_at(&self, index: Index) -> Option<(Term, &[u8])> {
+        self.committed.get(&index).map(|(term, command)| (*term, command.as_slice()))
+    }
+
     /// Highest index applied by any node.
     pub fn max_committed(&self) -> Index {
         self.committed.keys().next_back().copied().unwrap_or(0)
