@@ -25,7 +25,8 @@
 //! processes' timing still varies run to run). It loops until the run's time is up:
 //!
 //! 1. a quiet period (0.5–2 s);
-//! 2. one fault, drawn from the kinds enabled with `--faults`, held for 1–4 s:
+//! 2. one fault, held for 1–4 s. Kinds are drawn from those enabled with `--faults` in rounds:
+//!    each round uses every enabled kind once, in a random order.
 //!    * `partition` — a random minority/majority split, or the leader cut off alone; links between
 //!      the sides refuse connections (and cut open ones) or black-hole them (accept, never answer);
 //!    * `pause` — SIGSTOP the leader for 1–5 s, then SIGCONT (a GC pause, a stalled VM: it wakes up

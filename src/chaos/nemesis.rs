@@ -116,6 +116,9 @@ pub struct Nemesis<'a> {
     clock: Clock,
     rng: StdRng,
     kinds: Vec<FaultKind>,
+    /// The rest of the current round: every enabled kind once, in a random order, so a short run
+    /// still sees each kind (once there are at least as many faults as kinds).
+    round: Vec<FaultKind>,
     /// Everything the nemesis did, in order.
     pub timeline: Vec<Event>,
     /// One entry per heal.
@@ -137,6 +140,7 @@ impl<'a> Nemesis<'a> {
             clock,
             rng: StdRng::seed_from_u64(seed),
             kinds,
+            round: Vec::new(),
             timeline: Vec::new(),
             recoveries: Vec::new(),
             fault_time: (Duration::from_secs(1), Duration::from_secs(4)),
@@ -168,7 +172,11 @@ impl<'a> Nemesis<'a> {
             if Instant::now() >= end || self.kinds.is_empty() {
                 break;
             }
-            let kind = *self.kinds.choose(&mut self.rng).expect("kinds is not empty");
+            if self.round.is_empty() {
+                self.round = self.kinds.clone();
+                self.round.shuffle(&mut self.rng);
+            }
+            let kind = self.round.pop().expect("kinds is not empty");
             let hold = self.draw(self.fault_time);
             self.inject(kind, hold, end);
             self.heal(&format!("heal after {kind}"));
@@ -178,10 +186,13 @@ impl<'a> Nemesis<'a> {
                 Some(d) => {
                     self.note(format!("write acknowledged {:.3}s after the heal", d.as_secs_f64()))
                 }
-                None => self.note(format!(
-                    "NO write acknowledged within {:?} of the heal",
-                    self.recovery_limit
-                )),
+                None => {
+                    self.note(format!(
+                        "NO write acknowledged within {:?} of the heal",
+                        self.recovery_limit
+                    ));
+                    self.note_statuses();
+                }
             }
             self.recoveries.push(Recovery { fault: kind, healed_at, first_write_after });
         }
@@ -200,6 +211,26 @@ impl<'a> Nemesis<'a> {
             }
         }
         self.note(what.to_string());
+    }
+
+    /// Records every node's `/status` (role, term, commit and applied indexes), for diagnosis.
+    pub fn note_statuses(&mut self) {
+        for i in self.cluster.all() {
+            let text = match self.cluster.status(i) {
+                Some(s) => format!(
+                    "  {}: {} term {} leader {} last log {} commit {} applied {}",
+                    self.name(i),
+                    s["role"].as_str().unwrap_or("?"),
+                    s["term"],
+                    s["leader"],
+                    s["lastLogIndex"],
+                    s["commitIndex"],
+                    s["lastApplied"]
+                ),
+                None => format!("  {}: no answer to /status", self.name(i)),
+            };
+            self.note(text);
+        }
     }
 
     /// The node that leads in the highest term, as far as the nodes that answer say.
