@@ -5,6 +5,7 @@
 //! raftlabkv-client put <key> <value...>                               # one command, then exit
 //! raftlabkv-client get <key> | delete <key> | getall | status
 //! raftlabkv-client bench --clients 8 --duration 10 --workload mixed   # load test
+//! raftlabkv-client verify --time 30 --clients 8 --keys 5              # linearizability check
 //! ```
 //!
 //! Exit status: 0 on success, 1 when the command failed (including `get` of a missing key, and a
@@ -17,6 +18,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use raftlabkv::Error;
+use raftlabkv::chaos::workload::{WorkloadConfig, verify};
+use raftlabkv::check::{Verdict, history_to_json};
 use raftlabkv::client::bench::{self, BenchConfig, Workload};
 use raftlabkv::client::shell::{self, Command, RunOptions};
 use raftlabkv::client::{Client, DEFAULT_SERVERS};
@@ -76,6 +79,29 @@ enum Cmd {
     Status,
     /// Run a load test and print throughput and latency percentiles.
     Bench(BenchArgs),
+    /// Run concurrent clients against the cluster, record the history, and check that it is
+    /// linearizable (exits 1 if it is not, or if that could not be decided).
+    Verify(VerifyArgs),
+}
+
+#[derive(Args, Debug)]
+struct VerifyArgs {
+    /// Seconds to run the clients.
+    #[arg(long, default_value = "10", value_parser = parse_secs)]
+    time: Duration,
+    /// Concurrent client threads.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Keys to use. They are new keys (`verify-<random>-<n>`), so the cluster's data is not
+    /// touched, but they are left behind.
+    #[arg(long, default_value_t = 5)]
+    keys: usize,
+    /// Time budget of the linearizability check, in seconds.
+    #[arg(long, default_value = "60", value_parser = parse_secs)]
+    check_budget: Duration,
+    /// Where to save the history as JSON if the check fails (default: a temporary file).
+    #[arg(long)]
+    save: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -152,6 +178,7 @@ fn main() -> ExitCode {
     let command = match &cli.command {
         None => return interactive(&client(), options),
         Some(Cmd::Bench(args)) => return run_bench(&cli, args),
+        Some(Cmd::Verify(args)) => return run_verify(&cli, args),
         Some(Cmd::Put { key, value }) => Command::Put { key: key.clone(), value: value.join(" ") },
         Some(Cmd::Get { key }) => Command::Get { key: key.clone() },
         Some(Cmd::Delete { key }) => Command::Delete { key: key.clone() },
@@ -255,6 +282,45 @@ fn run_bench(cli: &Cli, args: &BenchArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `verify`: the chaos harness's workload and check (`raftlabkv::chaos::workload`), without faults
+/// of its own, against whatever cluster `--servers` names. Every HTTP attempt is one operation;
+/// `--timeout` is the per-request timeout.
+fn run_verify(cli: &Cli, args: &VerifyArgs) -> ExitCode {
+    let config = WorkloadConfig {
+        servers: cli.servers.clone(),
+        clients: args.clients.max(1),
+        keys: args.keys.max(1),
+        key_prefix: format!("verify-{:08x}-", rand::random::<u32>()),
+        request_timeout: cli.timeout,
+        duration: args.time,
+        seed: rand::random(),
+    };
+    eprintln!(
+        "verify: {} clients on keys {}0..{} for {:.0} s against {}",
+        config.clients,
+        config.key_prefix,
+        config.keys - 1,
+        config.duration.as_secs_f64(),
+        config.servers.join(",")
+    );
+    let report = verify(&config, args.check_budget);
+    println!("{}", report.summary());
+    if report.passed() {
+        return ExitCode::SUCCESS;
+    }
+    if let Verdict::Illegal { key, history } = &report.checked.verdict {
+        eprintln!("{}", raftlabkv::chaos::describe_witness(key, history));
+    }
+    let path = args.save.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("raftlabkv-verify-{}.json", std::process::id()))
+    });
+    match std::fs::write(&path, history_to_json(&report.history)) {
+        Ok(()) => eprintln!("history saved to {}", path.display()),
+        Err(e) => eprintln!("could not save the history to {}: {e}", path.display()),
+    }
+    ExitCode::FAILURE
 }
 
 fn print_out(text: &str) {
