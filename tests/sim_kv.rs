@@ -22,7 +22,7 @@
 //! Replay a seed with `RAFT_SEED=<seed> cargo test --release --test sim_kv -- --nocapture`;
 //! `SIM_KV_SEEDS=<n>` runs more seeds.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use raftlabkv::check::{KvInput, KvOutput, Operation, Verdict, check_history};
@@ -84,7 +84,7 @@ struct KvSim {
     next_client_id: u64,
     /// Reads confirmed by a leader (read id -> index), and aborted ones, seen so far.
     confirmed: HashMap<u64, Index>,
-    aborted: HashMap<u64, ()>,
+    aborted: HashSet<u64>,
     reads_seen: usize,
     aborted_seen: usize,
     /// Whether clients start new operations.
@@ -106,7 +106,7 @@ impl KvSim {
             next_read_id: 1,
             next_client_id: 1,
             confirmed: HashMap::new(),
-            aborted: HashMap::new(),
+            aborted: HashSet::new(),
             reads_seen: 0,
             aborted_seen: 0,
             accepting: true,
@@ -152,7 +152,7 @@ impl KvSim {
         }
         self.reads_seen = self.cluster.reads.len();
         for (_, id) in &self.cluster.aborted_reads[self.aborted_seen..] {
-            self.aborted.insert(*id, ());
+            self.aborted.insert(*id);
         }
         self.aborted_seen = self.cluster.aborted_reads.len();
     }
@@ -224,7 +224,7 @@ impl KvSim {
                     self.record(c.id, input, call, Some(output));
                     self.counts.ok_reads += 1;
                     self.think(now)
-                } else if crashed || now >= deadline || self.aborted.contains_key(&read_id) {
+                } else if crashed || now >= deadline || self.aborted.contains(&read_id) {
                     self.counts.not_applied += 1; // a read that failed: no constraint
                     self.think(now)
                 } else {
@@ -349,13 +349,13 @@ impl KvSim {
 /// One seeded run: faults for 30 simulated seconds, then a healed, reliable network until every
 /// client is done, a final read, convergence, and the check.
 fn run_seed(seed: u64) {
-    let nodes = if seed % 2 == 0 { 3 } else { 5 };
+    let nodes = if seed.is_multiple_of(2) { 3 } else { 5 };
     let mut sim = KvSim::new(nodes, seed, 5);
-    let reliable = seed % 4 == 0;
+    let reliable = seed.is_multiple_of(4);
     if !reliable {
         sim.cluster.net.drop_rate = 0.1;
         sim.cluster.net.max_delay = 3;
-        sim.cluster.net.reorder = seed % 3 == 0;
+        sim.cluster.net.reorder = seed.is_multiple_of(3);
     }
     let mut clients: Vec<Client> = (0..CLIENTS)
         .map(|i| Client { id: i + 1, target: i as usize % nodes, state: State::Idle { until: 0 } })
@@ -364,7 +364,7 @@ fn run_seed(seed: u64) {
 
     let fault_ticks = secs(30.0);
     while sim.cluster.now < fault_ticks {
-        if sim.cluster.now % secs(1.0) == 0 {
+        if sim.cluster.now.is_multiple_of(secs(1.0)) {
             sim.nemesis();
         }
         sim.tick(&mut clients);
