@@ -97,10 +97,15 @@ impl Pending {
         }
     }
 
-    /// Fails every waiter (shutdown).
+    /// Fails every waiter (shutdown). Reads get `error`. Writes are already in the log and may
+    /// still commit — through the next leader — so they get [`Error::OutcomeUnknown`], never
+    /// "not applied".
     pub fn fail_all(&mut self, error: Error) {
-        for (_, (_, tx)) in self.writes.drain() {
-            let _ = tx.send(Err(error.clone()));
+        for (index, (_, tx)) in self.writes.drain() {
+            let _ = tx.send(Err(Error::OutcomeUnknown(format!(
+                "{}; the write proposed at index {index} may still commit",
+                error.message()
+            ))));
         }
         for (_, tx) in self.reads.drain() {
             let _ = tx.send(Err(error.clone()));
@@ -125,6 +130,19 @@ mod tests {
         p.add_write(5, 2, tx);
         p.applied_entry(5, 3);
         assert!(matches!(rx.recv().unwrap(), Err(Error::Unavailable(_))));
+    }
+
+    #[test]
+    fn shutdown_leaves_waiting_writes_unknown_not_refused() {
+        let mut p = Pending::default();
+        let (wtx, wrx) = bounded(1);
+        let (rtx, rrx) = bounded(1);
+        p.add_write(5, 2, wtx);
+        p.add_read(1, rtx);
+        p.fail_all(Error::Unavailable("node is shutting down".into()));
+        // The entry is in the log and may commit through the next leader: not a 503.
+        assert!(matches!(wrx.recv().unwrap(), Err(Error::OutcomeUnknown(_))));
+        assert!(matches!(rrx.recv().unwrap(), Err(Error::Unavailable(_))));
     }
 
     #[test]
