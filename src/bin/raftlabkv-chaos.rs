@@ -29,8 +29,8 @@ struct Args {
     /// Seed for the nemesis and the clients (default: random, printed).
     #[arg(long)]
     seed: Option<u64>,
-    /// Fault kinds, comma-separated: partition,pause,kill,killall,oneway,delay,lossy, or all, or
-    /// none.
+    /// Fault kinds, comma-separated: partition,pause,kill,killall,restart,oneway,delay,lossy; or
+    /// all, or none.
     #[arg(long, default_value = "all")]
     faults: String,
     /// Client threads.

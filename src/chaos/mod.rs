@@ -33,6 +33,8 @@
 //!      believing it still leads);
 //!    * `kill` — `kill -9` a random node, restarted at the heal from its data dir;
 //!    * `killall` — `kill -9` every node, restarted together after 0.1–1.5 s;
+//!    * `restart` — SIGTERM a node (the leader half the time), wait for its clean exit, start it
+//!      again: a rolling restart;
 //!    * `oneway` — one node's outgoing links (it can be reached but cannot reach anyone) or incoming
 //!      links (the reverse) refuse or black-hole;
 //!    * `delay` — 20–200 ms (± jitter) per chunk on every link, one node's links, or half of them;

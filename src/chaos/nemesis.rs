@@ -26,6 +26,9 @@ pub enum FaultKind {
     Kill,
     /// `kill -9` every node, restart them all.
     KillAll,
+    /// SIGTERM one node (the leader half the time), wait for a clean exit, restart it: a rolling
+    /// restart, as an operator does it.
+    Restart,
     /// Cut links in one direction only: a node that can send but not receive, or the reverse.
     OneWay,
     /// Slow links: every chunk on the chosen links waits tens to hundreds of milliseconds.
@@ -36,11 +39,12 @@ pub enum FaultKind {
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 7] = [
+    pub const ALL: [FaultKind; 8] = [
         FaultKind::Partition,
         FaultKind::Pause,
         FaultKind::Kill,
         FaultKind::KillAll,
+        FaultKind::Restart,
         FaultKind::OneWay,
         FaultKind::Delay,
         FaultKind::Lossy,
@@ -53,6 +57,7 @@ impl FaultKind {
             FaultKind::Pause => "pause",
             FaultKind::Kill => "kill",
             FaultKind::KillAll => "killall",
+            FaultKind::Restart => "restart",
             FaultKind::OneWay => "oneway",
             FaultKind::Delay => "delay",
             FaultKind::Lossy => "lossy",
@@ -307,6 +312,21 @@ impl<'a> Nemesis<'a> {
                 let down = self.draw((Duration::from_millis(100), Duration::from_millis(1500)));
                 sleep_until(end, down);
                 return;
+            }
+            FaultKind::Restart => {
+                let target = self
+                    .leader()
+                    .filter(|_| self.rng.gen_bool(0.5))
+                    .unwrap_or_else(|| self.rng.gen_range(0..n));
+                let code = self.cluster.terminate(target, Duration::from_secs(10));
+                let how = match code {
+                    Some(c) => format!("exit code {c}"),
+                    None => "no clean exit within 10 s: killed".into(),
+                };
+                self.note(format!("SIGTERM {} ({how}), restart", self.name(target)));
+                if let Err(e) = self.cluster.restart(target) {
+                    self.note(format!("could not restart {}: {e}", self.name(target)));
+                }
             }
             FaultKind::OneWay => {
                 let x = self
