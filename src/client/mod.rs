@@ -267,7 +267,10 @@ impl ClientBuilder {
 pub struct Client {
     servers: Vec<String>,
     options: ClientOptions,
+    /// Reads: a keep-alive pool.
     agent: ureq::Agent,
+    /// Writes: no pool (see [`make_write_agent`]).
+    write_agent: ureq::Agent,
     state: Mutex<RouteState>,
 }
 
@@ -335,6 +338,7 @@ impl Client {
             servers.iter().map(|s| normalize_addr(s)).filter(|s| !s.is_empty()).collect();
         Client {
             agent: make_agent(&options),
+            write_agent: make_write_agent(&options),
             servers,
             options,
             state: Mutex::new(RouteState::default()),
@@ -577,7 +581,8 @@ impl Client {
     /// One request to one server. Ok is the body of a 200 answer.
     fn attempt(&self, server: &str, call: &Call<'_>, timeout: Duration) -> Result<String, Failure> {
         let url = format!("http://{server}{}", call.path);
-        let request = self.agent.request(call.method, &url).timeout(timeout);
+        let agent = if call.kind == Kind::Write { &self.write_agent } else { &self.agent };
+        let request = agent.request(call.method, &url).timeout(timeout);
         let result = match call.body {
             Some(body) => request.set("Content-Type", "application/json").send_string(body),
             None => request.call(),
@@ -697,6 +702,21 @@ pub(crate) fn make_agent(options: &ClientOptions) -> ureq::Agent {
     ureq::AgentBuilder::new()
         .timeout_connect(options.connect_timeout)
         .redirects(0)
+        .user_agent(concat!("raftlabkv-client/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// The agent for writes: like [`make_agent`], without a connection pool. ureq re-sends a request
+/// it deems idempotent (GET, and DELETE) on a new connection when a *pooled* connection closes
+/// before the answer; for a DELETE that already reached the server that is a second delete — one
+/// that can undo a put committed in between — and if the resend cannot connect, the failure looks
+/// like "not sent" and the delete would be retried on another server. On a fresh connection each
+/// write is sent exactly once.
+pub(crate) fn make_write_agent(options: &ClientOptions) -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout_connect(options.connect_timeout)
+        .redirects(0)
+        .max_idle_connections(0)
         .user_agent(concat!("raftlabkv-client/", env!("CARGO_PKG_VERSION")))
         .build()
 }

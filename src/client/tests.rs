@@ -292,6 +292,76 @@ fn lost_answer_on_a_write_is_outcome_unknown_but_a_read_is_retried() {
     assert_eq!(fast.count(), 1);
 }
 
+/// A raw HTTP/1.1 server (keep-alive) that answers every request 200, except the first DELETE
+/// it ever reads: for that one it closes the connection without answering. Counts DELETEs.
+fn drop_first_delete_server() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::AtomicUsize;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let deletes = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&deletes);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let counter = Arc::clone(&counter);
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut writer = stream;
+                loop {
+                    let mut head = Vec::new();
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        match reader.read_line(&mut line) {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) if line == "\r\n" => break,
+                            Ok(_) => head.push(line.clone()),
+                        }
+                    }
+                    let length = head
+                        .iter()
+                        .find_map(|h| {
+                            h.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    let mut body = vec![0; length];
+                    if std::io::Read::read_exact(&mut reader, &mut body).is_err() {
+                        return;
+                    }
+                    if head.first().is_some_and(|h| h.starts_with("DELETE"))
+                        && counter.fetch_add(1, Ordering::SeqCst) == 0
+                    {
+                        return; // the first DELETE: received, never answered
+                    }
+                    let body = json!({"key": "k", "value": "v12345"}).to_string();
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if writer.write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, deletes)
+}
+
+#[test]
+fn a_delete_whose_answer_is_lost_is_not_sent_again() {
+    let (addr, deletes) = drop_first_delete_server();
+    let c = client(&[&addr]);
+    // A read leaves a kept-alive connection in the pool...
+    assert_eq!(c.get("k"), Ok(Some("v12345".into())));
+    // ...and a delete whose answer never comes must be reported, not quietly re-sent.
+    assert!(matches!(c.delete("k"), Err(Error::OutcomeUnknown(_))));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(deletes.load(Ordering::SeqCst), 1, "the DELETE reached the server twice");
+}
+
 #[test]
 fn connection_refused_moves_to_the_next_server() {
     let dead = dead_addr();
