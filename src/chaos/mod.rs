@@ -287,12 +287,12 @@ pub fn run(config: &ChaosConfig) -> std::io::Result<ChaosReport> {
     };
     let keys = workload.key_names();
     let stop_sampler = AtomicBool::new(false);
-    let stop_clients = AtomicBool::new(false);
     let end = Instant::now() + config.duration;
 
     let (recorded, samples, nemesis_events) = std::thread::scope(|s| {
         let sampler = s.spawn(|| sampler::sample(&servers, &clock, &stop_sampler));
-        let clients = s.spawn(|| workload::run_clients(&workload, &clock, &stop_clients));
+        // The clients stop by themselves at `end`, when the nemesis does.
+        let clients = s.spawn(|| workload::run_clients(&workload, &clock));
 
         let mut nemesis = Nemesis::new(&mut cluster, clock, config.seed, config.faults.clone());
         nemesis.note(format!("start: {} clients on {} keys", config.clients, config.keys));
@@ -347,7 +347,6 @@ pub fn run(config: &ChaosConfig) -> std::io::Result<ChaosReport> {
             Err(why) => report.failures.push(format!("no convergence within 15 s: {why}")),
         }
         stop_sampler.store(true, Ordering::SeqCst);
-        stop_clients.store(true, Ordering::SeqCst);
         let samples = sampler.join().expect("sampler panicked");
         (recorded, samples, events)
     });

@@ -185,8 +185,8 @@ impl<'a> Nemesis<'a> {
             let hold = self.draw(self.fault_time);
             self.inject(kind, hold, end);
             self.heal(&format!("heal after {kind}"));
+            let healed_at = self.clock.now();
             let first_write_after = self.probe_write();
-            let healed_at = self.timeline.last().map_or(0, |e| e.at);
             match first_write_after {
                 Some(d) => {
                     self.note(format!("write acknowledged {:.3}s after the heal", d.as_secs_f64()))

@@ -4,7 +4,7 @@
 //! See the [module documentation](super) for the recording rules.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -266,10 +266,10 @@ pub struct Recorded {
     pub stats: WorkloadStats,
 }
 
-/// Runs the clients until `config.duration` has passed (counted from when this is called) or
-/// `stop` is set. Blocks; every request is bounded by the request timeout, so this returns at
-/// most about one timeout after the end.
-pub fn run_clients(config: &WorkloadConfig, clock: &Clock, stop: &AtomicBool) -> Recorded {
+/// Runs the clients until `config.duration` has passed (counted from when this is called).
+/// Blocks; every request is bounded by the request timeout, so this returns at most about one
+/// timeout after the end.
+pub fn run_clients(config: &WorkloadConfig, clock: &Clock) -> Recorded {
     let keys = config.key_names();
     let end = Instant::now() + config.duration;
     let next_id = AtomicU64::new(1);
@@ -280,9 +280,7 @@ pub fn run_clients(config: &WorkloadConfig, clock: &Clock, stop: &AtomicBool) ->
                 let seed = config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(c as u64);
                 std::thread::Builder::new()
                     .name(format!("chaos-client-{c}"))
-                    .spawn_scoped(s, move || {
-                        client_loop(config, keys, clock, stop, end, next_id, seed)
-                    })
+                    .spawn_scoped(s, move || client_loop(config, keys, clock, end, next_id, seed))
                     .expect("spawn a client thread")
             })
             .collect();
@@ -303,7 +301,6 @@ fn client_loop(
     config: &WorkloadConfig,
     keys: &[String],
     clock: &Clock,
-    stop: &AtomicBool,
     end: Instant,
     next_id: &AtomicU64,
     seed: u64,
@@ -313,7 +310,7 @@ fn client_loop(
     let mut out = Recorded::default();
     let mut client_id = next_id.fetch_add(1, Ordering::SeqCst);
     let mut counter = 0u64;
-    while Instant::now() < end && !stop.load(Ordering::SeqCst) {
+    while Instant::now() < end {
         let key = keys[rng.gen_range(0..keys.len())].clone();
         let roll = rng.gen_range(0..100);
         let input = if roll < 40 {
@@ -462,8 +459,7 @@ impl VerifyReport {
 /// Runs `config` against a live cluster, reads everything once more at the end, and checks.
 pub fn verify(config: &WorkloadConfig, budget: Duration) -> VerifyReport {
     let clock = Clock::new();
-    let stop = AtomicBool::new(false);
-    let mut recorded = run_clients(config, &clock, &stop);
+    let mut recorded = run_clients(config, &clock);
     let keys = config.key_names();
     let (final_ops, _) = read_all(
         &config.servers,
