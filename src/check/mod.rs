@@ -68,11 +68,18 @@
 //! * a **write** with an unknown outcome may take effect at any instant after its call — or never.
 //!   "Never" needs no special case: with an infinite return, the search may linearize it after
 //!   every other operation, where it changes nothing anyone observed.
+//!   Three reductions keep unknown writes from making the search exponential, all exact (the
+//!   history is linearizable with them if and only if without):
 //!   A **put** with an unknown outcome whose value *no read returned* is dropped before the
 //!   search (for keys without appends): linearized last it is never observed, and taking it out of
 //!   any linearization leaves one. This matters: every unknown write doubles the configurations a
 //!   search must rule out before it may call a history illegal, and under faults most unknown puts
-//!   are never read back.
+//!   are never read back. A put with unknown outcome whose value *was* read (and that nobody
+//!   else wrote) must take effect before every read of it, so its return is taken to be the
+//!   earliest return among those reads: it stops being open forever. And identical writes with
+//!   unknown outcome (every unknown delete of a key, say) are interchangeable: the search only
+//!   ever tries the earliest-called unused one, so which of them were used never multiplies the
+//!   configurations (see `search.rs`).
 //! * a **read** with an unknown outcome constrains nothing and is dropped. (A read whose value is
 //!   known but whose return time is not — unusual — is kept, with an infinite return: it took
 //!   effect at some instant after its call.)
@@ -275,7 +282,7 @@ pub fn check_history(ops: &[Operation], budget: Duration) -> Verdict {
 pub fn check_history_with(ops: &[Operation], model: &KvModel, budget: Duration) -> Verdict {
     let start = Instant::now();
     let deadline = start + budget.min(Duration::from_secs(86_400 * 365));
-    let per_key = match project(ops) {
+    let per_key = match project(ops, &model.initial_value) {
         Ok(p) => p,
         Err(bad) => {
             return Verdict::Illegal {
@@ -374,6 +381,9 @@ pub fn history_from_json(text: &str) -> Result<Vec<Operation>, String> {
 struct Projected {
     origin: usize,
     entry: KeyEntry,
+    /// For a put with unknown outcome given a return time by a read of its value: that read
+    /// (its position in the key's list), which a shrunk witness must keep.
+    bounded_by: Option<usize>,
 }
 
 impl Projected {
@@ -401,7 +411,10 @@ impl Projected {
 /// Splits the history by key (projecting each `GetAll` onto every key), dropping reads with
 /// unknown outcome and giving writes with unknown outcome an infinite return. Returns the first
 /// operation whose reply has the wrong shape as an error.
-fn project(ops: &[Operation]) -> Result<BTreeMap<String, Vec<Projected>>, &Operation> {
+fn project<'a>(
+    ops: &'a [Operation],
+    initial: &Option<String>,
+) -> Result<BTreeMap<String, Vec<Projected>>, &'a Operation> {
     let mut keys: BTreeSet<&str> = BTreeSet::new();
     for op in ops {
         match (&op.input, &op.output) {
@@ -418,7 +431,8 @@ fn project(ops: &[Operation]) -> Result<BTreeMap<String, Vec<Projected>>, &Opera
         let ret = op.return_time.map(|r| r.max(op.call));
         let mut push = |key: &str, kop: KeyOp, ret: Option<u64>| {
             if let Some(list) = per_key.get_mut(key) {
-                list.push(Projected { origin, entry: KeyEntry { op: kop, call: op.call, ret } });
+                let entry = KeyEntry { op: kop, call: op.call, ret };
+                list.push(Projected { origin, entry, bounded_by: None });
             }
         };
         let write_ret = if known { ret } else { None };
@@ -446,8 +460,50 @@ fn project(ops: &[Operation]) -> Result<BTreeMap<String, Vec<Projected>>, &Opera
     }
     for list in per_key.values_mut() {
         prune_unobserved_unknown_puts(list);
+        bound_observed_unknown_puts(list, initial);
     }
     Ok(per_key)
+}
+
+/// Gives a put with unknown outcome whose value a read returned a return time: the earliest
+/// return among those reads (see "Unknown outcomes" in the module docs). Sound when that put is
+/// the only write of its value and the value is not the initial one (so every read of it must
+/// follow it), on keys without appends: every linearization puts it before each read of its
+/// value, each of which is linearized before it returns.
+fn bound_observed_unknown_puts(list: &mut [Projected], initial: &Option<String>) {
+    if list.iter().any(|p| matches!(p.entry.op, KeyOp::Append(_))) {
+        return;
+    }
+    let mut writers: BTreeMap<&str, usize> = BTreeMap::new();
+    // Per value: the read of it that returned first, and when.
+    let mut first_read: BTreeMap<&str, (u64, usize)> = BTreeMap::new();
+    for (i, p) in list.iter().enumerate() {
+        match (&p.entry.op, p.entry.ret) {
+            (KeyOp::Put(v), _) => *writers.entry(v.as_str()).or_default() += 1,
+            (KeyOp::Get(Some(v)), Some(ret)) => {
+                let first = first_read.entry(v.as_str()).or_insert((ret, i));
+                *first = (*first).min((ret, i));
+            }
+            _ => {}
+        }
+    }
+    let bounds: Vec<Option<(u64, usize)>> = list
+        .iter()
+        .map(|p| match (&p.entry.op, p.entry.ret) {
+            (KeyOp::Put(v), None)
+                if writers.get(v.as_str()) == Some(&1) && initial.as_deref() != Some(v) =>
+            {
+                first_read.get(v.as_str()).copied()
+            }
+            _ => None,
+        })
+        .collect();
+    for (p, bound) in list.iter_mut().zip(bounds) {
+        if let Some((ret, read)) = bound {
+            p.entry.ret = Some(ret.max(p.entry.call));
+            p.bounded_by = Some(read);
+        }
+    }
 }
 
 /// Drops the puts with unknown outcome whose value no read returned (see "Unknown outcomes" in
@@ -594,6 +650,17 @@ fn shrink(
             break;
         }
         keep[last] = false;
+    }
+
+    // 4. A kept put whose return time came from a read of its value keeps that read: checked
+    //    again on its own, the witness must give the put the same bound. (Adding a read to an
+    //    illegal history keeps it illegal.)
+    for i in 0..entries.len() {
+        if keep[i]
+            && let Some(read) = entries[i].bounded_by
+        {
+            keep[read] = true;
+        }
     }
 
     entries.iter().zip(&keep).filter(|(_, k)| **k).map(|(p, _)| p.clone()).collect()

@@ -13,7 +13,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Instant;
 
 /// One operation as seen by a single key's register.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum KeyOp {
     /// Set the register to this value.
     Put(String),
@@ -99,6 +99,68 @@ pub(crate) struct Search {
     steps: u64,
     /// Give up when [`Search::memory`] exceeds this.
     memory_limit: usize,
+    /// Interchangeable operations (see [`Groups`]).
+    groups: Groups,
+}
+
+/// Operations that never returned (unknown outcome) and have the same effect — two deletes, two
+/// puts of one value — are interchangeable: once both are called, either can take the other's
+/// place in any linearization, since neither must be linearized by any particular time. So the
+/// search only ever tries the *earliest-called* not yet linearized member of such a group: the
+/// linearized members of a group are then always its first ones, and configurations that differ
+/// only in *which* identical operations were used are one configuration to the memo cache. (The
+/// k-th use, in order, gets the k-th member by call time; that member was called before the use,
+/// since k members were.) Without this, every unknown delete of a key doubles the configurations a
+/// search may have to visit.
+struct Groups {
+    /// Per operation: its group, or `NO_GROUP`.
+    of: Vec<u32>,
+    /// Per group: its members in call order.
+    members: Vec<Vec<usize>>,
+    /// Per group: how many members are linearized (always the first ones).
+    used: Vec<usize>,
+}
+
+const NO_GROUP: u32 = u32::MAX;
+
+impl Groups {
+    fn new(entries: &[&KeyEntry]) -> Self {
+        let mut unknown: Vec<usize> =
+            (0..entries.len()).filter(|&i| entries[i].ret.is_none()).collect();
+        // The event list's order among calls: by time, then by index.
+        unknown.sort_by_key(|&i| (entries[i].call, i));
+        let mut ids: HashMap<&KeyOp, u32> = HashMap::new();
+        let mut of = vec![NO_GROUP; entries.len()];
+        let mut members: Vec<Vec<usize>> = Vec::new();
+        for i in unknown {
+            let g = *ids.entry(&entries[i].op).or_insert_with(|| {
+                members.push(Vec::new());
+                (members.len() - 1) as u32
+            });
+            of[i] = g;
+            members[g as usize].push(i);
+        }
+        let used = vec![0; members.len()];
+        Groups { of, members, used }
+    }
+
+    /// May `op` be linearized now? Only if it is the next member of its group (or in none).
+    fn may_try(&self, op: usize) -> bool {
+        let g = self.of[op];
+        g == NO_GROUP || self.members[g as usize][self.used[g as usize]] == op
+    }
+
+    fn linearized(&mut self, op: usize) {
+        if let Some(used) = self.used.get_mut(self.of[op] as usize) {
+            *used += 1;
+        }
+    }
+
+    fn undone(&mut self, op: usize) {
+        if let Some(used) = self.used.get_mut(self.of[op] as usize) {
+            *used -= 1;
+        }
+    }
 }
 
 impl Search {
@@ -122,6 +184,7 @@ impl Search {
             stack: Vec::new(),
             steps: 0,
             memory_limit,
+            groups: Groups::new(entries),
         }
     }
 
@@ -162,7 +225,12 @@ impl Search {
             let op = list.op[entry];
             if list.is_call[entry] {
                 // Try to linearize `op` now: it must be legal in the current state, and the
-                // resulting (linearized set, state) pair must be new.
+                // resulting (linearized set, state) pair must be new. An operation with an
+                // identical, earlier-called twin not yet linearized is skipped (see `Groups`).
+                if !self.groups.may_try(op) {
+                    entry = list.next[entry];
+                    continue;
+                }
                 if let Some(new_state) = self.model.step(self.state, op) {
                     let (word, bit) = (op / 64, 1u64 << (op % 64));
                     self.linearized[word] |= bit;
@@ -171,6 +239,7 @@ impl Search {
                         self.stack.push((entry, self.state));
                         self.state = new_state;
                         self.lin_hash = hash;
+                        self.groups.linearized(op);
                         list.lift(entry);
                         entry = list.next[HEAD];
                         continue;
@@ -190,6 +259,7 @@ impl Search {
                 self.linearized[op / 64] &= !(1u64 << (op % 64));
                 self.lin_hash ^= self.zobrist[op];
                 self.state = prev_state;
+                self.groups.undone(op);
                 list.unlift(call_node);
                 entry = list.next[call_node];
             }

@@ -202,6 +202,48 @@ fn many_unread_unknown_puts_do_not_hide_a_violation() {
     assert_eq!(check(&h), Verdict::Ok);
 }
 
+fn delete_unknown(c: u64, k: &str, call: u64) -> Operation {
+    op(c, KvInput::Delete { key: k.into() }, call, KvOutput::Unknown, None)
+}
+
+#[test]
+fn many_unknown_deletes_do_not_hide_a_violation() {
+    // Forty deletes that timed out: any subset of them may have happened, but they are all alike,
+    // so only how many were used matters. A read of a value nobody wrote is still found quickly.
+    let mut h: Vec<Operation> = (0..40).map(|i| delete_unknown(i + 10, "a", i)).collect();
+    h.push(put(1, "a", "1", 100, 110));
+    h.push(get(2, "a", Some("1"), 120, 130));
+    h.push(get(2, "a", Some("2"), 140, 150));
+    assert_illegal(&h, "a");
+}
+
+#[test]
+fn unknown_deletes_are_each_used_at_most_once_and_not_before_their_call() {
+    // 1, absent, 2, absent: two deletes are needed, one in each gap.
+    let base = vec![
+        put(1, "a", "1", 0, 10),
+        get(2, "a", Some("1"), 20, 30),
+        get(2, "a", None, 40, 50),
+        put(1, "a", "2", 60, 70),
+        get(2, "a", Some("2"), 80, 90),
+        get(2, "a", None, 100, 110),
+    ];
+    let with = |deletes: &[u64]| {
+        let mut h = base.clone();
+        h.extend(
+            deletes.iter().enumerate().map(|(i, &call)| delete_unknown(3 + i as u64, "a", call)),
+        );
+        h
+    };
+    assert_eq!(check(&with(&[15, 75])), Verdict::Ok);
+    // Two deletes called early may serve both gaps (their outcome is unknown: any time after).
+    assert_eq!(check(&with(&[5, 6])), Verdict::Ok);
+    // One delete cannot serve two gaps.
+    assert_illegal(&with(&[15]), "a");
+    // Called after the first absent read returned: too late for it.
+    assert_illegal(&with(&[55, 75]), "a");
+}
+
 #[test]
 fn unknown_put_cannot_take_effect_before_its_call_or_flip_back() {
     // Seen before it was called: illegal.
