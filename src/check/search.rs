@@ -84,7 +84,7 @@ pub(crate) struct Search {
     model: Model,
     list: EventList,
     /// The set of operations linearized so far, as a bitset...
-    linearized: Vec<u64>,
+    linearized: LinSet,
     /// ... and its Zobrist hash (the XOR of a fixed pseudo-random word per member), updated in
     /// O(1) as bits flip.
     lin_hash: u64,
@@ -101,6 +101,96 @@ pub(crate) struct Search {
     memory_limit: usize,
     /// Interchangeable operations (see [`Groups`]).
     groups: Groups,
+    /// Reused buffer for encoding the linearized set.
+    scratch: Vec<u64>,
+}
+
+/// The set of linearized operations, laid out so that it encodes compactly (the memo cache stores
+/// one per configuration, so its size is what limits how long a history can be checked).
+///
+/// Bits are positions, not operation indexes: operations that returned get positions in call
+/// order, then, from the next word on, the operations that never returned (unknown outcome). In
+/// any configuration the search reaches, every returned operation called before the earliest
+/// one not yet linearized is linearized, and the ones linearized beyond it were all called
+/// before that operation returned. So the returned part is a run of all-ones words, a short
+/// *window* of mixed words, and zeros; the encoding is the run's length, the window, and the
+/// words of the never-returned part: tens of bytes where the plain bitset of a 100,000-operation
+/// key takes 12.5 KB. Exact: it determines the set.
+struct LinSet {
+    words: Vec<u64>,
+    /// Per operation: its bit position.
+    slot: Vec<usize>,
+    /// Words holding returned operations (the all-ones run and the window live here).
+    known_words: usize,
+    /// Words that can be all ones (the last known word may be partly unused).
+    full_words: usize,
+    /// Words `0..lead` are all ones (and `lead` is as large as that allows)...
+    lead: usize,
+    /// ... and words `end..known_words` are zero (`end` as small as that allows, at least `lead`).
+    end: usize,
+}
+
+impl LinSet {
+    fn new(entries: &[&KeyEntry]) -> Self {
+        let mut returned: Vec<usize> =
+            (0..entries.len()).filter(|&i| entries[i].ret.is_some()).collect();
+        returned.sort_by_key(|&i| (entries[i].call, i));
+        let known = returned.len();
+        let known_words = known.div_ceil(64);
+        let mut slot = vec![0; entries.len()];
+        for (position, &op) in returned.iter().enumerate() {
+            slot[op] = position;
+        }
+        let mut next = known_words * 64;
+        for (op, e) in entries.iter().enumerate() {
+            if e.ret.is_none() {
+                slot[op] = next;
+                next += 1;
+            }
+        }
+        LinSet {
+            words: vec![0; next.div_ceil(64).max(known_words)],
+            slot,
+            known_words,
+            full_words: known / 64,
+            lead: 0,
+            end: 0,
+        }
+    }
+
+    fn insert(&mut self, op: usize) {
+        let s = self.slot[op];
+        let w = s / 64;
+        self.words[w] |= 1 << (s % 64);
+        if w < self.known_words {
+            self.end = self.end.max(w + 1);
+            while self.lead < self.full_words && self.words[self.lead] == u64::MAX {
+                self.lead += 1;
+            }
+            self.end = self.end.max(self.lead);
+        }
+    }
+
+    fn remove(&mut self, op: usize) {
+        let s = self.slot[op];
+        let w = s / 64;
+        self.words[w] &= !(1 << (s % 64));
+        if w < self.known_words {
+            self.lead = self.lead.min(w);
+            while self.end > self.lead && self.words[self.end - 1] == 0 {
+                self.end -= 1;
+            }
+        }
+    }
+
+    /// The compact encoding: `[lead, window length, window..., never-returned part...]`.
+    fn encode(&self, out: &mut Vec<u64>) {
+        out.clear();
+        out.push(self.lead as u64);
+        out.push((self.end - self.lead) as u64);
+        out.extend_from_slice(&self.words[self.lead..self.end]);
+        out.extend_from_slice(&self.words[self.known_words..]);
+    }
 }
 
 /// Operations that never returned (unknown outcome) and have the same effect — two deletes, two
@@ -177,10 +267,11 @@ impl Search {
             model,
             entry,
             list,
-            linearized: vec![0; entries.len().div_ceil(64)],
+            linearized: LinSet::new(entries),
             lin_hash: 0,
             zobrist: (0..entries.len() as u64).map(splitmix64).collect(),
-            cache: Cache::new(entries.len().div_ceil(64)),
+            cache: Cache::default(),
+            scratch: Vec::new(),
             stack: Vec::new(),
             steps: 0,
             memory_limit,
@@ -232,10 +323,10 @@ impl Search {
                     continue;
                 }
                 if let Some(new_state) = self.model.step(self.state, op) {
-                    let (word, bit) = (op / 64, 1u64 << (op % 64));
-                    self.linearized[word] |= bit;
+                    self.linearized.insert(op);
                     let hash = self.lin_hash ^ self.zobrist[op];
-                    if self.cache.insert(hash, new_state, &self.linearized) {
+                    self.linearized.encode(&mut self.scratch);
+                    if self.cache.insert(hash, new_state, &self.scratch) {
                         self.stack.push((entry, self.state));
                         self.state = new_state;
                         self.lin_hash = hash;
@@ -244,7 +335,7 @@ impl Search {
                         entry = list.next[HEAD];
                         continue;
                     }
-                    self.linearized[word] &= !bit;
+                    self.linearized.remove(op);
                 }
                 entry = list.next[entry];
             } else {
@@ -256,7 +347,7 @@ impl Search {
                     break;
                 };
                 let op = list.op[call_node];
-                self.linearized[op / 64] &= !(1u64 << (op % 64));
+                self.linearized.remove(op);
                 self.lin_hash ^= self.zobrist[op];
                 self.state = prev_state;
                 self.groups.undone(op);
@@ -496,11 +587,13 @@ impl EventList {
 /// failed, or we would have stopped), so the search need not enter it again.
 ///
 /// Keyed by a precomputed hash (the Zobrist hash of the set mixed with the state); entries with
-/// equal hashes are chained and told apart by comparing the stored sets. The sets live in one
-/// flat array (`words` words per entry), so inserting allocates nothing but amortised growth.
+/// equal hashes are chained and told apart by comparing the stored sets, in their compact
+/// encoding ([`LinSet::encode`]). The encodings live in one flat array, entry `i` at
+/// `sets[start[i]..start[i + 1]]`, so inserting allocates nothing but amortised growth.
+#[derive(Default)]
 struct Cache {
-    words: usize,
     sets: Vec<u64>,
+    start: Vec<usize>,
     states: Vec<u32>,
     /// Hash -> latest entry with that hash; `chain[entry]` is the previous one (or `NO_ID`).
     heads: HashMap<u64, u32, BuildHasherDefault<MixHasher>>,
@@ -508,16 +601,6 @@ struct Cache {
 }
 
 impl Cache {
-    fn new(words: usize) -> Self {
-        Cache {
-            words,
-            sets: Vec::new(),
-            states: Vec::new(),
-            heads: HashMap::default(),
-            chain: Vec::new(),
-        }
-    }
-
     /// Records the configuration; returns false if it was already there.
     fn insert(&mut self, set_hash: u64, state: u32, set: &[u64]) -> bool {
         let key = set_hash ^ splitmix64(u64::from(state));
@@ -525,13 +608,15 @@ impl Cache {
         let mut id = head;
         while id != NO_ID {
             let i = id as usize;
-            if self.states[i] == state && self.sets[i * self.words..(i + 1) * self.words] == *set {
+            let end = self.start.get(i + 1).copied().unwrap_or(self.sets.len());
+            if self.states[i] == state && self.sets[self.start[i]..end] == *set {
                 return false;
             }
             id = self.chain[i];
         }
         let new = self.states.len() as u32;
         self.states.push(state);
+        self.start.push(self.sets.len());
         self.sets.extend_from_slice(set);
         self.chain.push(head);
         self.heads.insert(key, new);
@@ -539,8 +624,9 @@ impl Cache {
     }
 
     fn memory(&self) -> usize {
-        // Per entry: its set, state, chain link, and hash table entry (with load-factor slack).
-        self.states.len() * (self.words * 8 + 4 + 4 + 24)
+        // The sets, and per entry: its start, state, chain link, and hash table entry (with
+        // load-factor slack).
+        self.sets.len() * 8 + self.states.len() * (8 + 4 + 4 + 24)
     }
 
     #[cfg(test)]
@@ -628,13 +714,55 @@ mod tests {
 
     #[test]
     fn cache_remembers_configurations() {
-        let mut cache = Cache::new(2);
+        let mut cache = Cache::default();
         assert!(cache.insert(7, 1, &[1, 2]));
         assert!(!cache.insert(7, 1, &[1, 2]));
         assert!(cache.insert(7, 2, &[1, 2]), "other state");
         assert!(cache.insert(7, 1, &[1, 3]), "other set, same (colliding) hash");
         assert!(!cache.insert(7, 1, &[1, 3]));
-        assert_eq!(cache.len(), 3);
+        assert!(cache.insert(7, 1, &[1, 3, 0]), "other length");
+        assert!(!cache.insert(7, 1, &[1, 2]));
+        assert_eq!(cache.len(), 4);
+    }
+
+    #[test]
+    fn linearized_sets_encode_exactly() {
+        // 130 returned operations (three words, the last one partly used) and 70 that never
+        // returned (two more words).
+        let entries: Vec<KeyEntry> = (0..200)
+            .map(|i| e(KeyOp::Delete, i, if i % 20 < 13 { Some(i + 5) } else { None }))
+            .collect();
+        let refs: Vec<&KeyEntry> = entries.iter().collect();
+        let mut set = LinSet::new(&refs);
+        assert_eq!((set.known_words, set.full_words, set.words.len()), (3, 2, 5));
+        let mut plain = [false; 200];
+        let mut seen: HashMap<Vec<u64>, Vec<bool>> = HashMap::new();
+        let mut buf = Vec::new();
+        let mut rng = 0x1234_5678_u64;
+        for _ in 0..20_000 {
+            rng = splitmix64(rng);
+            // Mostly grow a prefix in call order (as the search does), sometimes undo at random.
+            let op = if rng % 4 == 0 {
+                (rng >> 8) as usize % 200
+            } else {
+                plain.iter().position(|b| !b).unwrap_or(0)
+            };
+            if plain[op] {
+                set.remove(op);
+            } else {
+                set.insert(op);
+            }
+            plain[op] = !plain[op];
+            // The bookkeeping is canonical: the largest all-ones run, the smallest window.
+            let known = &set.words[..set.known_words];
+            let lead = known[..set.full_words].iter().take_while(|w| **w == u64::MAX).count();
+            let end = known.iter().rposition(|w| *w != 0).map_or(0, |i| i + 1).max(lead);
+            assert_eq!((set.lead, set.end), (lead, end));
+            // Equal encodings mean equal sets.
+            set.encode(&mut buf);
+            let previous = seen.entry(buf.clone()).or_insert_with(|| plain.to_vec());
+            assert_eq!(*previous, plain.to_vec(), "two sets share the encoding {buf:?}");
+        }
     }
 
     #[test]
