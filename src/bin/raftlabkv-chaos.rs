@@ -20,8 +20,8 @@ use raftlabkv::chaos::{self, ChaosConfig, FaultKind};
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// Cluster size.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
+    /// Cluster size (3 to 9; partitions need at least three nodes to mean anything).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(3..=9))]
     nodes: u64,
     /// Seconds of clients and faults.
     #[arg(long, default_value_t = 30)]

@@ -742,7 +742,7 @@ mod tests {
         for _ in 0..20_000 {
             rng = splitmix64(rng);
             // Mostly grow a prefix in call order (as the search does), sometimes undo at random.
-            let op = if rng % 4 == 0 {
+            let op = if rng.is_multiple_of(4) {
                 (rng >> 8) as usize % 200
             } else {
                 plain.iter().position(|b| !b).unwrap_or(0)
