@@ -13,11 +13,11 @@
 //!
 //! # The cluster
 //!
-//! A [`crate::testkit::Cluster`] of 3 or 5 nodes on 127.0.0.1, each with a data dir (the durable
-//! write-ahead log, fsync on), every directed peer link `i -> j` through its own TCP proxy. Clients
-//! talk to the nodes directly; a follower forwards client requests to the leader over its proxied
-//! link, so link faults hit forwarded requests too. Extra server flags (for example a snapshot
-//! threshold) are passed to every node unchanged.
+//! A [`crate::testkit::Cluster`] of 3 to 9 nodes (3 or 5, usually) on 127.0.0.1, each with a data
+//! dir (the durable write-ahead log, fsync on), every directed peer link `i -> j` through its own
+//! TCP proxy. Clients talk to the nodes directly; a follower forwards client requests to the
+//! leader over its proxied link, so link faults hit forwarded requests too. Extra server flags
+//! (for example a snapshot threshold) are passed to every node unchanged.
 //!
 //! # The nemesis
 //!
