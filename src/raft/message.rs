@@ -47,6 +47,15 @@ pub struct HardState {
     pub voted_for: Option<NodeId>,
 }
 
+/// The last log entry a snapshot covers (the paper's `lastIncludedIndex` and `lastIncludedTerm`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    /// Index of the last entry the snapshot replaces.
+    pub index: Index,
+    /// Term of that entry.
+    pub term: Term,
+}
+
 /// RequestVote RPC arguments (§5.2, §5.4.1).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestVote {

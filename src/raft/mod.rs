@@ -8,7 +8,7 @@ mod role;
 pub use log::RaftLog;
 pub use message::{
     AppendEntries, AppendEntriesResponse, Entry, Envelope, HardState, Index, Message, NodeId,
-    RequestVote, RequestVoteResponse, Term, base64,
+    RequestVote, RequestVoteResponse, SnapshotMeta, Term, base64,
 };
 pub use node::{Config, Output, RaftNode, ReadState, Status, SyncPoint};
 pub use role::Role;

@@ -92,7 +92,7 @@ use parking_lot::Mutex;
 use super::wal::{self, Record, RecordRef, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, ScanEnd, Scanned};
 use super::{Storage, Syncer};
 use crate::error::{Error, Result};
-use crate::raft::{Entry, HardState, Index, Term};
+use crate::raft::{Entry, HardState, Index, SnapshotMeta, Term};
 
 /// How a [`DurableStorage`] writes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -775,6 +775,22 @@ impl Storage for DurableStorage {
 
     fn syncer(&self) -> Arc<dyn Syncer> {
         Arc::clone(&self.shared) as Arc<dyn Syncer>
+    }
+
+    fn snapshot(&self) -> Option<SnapshotMeta> {
+        None
+    }
+
+    fn set_snapshot(&mut self, meta: SnapshotMeta) -> Result<()> {
+        Err(Error::Storage(format!("snapshots are not supported by the WAL yet ({})", meta.index)))
+    }
+
+    fn compact(&mut self, index: Index) -> Result<()> {
+        Err(Error::Storage(format!("compaction is not supported by the WAL yet ({index})")))
+    }
+
+    fn install_snapshot(&mut self, meta: SnapshotMeta) -> Result<()> {
+        Err(Error::Storage(format!("snapshots are not supported by the WAL yet ({})", meta.index)))
     }
 }
 
