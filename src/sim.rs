@@ -16,7 +16,9 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::raft::{Config, Entry, Envelope, Index, Message, NodeId, Output, RaftNode, Term};
+use crate::raft::{
+    Config, Entry, Envelope, Index, Message, NodeId, Output, RaftNode, SnapshotMeta, Term,
+};
 use crate::storage::{MemStorage, Storage};
 
 /// Milliseconds of simulated time per tick (the server's default tick too).
@@ -103,6 +105,18 @@ pub struct SimCluster {
     /// Highest term in which each node was seen leading: (term -> leader), checked for uniqueness.
     leaders: BTreeMap<Term, NodeId>,
     configure: fn(&mut Config),
+    /// Take a snapshot on every node each time it applies a multiple of this index (like the
+    /// MIT lab's service), keeping `snapshot_trailing` entries in the log.
+    pub snapshot_every: Option<u64>,
+    /// Entries kept in the log behind a snapshot.
+    pub snapshot_trailing: u64,
+    /// Each node's latest snapshot: its meta and the state machine (applied commands) it holds.
+    /// Kept across crashes, like a snapshot file.
+    snapshots: BTreeMap<NodeId, (SnapshotMeta, BTreeMap<Index, Vec<u8>>)>,
+    /// A snapshot that arrived with an InstallSnapshot, waiting for the node to accept it.
+    incoming_snapshot: BTreeMap<NodeId, (SnapshotMeta, BTreeMap<Index, Vec<u8>>)>,
+    /// Snapshots installed on followers (count).
+    pub snapshots_installed: u64,
 }
 
 impl SimCluster {
@@ -136,6 +150,11 @@ impl SimCluster {
             aborted_reads: Vec::new(),
             leaders: BTreeMap::new(),
             configure,
+            snapshot_every: None,
+            snapshot_trailing: 0,
+            snapshots: BTreeMap::new(),
+            incoming_snapshot: BTreeMap::new(),
+            snapshots_installed: 0,
         };
         for id in &ids {
             cluster.crashed.insert(id.clone(), Box::new(MemStorage::new()));
@@ -159,7 +178,13 @@ impl SimCluster {
         };
         let config = self.config_for(id);
         let node = RaftNode::new(config, storage).expect("valid simulated config");
-        self.applied.insert(id.clone(), BTreeMap::new());
+        // The state machine restarts from the node's snapshot, as a server loads its file.
+        let restored = match (self.snapshots.get(id), node.storage().snapshot()) {
+            (Some((meta, data)), Some(s)) if *meta == s => data.clone(),
+            (_, None) => BTreeMap::new(),
+            (held, Some(s)) => panic!("{id} restarts from snapshot {s:?} but holds {held:?}"),
+        };
+        self.applied.insert(id.clone(), restored);
         self.last_applied.insert(id.clone(), node.log().last_applied);
         self.nodes.insert(id.clone(), node);
     }
@@ -270,6 +295,18 @@ impl SimCluster {
         if self.cut.contains(&(env.from.clone(), env.to.clone())) {
             return;
         }
+        if let Message::InstallSnapshot(req) = &env.message {
+            // The snapshot's data travels with the message: the sender's current snapshot, if it
+            // is still the one the message names (else the transfer "failed").
+            let meta =
+                SnapshotMeta { index: req.last_included_index, term: req.last_included_term };
+            match self.snapshots.get(&env.from) {
+                Some((m, data)) if *m == meta => {
+                    self.incoming_snapshot.insert(env.to.clone(), (meta, data.clone()));
+                }
+                _ => return,
+            }
+        }
         let to = env.to.clone();
         if let Some(node) = self.nodes.get_mut(&to) {
             let out = node.step(env).expect("step");
@@ -311,6 +348,17 @@ impl SimCluster {
         }
         for entry in out.apply {
             self.record_apply(id, entry);
+        }
+        if let Some(meta) = out.restore {
+            let (m, data) = self
+                .incoming_snapshot
+                .remove(id)
+                .unwrap_or_else(|| panic!("{id} restores {meta:?} it never received"));
+            assert_eq!(m, meta, "{id} restores a snapshot other than the one received");
+            self.applied.insert(id.clone(), data.clone());
+            self.last_applied.insert(id.clone(), meta.index);
+            self.snapshots.insert(id.clone(), (meta, data));
+            self.snapshots_installed += 1;
         }
         for r in out.reads {
             self.reads.push((id.clone(), r.id, r.index));
@@ -357,7 +405,25 @@ impl SimCluster {
                 self.committed.insert(entry.index, (entry.term, entry.command.clone()));
             }
         }
+        let (index, term) = (entry.index, entry.term);
         self.applied.entry(id.clone()).or_default().insert(entry.index, entry.command);
+        if let Some(every) = self.snapshot_every {
+            if index % every == 0 {
+                let meta = SnapshotMeta { index, term };
+                let data = self.applied.get(id).cloned().unwrap_or_default();
+                self.snapshots.insert(id.clone(), (meta, data));
+                let trailing = self.snapshot_trailing;
+                if let Some(node) = self.nodes.get_mut(id) {
+                    node.snapshot_taken(meta, trailing).expect("snapshot_taken");
+                }
+            }
+        }
+    }
+
+    /// Number of log entries a node's storage holds (what compaction bounds).
+    pub fn log_len(&self, id: &NodeId) -> Option<u64> {
+        let s = self.nodes.get(id)?.storage();
+        Some(s.last_index() + 1 - s.first_index())
     }
 
     // ----- helpers in the style of the MIT lab's config.go ----------------------------------------

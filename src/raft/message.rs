@@ -112,6 +112,24 @@ pub struct AppendEntriesResponse {
     pub seq: u64,
 }
 
+/// InstallSnapshot RPC arguments (§7). The snapshot's bytes travel beside this message: the
+/// shell streams the file in chunks before delivering it (the simulation hands the data over),
+/// so the core only ever sees which snapshot it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallSnapshot {
+    /// The snapshot replaces all entries up through this index.
+    pub last_included_index: Index,
+    /// Term of `last_included_index`.
+    pub last_included_term: Term,
+}
+
+/// InstallSnapshot RPC results.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallSnapshotResponse {
+    /// The follower's log now matches the leader's through this index.
+    pub match_index: Index,
+}
+
 /// Every message a node can receive from a peer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
@@ -124,12 +142,21 @@ pub enum Message {
     AppendEntries(AppendEntries),
     /// A follower's answer.
     AppendEntriesResponse(AppendEntriesResponse),
+    /// Leader sends a snapshot to a follower that needs compacted entries.
+    InstallSnapshot(InstallSnapshot),
+    /// The follower's answer.
+    InstallSnapshotResponse(InstallSnapshotResponse),
 }
 
 impl Message {
     /// True for the two response kinds.
     pub fn is_response(&self) -> bool {
-        matches!(self, Message::RequestVoteResponse(_) | Message::AppendEntriesResponse(_))
+        matches!(
+            self,
+            Message::RequestVoteResponse(_)
+                | Message::AppendEntriesResponse(_)
+                | Message::InstallSnapshotResponse(_)
+        )
     }
 }
 

@@ -7,8 +7,9 @@ mod role;
 
 pub use log::RaftLog;
 pub use message::{
-    AppendEntries, AppendEntriesResponse, Entry, Envelope, HardState, Index, Message, NodeId,
-    RequestVote, RequestVoteResponse, SnapshotMeta, Term, base64,
+    AppendEntries, AppendEntriesResponse, Entry, Envelope, HardState, Index, InstallSnapshot,
+    InstallSnapshotResponse, Message, NodeId, RequestVote, RequestVoteResponse, SnapshotMeta, Term,
+    base64,
 };
 pub use node::{Config, Output, RaftNode, ReadState, Status, SyncPoint};
 pub use role::Role;

@@ -14,8 +14,8 @@ use super::log::RaftLog;
 use super::role::{Candidate, Follower, Inflight, Leader, PendingRead, Progress, Role};
 use crate::error::{Error, Result};
 use crate::raft::{
-    AppendEntries, AppendEntriesResponse, Entry, Envelope, HardState, Index, Message, NodeId,
-    RequestVote, RequestVoteResponse, Term,
+    AppendEntries, AppendEntriesResponse, Entry, Envelope, HardState, Index, InstallSnapshot,
+    InstallSnapshotResponse, Message, NodeId, RequestVote, RequestVoteResponse, SnapshotMeta, Term,
 };
 use crate::storage::Storage;
 
@@ -131,6 +131,9 @@ pub struct Output {
     pub reads: Vec<ReadState>,
     /// Reads that can no longer be confirmed (this node stopped leading): answer "retry".
     pub aborted_reads: Vec<u64>,
+    /// A leader's snapshot was installed: load the state machine from the snapshot received for
+    /// this meta (after applying `apply`, before anything later).
+    pub restore: Option<SnapshotMeta>,
 }
 
 impl Output {
@@ -142,6 +145,7 @@ impl Output {
             && self.apply.is_empty()
             && self.reads.is_empty()
             && self.aborted_reads.is_empty()
+            && self.restore.is_none()
     }
 
     /// Appends another output's work to this one, keeping the order.
@@ -154,6 +158,9 @@ impl Output {
         self.apply.extend(other.apply);
         self.reads.extend(other.reads);
         self.aborted_reads.extend(other.aborted_reads);
+        if other.restore.is_some() {
+            self.restore = other.restore;
+        }
     }
 }
 
@@ -176,6 +183,10 @@ pub struct Status {
     pub last_log_index: Index,
     /// Term of the last log entry.
     pub last_log_term: Term,
+    /// Index of the first entry still in the log (earlier ones are in the snapshot).
+    pub first_log_index: Index,
+    /// The latest snapshot.
+    pub snapshot: Option<SnapshotMeta>,
 }
 
 /// One Raft node: Figure 2 as code.
@@ -307,6 +318,27 @@ impl RaftNode {
         }
     }
 
+    /// The state machine saved a snapshot through `meta` (its data is durable): record it, and
+    /// compact the log up to `meta.index - trailing`, keeping `trailing` entries so a follower that
+    /// lags slightly still catches up from the log rather than with a whole snapshot (§7).
+    pub fn snapshot_taken(&mut self, meta: SnapshotMeta, trailing: u64) -> Result<()> {
+        if meta.index > self.log.last_applied {
+            return Err(Error::Internal(format!(
+                "snapshot at {} is ahead of the applied index {}",
+                meta.index, self.log.last_applied
+            )));
+        }
+        if self.log.storage.snapshot().is_some_and(|s| s.index >= meta.index) {
+            return Ok(());
+        }
+        self.log.storage.set_snapshot(meta)?;
+        let through = meta.index.saturating_sub(trailing);
+        if through >= self.log.first_index() {
+            self.log.storage.compact(through)?;
+        }
+        Ok(())
+    }
+
     // ----- queries ------------------------------------------------------------------------------
 
     /// This node's id.
@@ -370,6 +402,8 @@ impl RaftNode {
             last_applied: self.log.last_applied,
             last_log_index: self.log.last_index(),
             last_log_term: self.log.last_term(),
+            first_log_index: self.log.first_index(),
+            snapshot: self.log.storage.snapshot(),
         }
     }
 
@@ -480,6 +514,7 @@ impl RaftNode {
                     inflight: None,
                     acked_seq: 0,
                     recent_active: true,
+                    pending_snapshot: None,
                 };
                 (p.clone(), pr)
             })
@@ -549,7 +584,13 @@ impl RaftNode {
             Message::AppendEntriesResponse(resp) if env.term == self.current_term => {
                 self.handle_append_response(env.from, resp)
             }
-            Message::RequestVoteResponse(_) | Message::AppendEntriesResponse(_) => Ok(()),
+            Message::InstallSnapshot(req) => self.handle_install_snapshot(env.from, env.term, req),
+            Message::InstallSnapshotResponse(resp) if env.term == self.current_term => {
+                self.handle_snapshot_response(env.from, resp)
+            }
+            Message::RequestVoteResponse(_)
+            | Message::AppendEntriesResponse(_)
+            | Message::InstallSnapshotResponse(_) => Ok(()),
         }
     }
 
@@ -739,6 +780,66 @@ impl RaftNode {
         self.maybe_send_append(&from, false)
     }
 
+    /// InstallSnapshot receiver (Figure 13, simplified: the data arrived whole, beside the RPC).
+    fn handle_install_snapshot(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        req: InstallSnapshot,
+    ) -> Result<()> {
+        if term < self.current_term {
+            let resp = InstallSnapshotResponse { match_index: 0 };
+            self.send_after_sync(from, Message::InstallSnapshotResponse(resp));
+            return Ok(());
+        }
+        match &mut self.role {
+            Role::Follower(f) => f.leader = Some(from.clone()),
+            Role::Candidate(_) => self.become_follower(term, Some(from.clone()))?,
+            Role::Leader(_) => {
+                log::error!("{} leads term {term}, yet {from} sent it a snapshot", self.config.id);
+                return Ok(());
+            }
+        }
+        self.election_elapsed = 0;
+        let meta = SnapshotMeta { index: req.last_included_index, term: req.last_included_term };
+        let match_index = if meta.index <= self.log.commit_index {
+            // We already have (and applied) everything it covers: committed entries match.
+            self.log.commit_index
+        } else {
+            self.log.storage.install_snapshot(meta)?;
+            self.log.commit_index = meta.index;
+            self.log.last_applied = meta.index;
+            self.out.restore = Some(meta);
+            meta.index
+        };
+        let resp = InstallSnapshotResponse { match_index };
+        self.send_after_sync(from, Message::InstallSnapshotResponse(resp));
+        Ok(())
+    }
+
+    fn handle_snapshot_response(
+        &mut self,
+        from: NodeId,
+        resp: InstallSnapshotResponse,
+    ) -> Result<()> {
+        let Role::Leader(leader) = &mut self.role else {
+            return Ok(());
+        };
+        let Some(progress) = leader.progress.get_mut(&from) else {
+            return Ok(());
+        };
+        progress.recent_active = true;
+        progress.pending_snapshot = None;
+        progress.inflight = None;
+        if resp.match_index > progress.match_index {
+            progress.match_index = resp.match_index;
+        }
+        progress.next_index = progress.match_index + 1;
+        self.maybe_commit()?;
+        self.check_reads();
+        self.maybe_send_append(&from, false)
+    }
+
     // ----- leader work --------------------------------------------------------------------------
 
     fn tick_leader(&mut self) -> Result<()> {
@@ -755,8 +856,11 @@ impl RaftNode {
         };
         // Presume lost an AppendEntries nobody answered: resend from the last known match.
         for p in leader.progress.values_mut() {
-            if p.inflight.is_some_and(|f| ticks - f.sent_at_tick >= rpc_timeout) {
+            // A snapshot transfer may take a while: give it ten RPC timeouts.
+            let timeout = if p.pending_snapshot.is_some() { rpc_timeout * 10 } else { rpc_timeout };
+            if p.inflight.is_some_and(|f| ticks - f.sent_at_tick >= timeout) {
                 p.inflight = None;
+                p.pending_snapshot = None;
                 p.next_index = p.match_index + 1;
             }
         }
@@ -815,6 +919,30 @@ impl RaftNode {
         let Some(progress) = leader.progress.get_mut(peer) else {
             return Ok(());
         };
+        if progress.pending_snapshot.is_some() {
+            // Its link is busy with the snapshot; heartbeats would only queue behind it.
+            return Ok(());
+        }
+        if progress.next_index < self.log.first_index() {
+            // §7: the entries this follower needs are compacted away: send the snapshot.
+            if progress.inflight.is_some() && !heartbeat {
+                return Ok(());
+            }
+            let Some(snapshot) = self.log.storage.snapshot() else {
+                return Err(Error::Internal(format!(
+                    "{peer} needs compacted entries but there is no snapshot"
+                )));
+            };
+            leader.seq += 1;
+            progress.inflight = Some(Inflight { seq: leader.seq, sent_at_tick: ticks });
+            progress.pending_snapshot = Some(snapshot.index);
+            let message = Message::InstallSnapshot(InstallSnapshot {
+                last_included_index: snapshot.index,
+                last_included_term: snapshot.term,
+            });
+            self.send(peer.clone(), message);
+            return Ok(());
+        }
         let has_entries = progress.next_index <= last_index;
         let needs_probe = wants_read_probe.is_some_and(|s| progress.acked_seq < s);
         if progress.inflight.is_some() && !heartbeat {
@@ -831,10 +959,8 @@ impl RaftNode {
             Vec::new()
         };
         let Some(prev_log_term) = self.log.term_at(prev_log_index) else {
-            // The entries this follower needs were compacted away: it needs a snapshot, which
-            // this version does not send yet.
             return Err(Error::Internal(format!(
-                "{peer} needs entry {prev_log_index}, which is compacted"
+                "no term for {peer}'s prev_log_index {prev_log_index}"
             )));
         };
         leader.seq += 1;

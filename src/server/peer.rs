@@ -29,6 +29,9 @@ pub fn rpc_path(message: &Message) -> &'static str {
     match message {
         Message::RequestVote(_) | Message::RequestVoteResponse(_) => "/raft/requestVote",
         Message::AppendEntries(_) | Message::AppendEntriesResponse(_) => "/raft/appendEntries",
+        Message::InstallSnapshot(_) | Message::InstallSnapshotResponse(_) => {
+            "/raft/installSnapshot"
+        }
     }
 }
 
