@@ -1,0 +1,387 @@
+//! MIT 6.5840 lab 3C, on the simulated cluster: persistence (Figure 2's persistent state) under
+//! crashes, restarts, partitions and an unreliable network.
+//!
+//! A crash drops a node's volatile state; [`SimCluster::start`] brings it back from its storage.
+//! The cluster checks throughout that every node applies the same command at each index, in
+//! order, once per incarnation; that no two nodes lead the same term; and that every new leader
+//! holds every entry applied anywhere (Leader Completeness, §5.4). Every test ends with all nodes
+//! back and agreeing on a new command.
+//!
+//! The randomized tests run several seeds derived from a base seed. `RAFT_SEED=<seed>` replays
+//! one (the seed is printed as each run starts), `RAFT_SEEDS=<n>` runs more, and
+//! `RAFT_ITERS=<n>` sets the Figure 8 iteration count (default: the lab's 1,000).
+
+use raftlabkv::sim::{
+    NetConfig, SimCluster, TICK_MS, iters_from_env, secs, seed_from_env, seeds_from_env,
+};
+
+/// The lab tester's (generous) election timeout, used for its sleeps: 1 s.
+const ELECTION_TIMEOUT: u64 = 1000 / TICK_MS;
+
+fn cmd(i: u64) -> Vec<u8> {
+    format!("cmd-{i}").into_bytes()
+}
+
+/// A fresh random command from the cluster's RNG (the lab's `rand.Int()`).
+fn rcmd(c: &mut SimCluster) -> Vec<u8> {
+    format!("r{}", c.rand(1 << 48)).into_bytes()
+}
+
+/// The lab's unreliable network: 10% of requests and replies lost, short random delays (up to
+/// 27 ms in the lab; up to 3 ticks here), out of order.
+fn unreliable() -> NetConfig {
+    NetConfig { drop_rate: 0.1, max_delay: 3, reorder: true }
+}
+
+/// The lab's sleep in the Figure 8 tests: one time in ten up to half an election timeout, else
+/// up to 13 ms.
+fn figure_8_pause(c: &mut SimCluster) -> u64 {
+    if c.rand(1000) < 100 { c.rand(ELECTION_TIMEOUT / 2) } else { c.rand(13 / TICK_MS + 1) }
+}
+
+/// Restarts every crashed node, reconnects everything and has all nodes agree on a new command.
+fn restore_and_agree(c: &mut SimCluster) -> u64 {
+    for id in c.ids.clone() {
+        c.start(&id);
+    }
+    c.heal();
+    let x = rcmd(c);
+    let n = c.ids.len();
+    c.one(x, n, true)
+}
+
+/// Figure 2, persistent state (TestPersist13C): the log, term and vote survive restarting every
+/// node at once, the leader, a node that missed entries while down, and a follower.
+#[test]
+fn state_survives_restarting_all_nodes_and_the_leader() {
+    let mut c = SimCluster::new(3, seed_from_env(30));
+    let i11 = c.one(cmd(11), 3, true);
+
+    for id in c.ids.clone() {
+        c.restart(&id);
+    }
+    c.one(cmd(12), 3, true);
+    assert_eq!(c.applied(&c.ids[0].clone()).unwrap().get(&i11), Some(&cmd(11)));
+
+    let leader1 = c.check_one_leader(secs(5.0));
+    c.restart(&leader1);
+    c.one(cmd(13), 3, true);
+
+    let leader2 = c.check_one_leader(secs(5.0));
+    c.disconnect(&leader2);
+    let i14 = c.one(cmd(14), 2, true);
+    c.restart(&leader2);
+    c.connect(&leader2);
+    // Wait for leader2 to catch up before the next restart.
+    assert_eq!(c.wait(i14, 3, secs(10.0)), Some(cmd(14)), "seed {}", c.seed);
+
+    let leader3 = c.check_one_leader(secs(5.0));
+    let i3 = c.next_id(&leader3, 1);
+    c.disconnect(&i3);
+    c.one(cmd(15), 2, true);
+    c.restart(&i3);
+    c.connect(&i3);
+    c.one(cmd(16), 3, true);
+}
+
+/// Figure 2, persistent state (TestPersist23C): five rounds in which two followers are cut off,
+/// the other three commit, then the two come back from their storage with only one of the three,
+/// which must lead (its log is the up-to-date one, §5.4.1) and commit with them.
+#[test]
+fn state_survives_repeated_partitions_and_restarts() {
+    let mut c = SimCluster::new(5, seed_from_env(31));
+    let mut index = 1;
+    for _ in 0..5 {
+        c.one(cmd(10 + index), 5, true);
+        index += 1;
+
+        let leader1 = c.check_one_leader(secs(5.0));
+        let peer = |c: &SimCluster, k| c.next_id(&leader1, k);
+        c.disconnect(&peer(&c, 1));
+        c.disconnect(&peer(&c, 2));
+        c.one(cmd(10 + index), 3, true);
+        index += 1;
+
+        for k in [0, 3, 4] {
+            c.disconnect(&peer(&c, k));
+        }
+        for k in [1, 2] {
+            c.restart(&peer(&c, k));
+            c.connect(&peer(&c, k));
+        }
+        c.run(ELECTION_TIMEOUT);
+        c.restart(&peer(&c, 3));
+        c.connect(&peer(&c, 3));
+        c.one(cmd(10 + index), 3, true);
+        index += 1;
+
+        c.connect(&peer(&c, 4));
+        c.connect(&peer(&c, 0));
+    }
+    c.one(cmd(1000), 5, true);
+}
+
+/// Figure 2, persistent state (TestPersist33C): with the third node partitioned away, the leader
+/// and the other follower commit, then both crash; the leader restarts and, with the third node,
+/// commits again — its restored log carries the entry the third node missed.
+#[test]
+fn a_crashed_leader_restarts_with_a_lagging_follower_and_commits() {
+    let mut c = SimCluster::new(3, seed_from_env(32));
+    c.one(cmd(101), 3, true);
+
+    let leader = c.check_one_leader(secs(5.0));
+    let (follower, lagging) = (c.next_id(&leader, 1), c.next_id(&leader, 2));
+    c.disconnect(&lagging);
+    let i102 = c.one(cmd(102), 2, true);
+
+    c.crash(&leader);
+    c.crash(&follower);
+    c.connect(&lagging);
+    c.start(&leader);
+    c.one(cmd(103), 2, true);
+    assert_eq!(c.applied(&lagging).unwrap().get(&i102), Some(&cmd(102)), "seed {}", c.seed);
+
+    c.start(&follower);
+    c.one(cmd(104), 3, true);
+}
+
+/// Figure 8 and §5.4.2 (TestFigure83C): proposals to whoever leads, each followed (after a short
+/// or, one time in ten, a longer pause) by a crash of that leader, with crashed nodes restarted
+/// whenever fewer than three are up. Leaders crash before or after committing, and an entry
+/// replicated on a majority by an old leader must never be committed by counting replicas — the
+/// cluster's checker fails on any divergence.
+fn figure_8(seed: u64, iters: u64) {
+    let mut c = SimCluster::new(5, seed);
+    let x = rcmd(&mut c);
+    c.one(x, 1, true);
+    let mut nup = 5;
+    for _ in 0..iters {
+        let mut leader = None;
+        for id in c.ids.clone() {
+            let x = rcmd(&mut c);
+            if c.propose(&id, x).is_some() {
+                leader = Some(id);
+            }
+        }
+        let pause = figure_8_pause(&mut c);
+        c.run(pause);
+        if let Some(leader) = leader {
+            c.crash(&leader);
+            nup -= 1;
+        }
+        if nup < 3 {
+            let s = c.random_node();
+            if !c.is_up(&s) {
+                c.start(&s);
+                nup += 1;
+            }
+        }
+    }
+    let last = restore_and_agree(&mut c);
+    eprintln!("STAT fig8 seed {seed}: last {last} terms {} now {}", c.check_terms(), c.now);
+}
+
+/// See [`figure_8`]: the lab's 1,000 iterations (`RAFT_ITERS`), over several seeds.
+#[test]
+fn figure_8_leader_crashes_never_lose_committed_entries() {
+    let iters = iters_from_env(1000);
+    for seed in seeds_from_env(33, 8) {
+        figure_8(seed, iters);
+    }
+}
+
+/// Figure 8 on the unreliable network (TestFigure8Unreliable3C): as [`figure_8`], but leaders are
+/// disconnected (half the time) instead of crashed, 10% of messages are lost, the rest delayed and
+/// reordered, and after the first fifth of the iterations replies are held back up to 2.2 s
+/// ("long reordering"). The network stays unreliable to the end.
+fn figure_8_unreliable(seed: u64, iters: u64) {
+    let mut c = SimCluster::new(5, seed);
+    c.net = unreliable();
+    let x = rcmd(&mut c);
+    c.one(x, 1, true);
+    let mut nup = 5;
+    for i in 0..iters {
+        if i == iters / 5 {
+            c.set_long_reordering(true);
+        }
+        let mut leader = None;
+        for id in c.ids.clone() {
+            let x = rcmd(&mut c);
+            if c.propose(&id, x).is_some() && !c.is_isolated(&id) {
+                leader = Some(id);
+            }
+        }
+        let pause = figure_8_pause(&mut c);
+        c.run(pause);
+        if let Some(leader) = leader {
+            if c.rand(1000) < 500 {
+                c.disconnect(&leader);
+                nup -= 1;
+            }
+        }
+        if nup < 3 {
+            let s = c.random_node();
+            if c.is_isolated(&s) {
+                c.connect(&s);
+                nup += 1;
+            }
+        }
+    }
+    for id in c.ids.clone() {
+        c.connect(&id);
+    }
+    let x = rcmd(&mut c);
+    let last = c.one(x, 5, true);
+    eprintln!("STAT fig8u seed {seed}: last {last} terms {} now {}", c.check_terms(), c.now);
+}
+
+/// See [`figure_8_unreliable`]: the lab's 1,000 iterations (`RAFT_ITERS`), over several seeds.
+#[test]
+fn figure_8_on_an_unreliable_network_never_loses_committed_entries() {
+    let iters = iters_from_env(1000);
+    for seed in seeds_from_env(34, 8) {
+        figure_8_unreliable(seed, iters);
+    }
+}
+
+/// §5.3 under message loss, delay and reordering (TestUnreliableAgree3C): 49 rounds of five
+/// concurrent proposals each commit; then, on a reliable network, all five nodes agree.
+#[test]
+fn agreement_survives_an_unreliable_network() {
+    for seed in seeds_from_env(35, 5) {
+        let mut c = SimCluster::new(5, seed);
+        c.net = unreliable();
+        for iters in 1..50 {
+            let mut cmds: Vec<Vec<u8>> = (0..4).map(|j| cmd(100 * iters + j)).collect();
+            cmds.push(cmd(iters));
+            c.one_all(&cmds, 1);
+        }
+        c.net = NetConfig::default();
+        c.one(cmd(100), 5, true);
+    }
+}
+
+/// One of the churn tests' clients: proposes a fresh value to every running node, then checks
+/// 10, 20, 50, 100 and 200 ms apart whether its index committed, and remembers the values that did.
+struct Client {
+    me: u64,
+    /// Proposed value, its index and how many checks are done, while waiting for it.
+    waiting: Option<(Vec<u8>, u64, usize)>,
+    /// When to act next.
+    next_at: u64,
+    /// Values this client saw committed.
+    committed: Vec<Vec<u8>>,
+}
+
+impl Client {
+    /// Pauses between checks, in ticks (10, 20, 50, 100, 200 ms).
+    const CHECKS: [u64; 5] = [1, 2, 5, 10, 20];
+
+    fn step(&mut self, c: &mut SimCluster) {
+        if c.now < self.next_at {
+            return;
+        }
+        match self.waiting.take() {
+            None => {
+                let x = rcmd(c);
+                let mut index = None;
+                for id in c.ids.clone() {
+                    if let Some((i, _)) = c.propose(&id, x.clone()) {
+                        index = Some(i);
+                    }
+                }
+                match index {
+                    Some(index) => self.waiting = Some((x, index, 0)),
+                    None => self.next_at = c.now + (79 + self.me * 17) / TICK_MS,
+                }
+            }
+            Some((x, index, checks)) => {
+                let (n, got) = c.n_committed(index);
+                if n > 0 {
+                    if got.as_ref() == Some(&x) {
+                        self.committed.push(x);
+                    }
+                } else if checks < Self::CHECKS.len() {
+                    self.next_at = c.now + Self::CHECKS[checks];
+                    self.waiting = Some((x, index, checks + 1));
+                }
+            }
+        }
+    }
+}
+
+/// Runs `ticks` ticks with the clients acting before each.
+fn run_with_clients(c: &mut SimCluster, clients: &mut [Client], ticks: u64) {
+    for _ in 0..ticks {
+        for client in clients.iter_mut() {
+            client.step(c);
+        }
+        c.tick();
+    }
+}
+
+/// Figure 2 and §5.4 under churn (TestReliableChurn3C / TestUnreliableChurn3C): three clients
+/// propose continuously while, every 0.7 s, a random node may be disconnected, one restarted and
+/// reconnected, and one crashed. Afterwards, with everything restored, every value a client saw
+/// committed is in the final log, which all five nodes hold.
+fn churn(seed: u64, unreliable_net: bool) {
+    let mut c = SimCluster::new(5, seed);
+    if unreliable_net {
+        c.net = unreliable();
+    }
+    let mut clients: Vec<Client> =
+        (0..3).map(|me| Client { me, waiting: None, next_at: 0, committed: Vec::new() }).collect();
+    for _ in 0..20 {
+        if c.rand(1000) < 200 {
+            let i = c.random_node();
+            c.disconnect(&i);
+        }
+        if c.rand(1000) < 500 {
+            let i = c.random_node();
+            c.start(&i);
+            c.connect(&i);
+        }
+        if c.rand(1000) < 200 {
+            let i = c.random_node();
+            c.crash(&i);
+        }
+        run_with_clients(&mut c, &mut clients, ELECTION_TIMEOUT * 7 / 10);
+    }
+    run_with_clients(&mut c, &mut clients, ELECTION_TIMEOUT);
+    c.net = NetConfig::default();
+    for id in c.ids.clone() {
+        c.start(&id);
+        c.connect(&id);
+    }
+    let values: Vec<Vec<u8>> = clients.into_iter().flat_map(|cl| cl.committed).collect();
+    c.run(ELECTION_TIMEOUT);
+
+    let x = rcmd(&mut c);
+    let last = c.one(x, 5, true);
+    let mut really = Vec::new();
+    for index in 1..=last {
+        let v = c.wait(index, 5, secs(10.0));
+        really.push(v.unwrap_or_else(|| panic!("index {index} not on all nodes (seed {seed})")));
+    }
+    eprintln!("STAT churn seed {seed}: last {last} values {} now {}", values.len(), c.now);
+    assert!(values.len() >= 10, "only {} values committed (seed {seed})", values.len());
+    for v in &values {
+        assert!(really.contains(v), "committed value {v:?} missing from the log (seed {seed})");
+    }
+}
+
+/// See [`churn`], on a reliable network, over several seeds.
+#[test]
+fn committed_values_survive_churn() {
+    for seed in seeds_from_env(36, 8) {
+        churn(seed, false);
+    }
+}
+
+/// See [`churn`], on the unreliable network, over several seeds.
+#[test]
+fn committed_values_survive_churn_on_an_unreliable_network() {
+    for seed in seeds_from_env(37, 8) {
+        churn(seed, true);
+    }
+}
