@@ -61,7 +61,7 @@ fn many_elections() {
 /// at most 30 RPCs, split votes included.
 #[test]
 fn electing_a_leader_takes_at_most_30_rpcs() {
-    for seed in seeds_from_env(4, 10) {
+    for seed in seeds_from_env(4, 20) {
         let mut c = SimCluster::new(3, seed);
         c.check_one_leader(secs(5.0));
         assert!(
@@ -166,7 +166,7 @@ fn minority_leader_reads(seed: u64, check_quorum: bool) {
 /// See [`minority_leader_reads`]; with check-quorum (the default).
 #[test]
 fn a_minority_leader_never_releases_reads_and_aborts_them_on_stepping_down() {
-    for seed in seeds_from_env(6, 5) {
+    for seed in seeds_from_env(6, 10) {
         minority_leader_reads(seed, true);
     }
 }
@@ -175,7 +175,7 @@ fn a_minority_leader_never_releases_reads_and_aborts_them_on_stepping_down() {
 /// never releases a read.
 #[test]
 fn a_minority_leader_without_check_quorum_never_releases_reads() {
-    for seed in seeds_from_env(7, 5) {
+    for seed in seeds_from_env(7, 10) {
         minority_leader_reads(seed, false);
     }
 }

@@ -11,9 +11,11 @@
 //! one (the seed is printed as each run starts), `RAFT_SEEDS=<n>` runs more, and
 //! `RAFT_ITERS=<n>` sets the Figure 8 iteration count (default: the lab's 1,000).
 
+use raftlabkv::raft::{Config, Envelope, Message, Output, RaftNode, RequestVote};
 use raftlabkv::sim::{
     NetConfig, SimCluster, TICK_MS, iters_from_env, secs, seed_from_env, seeds_from_env,
 };
+use raftlabkv::storage::MemStorage;
 
 /// The lab tester's (generous) election timeout, used for its sleeps: 1 s.
 const ELECTION_TIMEOUT: u64 = 1000 / TICK_MS;
@@ -48,6 +50,33 @@ fn restore_and_agree(c: &mut SimCluster) -> u64 {
     let x = rcmd(c);
     let n = c.ids.len();
     c.one(x, n, true)
+}
+
+/// Figure 2, persistent state, at the level of one node: `currentTerm` and `votedFor` survive a
+/// restart, so a node cannot vote twice in a term by crashing in between — which could elect two
+/// leaders in one term (§5.2). A retransmitted request from the candidate it voted for is granted
+/// again.
+#[test]
+fn a_restarted_node_remembers_its_term_and_vote() {
+    let config = || Config::new("n1", vec!["n2".into(), "n3".into()]);
+    let vote_request = |from: &str| Envelope {
+        from: from.into(),
+        to: "n1".into(),
+        term: 5,
+        message: Message::RequestVote(RequestVote { last_log_index: 0, last_log_term: 0 }),
+    };
+    let granted = |out: &Output| {
+        out.after_sync
+            .iter()
+            .any(|e| matches!(&e.message, Message::RequestVoteResponse(r) if r.vote_granted))
+    };
+    let mut node = RaftNode::new(config(), Box::new(MemStorage::new())).unwrap();
+    assert!(granted(&node.step(vote_request("n2")).unwrap()), "a first vote is granted");
+
+    let mut node = RaftNode::new(config(), node.into_storage()).unwrap();
+    assert_eq!(node.term(), 5, "the term was not restored");
+    assert!(!granted(&node.step(vote_request("n3")).unwrap()), "voted twice in term 5");
+    assert!(granted(&node.step(vote_request("n2")).unwrap()), "a retransmission is refused");
 }
 
 /// Figure 2, persistent state (TestPersist13C): the log, term and vote survive restarting every
@@ -150,8 +179,8 @@ fn a_crashed_leader_restarts_with_a_lagging_follower_and_commits() {
 /// whenever fewer than three are up. Leaders crash before or after committing, and an entry
 /// replicated on a majority by an old leader must never be committed by counting replicas — the
 /// cluster's checker fails on any divergence.
-fn figure_8(seed: u64, iters: u64) {
-    let mut c = SimCluster::new(5, seed);
+fn figure_8(seed: u64, iters: u64, configure: fn(&mut Config)) {
+    let mut c = SimCluster::with_config(5, seed, configure);
     let x = rcmd(&mut c);
     c.one(x, 1, true);
     let mut nup = 5;
@@ -184,17 +213,35 @@ fn figure_8(seed: u64, iters: u64) {
 #[test]
 fn figure_8_leader_crashes_never_lose_committed_entries() {
     let iters = iters_from_env(1000);
-    for seed in seeds_from_env(33, 8) {
-        figure_8(seed, iters);
+    for seed in seeds_from_env(33, 20) {
+        figure_8(seed, iters, |_| {});
+    }
+}
+
+/// One entry per AppendEntries, so that a new leader's older-term entries can reach a majority
+/// before its no-op does, and a follower can hold unverified entries past the point an
+/// AppendEntries checked. With the default batching neither happens, which would hide a leader
+/// that commits an older-term entry by counting replicas (Figure 8) or a follower that commits
+/// past what the leader verified (Figure 2, AppendEntries rule 5).
+fn one_entry_per_append(config: &mut Config) {
+    config.max_append_entries = 1;
+}
+
+/// [`figure_8`] with [`one_entry_per_append`].
+#[test]
+fn figure_8_with_one_entry_per_append_never_loses_committed_entries() {
+    let iters = iters_from_env(1000);
+    for seed in seeds_from_env(38, 20) {
+        figure_8(seed, iters, one_entry_per_append);
     }
 }
 
 /// Figure 8 on the unreliable network (TestFigure8Unreliable3C): as [`figure_8`], but leaders are
 /// disconnected (half the time) instead of crashed, 10% of messages are lost, the rest delayed and
 /// reordered, and after the first fifth of the iterations replies are held back up to 2.2 s
-/// ("long reordering"). The network stays unreliable to the end.
-fn figure_8_unreliable(seed: u64, iters: u64) {
-    let mut c = SimCluster::new(5, seed);
+/// ("long reordering"). Unless `calm_ending`, the network stays unreliable to the end.
+fn figure_8_unreliable(seed: u64, iters: u64, configure: fn(&mut Config), calm_ending: bool) {
+    let mut c = SimCluster::with_config(5, seed, configure);
     c.net = unreliable();
     let x = rcmd(&mut c);
     c.one(x, 1, true);
@@ -229,6 +276,10 @@ fn figure_8_unreliable(seed: u64, iters: u64) {
     for id in c.ids.clone() {
         c.connect(&id);
     }
+    if calm_ending {
+        c.net = NetConfig::default();
+        c.set_long_reordering(false);
+    }
     let x = rcmd(&mut c);
     c.one(x, 5, true);
 }
@@ -237,8 +288,19 @@ fn figure_8_unreliable(seed: u64, iters: u64) {
 #[test]
 fn figure_8_on_an_unreliable_network_never_loses_committed_entries() {
     let iters = iters_from_env(1000);
-    for seed in seeds_from_env(34, 8) {
-        figure_8_unreliable(seed, iters);
+    for seed in seeds_from_env(34, 20) {
+        figure_8_unreliable(seed, iters, |_| {}, false);
+    }
+}
+
+/// [`figure_8_unreliable`] with [`one_entry_per_append`]. The network is made reliable again
+/// before the final agreement: catching five nodes up one entry per round trip, with replies held
+/// back up to 2.2 s, takes longer than the lab's 10 s.
+#[test]
+fn figure_8_on_an_unreliable_network_with_one_entry_per_append_never_loses_committed_entries() {
+    let iters = iters_from_env(1000);
+    for seed in seeds_from_env(39, 20) {
+        figure_8_unreliable(seed, iters, one_entry_per_append, true);
     }
 }
 
@@ -246,7 +308,7 @@ fn figure_8_on_an_unreliable_network_never_loses_committed_entries() {
 /// concurrent proposals each commit; then, on a reliable network, all five nodes agree.
 #[test]
 fn agreement_survives_an_unreliable_network() {
-    for seed in seeds_from_env(35, 5) {
+    for seed in seeds_from_env(35, 10) {
         let mut c = SimCluster::new(5, seed);
         c.net = unreliable();
         for iters in 1..50 {
@@ -371,7 +433,7 @@ fn churn(seed: u64, unreliable_net: bool) -> usize {
 /// See [`churn`], on a reliable network, over several seeds.
 #[test]
 fn committed_values_survive_churn() {
-    let seeds = seeds_from_env(36, 8);
+    let seeds = seeds_from_env(36, 20);
     let values: usize = seeds.iter().map(|&seed| churn(seed, false)).sum();
     assert!(values >= 10 * seeds.len(), "only {values} values committed in all");
 }
@@ -379,7 +441,7 @@ fn committed_values_survive_churn() {
 /// See [`churn`], on the unreliable network, over several seeds.
 #[test]
 fn committed_values_survive_churn_on_an_unreliable_network() {
-    let seeds = seeds_from_env(37, 8);
+    let seeds = seeds_from_env(37, 20);
     let values: usize = seeds.iter().map(|&seed| churn(seed, true)).sum();
     assert!(values >= 10 * seeds.len(), "only {values} values committed in all");
 }
