@@ -1,6 +1,6 @@
 //! MIT 6.5840 lab 3A, on the simulated cluster: leader election.
 
-use raftlabkv::raft::NodeId;
+use raftlabkv::raft::{Config, NodeId};
 use raftlabkv::sim::{SimCluster, secs, seed_from_env, seeds_from_env};
 
 /// §5.2: a leader is elected within 5 s, the term stays put without failures.
@@ -178,4 +178,30 @@ fn a_minority_leader_without_check_quorum_never_releases_reads() {
     for seed in seeds_from_env(7, 10) {
         minority_leader_reads(seed, false);
     }
+}
+
+/// `n3`'s election timer runs three times faster than the others'.
+fn hasty_n3(config: &mut Config) {
+    if config.id == "n3" {
+        config.election_ticks_min = 10;
+        config.election_ticks_max = 12;
+    }
+}
+
+/// Figure 2: a follower restarts its election timer only when it hears from the current leader or
+/// grants a vote — not whenever it sees a higher term. So a node that cannot win (its log is
+/// stale, §5.4.1) cannot hold back the nodes that can, even if its timer always fires first: were
+/// each of its RequestVotes to restart the others' timers, no one else would ever stand.
+#[test]
+fn a_candidate_with_a_stale_log_cannot_hold_back_the_election() {
+    let mut c = SimCluster::with_config(3, seed_from_env(8), hasty_n3);
+    let n3: NodeId = "n3".into();
+    c.check_one_leader(secs(5.0));
+    c.disconnect(&n3);
+    c.one(b"while n3 is away".to_vec(), 2, false);
+    c.run(secs(1.0)); // n3 keeps standing, alone: its term climbs past the others'
+    c.connect(&n3);
+    let leader = c.check_one_leader(secs(5.0));
+    assert_ne!(leader, n3, "a stale log won an election (seed {})", c.seed);
+    c.one(b"all together".to_vec(), 3, true);
 }
