@@ -405,22 +405,22 @@ impl SimCluster {
         for r in out.aborted_reads {
             self.aborted_reads.push((id.clone(), r));
         }
-        if let Some(node) = self.nodes.get(id) {
-            if node.is_leader() {
-                let term = node.term();
-                match self.leaders.insert(term, id.clone()) {
-                    Some(other) => {
-                        assert_eq!(&other, id, "two leaders in term {term} (seed {})", self.seed)
-                    }
-                    None => self.check_leader_completeness(id),
+        if let Some(node) = self.nodes.get(id)
+            && node.is_leader()
+        {
+            let term = node.term();
+            match self.leaders.insert(term, id.clone()) {
+                Some(other) => {
+                    assert_eq!(&other, id, "two leaders in term {term} (seed {})", self.seed)
                 }
+                None => self.check_leader_completeness(id),
             }
         }
-        if let Some(point) = out.sync {
-            if let Some(node) = self.nodes.get_mut(id) {
-                let more = node.persisted(point.index, point.term).expect("persisted");
-                self.handle_output(id, more);
-            }
+        if let Some(point) = out.sync
+            && let Some(node) = self.nodes.get_mut(id)
+        {
+            let more = node.persisted(point.index, point.term).expect("persisted");
+            self.handle_output(id, more);
         }
     }
 
@@ -560,11 +560,12 @@ impl SimCluster {
             for _ in 0..self.ids.len() {
                 starter = (starter + 1) % self.ids.len();
                 let id = self.ids[starter].clone();
-                if self.is_up(&id) && self.is_connected(&id) {
-                    if let Some((i, _)) = self.propose(&id, command.clone()) {
-                        index = Some(i);
-                        break;
-                    }
+                if self.is_up(&id)
+                    && self.is_connected(&id)
+                    && let Some((i, _)) = self.propose(&id, command.clone())
+                {
+                    index = Some(i);
+                    break;
                 }
             }
             if let Some(index) = index {
@@ -607,10 +608,10 @@ impl SimCluster {
                         continue;
                     }
                 }
-                if attempts[i].is_none_or(|(_, at)| self.now - at >= secs(2.0)) {
-                    if let Some(index) = self.propose_to_leader(command) {
-                        attempts[i] = Some((index, self.now));
-                    }
+                if attempts[i].is_none_or(|(_, at)| self.now - at >= secs(2.0))
+                    && let Some(index) = self.propose_to_leader(command)
+                {
+                    attempts[i] = Some((index, self.now));
                 }
             }
             if done.iter().all(Option::is_some) {
@@ -624,10 +625,11 @@ impl SimCluster {
     /// Proposes on the first running, connected node that accepts (leads); returns the index.
     pub fn propose_to_leader(&mut self, command: &[u8]) -> Option<Index> {
         for id in self.ids.clone() {
-            if self.is_up(&id) && self.is_connected(&id) {
-                if let Some((index, _)) = self.propose(&id, command.to_vec()) {
-                    return Some(index);
-                }
+            if self.is_up(&id)
+                && self.is_connected(&id)
+                && let Some((index, _)) = self.propose(&id, command.to_vec())
+            {
+                return Some(index);
             }
         }
         None

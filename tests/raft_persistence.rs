@@ -259,11 +259,11 @@ fn figure_8_unreliable(seed: u64, iters: u64, configure: fn(&mut Config), calm_e
         }
         let pause = figure_8_pause(&mut c);
         c.run(pause);
-        if let Some(leader) = leader {
-            if c.rand(1000) < 500 {
-                c.disconnect(&leader);
-                nup -= 1;
-            }
+        if let Some(leader) = leader
+            && c.rand(1000) < 500
+        {
+            c.disconnect(&leader);
+            nup -= 1;
         }
         if nup < 3 {
             let s = c.random_node();

@@ -132,7 +132,8 @@ impl RaftLog {
             }
         }
         let candidate = lo.checked_sub(1)?;
-        (candidate >= self.first_index() && self.term_at(candidate) == Some(term)).then_some(candidate)
+        (candidate >= self.first_index() && self.term_at(candidate) == Some(term))
+            .then_some(candidate)
     }
 }
 

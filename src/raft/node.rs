@@ -277,13 +277,12 @@ impl RaftNode {
     /// The shell synced storage through a [`SyncPoint`]: the log up to `index` (with `term`) is
     /// durable, so a leader may count itself towards committing it.
     pub fn persisted(&mut self, index: Index, term: Term) -> Result<Output> {
-        if self.log.term_at(index) == Some(term) {
-            if let Role::Leader(leader) = &mut self.role {
-                if index > leader.self_match {
-                    leader.self_match = index;
-                    self.maybe_commit()?;
-                }
-            }
+        if self.log.term_at(index) == Some(term)
+            && let Role::Leader(leader) = &mut self.role
+            && index > leader.self_match
+        {
+            leader.self_match = index;
+            self.maybe_commit()?;
         }
         Ok(self.take_output())
     }
@@ -291,11 +290,11 @@ impl RaftNode {
     /// The shell could not deliver to `peer` (connection refused, timeout). The leader stops
     /// waiting for the lost request and will probe again from the last known match.
     pub fn report_unreachable(&mut self, peer: &NodeId) {
-        if let Role::Leader(leader) = &mut self.role {
-            if let Some(p) = leader.progress.get_mut(peer) {
-                p.inflight = None;
-                p.next_index = p.match_index + 1;
-            }
+        if let Role::Leader(leader) = &mut self.role
+            && let Some(p) = leader.progress.get_mut(peer)
+        {
+            p.inflight = None;
+            p.next_index = p.match_index + 1;
         }
     }
 
@@ -508,7 +507,12 @@ impl RaftNode {
     }
 
     /// AppendEntries receiver implementation (Figure 2), with the rejection hint.
-    fn handle_append_entries(&mut self, from: NodeId, term: Term, req: AppendEntries) -> Result<()> {
+    fn handle_append_entries(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        req: AppendEntries,
+    ) -> Result<()> {
         let reject = |conflict_term, conflict_index| AppendEntriesResponse {
             success: false,
             match_index: 0,
@@ -530,7 +534,10 @@ impl RaftNode {
             Role::Leader(_) => {
                 // Election Safety says this cannot happen; a forged or buggy peer must not crash
                 // us, so refuse loudly and keep leading.
-                log::error!("{} leads term {term}, yet {from} claims to lead it too", self.config.id);
+                log::error!(
+                    "{} leads term {term}, yet {from} claims to lead it too",
+                    self.config.id
+                );
                 let resp = reject(None, 0);
                 self.send_after_sync(from, Message::AppendEntriesResponse(resp));
                 return Ok(());
@@ -804,7 +811,8 @@ impl RaftNode {
 
     /// More than half of the whole cluster, this node included (a 4-node cluster needs 3).
     fn quorum(&self) -> usize {
-        (self.config.peers.len() + 1) / 2 + 1
+        let cluster = self.config.peers.len() + 1;
+        cluster / 2 + 1
     }
 
     fn reset_election_timeout(&mut self) {
@@ -844,11 +852,8 @@ impl RaftNode {
         let seq = self.log.storage.write_seq();
         if seq != self.seen_write_seq || !out.after_sync.is_empty() {
             self.seen_write_seq = seq;
-            out.sync = Some(SyncPoint {
-                seq,
-                index: self.log.last_index(),
-                term: self.log.last_term(),
-            });
+            out.sync =
+                Some(SyncPoint { seq, index: self.log.last_index(), term: self.log.last_term() });
         }
         out
     }
