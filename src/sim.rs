@@ -8,7 +8,9 @@
 //!
 //! The cluster also plays the role of the MIT 6.5840 lab's `applyCh` checker: every applied entry
 //! is compared with what every other node applied at that index, and a node must apply indexes in
-//! order, exactly once per incarnation.
+//! order, exactly once per incarnation. It checks two more of Figure 3's properties as it goes:
+//! Election Safety (never two leaders in one term) and Leader Completeness (a node that starts
+//! leading holds every entry any node has applied).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -268,12 +270,15 @@ impl SimCluster {
 
     /// The MIT lab's `setlongreordering`: while on, two responses in three are held back an extra
     /// `20 + rand(0..=rand(0..=200))` ticks (0.2–2.2 s), on top of [`SimCluster::net`], so replies
-    /// arrive long after newer ones. Requests are not affected, as in the lab.
+    /// arrive long after newer ones. Requests are not affected, as in the lab. Meant for
+    /// `net.reorder = true`: on FIFO links a held-back reply also holds back those behind it.
     pub fn set_long_reordering(&mut self, on: bool) {
         self.long_reordering = on;
     }
 
-    /// True unless every outgoing link of `id` is cut (the MIT lab's "connected").
+    /// True unless every outgoing link of `id` is cut: whether it can reach anyone at all. This is
+    /// what [`SimCluster::leaders`] and [`SimCluster::one`] go by; see also
+    /// [`SimCluster::is_isolated`].
     pub fn is_connected(&self, id: &NodeId) -> bool {
         self.ids.len() == 1
             || self.ids.iter().any(|o| o != id && !self.cut.contains(&(id.clone(), o.clone())))

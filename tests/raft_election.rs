@@ -1,4 +1,9 @@
-//! MIT 6.5840 lab 3A, on the simulated cluster: leader election.
+//! MIT 6.5840 lab 3A, on the simulated cluster: leader election (§5.2), with the lab's RPC bars
+//! for elections and idle heartbeats, the election timer rule of Figure 2, and ReadIndex reads
+//! (§8), whose safety rests on a leader confirming it still leads.
+//!
+//! Tests that loop over seeds run several schedules derived from a base seed; `RAFT_SEED=<seed>`
+//! replays one (each run prints its seed), `RAFT_SEEDS=<n>` runs more.
 
 use raftlabkv::raft::{Config, NodeId};
 use raftlabkv::sim::{SimCluster, secs, seed_from_env, seeds_from_env};
