@@ -410,6 +410,12 @@ impl RaftNode {
     // ----- role transitions ---------------------------------------------------------------------
 
     /// Becomes a follower of `term` (§5.1: a higher term always wins).
+    ///
+    /// The election timer keeps running: Figure 2 restarts it only on an AppendEntries from the
+    /// current leader or on granting a vote, and the callers that see those do so. Restarting it
+    /// on any higher term would let a candidate whose log is too stale to win hold back, again
+    /// and again, the nodes that could win. Only a deposed leader, whose timer was stopped, starts
+    /// a fresh one.
     fn become_follower(&mut self, term: Term, leader: Option<NodeId>) -> Result<()> {
         if term > self.current_term {
             self.current_term = term;
@@ -418,10 +424,10 @@ impl RaftNode {
         }
         if let Role::Leader(leader_state) = &mut self.role {
             self.out.aborted_reads.extend(leader_state.reads.drain(..).map(|r| r.id));
+            self.election_elapsed = 0;
+            self.reset_election_timeout();
         }
         self.role = Role::Follower(Follower { leader });
-        self.election_elapsed = 0;
-        self.reset_election_timeout();
         Ok(())
     }
 
