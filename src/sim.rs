@@ -519,15 +519,15 @@ impl SimCluster {
         }
         let (index, term) = (entry.index, entry.term);
         self.applied.entry(id.clone()).or_default().insert(entry.index, entry.command);
-        if let Some(every) = self.snapshot_every {
-            if index % every == 0 {
-                let meta = SnapshotMeta { index, term };
-                let data = self.applied.get(id).cloned().unwrap_or_default();
-                self.snapshots.insert(id.clone(), (meta, data));
-                let trailing = self.snapshot_trailing;
-                if let Some(node) = self.nodes.get_mut(id) {
-                    node.snapshot_taken(meta, trailing).expect("snapshot_taken");
-                }
+        if let Some(every) = self.snapshot_every
+            && index % every == 0
+        {
+            let meta = SnapshotMeta { index, term };
+            let data = self.applied.get(id).cloned().unwrap_or_default();
+            self.snapshots.insert(id.clone(), (meta, data));
+            let trailing = self.snapshot_trailing;
+            if let Some(node) = self.nodes.get_mut(id) {
+                node.snapshot_taken(meta, trailing).expect("snapshot_taken");
             }
         }
     }
