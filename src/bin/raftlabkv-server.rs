@@ -46,8 +46,9 @@ struct Args {
     /// How long a client request waits for its commit before 504 (writes) or 503 (reads).
     #[arg(long, default_value_t = 5000)]
     request_timeout_ms: u64,
-    /// HTTP worker threads.
-    #[arg(long, default_value_t = 64)]
+    /// HTTP worker threads. A client write holds its worker until it commits, and peer RPCs use
+    /// the same pool, so keep this above the number of concurrent clients.
+    #[arg(long, default_value_t = 128)]
     http_threads: usize,
     /// Largest accepted value, in bytes.
     #[arg(long, default_value_t = 1 << 20)]

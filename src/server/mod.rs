@@ -81,7 +81,7 @@ impl ServerConfig {
             election_timeout: (Duration::from_millis(300), Duration::from_millis(600)),
             rpc_timeout: Duration::from_millis(1000),
             request_timeout: Duration::from_secs(5),
-            http_threads: 64,
+            http_threads: 128,
             max_key_bytes: 4096,
             max_value_bytes: 1 << 20,
             seed: rand::random(),

@@ -19,7 +19,7 @@ pub struct ClusterOptions {
     pub server_bin: PathBuf,
     /// Where per-node data dirs and logs go (`node1/`, `node1.log`).
     pub work_dir: PathBuf,
-    /// Pass `--data-dir` to each node (durable storage).
+    /// Give each node a data dir under `work_dir` (durable storage); otherwise `--in-memory`.
     pub data_dirs: bool,
     /// Extra flags for every node.
     pub extra_args: Vec<String>,
@@ -97,6 +97,8 @@ impl Cluster {
             if options.data_dirs {
                 args.push("--data-dir".into());
                 args.push(options.work_dir.join(&id).display().to_string());
+            } else {
+                args.push("--in-memory".into());
             }
             args.extend(options.extra_args.iter().cloned());
             nodes.push(NodeProc { id, addr: addrs[i].clone(), child: None, args, paused: false });
