@@ -53,6 +53,9 @@ struct Args {
     /// Largest accepted value, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     max_value_bytes: usize,
+    /// Most log entries in one AppendEntries RPC (batches are also capped at 4 MiB).
+    #[arg(long, default_value_t = 4096)]
+    max_append_entries: usize,
     /// Largest accepted key, in bytes.
     #[arg(long, default_value_t = 4096)]
     max_key_bytes: usize,
@@ -132,6 +135,7 @@ fn run(args: Args) -> Result<(), String> {
     config.http_threads = args.http_threads.max(1);
     config.max_value_bytes = args.max_value_bytes;
     config.max_key_bytes = args.max_key_bytes.max(1);
+    config.max_append_entries = args.max_append_entries.max(1);
 
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
     ctrlc::set_handler(move || {

@@ -61,6 +61,8 @@ pub struct ServerConfig {
     pub max_key_bytes: usize,
     /// Largest value, in bytes.
     pub max_value_bytes: usize,
+    /// Most entries in one AppendEntries.
+    pub max_append_entries: usize,
     /// Seed for election timeouts (defaults to a random one).
     pub seed: u64,
 }
@@ -84,6 +86,7 @@ impl ServerConfig {
             http_threads: 128,
             max_key_bytes: 4096,
             max_value_bytes: 1 << 20,
+            max_append_entries: 4096,
             seed: rand::random(),
         }
     }
@@ -96,6 +99,7 @@ impl ServerConfig {
         c.election_ticks_min = ticks(self.election_timeout.0);
         c.election_ticks_max = ticks(self.election_timeout.1).max(c.election_ticks_min + 1);
         c.rpc_timeout_ticks = ticks(self.rpc_timeout).max(c.election_ticks_min);
+        c.max_append_entries = self.max_append_entries.max(1);
         c.seed = self.seed;
         c
     }
