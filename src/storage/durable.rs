@@ -606,7 +606,7 @@ impl Replay {
                         self.offset
                     ));
                 }
-                if from - 1 >= self.base {
+                if from > self.base {
                     let keep = (from - 1 - self.base).min(self.entries.len() as Index);
                     self.entries.truncate(keep as usize);
                 } else {
