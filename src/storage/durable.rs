@@ -816,7 +816,12 @@ impl DurableStorage {
             options,
             _lock: lock,
             hard_state: replay.hard_state,
-            entries: replay.entries,
+            // Replaying appends that a compaction later dropped may have left spare capacity.
+            entries: {
+                let mut entries = replay.entries;
+                entries.shrink_to_fit();
+                entries
+            },
             offset: replay.offset,
             offset_term: replay.offset_term,
             snapshot: replay.snapshot,

@@ -1156,6 +1156,64 @@ fn dump_shows_snapshot_records_and_files() {
     assert!(String::from_utf8(out).unwrap().contains("which the log records, is missing"));
 }
 
+#[test]
+fn a_log_written_before_checkpoints_existed_opens_and_compacts() {
+    // Segments as the format before snapshots wrote them: each starts with a hard-state record.
+    let dir = TempDir::new().unwrap();
+    let hs = HardState { current_term: 1, voted_for: Some("node1".into()) };
+    let mut m = MemStorage::new();
+    m.save_hard_state(&hs).unwrap();
+    let (mut seq, mut buf) = (0, Vec::new());
+    let mut old_segments = Vec::new();
+    for range in [1..=10, 11..=20] {
+        old_segments.push(wal::segment_name(seq + 1));
+        let mut bytes = SEGMENT_MAGIC.to_vec();
+        seq += 1;
+        wal::encode_frame(&mut buf, seq, &RecordRef::HardState(&hs)).unwrap();
+        bytes.extend_from_slice(&buf);
+        for i in range {
+            let e = [entry(i, 1)];
+            seq += 1;
+            wal::encode_frame(&mut buf, seq, &RecordRef::Append { first_index: i, entries: &e })
+                .unwrap();
+            bytes.extend_from_slice(&buf);
+            m.append(&e).unwrap();
+        }
+        fs::write(dir.path().join(old_segments.last().unwrap()), bytes).unwrap();
+    }
+    let copy = copy_dir(dir.path());
+
+    // Compacting while only old segments exist deletes nothing: no segment can start a replay.
+    let (mut d, _) = DurableStorage::open(copy.path(), options(BIG, false)).unwrap();
+    assert_same(&d, &m);
+    let (mut m2, meta) = (m.clone(), snap(&d, 15, 1));
+    d.set_snapshot(meta).unwrap();
+    m2.set_snapshot(meta).unwrap();
+    d.compact(15).unwrap();
+    m2.compact(15).unwrap();
+    assert_eq!(wal_files(copy.path()).len(), 2);
+    let (d, _) = reopen(d, BIG);
+    assert_same(&d, &m2);
+
+    // With small segments, new ones (with checkpoints) are started; compaction past the old
+    // entries then deletes the old segments.
+    let (mut d, _) = DurableStorage::open(dir.path(), options(300, false)).unwrap();
+    assert_same(&d, &m);
+    append_range(&mut d, &mut m, 21, 60, 1);
+    let meta = snap(&d, 50, 1);
+    d.set_snapshot(meta).unwrap();
+    m.set_snapshot(meta).unwrap();
+    d.compact(50).unwrap();
+    m.compact(50).unwrap();
+    let names: Vec<String> = wal_files(dir.path())
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(old_segments.iter().all(|old| !names.contains(old)), "{names:?}");
+    let (d, _) = reopen(d, 300);
+    assert_same(&d, &m);
+}
+
 /// `cargo test --release -- --ignored --nocapture wal_append_benchmark`
 #[test]
 #[ignore]

@@ -13,13 +13,15 @@
 //!   wal-00000000000000000001.log      records 1 ..= 812
 //!   wal-00000000000000000813.log      records 813 ..= 1650
 //!   wal-00000000000000001651.log      records 1651 ..       (the active segment, being appended to)
+//!   snapshots/                        snapshot files (see [`super::snapshot`])
 //! ```
 //!
 //! Every record has a *sequence number* (1, 2, 3, ... with no gaps across the whole log), and a
 //! segment is named after the sequence number of its first record, zero-padded to 20 digits so
 //! that names sort in log order. The names alone therefore say which segment must follow which:
 //! `wal-<N>.log` holding `k` records must be followed by `wal-<N+k>.log`. A missing file shows up
-//! as a gap.
+//! as a gap. The oldest segment is `wal-…1.log` until a compaction deletes the oldest segments;
+//! after that the log starts at a later segment, which then starts with a checkpoint (below).
 //!
 //! # Segment layout
 //!
