@@ -15,13 +15,18 @@
 //! * [`MemStorage`]: the log in a `Vec` (tests, simulation, nodes without a data directory);
 //! * [`DurableStorage`] ([`durable`]): a segmented write-ahead log in a data directory, with
 //!   torn-tail recovery and group commit; its on-disk format is described in [`wal`].
+//!
+//! Snapshot *files* (the state machine's serialized state) live next to the log, in a
+//! [`SnapshotStore`] ([`snapshot`]); the log only records which snapshot is current.
 
 pub mod durable;
 mod memory;
+pub mod snapshot;
 pub mod wal;
 
 pub use durable::{DurableOptions, DurableStorage, RecoveryReport, SegmentInfo, TornTail};
 pub use memory::MemStorage;
+pub use snapshot::SnapshotStore;
 
 use std::sync::Arc;
 
