@@ -144,10 +144,11 @@ impl KvStore {
 
     /// Rebuilds a store from [`KvStore::encode_snapshot`] output; errors name the byte offset.
     pub fn decode_snapshot(bytes: &[u8]) -> Result<KvStore> {
-        let bad = |at: usize, what: &str| Error::Storage(format!("snapshot data, byte {at}: {what}"));
+        let bad =
+            |at: usize, what: &str| Error::Storage(format!("snapshot data, byte {at}: {what}"));
         let newline = bytes.iter().position(|&b| b == b'\n').ok_or_else(|| bad(0, "no header"))?;
-        let header: serde_json::Value =
-            serde_json::from_slice(&bytes[..newline]).map_err(|e| bad(0, &format!("bad header: {e}")))?;
+        let header: serde_json::Value = serde_json::from_slice(&bytes[..newline])
+            .map_err(|e| bad(0, &format!("bad header: {e}")))?;
         if header["format"] != SNAPSHOT_FORMAT {
             return Err(bad(0, &format!("unknown format {}", header["format"])));
         }
@@ -157,8 +158,10 @@ impl KvStore {
         let mut at = newline + 1;
         let take = |at: &mut usize| -> Result<String> {
             let len_bytes = bytes.get(*at..*at + 4).ok_or_else(|| bad(*at, "truncated length"))?;
-            let len = u32::from_le_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]) as usize;
-            let text = bytes.get(*at + 4..*at + 4 + len).ok_or_else(|| bad(*at, "truncated string"))?;
+            let len = u32::from_le_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]])
+                as usize;
+            let text =
+                bytes.get(*at + 4..*at + 4 + len).ok_or_else(|| bad(*at, "truncated string"))?;
             let text = String::from_utf8(text.to_vec()).map_err(|_| bad(*at, "not UTF-8"))?;
             *at += 4 + len;
             Ok(text)
