@@ -106,5 +106,5 @@ pub use message::{
     InstallSnapshotResponse, Message, NodeId, RequestVote, RequestVoteResponse, SnapshotMeta, Term,
     base64,
 };
-pub use node::{Config, Output, RaftNode, ReadState, Status, SyncPoint};
+pub use node::{Config, Output, PeerProgress, RaftNode, ReadState, Status, SyncPoint};
 pub use role::Role;

@@ -187,6 +187,23 @@ pub struct Status {
     pub first_log_index: Index,
     /// The latest snapshot.
     pub snapshot: Option<SnapshotMeta>,
+    /// On a leader: what it knows of each follower (`next_index`, `match_index`, whether a
+    /// request or a snapshot is in flight).
+    pub progress: BTreeMap<NodeId, PeerProgress>,
+}
+
+/// A leader's view of one follower, for `/status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerProgress {
+    /// Next entry to send.
+    pub next_index: Index,
+    /// Highest entry known to be stored there.
+    pub match_index: Index,
+    /// An AppendEntries (or snapshot) awaits its answer.
+    pub inflight: bool,
+    /// Index of the snapshot being sent, if any.
+    pub snapshot: Option<Index>,
 }
 
 /// One Raft node: Figure 2 as code.
@@ -314,6 +331,7 @@ impl RaftNode {
             && let Some(p) = leader.progress.get_mut(peer)
         {
             p.inflight = None;
+            p.pending_snapshot = None;
             p.next_index = p.match_index + 1;
         }
     }
@@ -404,6 +422,22 @@ impl RaftNode {
             last_log_term: self.log.last_term(),
             first_log_index: self.log.first_index(),
             snapshot: self.log.storage.snapshot(),
+            progress: match &self.role {
+                Role::Leader(l) => l
+                    .progress
+                    .iter()
+                    .map(|(id, p)| {
+                        let view = PeerProgress {
+                            next_index: p.next_index,
+                            match_index: p.match_index,
+                            inflight: p.inflight.is_some(),
+                            snapshot: p.pending_snapshot,
+                        };
+                        (id.clone(), view)
+                    })
+                    .collect(),
+                _ => BTreeMap::new(),
+            },
         }
     }
 
@@ -756,6 +790,8 @@ impl RaftNode {
             return Ok(());
         };
         progress.recent_active = true;
+        // Is this the answer to the latest request this follower answered so far?
+        let newest = resp.seq >= progress.acked_seq;
         progress.acked_seq = progress.acked_seq.max(resp.seq);
         if progress.inflight.is_some_and(|f| resp.seq >= f.seq) {
             progress.inflight = None;
@@ -774,6 +810,17 @@ impl RaftNode {
                 },
                 None => resp.conflict_index,
             };
+            if hint <= progress.match_index && newest {
+                // Not a stale rejection: the follower lost entries it had acknowledged (its data
+                // dir was wiped, or it ran with --fsync=false). Start over from what it has;
+                // lowering match_index only ever makes commits more conservative.
+                log::warn!(
+                    "{from} no longer holds entries through {} (its log ends before {hint}); \
+                     resending",
+                    progress.match_index
+                );
+                progress.match_index = hint.saturating_sub(1);
+            }
             // Never back up past what the follower is known to hold (a stale rejection).
             let next = hint.clamp(progress.match_index + 1, last_index + 1);
             if next < progress.next_index {
@@ -942,6 +989,7 @@ impl RaftNode {
             leader.seq += 1;
             progress.inflight = Some(Inflight { seq: leader.seq, sent_at_tick: ticks });
             progress.pending_snapshot = Some(snapshot.index);
+            log::debug!("{} sends snapshot {} to {peer}", self.config.id, snapshot.index);
             let message = Message::InstallSnapshot(InstallSnapshot {
                 last_included_index: snapshot.index,
                 last_included_term: snapshot.term,
