@@ -173,6 +173,42 @@ pub struct Envelope {
     pub message: Message,
 }
 
+impl Envelope {
+    /// Checks what a well-behaved peer always satisfies, so a garbled or forged message is refused
+    /// as bad input instead of reaching the log: entries contiguous after `prev_log_index`, terms
+    /// never above the sender's term nor decreasing.
+    pub fn validate(&self) -> Result<(), String> {
+        let term = self.term;
+        match &self.message {
+            Message::RequestVote(rv) if rv.last_log_term > term => Err(format!(
+                "last_log_term {} is above the message's term {term}",
+                rv.last_log_term
+            )),
+            Message::AppendEntries(ae) => {
+                if ae.prev_log_term > term {
+                    return Err(format!("prev_log_term {} is above term {term}", ae.prev_log_term));
+                }
+                let mut last_term = ae.prev_log_term;
+                for (i, e) in ae.entries.iter().enumerate() {
+                    let want = ae.prev_log_index.checked_add(i as Index + 1);
+                    if Some(e.index) != want {
+                        return Err(format!("entry {i} has index {}, expected {want:?}", e.index));
+                    }
+                    if e.term > term || e.term < last_term {
+                        return Err(format!("entry {} has term {} out of order", e.index, e.term));
+                    }
+                    last_term = e.term;
+                }
+                Ok(())
+            }
+            Message::InstallSnapshot(is) if is.last_included_term > term => {
+                Err(format!("last_included_term {} is above term {term}", is.last_included_term))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Standard base64 (RFC 4648, with padding) for entry commands in JSON. Tiny and local, so the wire
 /// format stays readable JSON without a dependency for forty lines.
 pub mod base64 {

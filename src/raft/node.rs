@@ -580,6 +580,9 @@ impl RaftNode {
             log::warn!("{} drops a message from unknown node {:?}", self.config.id, env.from);
             return Ok(());
         }
+        // Malformed input is the sender's problem, reported as such; it never reaches the log.
+        env.validate()
+            .map_err(|e| Error::BadRequest(format!("invalid message from {}: {e}", env.from)))?;
         // Votes for a later term while a leader is known to be alive are ignored (see
         // `Config::check_quorum`); PreVotes never change anyone's term.
         if let Message::RequestVote(req) = &env.message {
@@ -797,8 +800,10 @@ impl RaftNode {
             progress.inflight = None;
         }
         if resp.success {
-            if resp.match_index > progress.match_index {
-                progress.match_index = resp.match_index;
+            // A follower cannot hold more than we sent; never trust a larger claim.
+            let claimed = resp.match_index.min(last_index);
+            if claimed > progress.match_index {
+                progress.match_index = claimed;
             }
             progress.next_index = progress.next_index.max(progress.match_index + 1);
         } else {
@@ -875,6 +880,7 @@ impl RaftNode {
         from: NodeId,
         resp: InstallSnapshotResponse,
     ) -> Result<()> {
+        let last_index = self.log.last_index();
         let Role::Leader(leader) = &mut self.role else {
             return Ok(());
         };
@@ -884,8 +890,9 @@ impl RaftNode {
         progress.recent_active = true;
         progress.pending_snapshot = None;
         progress.inflight = None;
-        if resp.match_index > progress.match_index {
-            progress.match_index = resp.match_index;
+        let claimed = resp.match_index.min(last_index);
+        if claimed > progress.match_index {
+            progress.match_index = claimed;
         }
         progress.next_index = progress.match_index + 1;
         self.maybe_commit()?;

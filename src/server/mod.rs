@@ -463,8 +463,12 @@ impl Shared {
                         log::warn!("{addr} answered as {} to {}; ignored", reply.from, reply.to);
                         continue;
                     }
-                    if let Err(e) = self.with_node(|n| Ok(((), n.step(reply)?))) {
-                        self.fatal(&e);
+                    match self.with_node(|n| Ok(((), n.step(reply)?))) {
+                        Ok(()) => {}
+                        Err(Error::BadRequest(m)) => {
+                            log::warn!("ignoring a bad answer from {id}: {m}")
+                        }
+                        Err(e) => self.fatal(&e),
                     }
                 }
                 Err(e) => {
@@ -670,7 +674,11 @@ impl RpcHandler for Shared {
         let from = envelope.from.clone();
         let (reply, rest) = {
             let mut node = self.raft.lock();
-            let mut out = node.step(envelope).unwrap_or_else(|e| self.fatal(&e));
+            let mut out = match node.step(envelope) {
+                Ok(out) => out,
+                Err(e @ Error::BadRequest(_)) => return Err(e),
+                Err(e) => self.fatal(&e),
+            };
             let is_reply = |m: &Envelope| m.to == from && m.message.is_response();
             let reply = match out.after_sync.iter().position(is_reply) {
                 Some(p) => Some(out.after_sync.remove(p)),
