@@ -709,6 +709,9 @@ impl RaftNode {
             return Ok(());
         };
         progress.recent_active = true;
+        // Answers the newest request this follower has answered yet (in-order links: it was
+        // handled after every earlier one).
+        let newest = resp.seq > progress.acked_seq;
         progress.acked_seq = progress.acked_seq.max(resp.seq);
         if progress.inflight.is_some_and(|f| resp.seq >= f.seq) {
             progress.inflight = None;
@@ -727,7 +730,13 @@ impl RaftNode {
                 },
                 None => resp.conflict_index,
             };
-            // Never back up past what the follower is known to hold (a stale rejection).
+            // The follower's log is now shorter than what it acknowledged: its data dir was wiped
+            // (the recovery from a corrupt WAL). Forget the match, or it never gets those entries.
+            if newest && resp.conflict_term.is_none() && resp.conflict_index <= progress.match_index
+            {
+                progress.match_index = 0;
+            }
+            // Otherwise never back up past what the follower is known to hold (a stale rejection).
             let next = hint.clamp(progress.match_index + 1, last_index + 1);
             if next < progress.next_index {
                 progress.next_index = next;
