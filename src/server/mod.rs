@@ -223,7 +223,14 @@ impl Server {
                 http.unblock();
             }
         }
-        self.shared.pending.lock().fail_all(Error::Unavailable("node is shutting down".into()));
+        // A waiting write is in the log already and may still commit (the followers may have it):
+        // its outcome is unknown. A waiting read has returned nothing: retrying it is safe.
+        self.shared.pending.lock().fail_all(
+            Error::OutcomeUnknown(
+                "node is shutting down; the write was proposed and may still be committed".into(),
+            ),
+            Error::Unavailable("node is shutting down".into()),
+        );
         for t in self.threads.drain(..) {
             let _ = t.join();
         }

@@ -38,6 +38,8 @@ pub struct Write {
     pub value: Option<String>,
     /// What the client learnt.
     pub outcome: Outcome,
+    /// What the answer said, if worth keeping (shown in violations).
+    pub note: Option<String>,
 }
 
 /// The writes of every key, each key's in the order its (single) writer issued them.
@@ -77,12 +79,18 @@ impl History {
 
     /// Records a put of `key = value` and its outcome (call in the order the writes were issued).
     pub fn put(&mut self, key: &str, value: &str, outcome: Outcome) {
-        self.record(key, Some(value.to_string()), outcome);
+        self.record(key, Some(value.to_string()), outcome, None);
     }
 
-    /// Records a write of `key` (`None`: a delete) and its outcome.
-    pub fn record(&mut self, key: &str, value: Option<String>, outcome: Outcome) {
-        self.keys.entry(key.to_string()).or_default().push(Write { value, outcome });
+    /// Records a write of `key` (`None`: a delete), its outcome and what the answer said.
+    pub fn record(
+        &mut self,
+        key: &str,
+        value: Option<String>,
+        outcome: Outcome,
+        note: Option<String>,
+    ) {
+        self.keys.entry(key.to_string()).or_default().push(Write { value, outcome, note });
     }
 
     /// Adds another history's keys (its keys must not already be here: one writer per key).
@@ -154,9 +162,10 @@ impl History {
             None if observed.is_none() => "an acknowledged write is lost".to_string(),
             None => "a value that was never written".to_string(),
             Some(i) => match writes[i].outcome {
-                Outcome::Failed => {
-                    format!("write #{i} was refused (503 or never sent) but was applied anyway")
-                }
+                Outcome::Failed => format!(
+                    "write #{i} was refused ({}) but was applied anyway",
+                    writes[i].note.as_deref().unwrap_or("503 or never sent")
+                ),
                 _ => format!(
                     "write #{i} ({:?}) is older than the latest acknowledged write: it was \
                      overwritten by an acknowledged write and came back",
@@ -192,8 +201,8 @@ mod tests {
         assert!(h.check("k", None).is_err(), "acknowledged write lost");
         h.put("u", "x", Outcome::Unknown);
         assert!(h.check("u", None).is_ok() && h.check("u", Some("x")).is_ok());
-        h.record("d", Some("a".into()), Outcome::Acked);
-        h.record("d", None, Outcome::Acked);
+        h.record("d", Some("a".into()), Outcome::Acked, None);
+        h.record("d", None, Outcome::Acked, Some("deleted".into()));
         assert!(h.check("d", None).is_ok() && h.check("d", Some("a")).is_err());
     }
 }
