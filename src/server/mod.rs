@@ -19,6 +19,7 @@
 pub mod http;
 pub mod peer;
 pub mod pending;
+pub mod pool_kick;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -151,6 +152,13 @@ impl Server {
         for i in 0..server.shared.config.http_threads.max(1) {
             let (shared, http) = (server.shared.clone(), http.clone());
             server.threads.push(spawn(format!("http-{i}"), move || http::serve(&shared, &http))?);
+        }
+        // Works around tiny_http's pool leaving new connections unread (see `pool_kick`).
+        if let Some(addr) = http.server_addr().to_ip() {
+            let (shared, target) = (server.shared.clone(), pool_kick::kick_target(addr));
+            server
+                .threads
+                .push(spawn("http-kick".into(), move || pool_kick::run(&shared, target))?);
         }
         server.http = Some(http);
         Ok(server)
