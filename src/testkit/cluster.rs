@@ -19,9 +19,7 @@ pub struct ClusterOptions {
     pub server_bin: PathBuf,
     /// Where per-node data dirs and logs go (`node1/`, `node1.log`).
     pub work_dir: PathBuf,
-    /// Pass `--data-dir <work_dir>/<id>` to each node (durable storage); otherwise `--in-memory`
-    /// (a restarted node starts empty). Never the server's default `./data/<id>`, which every
-    /// cluster started from the same directory would share.
+    /// Give each node a data dir under `work_dir` (durable storage); otherwise `--in-memory`.
     pub data_dirs: bool,
     /// Extra flags for every node.
     pub extra_args: Vec<String>,
