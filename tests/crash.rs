@@ -329,9 +329,25 @@ enum Fault {
 
 #[test]
 fn acknowledged_writes_survive_kill_9() {
-    let seed = seed("acknowledged_writes_survive_kill_9");
+    chaos("acknowledged_writes_survive_kill_9", "ack", &[], false);
+}
+
+/// The same with a snapshot every 300 entries: snapshots, log compaction and InstallSnapshot to
+/// restarted nodes all happen under the faults.
+#[test]
+fn acknowledged_writes_survive_kill_9_with_frequent_snapshots() {
+    let flags = ["--snapshot-threshold", "300", "--snapshot-trailing", "50"];
+    chaos("acknowledged_writes_survive_kill_9_with_frequent_snapshots", "ack-snap", &flags, true);
+}
+
+/// Writers and faults (see [`Fault`]), then the checks against the history of every write.
+/// `snapshots`: every node must have taken or installed a snapshot by the end.
+fn chaos(test: &str, name: &str, flags: &[&str], snapshots: bool) {
+    let seed = seed(test);
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut c = cluster("ack", &["--request-timeout-ms", "2000"]);
+    let mut args = vec!["--request-timeout-ms", "2000"];
+    args.extend_from_slice(flags);
+    let mut c = cluster(name, &args);
     leader(&c);
     let t0 = Instant::now();
 
@@ -442,6 +458,18 @@ fn acknowledged_writes_survive_kill_9() {
     assert!(violations.is_empty(), "seed {seed}: converged state: {violations:#?}");
     let foreign: Vec<&String> = state.keys().filter(|k| history.writes(k).is_empty()).collect();
     assert!(foreign.is_empty(), "keys nobody wrote: {foreign:?}");
+    if snapshots {
+        for i in c.all() {
+            let s = c.status(i).expect("status");
+            println!(
+                "node{}: snapshotIndex {}, firstLogIndex {}",
+                i + 1,
+                s["snapshotIndex"],
+                s["firstLogIndex"]
+            );
+            assert!(s["snapshotIndex"].as_u64() > Some(0), "node{} has no snapshot: {s}", i + 1);
+        }
+    }
 }
 
 // ----- 2. torn tail -----------------------------------------------------------------------------
@@ -508,9 +536,24 @@ fn torn_wal_tail_is_cut_off_and_the_node_rejoins() {
 
 #[test]
 fn corrupt_wal_segment_refuses_to_start_and_a_wiped_node_catches_up() {
-    let seed = seed("corrupt_wal_segment_refuses_to_start_and_a_wiped_node_catches_up");
+    corrupt_wal("corrupt_wal_segment_refuses_to_start_and_a_wiped_node_catches_up", "corrupt", &[]);
+}
+
+/// The same when the leader has compacted its log: the wiped node needs an InstallSnapshot.
+#[test]
+fn corrupt_wal_segment_and_a_wiped_node_catches_up_from_a_snapshot() {
+    let flags = ["--snapshot-threshold", "60", "--snapshot-trailing", "10"];
+    corrupt_wal(
+        "corrupt_wal_segment_and_a_wiped_node_catches_up_from_a_snapshot",
+        "corrupt-snap",
+        &flags,
+    );
+}
+
+fn corrupt_wal(test: &str, name: &str, flags: &[&str]) {
+    let seed = seed(test);
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut c = cluster("corrupt", &[]);
+    let mut c = cluster(name, flags);
     let mut acked = put_acked(&c, "corrupt-", 100);
 
     let l = leader(&c);
@@ -552,6 +595,9 @@ fn corrupt_wal_segment_refuses_to_start_and_a_wiped_node_catches_up() {
     acked.extend(put_acked(&c, "corrupt-while-down-", 20));
 
     // Follow the advice: wipe the data dir, restart with the same id, catch up from the leader.
+    let l = leader(&c);
+    let compacted = c.status(l).expect("leader status")["firstLogIndex"].as_u64() > Some(1);
+    println!("the leader's log is {}compacted", if compacted { "" } else { "not " });
     std::fs::remove_dir_all(c.data_dir(victim)).expect("wipe the data dir");
     c.restart(victim).expect("restart");
     assert!(
@@ -560,6 +606,10 @@ fn corrupt_wal_segment_refuses_to_start_and_a_wiped_node_catches_up() {
         victim + 1
     );
     assert!(c.is_running(victim));
+    if compacted {
+        let s = c.status(victim).expect("status");
+        assert!(s["snapshotIndex"].as_u64() > Some(0), "caught up without a snapshot? {s}");
+    }
     acked.extend(put_acked(&c, "corrupt-after-", 20));
     assert_eq!(converged(&c, Duration::from_secs(20)), acked);
 }
