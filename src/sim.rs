@@ -234,6 +234,13 @@ impl SimCluster {
         self.start(id);
     }
 
+    /// Crashes a node and throws its storage away (an operator wiping its data dir): it restarts
+    /// with an empty log and no vote, and must catch up from the leader.
+    pub fn wipe(&mut self, id: &NodeId) {
+        self.crash(id);
+        self.crashed.insert(id.clone(), Box::new(MemStorage::new()));
+    }
+
     /// True if the node is running.
     pub fn is_up(&self, id: &NodeId) -> bool {
         self.nodes.contains_key(id)

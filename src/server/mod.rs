@@ -19,6 +19,7 @@
 pub mod http;
 pub mod peer;
 pub mod pending;
+pub mod pool_kick;
 pub mod snapshot;
 
 use std::collections::BTreeMap;
@@ -186,6 +187,13 @@ impl Server {
             let (shared, http) = (server.shared.clone(), http.clone());
             server.threads.push(spawn(format!("http-{i}"), move || http::serve(&shared, &http))?);
         }
+        // Works around tiny_http's pool leaving new connections unread (see `pool_kick`).
+        if let Some(addr) = http.server_addr().to_ip() {
+            let (shared, target) = (server.shared.clone(), pool_kick::kick_target(addr));
+            server
+                .threads
+                .push(spawn("http-kick".into(), move || pool_kick::run(&shared, target))?);
+        }
         server.http = Some(http);
         Ok(server)
     }
@@ -265,7 +273,14 @@ impl Server {
                 http.unblock();
             }
         }
-        self.shared.pending.lock().fail_all(Error::Unavailable("node is shutting down".into()));
+        // A waiting write is in the log already and may still commit (the followers may have it):
+        // its outcome is unknown. A waiting read has returned nothing: retrying it is safe.
+        self.shared.pending.lock().fail_all(
+            Error::OutcomeUnknown(
+                "node is shutting down; the write was proposed and may still be committed".into(),
+            ),
+            Error::Unavailable("node is shutting down".into()),
+        );
         for t in self.threads.drain(..) {
             let _ = t.join();
         }

@@ -97,10 +97,11 @@ impl Pending {
         }
     }
 
-    /// Fails every waiter (shutdown).
-    pub fn fail_all(&mut self, error: Error) {
+    /// Fails every waiter (shutdown): writes with `write_error`, reads with `error`. A waiting
+    /// write was proposed, so it may still commit: `write_error` must not promise otherwise.
+    pub fn fail_all(&mut self, write_error: Error, error: Error) {
         for (_, (_, tx)) in self.writes.drain() {
-            let _ = tx.send(Err(error.clone()));
+            let _ = tx.send(Err(write_error.clone()));
         }
         for (_, tx) in self.reads.drain() {
             let _ = tx.send(Err(error.clone()));
@@ -125,6 +126,18 @@ mod tests {
         p.add_write(5, 2, tx);
         p.applied_entry(5, 3);
         assert!(matches!(rx.recv().unwrap(), Err(Error::Unavailable(_))));
+    }
+
+    #[test]
+    fn shutdown_fails_writes_and_reads_with_their_own_errors() {
+        let mut p = Pending::default();
+        let (wtx, wrx) = bounded(1);
+        let (rtx, rrx) = bounded(1);
+        p.add_write(5, 2, wtx);
+        p.add_read(1, rtx);
+        p.fail_all(Error::OutcomeUnknown("w".into()), Error::Unavailable("r".into()));
+        assert!(matches!(wrx.recv().unwrap(), Err(Error::OutcomeUnknown(_))));
+        assert!(matches!(rrx.recv().unwrap(), Err(Error::Unavailable(_))));
     }
 
     #[test]

@@ -142,6 +142,34 @@ impl Cluster {
         Ok(())
     }
 
+    /// Node `i`'s data dir (meaningful with [`ClusterOptions::data_dirs`]).
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.options.work_dir.join(&self.nodes[i].id)
+    }
+
+    /// Node `i`'s log file (its stdout and stderr, appended across restarts).
+    pub fn log_path(&self, i: usize) -> PathBuf {
+        self.options.work_dir.join(format!("{}.log", self.nodes[i].id))
+    }
+
+    /// Waits for node `i` to exit on its own (without signalling it). Returns its exit code
+    /// (`Some(None)` if a signal ended it) once it has exited, or `None` if it still runs after
+    /// `within` (it is left running) or was not started.
+    pub fn wait_exit(&mut self, i: usize, within: Duration) -> Option<Option<i32>> {
+        let deadline = Instant::now() + within;
+        loop {
+            let child = self.nodes[i].child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                self.nodes[i].child = None;
+                return Some(status.code());
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// `kill -9` node `i` (no-op if not running).
     pub fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.nodes[i].child.take() {
