@@ -85,7 +85,13 @@ fn check_same_state(c: &SimCluster, through: u64) {
         applied.range(..=through).map(|(i, cmd)| (*i, cmd.clone())).collect()
     };
     let first = state(running[0]);
-    assert_eq!(first.len() as u64, through, "{} lacks applied entries (seed {})", running[0], c.seed);
+    assert_eq!(
+        first.len() as u64,
+        through,
+        "{} lacks applied entries (seed {})",
+        running[0],
+        c.seed
+    );
     for id in &running[1..] {
         assert!(
             state(id) == first,

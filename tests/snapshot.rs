@@ -65,7 +65,7 @@ impl Drop for TestCluster {
         for i in self.c.all() {
             self.c.kill(i);
         }
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var("SNAPSHOT_TEST_KEEP").is_ok() {
             eprintln!("data dirs and node logs kept in {}", self.work_dir.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.work_dir);
@@ -320,22 +320,37 @@ impl Ledger {
     }
 }
 
-/// A put through node `addr`, classified.
+/// A put sent to node `addr` only: marked as already forwarded, so a node that does not lead
+/// refuses it (503) instead of forwarding it to the leader.
 fn put(agent: &ureq::Agent, addr: &str, key: &str, value: &str) -> Outcome {
-    let a = call(
-        agent,
-        "POST",
-        &format!("http://{addr}/kv/put"),
-        Some(&json!({ "key": key, "value": value })),
-    );
-    match a.status {
+    let body = json!({ "key": key, "value": value }).to_string();
+    let result = agent
+        .post(&format!("http://{addr}/kv/put"))
+        .set("Content-Type", "application/json")
+        .set("X-Raftlabkv-Forwarded", "test-writer")
+        .send_string(&body);
+    let status = match result {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(status, _)) => status,
+        Err(_) => 0,
+    };
+    match status {
         200 => Outcome::Acked,
         503 => Outcome::Refused,
         _ => Outcome::Unknown,
     }
 }
 
-/// Concurrent writers over a fixed key space.
+/// The node that says it leads, if one does.
+fn find_leader(agent: &ureq::Agent, addrs: &[String]) -> Option<usize> {
+    addrs.iter().position(|addr| {
+        call(agent, "GET", &format!("http://{addr}/status"), None).body["isLeader"] == true
+    })
+}
+
+/// Concurrent writers over a fixed key space. They send to the leader only (see [`put`]): a
+/// follower would forward to it through its link proxy, and a proxy whose target is down swallows
+/// requests, so a write forwarded to a killed leader would hang for the forwarding timeout.
 struct Load<'a> {
     addrs: &'a [String],
     /// Writer `w` owns the keys at positions `w, w + clients, ...`.
@@ -379,6 +394,8 @@ fn run_load(load: &Load<'_>, ctl: &LoadControl) -> Ledger {
                         .timeout_connect(Duration::from_millis(500))
                         .timeout(Duration::from_secs(10))
                         .build();
+                    let status_agent =
+                        ureq::AgentBuilder::new().timeout(Duration::from_millis(500)).build();
                     let mine: Vec<&String> =
                         load.keys.iter().skip(w).step_by(load.clients).collect();
                     let count = load.puts / load.clients as u64
@@ -399,14 +416,10 @@ fn run_load(load: &Load<'_>, ctl: &LoadControl) -> Ledger {
                         if outcome == Outcome::Acked {
                             ctl.acked.fetch_add(1, Ordering::Relaxed);
                         } else {
-                            // Try another node next time, without hammering a dead one.
-                            let _ = ctl.target.compare_exchange(
-                                node,
-                                (node + 1) % n,
-                                Ordering::Relaxed,
-                                Ordering::Relaxed,
-                            );
+                            // Find the leader, without hammering a dead node.
                             std::thread::sleep(Duration::from_millis(20));
+                            let next = find_leader(&status_agent, load.addrs).unwrap_or(node + 1);
+                            ctl.target.store(next % n, Ordering::Relaxed);
                         }
                     }
                     ledger
