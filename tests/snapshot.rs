@@ -143,13 +143,15 @@ impl TestCluster {
         self.c.status(i).and_then(|s| s[field].as_u64())
     }
 
-    /// `/kv/all?consistency=stale` of node `i`.
-    fn state(&self, i: usize) -> Option<BTreeMap<String, String>> {
-        let a = self.c.call(i, "GET", "/kv/all?consistency=stale", None);
-        let object = a.body.as_object().filter(|_| a.status == 200)?;
-        Some(
-            object.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect(),
-        )
+    /// `/kv/all?consistency=stale` of node `i` (read as a stream: it may be tens of MB, past
+    /// what `Cluster::call` reads).
+    fn state(&self, i: usize) -> Result<BTreeMap<String, String>, String> {
+        let url = format!("http://{}/kv/all?consistency=stale", self.c.nodes[i].addr);
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
+        let response =
+            agent.get(&url).call().map_err(|e| format!("/kv/all of node{}: {e}", i + 1))?;
+        serde_json::from_reader(response.into_reader())
+            .map_err(|e| format!("/kv/all of node{}: {e}", i + 1))
     }
 
     /// Waits (writes stopped) until every node answers and has applied the same index as the
@@ -168,9 +170,9 @@ impl TestCluster {
             let statuses: Vec<_> = nodes.iter().map(|&i| self.c.status(i)).collect();
             panic!("the nodes did not converge within {within:?}: {statuses:?}");
         };
-        let first = self.state(nodes[0]).expect("state of node1");
+        let first = self.state(nodes[0]).unwrap_or_else(|e| panic!("{e}"));
         for &i in &nodes[1..] {
-            let other = self.state(i).unwrap_or_else(|| panic!("no state from node{}", i + 1));
+            let other = self.state(i).unwrap_or_else(|e| panic!("{e}"));
             if other != first {
                 let differ: Vec<_> = first
                     .iter()
@@ -229,8 +231,16 @@ fn writing_snapshot(name: &str) -> bool {
     name.ends_with(".tmp") && !name.ends_with(".recv.tmp")
 }
 
-fn receiving_snapshot(name: &str) -> bool {
-    name.ends_with(".recv.tmp")
+/// Whether a snapshot transfer into `dir` is under way that was last written to after `since`.
+fn receiving_since(dir: &Path, since: std::time::SystemTime) -> bool {
+    std::fs::read_dir(dir)
+        .map(|r| {
+            r.flatten().any(|e| {
+                e.file_name().to_str().is_some_and(|n| n.ends_with(".recv.tmp"))
+                    && e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t >= since)
+            })
+        })
+        .unwrap_or(false)
 }
 
 fn mb(bytes: u64) -> f64 {
@@ -603,7 +613,7 @@ fn follower_killed_during_writes_catches_up_through_a_snapshot() {
     let state = c.converged_state(Duration::from_secs(60));
     let caught_up = restarted.elapsed();
     let verdict = ledger.check(&state);
-    let on_f = c.state(f).expect("the follower's state");
+    let on_f = c.state(f).unwrap_or_else(|e| panic!("{e}"));
     assert!(on_f == state, "{fid}'s stale reads differ from the others'");
     for key in key_names.iter().take(20) {
         let a = c.call(f, "GET", &format!("/kv/get/{key}?consistency=stale"), None);
@@ -821,14 +831,19 @@ fn kill_during_snapshot_installation_then_converge() {
         c.restart(f).expect("restart the follower");
     };
     let recv_dir = c.snapshot_dir(f);
-    let receiving = |timeout| {
-        eventually_fast(timeout, || has_file(&recv_dir, receiving_snapshot).then(Instant::now))
+    // A transfer that began after `since` (a restarted node removes the one a kill left behind,
+    // but only once it is running).
+    let receiving = |since: std::time::SystemTime| {
+        eventually_fast(Duration::from_secs(30), || {
+            receiving_since(&recv_dir, since).then(Instant::now)
+        })
     };
 
     // An undisturbed transfer, to time it: from the first chunk's arrival to the snapshot being
     // recorded in the follower's storage.
+    let since = std::time::SystemTime::now();
     churn(&mut c, &mut ledger, 0);
-    let t0 = receiving(Duration::from_secs(30)).expect("the follower receives a snapshot");
+    let t0 = receiving(since).expect("the follower receives a snapshot");
     let target = c.status_u64(leader, "snapshotIndex").unwrap_or(0);
     let installed = eventually_fast(Duration::from_secs(60), || {
         (c.status_u64(f, "snapshotIndex")? >= target).then(Instant::now)
@@ -839,11 +854,12 @@ fn kill_during_snapshot_installation_then_converge() {
 
     let mut mid_transfer = 0;
     for round in 1..=cycles {
+        let since = std::time::SystemTime::now();
         churn(&mut c, &mut ledger, round as usize);
-        let t0 = receiving(Duration::from_secs(30)).expect("the follower receives a snapshot");
+        let t0 = receiving(since).expect("the follower receives a snapshot");
         let delay = transfer.mul_f64(rng.gen_range(0.0..1.3));
         std::thread::sleep(delay.saturating_sub(t0.elapsed()));
-        let still_receiving = has_file(&recv_dir, receiving_snapshot);
+        let still_receiving = receiving_since(&recv_dir, since);
         c.kill(f);
         mid_transfer += usize::from(still_receiving);
         eprintln!(
