@@ -257,7 +257,9 @@ fn pause() {
     // The first snapshot comes a quarter into the second run: populating takes `keys` entries
     // (and a no-op or two), the first run `ops`.
     let threshold = keys + ops + ops / 4;
-    println!("pause: {keys} keys of 100 bytes, --snapshot-threshold {threshold}, {ops} puts per run");
+    println!(
+        "pause: {keys} keys of 100 bytes, --snapshot-threshold {threshold}, {ops} puts per run"
+    );
     let mut run = cluster("pause", &["--snapshot-threshold", &threshold.to_string()]);
     populate(&run, keys);
     let before = bench_run(&run.c, keys, ops, false);
