@@ -383,6 +383,7 @@ impl SimCluster {
 
     fn deliver(&mut self, env: Envelope) {
         if self.cut.contains(&(env.from.clone(), env.to.clone())) {
+            self.snapshot_call_failed(&env);
             return;
         }
         if let Message::InstallSnapshot(req) = &env.message {
@@ -394,13 +395,35 @@ impl SimCluster {
                 Some((m, data)) if *m == meta => {
                     self.incoming_snapshot.insert(env.to.clone(), (meta, data.clone()));
                 }
-                _ => return,
+                _ => {
+                    self.snapshot_call_failed(&env);
+                    return;
+                }
             }
         }
         let to = env.to.clone();
         if let Some(node) = self.nodes.get_mut(&to) {
             let out = node.step(env).expect("step");
             self.handle_output(&to, out);
+        } else {
+            self.snapshot_call_failed(&env);
+        }
+    }
+
+    /// A snapshot transfer is a call whose failure the sender hears of: the shell's peer thread
+    /// reports a lost InstallSnapshot or reply, a refused connection or a snapshot replaced
+    /// mid-transfer with [`RaftNode::report_unreachable`], and the leader sends its current
+    /// snapshot again (the MIT lab's RPCs likewise return false when lost). Only the core's
+    /// fallback timeout (ten RPC timeouts, meant for a transfer that hangs) would notice a
+    /// silently lost one. AppendEntries losses stay silent: the core's RPC timeout covers them.
+    fn snapshot_call_failed(&mut self, env: &Envelope) {
+        let (leader, follower) = match &env.message {
+            Message::InstallSnapshot(_) => (&env.from, &env.to),
+            Message::InstallSnapshotResponse(_) => (&env.to, &env.from),
+            _ => return,
+        };
+        if let Some(node) = self.nodes.get_mut(leader) {
+            node.report_unreachable(follower);
         }
     }
 
@@ -419,9 +442,11 @@ impl SimCluster {
             _ => {}
         }
         if self.cut.contains(&link) {
+            self.snapshot_call_failed(&env);
             return;
         }
         if self.net.drop_rate > 0.0 && self.rng.gen_bool(self.net.drop_rate.min(1.0)) {
+            self.snapshot_call_failed(&env);
             return;
         }
         let mut delay =
