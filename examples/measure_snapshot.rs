@@ -13,7 +13,7 @@
 //!   up, with the snapshot's size, transfer and load times from the logs;
 //! - `pause`: put latency (p50, p99, p99.9, max) on a `MEASURE_KEYS`-key state while every node
 //!   snapshots it, against the same run length without a snapshot, with the servers' own account
-//!   ("map copied in X (writes paused), written in Y"). The threshold is set so that the first
+//!   ("state frozen in X (writes paused), written in Y"). The threshold is set so that the first
 //!   snapshot comes `PAUSE_OPS / 4` puts into the second run. `pause` then goes on with `catchup`
 //!   on the same cluster (`all` does `size` then `pause`).
 //!

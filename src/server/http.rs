@@ -206,7 +206,9 @@ fn all(shared: &Shared, request: &mut Request, stale: bool, forwarded: bool) -> 
     if !stale && let Some(reply) = barrier_or_forward(shared, request, &[], forwarded)? {
         return Ok(reply);
     }
-    shared.with_kv(|kv| Ok(Reply::json(200, &json!(kv.all()))))
+    let body = shared.with_kv(|kv| serde_json::to_vec(&*kv.all()));
+    body.map(|body| Reply { status: 200, body })
+        .map_err(|e| Error::Internal(format!("cannot encode the key space: {e}")))
 }
 
 /// For a linearizable read: confirm leadership here, or forward the request to the leader (whose

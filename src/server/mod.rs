@@ -525,6 +525,8 @@ impl Shared {
                     self.fatal(&e);
                 }
             }
+            // Fold in the writes made during a finished snapshot (a no-op otherwise).
+            kv.try_merge();
             kv.applied_index()
         };
         self.entries_applied.fetch_add(batch.len() as u64, Ordering::Relaxed);

@@ -2,8 +2,9 @@
 //! chunks, and loading them into the state machine.
 //!
 //! **Taking one.** After applying entries, the apply thread checks whether `snapshot_threshold`
-//! entries were applied since the last snapshot. If so it copies the map (the only pause: writes
-//! wait for the copy, reads go on), and a `snapshot` thread encodes the copy, writes the file
+//! entries were applied since the last snapshot. If so it freezes the state machine
+//! ([`KvStore::freeze`], O(1): the snapshot shares the map, later writes go to an overlay that is
+//! merged back afterwards), and a `snapshot` thread encodes the frozen state, writes the file
 //! atomically ([`SnapshotStore::write`]), and only then tells the core ([`RaftNode::snapshot_taken`]),
 //! which records it and compacts the log, keeping `snapshot_trailing` entries.
 //!
@@ -20,7 +21,7 @@ use std::time::Instant;
 use super::peer::Transport;
 use super::{Shared, spawn};
 use crate::error::{Error, Result};
-use crate::kv::KvStore;
+use crate::kv::{Frozen, KvStore};
 use crate::raft::{Envelope, Index, SnapshotMeta};
 use crate::storage::SnapshotStore;
 
@@ -87,21 +88,23 @@ impl Shared {
         }
         let me = Arc::clone(self);
         let started = Instant::now();
-        let copy = self.kv.read().clone();
+        // O(1): the snapshot shares the map; writes from now on go to the store's overlay.
+        let Some(frozen) = self.kv.write().freeze() else { return };
         let pause = started.elapsed();
         self.snapshot_state.lock().in_progress = true;
         let spawned = spawn("snapshot".into(), move || {
-            let result = me.write_snapshot(&store, &copy);
+            let keys = frozen.len();
+            let result = me.write_snapshot(&store, &frozen);
+            drop(frozen);
             let mut state = me.snapshot_state.lock();
             state.in_progress = false;
             match result {
                 Ok(meta) => {
                     state.last_index = state.last_index.max(meta.index);
                     log::info!(
-                        "snapshot at index {} ({} keys): map copied in {pause:?} (writes paused), \
-                         written in {:?}",
+                        "snapshot at index {} ({keys} keys): state frozen in {pause:?} (writes \
+                         paused), written in {:?}",
                         meta.index,
-                        copy.len(),
                         started.elapsed()
                     );
                 }
@@ -115,12 +118,12 @@ impl Shared {
     }
 
     /// Snapshot thread: encode, write durably, then let the core compact.
-    fn write_snapshot(&self, store: &SnapshotStore, kv: &KvStore) -> Result<SnapshotMeta> {
-        let meta = SnapshotMeta { index: kv.applied_index(), term: kv.applied_term() };
+    fn write_snapshot(&self, store: &SnapshotStore, frozen: &Frozen) -> Result<SnapshotMeta> {
+        let meta = SnapshotMeta { index: frozen.index, term: frozen.term };
         let mut members: Vec<String> = self.config.peers.keys().cloned().collect();
         members.push(self.config.id.clone());
         members.sort();
-        let data = kv.encode_snapshot(&members);
+        let data = frozen.encode(&members);
         store.write(meta, &data)?;
         let trailing = self.config.snapshot_trailing;
         self.raft.lock().snapshot_taken(meta, trailing)?;
