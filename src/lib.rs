@@ -1,4 +1,56 @@
-//! RaftLabKV: a key-value store replicated with Raft, synchronous and threaded.
+//! # RaftLabKV
+//!
+//! A key-value store replicated with the Raft consensus algorithm: synchronous, threaded, no async
+//! runtime. Built to be read — the consensus core is a deterministic state machine you can step
+//! through — and built to be trusted: writes are acknowledged only once committed by a majority and
+//! durable, reads are linearizable unless you ask otherwise.
+//!
+//! ## The map
+//!
+//! | module | what it is |
+//! |---|---|
+//! | [`raft`] | the consensus core: `RaftNode` driven by `step` / `tick` / `propose` / `read`, returning an `Output`. No threads, clocks, sockets or locks. Its module docs are an essay on Raft mapped to the code. |
+//! | [`storage`] | the `Storage` trait the core writes through; `MemStorage`; `DurableStorage`, a segmented write-ahead log with CRCs and group commit |
+//! | [`kv`] | the state machine: commands, apply, queries, snapshot encoding. Knows nothing of Raft. |
+//! | [`server`] | the threaded shell: HTTP routes, peer threads, ticker, apply and sync threads |
+//! | [`client`] | a blocking client library: leader discovery, retries, key escaping; the CLI's shell and bench |
+//! | [`check`] | a linearizability checker for KV histories (Wing–Gong/Lowe with memoisation, per key) |
+//! | [`sim`] | an in-process cluster over a simulated network: the deterministic test layer |
+//! | [`testkit`] | real server processes and TCP link proxies, for real-binary tests |
+//! | [`error`] | one `Error` enum, and the one place it becomes an HTTP status |
+//!
+//! ## One node's threads
+//!
+//! ```text
+//!   clients ──HTTP──▶ [http-0 … http-N]  tiny_http worker pool: routes, propose/read, wait
+//!   peers   ──HTTP──▶        │            (peer RPCs are stepped here too)
+//!                            ▼
+//!   [ticker] ──tick──▶ Mutex<RaftNode> ──route (non-blocking, under the lock)──┬──▶ [peer-nodeX] ──ureq──▶ peer
+//!                            ▲                                                 │     one per peer, bounded queue
+//!                            │ responses, persisted()                          ├──▶ [apply] ──▶ RwLock<KvStore>
+//!                            └──────────────── [sync] ◀── sync jobs ───────────┘     wakes waiting clients
+//!                                               fsync (group commit)
+//! ```
+//!
+//! The rule that keeps this simple: **lock, step or tick, route, unlock, then wait.** No thread
+//! holds the Raft lock across an HTTP call, an fsync, or a wait for a commit.
+//!
+//! ## Where is…
+//!
+//! | looking for | go to |
+//! |---|---|
+//! | the election timeout, becoming candidate/leader | `raft/node.rs`: `tick`, `become_pre_candidate`, `become_candidate`, `become_leader` |
+//! | the vote rules (up-to-date check, one vote per term) | `raft/node.rs`: `handle_request_vote`, `raft/log.rs`: `is_up_to_date` |
+//! | log replication, the consistency check, truncation | `raft/node.rs`: `maybe_send_append`, `handle_append_entries`; `raft/log.rs`: `append_from_leader` |
+//! | when an entry is committed (Figure 8) | `raft/node.rs`: `maybe_commit` |
+//! | linearizable reads (ReadIndex) | `raft/node.rs`: `read`, `check_reads`; `server/mod.rs`: `linearizable_barrier` |
+//! | what is fsynced when (group commit) | `storage/durable.rs` (module docs), `server/mod.rs`: `run_sync`, `handle_rpc` |
+//! | the on-disk format, crash recovery | `storage/wal.rs`, `storage/durable.rs` |
+//! | HTTP routes, status codes, limits | `server/http.rs`, `error.rs` |
+//! | follower → leader forwarding | `server/http.rs`: `forward` |
+//! | the client's retry rules | `client/mod.rs` (module docs) |
+//! | the MIT 6.5840 tests | `tests/raft_*.rs` over `sim.rs` |
+//! | real-process tests, partitions via proxies | `tests/cluster.rs`, `testkit/` |
 
 pub mod chaos;
 pub mod check;

@@ -240,10 +240,25 @@ fn bad_input_gets_clear_errors_and_every_node_keeps_serving() {
         ("POST", "/raft/requestVote", r#"{"from":"x","to":"y","term":1}"#.into(), 400),
         ("POST", "/raft/appendEntries", r#"{"from":"evil","to":"node1","term":99,"message":{"type":"RequestVote","last_log_index":1,"last_log_term":1}}"#.into(), 400),
         ("GET", "/raft/appendEntries", "".into(), 405),
+        // Well-formed JSON from a real member, but entries that no leader would send.
+        (
+            "POST",
+            "/raft/appendEntries",
+            r#"{"from":"PEER","to":"SELF","term":1,"message":{"type":"AppendEntries","prev_log_index":0,"prev_log_term":0,"entries":[{"index":5,"term":1,"command":""}],"leader_commit":0,"seq":1}}"#.into(),
+            400,
+        ),
+        (
+            "POST",
+            "/raft/appendEntries",
+            r#"{"from":"PEER","to":"SELF","term":1,"message":{"type":"AppendEntries","prev_log_index":0,"prev_log_term":0,"entries":[{"index":1,"term":7,"command":"!!"}],"leader_commit":0,"seq":1}}"#.into(),
+            400,
+        ),
     ];
     for node in 0..3 {
         for (method, path, body, want) in &cases {
-            let (status, text) = raw(node, method, path, body);
+            let peer = c.nodes[(node + 1) % 3].id.as_str();
+            let body = body.replace("PEER", peer).replace("SELF", &c.nodes[node].id);
+            let (status, text) = raw(node, method, path, &body);
             assert_eq!(
                 status,
                 *want,

@@ -24,6 +24,7 @@ fn status_never_deadlocks_with_the_apply_thread() {
     let server = Server::start_with_transport(
         config,
         Box::new(MemStorage::new()),
+        None,
         Arc::new(LocalTransport::new()),
     )
     .expect("start a node");

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use raftlabkv::server::{Server, ServerConfig};
-use raftlabkv::storage::{DurableOptions, DurableStorage, MemStorage, Storage};
+use raftlabkv::storage::{DurableOptions, DurableStorage, MemStorage, SnapshotStore, Storage};
 
 /// One node of a RaftLabKV cluster: a key-value store replicated with Raft.
 ///
@@ -46,12 +46,16 @@ struct Args {
     /// How long a client request waits for its commit before 504 (writes) or 503 (reads).
     #[arg(long, default_value_t = 5000)]
     request_timeout_ms: u64,
-    /// HTTP worker threads.
-    #[arg(long, default_value_t = 64)]
+    /// HTTP worker threads. A client write holds its worker until it commits, and peer RPCs use
+    /// the same pool, so keep this above the number of concurrent clients.
+    #[arg(long, default_value_t = 128)]
     http_threads: usize,
     /// Largest accepted value, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     max_value_bytes: usize,
+    /// Most log entries in one AppendEntries RPC (batches are also capped at 4 MiB).
+    #[arg(long, default_value_t = 4096)]
+    max_append_entries: usize,
     /// Largest accepted key, in bytes.
     #[arg(long, default_value_t = 4096)]
     max_key_bytes: usize,
@@ -68,6 +72,12 @@ struct Args {
     /// Roll WAL segments at this size, in bytes.
     #[arg(long, default_value_t = 64 << 20)]
     segment_bytes: u64,
+    /// Take a snapshot (and compact the log) every this many applied entries; 0 disables.
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_threshold: u64,
+    /// Log entries kept behind a snapshot, so slightly lagging followers catch up from the log.
+    #[arg(long, default_value_t = 1_000)]
+    snapshot_trailing: u64,
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, default_value = "info")]
     log_level: log::LevelFilter,
@@ -131,6 +141,9 @@ fn run(args: Args) -> Result<(), String> {
     config.http_threads = args.http_threads.max(1);
     config.max_value_bytes = args.max_value_bytes;
     config.max_key_bytes = args.max_key_bytes.max(1);
+    config.max_append_entries = args.max_append_entries.max(1);
+    config.snapshot_threshold = args.snapshot_threshold;
+    config.snapshot_trailing = args.snapshot_trailing;
 
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
     ctrlc::set_handler(move || {
@@ -138,11 +151,12 @@ fn run(args: Args) -> Result<(), String> {
     })
     .map_err(|e| format!("cannot install the signal handler: {e}"))?;
 
-    let storage: Box<dyn Storage> = if args.in_memory {
+    let (storage, snapshots): (Box<dyn Storage>, Option<SnapshotStore>) = if args.in_memory {
         log::warn!(
-            "{id}: --in-memory: nothing is written to disk; a restart loses this node's state"
+            "{id}: --in-memory: nothing is written to disk; a restart loses this node's state \
+             (and it never takes snapshots)"
         );
-        Box::new(MemStorage::new())
+        (Box::new(MemStorage::new()), None)
     } else {
         let dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from("data").join(&id));
         if !args.fsync {
@@ -155,9 +169,10 @@ fn run(args: Args) -> Result<(), String> {
             DurableOptions { segment_size: args.segment_bytes.max(4096), fsync: args.fsync };
         let (storage, report) = DurableStorage::open(&dir, options).map_err(|e| e.to_string())?;
         log::info!("{id}: {report}");
-        Box::new(storage)
+        let snapshots = storage.snapshot_store().clone();
+        (Box::new(storage), Some(snapshots))
     };
-    let server = Server::start(config, storage).map_err(|e| e.to_string())?;
+    let server = Server::start(config, storage, snapshots).map_err(|e| e.to_string())?;
     log::info!("{id} serving on http://{}", args.addr);
     let _ = stop_rx.recv();
     log::info!("{id} stopping");

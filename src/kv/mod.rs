@@ -2,12 +2,14 @@
 //! answers queries. Commands travel through the Raft log as small JSON documents
 //! (`{"op":"put","key":"k","value":"v"}`), so a log dump is readable.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::raft::{Entry, Index};
+use crate::raft::{Entry, Index, Term};
 
 /// A state machine command.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,11 +44,51 @@ impl Command {
 }
 
 /// The map, plus how far into the log it reflects.
+///
+/// **Snapshots without a long pause.** Copying a million-key map to snapshot it would stop writes
+/// for as long as the copy takes. Instead the map lives behind an `Arc`: [`KvStore::freeze`] hands
+/// the snapshot thread a second reference to it (O(1)) and from then on writes go to a small
+/// `overlay` of changes (a `None` there is a delete), which reads consult first. Once the snapshot
+/// thread drops its reference, [`KvStore::try_merge`] folds the overlay back into the map — the
+/// only pause, proportional to the writes made while the snapshot was being written.
 #[derive(Debug, Default, Clone)]
 pub struct KvStore {
-    data: BTreeMap<String, String>,
+    /// The map as of the last merge. Never modified while `overlay` exists (a snapshot may be
+    /// reading it).
+    base: Arc<BTreeMap<String, String>>,
+    /// Changes made since [`KvStore::freeze`]: `Some(value)` for a put, `None` for a delete.
+    overlay: Option<BTreeMap<String, Option<String>>>,
     /// Index of the last log entry applied.
     applied_index: Index,
+    /// Term of that entry (a snapshot names both).
+    applied_term: Term,
+}
+
+/// The state machine at one index, frozen for a snapshot (shares its map with the live store).
+#[derive(Debug, Clone)]
+pub struct Frozen {
+    map: Arc<BTreeMap<String, String>>,
+    /// Index of the last entry the frozen state includes.
+    pub index: Index,
+    /// Term of that entry.
+    pub term: Term,
+}
+
+impl Frozen {
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when there are no keys.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The snapshot encoding of this state (see [`KvStore::encode_snapshot`]).
+    pub fn encode(&self, members: &[String]) -> Vec<u8> {
+        encode_map(&self.map, self.index, self.term, members)
+    }
 }
 
 impl KvStore {
@@ -68,47 +110,183 @@ impl KvStore {
             )));
         }
         self.applied_index = entry.index;
+        self.applied_term = entry.term;
         if entry.is_noop() {
             return Ok(());
         }
         match Command::decode(&entry.command) {
-            Ok(Command::Put { key, value }) => {
-                self.data.insert(key, value);
-            }
-            Ok(Command::Delete { key }) => {
-                self.data.remove(&key);
-            }
+            Ok(Command::Put { key, value }) => self.set(key, Some(value)),
+            Ok(Command::Delete { key }) => self.set(key, None),
             // A command this version cannot read: skip it rather than stop applying, and say so.
             Err(e) => log::error!("skipping entry {}: {e}", entry.index),
         }
         Ok(())
     }
 
-    /// The value of `key`.
-    pub fn get(&self, key: &str) -> Option<&String> {
-        self.data.get(key)
+    fn set(&mut self, key: String, value: Option<String>) {
+        if let Some(overlay) = &mut self.overlay {
+            overlay.insert(key, value);
+            return;
+        }
+        // No snapshot shares the map (that is what `overlay` being absent means), so this never
+        // copies it.
+        let map = Arc::make_mut(&mut self.base);
+        match value {
+            Some(v) => map.insert(key, v),
+            None => map.remove(&key),
+        };
     }
 
-    /// Every key and value, sorted by key.
-    pub fn all(&self) -> &BTreeMap<String, String> {
-        &self.data
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&String> {
+        if let Some(change) = self.overlay.as_ref().and_then(|o| o.get(key)) {
+            return change.as_ref();
+        }
+        self.base.get(key)
+    }
+
+    /// Every key and value, sorted by key (borrowed unless a snapshot is being taken).
+    pub fn all(&self) -> Cow<'_, BTreeMap<String, String>> {
+        let Some(overlay) = &self.overlay else { return Cow::Borrowed(&self.base) };
+        let mut merged = (*self.base).clone();
+        apply_overlay(&mut merged, overlay);
+        Cow::Owned(merged)
     }
 
     /// Number of keys.
     pub fn len(&self) -> usize {
-        self.data.len()
+        let Some(overlay) = &self.overlay else { return self.base.len() };
+        let mut len = self.base.len();
+        for (k, v) in overlay {
+            match (v.is_some(), self.base.contains_key(k)) {
+                (true, false) => len += 1,
+                (false, true) => len -= 1,
+                _ => {}
+            }
+        }
+        len
     }
 
     /// True when there are no keys.
     pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
+        self.len() == 0
     }
 
     /// Index of the last applied entry.
     pub fn applied_index(&self) -> Index {
         self.applied_index
     }
+
+    /// Term of the last applied entry.
+    pub fn applied_term(&self) -> Term {
+        self.applied_term
+    }
+
+    /// Freezes the current state for a snapshot, in O(1): later writes go to the overlay until
+    /// [`KvStore::try_merge`]. `None` if an earlier frozen state is still in use.
+    pub fn freeze(&mut self) -> Option<Frozen> {
+        if !self.try_merge() {
+            return None;
+        }
+        self.overlay = Some(BTreeMap::new());
+        Some(Frozen {
+            map: Arc::clone(&self.base),
+            index: self.applied_index,
+            term: self.applied_term,
+        })
+    }
+
+    /// Folds the overlay back into the map once no frozen state shares it. Returns true when
+    /// there is no overlay left.
+    pub fn try_merge(&mut self) -> bool {
+        let Some(overlay) = &self.overlay else { return true };
+        let Some(map) = Arc::get_mut(&mut self.base) else { return false };
+        apply_overlay(map, overlay);
+        self.overlay = None;
+        true
+    }
+
+    /// Serialises the whole state (for a snapshot): a JSON header line with the applied index and
+    /// term, the cluster members and the key count, then every pair as
+    /// `[u32 LE key length][key][u32 LE value length][value]`. The snapshot file adds its own
+    /// checksum around this.
+    pub fn encode_snapshot(&self, members: &[String]) -> Vec<u8> {
+        encode_map(&self.all(), self.applied_index, self.applied_term, members)
+    }
+
+    /// Rebuilds a store from [`KvStore::encode_snapshot`] output; errors name the byte offset.
+    pub fn decode_snapshot(bytes: &[u8]) -> Result<KvStore> {
+        let bad =
+            |at: usize, what: &str| Error::Storage(format!("snapshot data, byte {at}: {what}"));
+        let newline = bytes.iter().position(|&b| b == b'\n').ok_or_else(|| bad(0, "no header"))?;
+        let header: serde_json::Value = serde_json::from_slice(&bytes[..newline])
+            .map_err(|e| bad(0, &format!("bad header: {e}")))?;
+        if header["format"] != SNAPSHOT_FORMAT {
+            return Err(bad(0, &format!("unknown format {}", header["format"])));
+        }
+        let field = |name: &str| header[name].as_u64().ok_or_else(|| bad(0, &format!("no {name}")));
+        let (applied_index, applied_term, keys) = (field("index")?, field("term")?, field("keys")?);
+        let mut data = BTreeMap::new();
+        let mut at = newline + 1;
+        let take = |at: &mut usize| -> Result<String> {
+            let len_bytes = bytes.get(*at..*at + 4).ok_or_else(|| bad(*at, "truncated length"))?;
+            let len = u32::from_le_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]])
+                as usize;
+            let text =
+                bytes.get(*at + 4..*at + 4 + len).ok_or_else(|| bad(*at, "truncated string"))?;
+            let text = String::from_utf8(text.to_vec()).map_err(|_| bad(*at, "not UTF-8"))?;
+            *at += 4 + len;
+            Ok(text)
+        };
+        while at < bytes.len() {
+            let key = take(&mut at)?;
+            let value = take(&mut at)?;
+            data.insert(key, value);
+        }
+        if data.len() as u64 != keys {
+            return Err(bad(at, &format!("header says {keys} keys, found {}", data.len())));
+        }
+        Ok(KvStore { base: Arc::new(data), overlay: None, applied_index, applied_term })
+    }
 }
+
+fn apply_overlay(map: &mut BTreeMap<String, String>, overlay: &BTreeMap<String, Option<String>>) {
+    for (k, v) in overlay {
+        match v {
+            Some(v) => map.insert(k.clone(), v.clone()),
+            None => map.remove(k),
+        };
+    }
+}
+
+fn encode_map(
+    map: &BTreeMap<String, String>,
+    index: Index,
+    term: Term,
+    members: &[String],
+) -> Vec<u8> {
+    let header = serde_json::json!({
+        "format": SNAPSHOT_FORMAT,
+        "index": index,
+        "term": term,
+        "members": members,
+        "keys": map.len(),
+    });
+    let mut out = header.to_string().into_bytes();
+    out.push(b'\n');
+    let size: usize = map.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
+    out.reserve(size);
+    for (k, v) in map {
+        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        out.extend_from_slice(v.as_bytes());
+    }
+    out
+}
+
+/// Version tag of the snapshot encoding.
+const SNAPSHOT_FORMAT: &str = "raftlabkv-kv-1";
 
 #[cfg(test)]
 mod tests {
@@ -131,6 +309,60 @@ mod tests {
         assert!(kv.get("a/b c%").is_none(), "a replayed entry must not apply twice");
         assert!(kv.apply(&entry(5, &put)).is_err(), "a gap must be refused");
         assert_eq!(kv.applied_index(), 3);
+    }
+
+    #[test]
+    fn snapshot_round_trip_and_corruption() {
+        let mut kv = KvStore::new();
+        let puts = [("a", "1"), ("ünï/cødé key", "välue with\nnewline"), ("", "empty key")];
+        for (i, (k, v)) in puts.iter().enumerate() {
+            let c = Command::Put { key: k.to_string(), value: v.to_string() };
+            kv.apply(&Entry { index: i as Index + 1, term: 3, command: c.encode() }).unwrap();
+        }
+        let bytes = kv.encode_snapshot(&["n1".into(), "n2".into()]);
+        let back = KvStore::decode_snapshot(&bytes).unwrap();
+        assert_eq!(back.all(), kv.all());
+        assert_eq!((back.applied_index(), back.applied_term()), (3, 3));
+        for cut in [1, bytes.len() / 2, bytes.len() - 1] {
+            assert!(KvStore::decode_snapshot(&bytes[..cut]).is_err(), "truncated at {cut}");
+        }
+        assert!(KvStore::decode_snapshot(b"{}\n").is_err());
+    }
+
+    #[test]
+    fn a_frozen_state_is_unaffected_by_later_writes_and_merges_back() {
+        let mut kv = KvStore::new();
+        let put = |k: &str, v: &str| Command::Put { key: k.into(), value: v.into() }.encode();
+        let del = |k: &str| Command::Delete { key: k.into() }.encode();
+        for (i, c) in [put("a", "1"), put("b", "2"), put("c", "3")].into_iter().enumerate() {
+            kv.apply(&Entry { index: i as Index + 1, term: 1, command: c }).unwrap();
+        }
+        let frozen = kv.freeze().expect("nothing else frozen");
+        assert_eq!((frozen.index, frozen.len()), (3, 3));
+        let later = [put("a", "10"), del("b"), put("d", "4"), del("zz")];
+        for (i, c) in later.into_iter().enumerate() {
+            kv.apply(&Entry { index: i as Index + 4, term: 2, command: c }).unwrap();
+        }
+        // Reads see the overlay; the frozen state does not.
+        assert_eq!(kv.get("a").map(String::as_str), Some("10"));
+        assert_eq!(kv.get("b"), None);
+        assert_eq!(kv.len(), 3);
+        let expect: BTreeMap<String, String> = [("a", "10"), ("c", "3"), ("d", "4")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(*kv.all(), expect);
+        let restored = KvStore::decode_snapshot(&frozen.encode(&[])).unwrap();
+        assert_eq!(restored.get("a").map(String::as_str), Some("1"));
+        assert_eq!((restored.applied_index(), restored.len()), (3, 3));
+        // While the frozen state is alive there is no merging and no second freeze.
+        assert!(!kv.try_merge());
+        assert!(kv.freeze().is_none());
+        drop(frozen);
+        assert!(kv.try_merge());
+        assert_eq!(*kv.all(), expect);
+        assert_eq!(kv.len(), 3);
+        assert!(kv.freeze().is_some());
     }
 
     #[test]

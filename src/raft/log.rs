@@ -19,7 +19,9 @@ pub struct RaftLog {
 impl RaftLog {
     /// Wraps storage; nothing is known committed until a leader says so (volatile state).
     pub fn new(storage: Box<dyn Storage>) -> Self {
-        let start = storage.first_index() - 1;
+        // Everything a snapshot covers is committed and applied (the shell restores the state
+        // machine from that snapshot before applying anything else).
+        let start = storage.snapshot().map_or(storage.first_index() - 1, |s| s.index);
         RaftLog { storage, commit_index: start, last_applied: start }
     }
 

@@ -47,6 +47,15 @@ pub struct HardState {
     pub voted_for: Option<NodeId>,
 }
 
+/// The last log entry a snapshot covers (the paper's `lastIncludedIndex` and `lastIncludedTerm`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    /// Index of the last entry the snapshot replaces.
+    pub index: Index,
+    /// Term of that entry.
+    pub term: Term,
+}
+
 /// RequestVote RPC arguments (§5.2, §5.4.1).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestVote {
@@ -103,6 +112,24 @@ pub struct AppendEntriesResponse {
     pub seq: u64,
 }
 
+/// InstallSnapshot RPC arguments (§7). The snapshot's bytes travel beside this message: the
+/// shell streams the file in chunks before delivering it (the simulation hands the data over),
+/// so the core only ever sees which snapshot it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallSnapshot {
+    /// The snapshot replaces all entries up through this index.
+    pub last_included_index: Index,
+    /// Term of `last_included_index`.
+    pub last_included_term: Term,
+}
+
+/// InstallSnapshot RPC results.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallSnapshotResponse {
+    /// The follower's log now matches the leader's through this index.
+    pub match_index: Index,
+}
+
 /// Every message a node can receive from a peer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
@@ -115,12 +142,21 @@ pub enum Message {
     AppendEntries(AppendEntries),
     /// A follower's answer.
     AppendEntriesResponse(AppendEntriesResponse),
+    /// Leader sends a snapshot to a follower that needs compacted entries.
+    InstallSnapshot(InstallSnapshot),
+    /// The follower's answer.
+    InstallSnapshotResponse(InstallSnapshotResponse),
 }
 
 impl Message {
     /// True for the two response kinds.
     pub fn is_response(&self) -> bool {
-        matches!(self, Message::RequestVoteResponse(_) | Message::AppendEntriesResponse(_))
+        matches!(
+            self,
+            Message::RequestVoteResponse(_)
+                | Message::AppendEntriesResponse(_)
+                | Message::InstallSnapshotResponse(_)
+        )
     }
 }
 
@@ -135,6 +171,42 @@ pub struct Envelope {
     pub term: Term,
     /// The RPC.
     pub message: Message,
+}
+
+impl Envelope {
+    /// Checks what a well-behaved peer always satisfies, so a garbled or forged message is refused
+    /// as bad input instead of reaching the log: entries contiguous after `prev_log_index`, terms
+    /// never above the sender's term nor decreasing.
+    pub fn validate(&self) -> Result<(), String> {
+        let term = self.term;
+        match &self.message {
+            Message::RequestVote(rv) if rv.last_log_term > term => Err(format!(
+                "last_log_term {} is above the message's term {term}",
+                rv.last_log_term
+            )),
+            Message::AppendEntries(ae) => {
+                if ae.prev_log_term > term {
+                    return Err(format!("prev_log_term {} is above term {term}", ae.prev_log_term));
+                }
+                let mut last_term = ae.prev_log_term;
+                for (i, e) in ae.entries.iter().enumerate() {
+                    let want = ae.prev_log_index.checked_add(i as Index + 1);
+                    if Some(e.index) != want {
+                        return Err(format!("entry {i} has index {}, expected {want:?}", e.index));
+                    }
+                    if e.term > term || e.term < last_term {
+                        return Err(format!("entry {} has term {} out of order", e.index, e.term));
+                    }
+                    last_term = e.term;
+                }
+                Ok(())
+            }
+            Message::InstallSnapshot(is) if is.last_included_term > term => {
+                Err(format!("last_included_term {} is above term {term}", is.last_included_term))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Standard base64 (RFC 4648, with padding) for entry commands in JSON. Tiny and local, so the wire

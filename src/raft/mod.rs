@@ -1,4 +1,99 @@
-//! The Raft consensus core (essay to come).
+//! # Raft, in a page, and where each part of it lives in this code
+//!
+//! Raft (Ongaro and Ousterhout, *In Search of an Understandable Consensus Algorithm*, 2014) keeps a
+//! **log of commands** identical on a majority of machines, so that every machine applying the log
+//! in order computes the same state. Keep the paper open beside this module: the names here are
+//! the names of its Figure 2.
+//!
+//! ## The idea
+//!
+//! Time is divided into **terms** (`Term`), numbered upward. Each term begins with an election;
+//! at most one **leader** wins it. Only the leader accepts commands: it appends each to its log as
+//! an [`Entry`] `{index, term, command}` and replicates it to the **followers** with
+//! `AppendEntries`. Once an entry is stored on a **majority** — more than half of the whole
+//! cluster, the leader included, so 2 of 3, 3 of 4, 3 of 5 — it is **committed**: it will be in
+//! the log of every future leader, so it can be applied and the client answered.
+//!
+//! Why a majority? Any two majorities share a node. A candidate needs votes from a majority, and a
+//! voter refuses a candidate whose log is less up to date than its own (§5.4.1). So a new leader's
+//! log always contains every committed entry (*Leader Completeness*).
+//!
+//! ## The rules (Figure 2) and the code that keeps them
+//!
+//! | Figure 2 | here |
+//! |---|---|
+//! | Persistent state `currentTerm`, `votedFor`, `log[]` | [`HardState`] and the log, in [`crate::storage::Storage`]; `RaftNode::current_term`, `voted_for` mirror them |
+//! | Volatile `commitIndex`, `lastApplied` | [`RaftLog::commit_index`], [`RaftLog::last_applied`] |
+//! | Leader's `nextIndex[]`, `matchIndex[]` | `role::Progress::next_index`, `match_index`, one per peer in `role::Leader` |
+//! | RequestVote RPC | [`RequestVote`] / [`RequestVoteResponse`]; receiver: `RaftNode::handle_request_vote` |
+//! | AppendEntries RPC | [`AppendEntries`] / [`AppendEntriesResponse`]; receiver: `RaftNode::handle_append_entries` |
+//! | "If RPC request or response contains term T > currentTerm: set currentTerm = T, convert to follower" | top of `RaftNode::step_inner` |
+//! | Followers: election timeout → become candidate | `RaftNode::tick` → `become_pre_candidate` / `become_candidate` |
+//! | Candidates: votes from majority → leader | `handle_vote_response` → `become_leader` |
+//! | Leaders: heartbeats, replicate, advance commitIndex | `tick_leader`, `maybe_send_append`, `maybe_commit` |
+//! | All servers: apply committed entries in order | `emit_committed` fills [`Output::apply`] |
+//! | InstallSnapshot (§7, Figure 13) | [`InstallSnapshot`]; `handle_install_snapshot`, `snapshot_taken` |
+//!
+//! ## A deterministic core
+//!
+//! [`RaftNode`] does no I/O. It is driven by five inputs — `step(message)`, `tick()`,
+//! `propose(command)`, `read(id)`, `persisted(index, term)` — and each returns an [`Output`]:
+//! messages to send, entries to apply, reads that became safe. It never spawns a thread, sleeps,
+//! reads a clock, opens a socket or takes a lock. Time is counted in ticks, randomness comes from a
+//! seeded RNG. That is what lets [`crate::sim`] run a thousand-iteration Figure 8 test with crashes
+//! in a fraction of a second and replay any failure from its seed, and what keeps this module
+//! readable: the threads live in [`crate::server`].
+//!
+//! ## Persisting before answering
+//!
+//! A vote or an acknowledgement is a promise about the disk ("I will not vote for anyone else in
+//! term 7", "I hold entries up to 42"). The core writes to storage synchronously but storage only
+//! *buffers*; making it durable (fsync) is slow, so the shell does it outside the lock and batches
+//! it (group commit). The core therefore separates messages that may leave at once
+//! ([`Output::messages`], e.g. a leader's AppendEntries — followers persist before they ack) from
+//! those that must wait for the disk ([`Output::after_sync`]: votes, acks, a candidate's
+//! RequestVote after voting for itself). A leader counts itself towards a majority only for
+//! entries its own disk confirmed ([`RaftNode::persisted`]), while replication runs in parallel.
+//!
+//! ## What this implementation adds to Figure 2, and why
+//!
+//! - **No-op on election** (§5.4.2, §8): a new leader appends an empty entry of its term. Figure 8
+//!   shows that a leader may not commit entries of earlier terms by counting replicas; committing
+//!   its own no-op commits everything before it.
+//! - **Conflict-only truncation** (§5.3): a follower deletes entries only at the first index whose
+//!   term differs. A delayed, duplicated AppendEntries whose entries already match changes nothing —
+//!   truncating there would delete newer entries (a bug of the Go original).
+//! - **Fast backtracking** (end of §5.3): a rejection carries `conflict_term` and the first index of
+//!   it, so the leader skips a whole term per round trip instead of one entry.
+//! - **Flow control and batching**: one AppendEntries with entries in flight per follower; what is
+//!   proposed meanwhile leaves together in the next one. Each entry is sent to each follower once
+//!   when nothing is lost, and under load every round trip (and every follower fsync) carries a batch.
+//! - **ReadIndex** (thesis §6.4): a linearizable read notes the commit index, confirms with one
+//!   heartbeat round that a majority still follows this leader (AppendEntries carry a `seq` for
+//!   this), and is served once the state machine reaches that index. No log write per read.
+//! - **PreVote** (thesis §9.6) and **check quorum** (§6.2): a node that cannot win — cut off by a
+//!   one-way partition, say — asks first whether it *would* get votes, without bumping its term, so
+//!   it cannot depose a working leader; nodes that hear from a live leader ignore vote requests;
+//!   and a leader that has not heard from a majority for an election timeout steps down, so a
+//!   leader in a minority stops answering as if it still led.
+//! - **Snapshots** (§7): the state machine saves its state every N entries, the log is compacted
+//!   behind it (keeping a few trailing entries), and a follower that needs compacted entries
+//!   receives the snapshot instead.
+//!
+//! ## Invariants (checked in tests, `assert!`ed or refused where cheap)
+//!
+//! - *Election Safety*: at most one leader per term (the simulation checks every output).
+//! - *Log Matching*: same index and term ⇒ same entry and same prefix (the AppendEntries check).
+//! - *Leader Completeness*: a new leader holds every committed entry (the simulation checks it on
+//!   every election; `RaftLog::append_from_leader` refuses to overwrite a committed entry).
+//! - *State Machine Safety*: every node applies the same command at each index, in order, exactly
+//!   once (`SimCluster` checks every applied entry).
+//!
+//! ## Caveats
+//!
+//! - Membership is fixed at start (no joint consensus, §6).
+//! - Time is logical: the shell turns milliseconds into ticks. ReadIndex needs no clock
+//!   assumptions; no lease reads are served.
 
 mod log;
 mod message;
@@ -7,8 +102,9 @@ mod role;
 
 pub use log::RaftLog;
 pub use message::{
-    AppendEntries, AppendEntriesResponse, Entry, Envelope, HardState, Index, Message, NodeId,
-    RequestVote, RequestVoteResponse, Term, base64,
+    AppendEntries, AppendEntriesResponse, Entry, Envelope, HardState, Index, InstallSnapshot,
+    InstallSnapshotResponse, Message, NodeId, RequestVote, RequestVoteResponse, SnapshotMeta, Term,
+    base64,
 };
-pub use node::{Config, Output, RaftNode, ReadState, Status, SyncPoint};
+pub use node::{Config, Output, PeerProgress, RaftNode, ReadState, Status, SyncPoint};
 pub use role::Role;

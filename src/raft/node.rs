@@ -14,8 +14,8 @@ use super::log::RaftLog;
 use super::role::{Candidate, Follower, Inflight, Leader, PendingRead, Progress, Role};
 use crate::error::{Error, Result};
 use crate::raft::{
-    AppendEntries, AppendEntriesResponse, Entry, Envelope, HardState, Index, Message, NodeId,
-    RequestVote, RequestVoteResponse, Term,
+    AppendEntries, AppendEntriesResponse, Entry, Envelope, HardState, Index, InstallSnapshot,
+    InstallSnapshotResponse, Message, NodeId, RequestVote, RequestVoteResponse, SnapshotMeta, Term,
 };
 use crate::storage::Storage;
 
@@ -131,6 +131,9 @@ pub struct Output {
     pub reads: Vec<ReadState>,
     /// Reads that can no longer be confirmed (this node stopped leading): answer "retry".
     pub aborted_reads: Vec<u64>,
+    /// A leader's snapshot was installed: load the state machine from the snapshot received for
+    /// this meta (after applying `apply`, before anything later).
+    pub restore: Option<SnapshotMeta>,
 }
 
 impl Output {
@@ -142,6 +145,7 @@ impl Output {
             && self.apply.is_empty()
             && self.reads.is_empty()
             && self.aborted_reads.is_empty()
+            && self.restore.is_none()
     }
 
     /// Appends another output's work to this one, keeping the order.
@@ -154,6 +158,9 @@ impl Output {
         self.apply.extend(other.apply);
         self.reads.extend(other.reads);
         self.aborted_reads.extend(other.aborted_reads);
+        if other.restore.is_some() {
+            self.restore = other.restore;
+        }
     }
 }
 
@@ -176,6 +183,27 @@ pub struct Status {
     pub last_log_index: Index,
     /// Term of the last log entry.
     pub last_log_term: Term,
+    /// Index of the first entry still in the log (earlier ones are in the snapshot).
+    pub first_log_index: Index,
+    /// The latest snapshot.
+    pub snapshot: Option<SnapshotMeta>,
+    /// On a leader: what it knows of each follower (`next_index`, `match_index`, whether a
+    /// request or a snapshot is in flight).
+    pub progress: BTreeMap<NodeId, PeerProgress>,
+}
+
+/// A leader's view of one follower, for `/status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerProgress {
+    /// Next entry to send.
+    pub next_index: Index,
+    /// Highest entry known to be stored there.
+    pub match_index: Index,
+    /// An AppendEntries (or snapshot) awaits its answer.
+    pub inflight: bool,
+    /// Index of the snapshot being sent, if any.
+    pub snapshot: Option<Index>,
 }
 
 /// One Raft node: Figure 2 as code.
@@ -303,8 +331,30 @@ impl RaftNode {
             && let Some(p) = leader.progress.get_mut(peer)
         {
             p.inflight = None;
+            p.pending_snapshot = None;
             p.next_index = p.match_index + 1;
         }
+    }
+
+    /// The state machine saved a snapshot through `meta` (its data is durable): record it, and
+    /// compact the log up to `meta.index - trailing`, keeping `trailing` entries so a follower that
+    /// lags slightly still catches up from the log rather than with a whole snapshot (§7).
+    pub fn snapshot_taken(&mut self, meta: SnapshotMeta, trailing: u64) -> Result<()> {
+        if meta.index > self.log.last_applied {
+            return Err(Error::Internal(format!(
+                "snapshot at {} is ahead of the applied index {}",
+                meta.index, self.log.last_applied
+            )));
+        }
+        if self.log.storage.snapshot().is_some_and(|s| s.index >= meta.index) {
+            return Ok(());
+        }
+        self.log.storage.set_snapshot(meta)?;
+        let through = meta.index.saturating_sub(trailing);
+        if through >= self.log.first_index() {
+            self.log.storage.compact(through)?;
+        }
+        Ok(())
     }
 
     // ----- queries ------------------------------------------------------------------------------
@@ -370,12 +420,36 @@ impl RaftNode {
             last_applied: self.log.last_applied,
             last_log_index: self.log.last_index(),
             last_log_term: self.log.last_term(),
+            first_log_index: self.log.first_index(),
+            snapshot: self.log.storage.snapshot(),
+            progress: match &self.role {
+                Role::Leader(l) => l
+                    .progress
+                    .iter()
+                    .map(|(id, p)| {
+                        let view = PeerProgress {
+                            next_index: p.next_index,
+                            match_index: p.match_index,
+                            inflight: p.inflight.is_some(),
+                            snapshot: p.pending_snapshot,
+                        };
+                        (id.clone(), view)
+                    })
+                    .collect(),
+                _ => BTreeMap::new(),
+            },
         }
     }
 
     // ----- role transitions ---------------------------------------------------------------------
 
     /// Becomes a follower of `term` (§5.1: a higher term always wins).
+    ///
+    /// The election timer keeps running: Figure 2 restarts it only on an AppendEntries from the
+    /// current leader or on granting a vote, and the callers that see those do so. Restarting it
+    /// on any higher term would let a candidate whose log is too stale to win hold back, again
+    /// and again, the nodes that could win. Only a deposed leader, whose timer was stopped, starts
+    /// a fresh one.
     fn become_follower(&mut self, term: Term, leader: Option<NodeId>) -> Result<()> {
         if term > self.current_term {
             self.current_term = term;
@@ -384,10 +458,10 @@ impl RaftNode {
         }
         if let Role::Leader(leader_state) = &mut self.role {
             self.out.aborted_reads.extend(leader_state.reads.drain(..).map(|r| r.id));
+            self.election_elapsed = 0;
+            self.reset_election_timeout();
         }
         self.role = Role::Follower(Follower { leader });
-        self.election_elapsed = 0;
-        self.reset_election_timeout();
         Ok(())
     }
 
@@ -480,6 +554,7 @@ impl RaftNode {
                     inflight: None,
                     acked_seq: 0,
                     recent_active: true,
+                    pending_snapshot: None,
                 };
                 (p.clone(), pr)
             })
@@ -505,6 +580,9 @@ impl RaftNode {
             log::warn!("{} drops a message from unknown node {:?}", self.config.id, env.from);
             return Ok(());
         }
+        // Malformed input is the sender's problem, reported as such; it never reaches the log.
+        env.validate()
+            .map_err(|e| Error::BadRequest(format!("invalid message from {}: {e}", env.from)))?;
         // Votes for a later term while a leader is known to be alive are ignored (see
         // `Config::check_quorum`); PreVotes never change anyone's term.
         if let Message::RequestVote(req) = &env.message {
@@ -549,7 +627,13 @@ impl RaftNode {
             Message::AppendEntriesResponse(resp) if env.term == self.current_term => {
                 self.handle_append_response(env.from, resp)
             }
-            Message::RequestVoteResponse(_) | Message::AppendEntriesResponse(_) => Ok(()),
+            Message::InstallSnapshot(req) => self.handle_install_snapshot(env.from, env.term, req),
+            Message::InstallSnapshotResponse(resp) if env.term == self.current_term => {
+                self.handle_snapshot_response(env.from, resp)
+            }
+            Message::RequestVoteResponse(_)
+            | Message::AppendEntriesResponse(_)
+            | Message::InstallSnapshotResponse(_) => Ok(()),
         }
     }
 
@@ -709,13 +793,17 @@ impl RaftNode {
             return Ok(());
         };
         progress.recent_active = true;
+        // Is this the answer to the latest request this follower answered so far?
+        let newest = resp.seq >= progress.acked_seq;
         progress.acked_seq = progress.acked_seq.max(resp.seq);
         if progress.inflight.is_some_and(|f| resp.seq >= f.seq) {
             progress.inflight = None;
         }
         if resp.success {
-            if resp.match_index > progress.match_index {
-                progress.match_index = resp.match_index;
+            // A follower cannot hold more than we sent; never trust a larger claim.
+            let claimed = resp.match_index.min(last_index);
+            if claimed > progress.match_index {
+                progress.match_index = claimed;
             }
             progress.next_index = progress.next_index.max(progress.match_index + 1);
         } else {
@@ -727,6 +815,17 @@ impl RaftNode {
                 },
                 None => resp.conflict_index,
             };
+            if hint <= progress.match_index && newest {
+                // Not a stale rejection: the follower lost entries it had acknowledged (its data
+                // dir was wiped, or it ran with --fsync=false). Start over from what it has;
+                // lowering match_index only ever makes commits more conservative.
+                log::warn!(
+                    "{from} no longer holds entries through {} (its log ends before {hint}); \
+                     resending",
+                    progress.match_index
+                );
+                progress.match_index = hint.saturating_sub(1);
+            }
             // Never back up past what the follower is known to hold (a stale rejection).
             let next = hint.clamp(progress.match_index + 1, last_index + 1);
             if next < progress.next_index {
@@ -734,6 +833,68 @@ impl RaftNode {
                 progress.inflight = None;
             }
         }
+        self.maybe_commit()?;
+        self.check_reads();
+        self.maybe_send_append(&from, false)
+    }
+
+    /// InstallSnapshot receiver (Figure 13, simplified: the data arrived whole, beside the RPC).
+    fn handle_install_snapshot(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        req: InstallSnapshot,
+    ) -> Result<()> {
+        if term < self.current_term {
+            let resp = InstallSnapshotResponse { match_index: 0 };
+            self.send_after_sync(from, Message::InstallSnapshotResponse(resp));
+            return Ok(());
+        }
+        match &mut self.role {
+            Role::Follower(f) => f.leader = Some(from.clone()),
+            Role::Candidate(_) => self.become_follower(term, Some(from.clone()))?,
+            Role::Leader(_) => {
+                log::error!("{} leads term {term}, yet {from} sent it a snapshot", self.config.id);
+                return Ok(());
+            }
+        }
+        self.election_elapsed = 0;
+        let meta = SnapshotMeta { index: req.last_included_index, term: req.last_included_term };
+        let match_index = if meta.index <= self.log.commit_index {
+            // We already have (and applied) everything it covers: committed entries match.
+            self.log.commit_index
+        } else {
+            self.log.storage.install_snapshot(meta)?;
+            self.log.commit_index = meta.index;
+            self.log.last_applied = meta.index;
+            self.out.restore = Some(meta);
+            meta.index
+        };
+        let resp = InstallSnapshotResponse { match_index };
+        self.send_after_sync(from, Message::InstallSnapshotResponse(resp));
+        Ok(())
+    }
+
+    fn handle_snapshot_response(
+        &mut self,
+        from: NodeId,
+        resp: InstallSnapshotResponse,
+    ) -> Result<()> {
+        let last_index = self.log.last_index();
+        let Role::Leader(leader) = &mut self.role else {
+            return Ok(());
+        };
+        let Some(progress) = leader.progress.get_mut(&from) else {
+            return Ok(());
+        };
+        progress.recent_active = true;
+        progress.pending_snapshot = None;
+        progress.inflight = None;
+        let claimed = resp.match_index.min(last_index);
+        if claimed > progress.match_index {
+            progress.match_index = claimed;
+        }
+        progress.next_index = progress.match_index + 1;
         self.maybe_commit()?;
         self.check_reads();
         self.maybe_send_append(&from, false)
@@ -755,8 +916,11 @@ impl RaftNode {
         };
         // Presume lost an AppendEntries nobody answered: resend from the last known match.
         for p in leader.progress.values_mut() {
-            if p.inflight.is_some_and(|f| ticks - f.sent_at_tick >= rpc_timeout) {
+            // A snapshot transfer may take a while: give it ten RPC timeouts.
+            let timeout = if p.pending_snapshot.is_some() { rpc_timeout * 10 } else { rpc_timeout };
+            if p.inflight.is_some_and(|f| ticks - f.sent_at_tick >= timeout) {
                 p.inflight = None;
+                p.pending_snapshot = None;
                 p.next_index = p.match_index + 1;
             }
         }
@@ -815,6 +979,31 @@ impl RaftNode {
         let Some(progress) = leader.progress.get_mut(peer) else {
             return Ok(());
         };
+        if progress.pending_snapshot.is_some() {
+            // Its link is busy with the snapshot; heartbeats would only queue behind it.
+            return Ok(());
+        }
+        if progress.next_index < self.log.first_index() {
+            // §7: the entries this follower needs are compacted away: send the snapshot.
+            if progress.inflight.is_some() && !heartbeat {
+                return Ok(());
+            }
+            let Some(snapshot) = self.log.storage.snapshot() else {
+                return Err(Error::Internal(format!(
+                    "{peer} needs compacted entries but there is no snapshot"
+                )));
+            };
+            leader.seq += 1;
+            progress.inflight = Some(Inflight { seq: leader.seq, sent_at_tick: ticks });
+            progress.pending_snapshot = Some(snapshot.index);
+            log::debug!("{} sends snapshot {} to {peer}", self.config.id, snapshot.index);
+            let message = Message::InstallSnapshot(InstallSnapshot {
+                last_included_index: snapshot.index,
+                last_included_term: snapshot.term,
+            });
+            self.send(peer.clone(), message);
+            return Ok(());
+        }
         let has_entries = progress.next_index <= last_index;
         let needs_probe = wants_read_probe.is_some_and(|s| progress.acked_seq < s);
         if progress.inflight.is_some() && !heartbeat {
@@ -831,10 +1020,8 @@ impl RaftNode {
             Vec::new()
         };
         let Some(prev_log_term) = self.log.term_at(prev_log_index) else {
-            // The entries this follower needs were compacted away: it needs a snapshot, which
-            // this version does not send yet.
             return Err(Error::Internal(format!(
-                "{peer} needs entry {prev_log_index}, which is compacted"
+                "no term for {peer}'s prev_log_index {prev_log_index}"
             )));
         };
         leader.seq += 1;

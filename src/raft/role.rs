@@ -59,6 +59,8 @@ pub struct Progress {
     pub acked_seq: u64,
     /// Heard from since the last check-quorum round.
     pub recent_active: bool,
+    /// A snapshot being sent to this follower (its index): no AppendEntries until it is answered.
+    pub pending_snapshot: Option<Index>,
 }
 
 /// An outstanding AppendEntries.

@@ -100,8 +100,11 @@ fn route(shared: &Shared, request: &mut Request) -> Reply {
             "/status" => only(&method, Method::Get).map(|_| {
                 Reply::json(200, &serde_json::to_value(shared.status()).unwrap_or(Value::Null))
             }),
-            "/raft/requestVote" | "/raft/appendEntries" => {
+            "/raft/requestVote" | "/raft/appendEntries" | "/raft/installSnapshot" => {
                 only(&method, Method::Post).and_then(|_| peer_rpc(shared, request, path))
+            }
+            "/raft/snapshotChunk" => {
+                only(&method, Method::Post).and_then(|_| snapshot_chunk(shared, request, query))
             }
             _ => Err(Error::NotFound(format!("no route {path}"))),
         }
@@ -203,7 +206,9 @@ fn all(shared: &Shared, request: &mut Request, stale: bool, forwarded: bool) -> 
     if !stale && let Some(reply) = barrier_or_forward(shared, request, &[], forwarded)? {
         return Ok(reply);
     }
-    shared.with_kv(|kv| Ok(Reply::json(200, &json!(kv.all()))))
+    let body = shared.with_kv(|kv| serde_json::to_vec(&*kv.all()));
+    body.map(|body| Reply { status: 200, body })
+        .map_err(|e| Error::Internal(format!("cannot encode the key space: {e}")))
 }
 
 /// For a linearizable read: confirm leadership here, or forward the request to the leader (whose
@@ -362,6 +367,25 @@ fn peer_rpc(shared: &Shared, request: &mut Request, path: &str) -> Result<Reply>
     }
     let reply = shared.handle_rpc(envelope)?;
     Ok(Reply::json(200, &serde_json::to_value(&reply).unwrap_or(Value::Null)))
+}
+
+/// `POST /raft/snapshotChunk?from=&index=&term=&offset=&total=` with the raw bytes as body.
+fn snapshot_chunk(shared: &Shared, request: &mut Request, query: &str) -> Result<Reply> {
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name).and_then(|rest| rest.strip_prefix('=')))
+            .ok_or_else(|| Error::BadRequest(format!("snapshot chunk lacks '{name}'")))
+    };
+    let number = |name: &str| -> Result<u64> {
+        param(name)?.parse().map_err(|_| Error::BadRequest(format!("snapshot chunk: bad '{name}'")))
+    };
+    let from = percent_decode(param("from")?)?;
+    let meta = crate::raft::SnapshotMeta { index: number("index")?, term: number("term")? };
+    let (offset, total) = (number("offset")?, number("total")?);
+    let body = read_body(request, shared.config.snapshot_chunk_bytes.max(1 << 20) * 2)?;
+    let received = shared.receive_snapshot_chunk(&from, meta, offset, total, &body)?;
+    Ok(Reply::json(200, &json!({ "received": received })))
 }
 
 #[cfg(test)]

@@ -19,6 +19,8 @@
 pub mod http;
 pub mod peer;
 pub mod pending;
+pub mod pool_kick;
+pub mod snapshot;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,8 +33,10 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::error::{Error, Result};
 use crate::kv::{Command, KvStore};
-use crate::raft::{Config, Entry, Envelope, Index, Message, NodeId, Output, RaftNode, Term};
-use crate::storage::{Storage, Syncer};
+use crate::raft::{
+    Config, Entry, Envelope, Index, Message, NodeId, Output, RaftNode, SnapshotMeta, Term,
+};
+use crate::storage::{SnapshotStore, Storage, Syncer};
 use peer::{RpcHandler, Transport};
 use pending::Pending;
 
@@ -61,8 +65,17 @@ pub struct ServerConfig {
     pub max_key_bytes: usize,
     /// Largest value, in bytes.
     pub max_value_bytes: usize,
+    /// Most entries in one AppendEntries.
+    pub max_append_entries: usize,
     /// Seed for election timeouts (defaults to a random one).
     pub seed: u64,
+    /// Take a snapshot once this many entries were applied since the last one (0: never).
+    pub snapshot_threshold: u64,
+    /// Entries kept in the log behind a snapshot, so slightly lagging followers catch up from
+    /// the log instead of a whole snapshot.
+    pub snapshot_trailing: u64,
+    /// Size of the pieces a snapshot is sent in.
+    pub snapshot_chunk_bytes: usize,
 }
 
 impl ServerConfig {
@@ -81,10 +94,14 @@ impl ServerConfig {
             election_timeout: (Duration::from_millis(300), Duration::from_millis(600)),
             rpc_timeout: Duration::from_millis(1000),
             request_timeout: Duration::from_secs(5),
-            http_threads: 64,
+            http_threads: 128,
             max_key_bytes: 4096,
             max_value_bytes: 1 << 20,
+            max_append_entries: 4096,
             seed: rand::random(),
+            snapshot_threshold: 10_000,
+            snapshot_trailing: 1_000,
+            snapshot_chunk_bytes: 1 << 20,
         }
     }
 
@@ -96,6 +113,7 @@ impl ServerConfig {
         c.election_ticks_min = ticks(self.election_timeout.0);
         c.election_ticks_max = ticks(self.election_timeout.1).max(c.election_ticks_min + 1);
         c.rpc_timeout_ticks = ticks(self.rpc_timeout).max(c.election_ticks_min);
+        c.max_append_entries = self.max_append_entries.max(1);
         c.seed = self.seed;
         c
     }
@@ -104,6 +122,14 @@ impl ServerConfig {
 /// A sync job: make storage durable through `seq`, then tell the node and send what waited.
 struct SyncJob {
     output: Output,
+}
+
+/// Work for the apply thread, in log order.
+enum ApplyMsg {
+    /// Committed entries.
+    Entries(Vec<Entry>),
+    /// Replace the state machine with this (received and verified) snapshot.
+    Restore(SnapshotMeta),
 }
 
 /// State shared by every thread of a node.
@@ -119,7 +145,11 @@ pub struct Shared {
     /// Makes storage durable, without the Raft lock.
     syncer: Arc<dyn Syncer>,
     peer_tx: BTreeMap<NodeId, Sender<Envelope>>,
-    apply_tx: Sender<Vec<Entry>>,
+    apply_tx: Sender<ApplyMsg>,
+    /// Snapshot files (None for an in-memory node: it never snapshots).
+    snapshots: Option<Arc<SnapshotStore>>,
+    /// Index of the latest snapshot taken or installed, and whether one is being taken now.
+    snapshot_state: Mutex<snapshot::SnapshotState>,
     sync_tx: Sender<SyncJob>,
     next_read_id: AtomicU64,
     /// Peer RPCs this node sent (requests only), for `/status`.
@@ -141,16 +171,28 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts a node over HTTP: binds `config.addr`, starts every thread.
-    pub fn start(config: ServerConfig, storage: Box<dyn Storage>) -> Result<Server> {
+    /// Starts a node over HTTP: binds `config.addr`, starts every thread. `snapshots` is where
+    /// snapshot files live (None: this node never takes snapshots).
+    pub fn start(
+        config: ServerConfig,
+        storage: Box<dyn Storage>,
+        snapshots: Option<SnapshotStore>,
+    ) -> Result<Server> {
         let http = tiny_http::Server::http(&config.addr)
             .map_err(|e| Error::Unavailable(format!("cannot listen on {}: {e}", config.addr)))?;
         let transport = Arc::new(peer::HttpTransport::new(config.rpc_timeout));
-        let mut server = Self::start_with_transport(config, storage, transport)?;
+        let mut server = Self::start_with_transport(config, storage, snapshots, transport)?;
         let http = Arc::new(http);
         for i in 0..server.shared.config.http_threads.max(1) {
             let (shared, http) = (server.shared.clone(), http.clone());
             server.threads.push(spawn(format!("http-{i}"), move || http::serve(&shared, &http))?);
+        }
+        // Works around tiny_http's pool leaving new connections unread (see `pool_kick`).
+        if let Some(addr) = http.server_addr().to_ip() {
+            let (shared, target) = (server.shared.clone(), pool_kick::kick_target(addr));
+            server
+                .threads
+                .push(spawn("http-kick".into(), move || pool_kick::run(&shared, target))?);
         }
         server.http = Some(http);
         Ok(server)
@@ -161,10 +203,16 @@ impl Server {
     pub fn start_with_transport(
         config: ServerConfig,
         storage: Box<dyn Storage>,
+        snapshots: Option<SnapshotStore>,
         transport: Arc<dyn Transport>,
     ) -> Result<Server> {
         let node = RaftNode::new(config.raft_config(), storage)?;
         let syncer = node.syncer();
+        // Recovery: the state machine starts from the latest snapshot, and the log replays the rest
+        // as the leader tells us what is committed.
+        let snapshots = snapshots.map(Arc::new);
+        let kv = snapshot::load_state_machine(node.storage().snapshot(), snapshots.as_deref())?;
+        let snapshot_state = snapshot::SnapshotState::new(kv.applied_index());
         let mut peer_rx = BTreeMap::new();
         let mut peer_tx = BTreeMap::new();
         for id in config.peers.keys() {
@@ -176,11 +224,13 @@ impl Server {
         let (sync_tx, sync_rx) = unbounded();
         let shared = Arc::new(Shared {
             raft: Mutex::new(node),
-            kv: RwLock::new(KvStore::new()),
+            kv: RwLock::new(kv),
             pending: Mutex::new(Pending::default()),
             syncer,
             peer_tx,
             apply_tx,
+            snapshots,
+            snapshot_state: Mutex::new(snapshot_state),
             sync_tx,
             next_read_id: AtomicU64::new(1),
             rpcs_sent: AtomicU64::new(0),
@@ -223,7 +273,14 @@ impl Server {
                 http.unblock();
             }
         }
-        self.shared.pending.lock().fail_all(Error::Unavailable("node is shutting down".into()));
+        // A waiting write is in the log already and may still commit (the followers may have it):
+        // its outcome is unknown. A waiting read has returned nothing: retrying it is safe.
+        self.shared.pending.lock().fail_all(
+            Error::OutcomeUnknown(
+                "node is shutting down; the write was proposed and may still be committed".into(),
+            ),
+            Error::Unavailable("node is shutting down".into()),
+        );
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -288,6 +345,12 @@ pub struct StatusView {
     pub fsyncs: u64,
     /// Entries applied to the state machine since start.
     pub entries_applied: u64,
+    /// Index of the first entry still in the log.
+    pub first_log_index: Index,
+    /// Index of the latest snapshot (0: none).
+    pub snapshot_index: Index,
+    /// On the leader: each follower's replication progress.
+    pub progress: BTreeMap<NodeId, crate::raft::PeerProgress>,
 }
 
 impl Shared {
@@ -313,6 +376,7 @@ impl Shared {
                 matches!(&env.message, Message::AppendEntries(a) if !a.entries.is_empty());
             let to = env.to.clone();
             if let Err(TrySendError::Full(_)) = tx.try_send(env) {
+                log::debug!("queue to {to} is full: message dropped");
                 // The peer is slow or gone; its queue is full. Forget the request so the core
                 // resends from the last known match when the peer answers again.
                 if carries_entries {
@@ -321,7 +385,10 @@ impl Shared {
             }
         }
         if !out.apply.is_empty() {
-            let _ = self.apply_tx.send(std::mem::take(&mut out.apply));
+            let _ = self.apply_tx.send(ApplyMsg::Entries(std::mem::take(&mut out.apply)));
+        }
+        if let Some(meta) = out.restore.take() {
+            let _ = self.apply_tx.send(ApplyMsg::Restore(meta));
         }
         if !out.reads.is_empty() || !out.aborted_reads.is_empty() {
             let mut pending = self.pending.lock();
@@ -392,56 +459,82 @@ impl Shared {
         while !self.is_shutdown() {
             let Ok(env) = rx.recv_timeout(Duration::from_millis(100)) else { continue };
             self.rpcs_sent.fetch_add(1, Ordering::Relaxed);
-            match transport.call(addr, &env) {
-                Ok(None) => {}
+            let result = match &env.message {
+                Message::InstallSnapshot(m) => {
+                    log::debug!(
+                        "peer thread for {id} takes InstallSnapshot {}",
+                        m.last_included_index
+                    );
+                    let meta =
+                        SnapshotMeta { index: m.last_included_index, term: m.last_included_term };
+                    self.send_snapshot(addr, &env, meta, transport)
+                }
+                _ => transport.call(addr, &env),
+            };
+            match result {
+                Ok(None) => log::debug!("{id} did not answer {:?}", env.message),
                 Ok(Some(reply)) => {
                     if reply.from != *id || reply.to != self.config.id {
                         log::warn!("{addr} answered as {} to {}; ignored", reply.from, reply.to);
                         continue;
                     }
-                    if let Err(e) = self.with_node(|n| Ok(((), n.step(reply)?))) {
-                        self.fatal(&e);
+                    match self.with_node(|n| Ok(((), n.step(reply)?))) {
+                        Ok(()) => {}
+                        Err(Error::BadRequest(m)) => {
+                            log::warn!("ignoring a bad answer from {id}: {m}")
+                        }
+                        Err(e) => self.fatal(&e),
                     }
                 }
                 Err(e) => {
                     log::debug!("RPC to {id} at {addr}: {e}");
-                    self.raft.lock().report_unreachable(id);
-                    // Do not spin on a dead peer: queued messages are stale by now anyway.
+                    // Do not spin on a dead peer: what is queued is stale by now. Drop it *before*
+                    // telling the core, so whatever the core sends after hearing of the failure
+                    // (a fresh probe, a snapshot it now marks as in flight) is not dropped too.
                     while rx.try_recv().is_ok() {}
+                    self.raft.lock().report_unreachable(id);
                     std::thread::sleep(self.config.heartbeat.min(Duration::from_millis(50)));
                 }
             }
         }
     }
 
-    fn run_apply(&self, rx: &Receiver<Vec<Entry>>) {
+    fn run_apply(self: &Arc<Self>, rx: &Receiver<ApplyMsg>) {
         while !self.is_shutdown() {
-            let Ok(mut batch) = rx.recv_timeout(Duration::from_millis(100)) else { continue };
+            let Ok(first) = rx.recv_timeout(Duration::from_millis(100)) else { continue };
             // Take whatever else is queued, so one state-machine lock covers a burst.
+            let mut msgs = vec![first];
             while let Ok(more) = rx.try_recv() {
-                batch.extend(more);
+                msgs.push(more);
             }
-            let mut last = None;
-            {
-                let mut kv = self.kv.write();
-                for entry in &batch {
-                    if let Err(e) = kv.apply(entry) {
-                        self.fatal(&e);
-                    }
-                }
-                if let Some(e) = batch.last() {
-                    last = Some(e.index.max(kv.applied_index()));
+            for msg in msgs {
+                match msg {
+                    ApplyMsg::Entries(batch) => self.apply_entries(&batch),
+                    ApplyMsg::Restore(meta) => self.restore_snapshot(meta),
                 }
             }
-            self.entries_applied.fetch_add(batch.len() as u64, Ordering::Relaxed);
-            let mut pending = self.pending.lock();
-            for entry in &batch {
-                pending.applied_entry(entry.index, entry.term);
-            }
-            if let Some(last) = last {
-                pending.advance_applied(last);
-            }
+            self.maybe_snapshot();
         }
+    }
+
+    fn apply_entries(&self, batch: &[Entry]) {
+        let applied = {
+            let mut kv = self.kv.write();
+            for entry in batch {
+                if let Err(e) = kv.apply(entry) {
+                    self.fatal(&e);
+                }
+            }
+            // Fold in the writes made during a finished snapshot (a no-op otherwise).
+            kv.try_merge();
+            kv.applied_index()
+        };
+        self.entries_applied.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let mut pending = self.pending.lock();
+        for entry in batch {
+            pending.applied_entry(entry.index, entry.term);
+        }
+        pending.advance_applied(applied);
     }
 
     fn run_sync(&self, rx: &Receiver<SyncJob>) {
@@ -557,6 +650,9 @@ impl Shared {
             rpcs_received: self.rpcs_received.load(Ordering::Relaxed),
             fsyncs: self.syncer.fsync_count(),
             entries_applied: self.entries_applied.load(Ordering::Relaxed),
+            first_log_index: s.first_log_index,
+            snapshot_index: s.snapshot.map_or(0, |m| m.index),
+            progress: s.progress,
         }
     }
 
@@ -590,10 +686,22 @@ impl RpcHandler for Shared {
             return Err(Error::BadRequest("expected a request, got a response".into()));
         }
         self.rpcs_received.fetch_add(1, Ordering::Relaxed);
+        if let Message::InstallSnapshot(m) = &envelope.message {
+            // The snapshot's bytes came in chunks; they must be complete and intact before the
+            // core may act on them.
+            self.accept_snapshot_file(SnapshotMeta {
+                index: m.last_included_index,
+                term: m.last_included_term,
+            })?;
+        }
         let from = envelope.from.clone();
         let (reply, rest) = {
             let mut node = self.raft.lock();
-            let mut out = node.step(envelope).unwrap_or_else(|e| self.fatal(&e));
+            let mut out = match node.step(envelope) {
+                Ok(out) => out,
+                Err(e @ Error::BadRequest(_)) => return Err(e),
+                Err(e) => self.fatal(&e),
+            };
             let is_reply = |m: &Envelope| m.to == from && m.message.is_response();
             let reply = match out.after_sync.iter().position(is_reply) {
                 Some(p) => Some(out.after_sync.remove(p)),
@@ -610,5 +718,16 @@ impl RpcHandler for Shared {
             self.syncer.sync_through(point.seq).unwrap_or_else(|e| self.fatal(&e));
         }
         Ok(reply)
+    }
+
+    fn handle_snapshot_chunk(
+        &self,
+        from: &str,
+        meta: SnapshotMeta,
+        offset: u64,
+        total: u64,
+        bytes: &[u8],
+    ) -> Result<u64> {
+        self.receive_snapshot_chunk(from, meta, offset, total, bytes)
     }
 }

@@ -15,13 +15,26 @@ use std::time::Duration;
 use parking_lot::RwLock;
 
 use crate::error::{Error, Result};
-use crate::raft::{Envelope, Message, NodeId};
+use crate::raft::{Envelope, Message, NodeId, SnapshotMeta};
 
 /// Sends one RPC and waits for its response.
 pub trait Transport: Send + Sync {
     /// Delivers `envelope` to the node at `addr` and returns that node's response envelope, or
     /// `None` if it chose not to answer.
     fn call(&self, addr: &str, envelope: &Envelope) -> Result<Option<Envelope>>;
+
+    /// Sends one chunk of the snapshot `meta` (the file's bytes at `offset`, of `total`) ahead of
+    /// `envelope`, the InstallSnapshot it belongs to. Returns how many bytes the receiver now
+    /// holds, which is where the next chunk starts (a restart or resume if it differs).
+    fn send_snapshot_chunk(
+        &self,
+        addr: &str,
+        envelope: &Envelope,
+        meta: SnapshotMeta,
+        offset: u64,
+        total: u64,
+        bytes: &[u8],
+    ) -> Result<u64>;
 }
 
 /// The HTTP path of a request message.
@@ -29,6 +42,9 @@ pub fn rpc_path(message: &Message) -> &'static str {
     match message {
         Message::RequestVote(_) | Message::RequestVoteResponse(_) => "/raft/requestVote",
         Message::AppendEntries(_) | Message::AppendEntriesResponse(_) => "/raft/appendEntries",
+        Message::InstallSnapshot(_) | Message::InstallSnapshotResponse(_) => {
+            "/raft/installSnapshot"
+        }
     }
 }
 
@@ -64,12 +80,50 @@ impl Transport for HttpTransport {
             .map_err(|e| Error::Unavailable(format!("bad RPC response from {addr}: {e}")))?;
         Ok(reply)
     }
+
+    fn send_snapshot_chunk(
+        &self,
+        addr: &str,
+        envelope: &Envelope,
+        meta: SnapshotMeta,
+        offset: u64,
+        total: u64,
+        bytes: &[u8],
+    ) -> Result<u64> {
+        let url = format!(
+            "http://{addr}/raft/snapshotChunk?from={}&index={}&term={}&offset={offset}&total={total}",
+            envelope.from, meta.index, meta.term
+        );
+        let response = self
+            .agent
+            .post(&url)
+            .set("Content-Type", "application/octet-stream")
+            .send_bytes(bytes)
+            .map_err(|e| Error::Unavailable(format!("snapshot chunk to {addr} failed: {e}")))?;
+        let body: serde_json::Value =
+            serde_json::from_reader(response.into_reader()).map_err(|e| {
+                Error::Unavailable(format!("bad snapshot chunk answer from {addr}: {e}"))
+            })?;
+        body["received"].as_u64().ok_or_else(|| {
+            Error::Unavailable(format!("snapshot chunk answer from {addr} lacks 'received'"))
+        })
+    }
 }
 
 /// Something that can answer peer RPCs: the server's node.
 pub trait RpcHandler: Send + Sync {
     /// Handles one peer request and returns the response envelope, if there is one.
     fn handle_rpc(&self, envelope: Envelope) -> Result<Option<Envelope>>;
+
+    /// Stores one chunk of an incoming snapshot; returns the bytes held so far.
+    fn handle_snapshot_chunk(
+        &self,
+        from: &str,
+        meta: SnapshotMeta,
+        offset: u64,
+        total: u64,
+        bytes: &[u8],
+    ) -> Result<u64>;
 }
 
 /// In-process transport: "addresses" name handlers registered in a shared table. Links can be cut
@@ -120,5 +174,25 @@ impl Transport for LocalTransport {
             return Err(Error::Unavailable("reply lost: link is cut".into()));
         }
         Ok(reply)
+    }
+
+    fn send_snapshot_chunk(
+        &self,
+        addr: &str,
+        envelope: &Envelope,
+        meta: SnapshotMeta,
+        offset: u64,
+        total: u64,
+        bytes: &[u8],
+    ) -> Result<u64> {
+        if self.cut.read().contains(&(envelope.from.clone(), envelope.to.clone())) {
+            return Err(Error::Unavailable(format!(
+                "link {} -> {} is cut",
+                envelope.from, envelope.to
+            )));
+        }
+        let handler = self.nodes.read().get(addr).and_then(Weak::upgrade);
+        let handler = handler.ok_or_else(|| Error::Unavailable(format!("nothing at {addr}")))?;
+        handler.handle_snapshot_chunk(&envelope.from, meta, offset, total, bytes)
     }
 }

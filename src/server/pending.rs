@@ -97,15 +97,11 @@ impl Pending {
         }
     }
 
-    /// Fails every waiter (shutdown). Reads get `error`. Writes are already in the log and may
-    /// still commit — through the next leader — so they get [`Error::OutcomeUnknown`], never
-    /// "not applied".
-    pub fn fail_all(&mut self, error: Error) {
-        for (index, (_, tx)) in self.writes.drain() {
-            let _ = tx.send(Err(Error::OutcomeUnknown(format!(
-                "{}; the write proposed at index {index} may still commit",
-                error.message()
-            ))));
+    /// Fails every waiter (shutdown): writes with `write_error`, reads with `error`. A waiting
+    /// write was proposed, so it may still commit: `write_error` must not promise otherwise.
+    pub fn fail_all(&mut self, write_error: Error, error: Error) {
+        for (_, (_, tx)) in self.writes.drain() {
+            let _ = tx.send(Err(write_error.clone()));
         }
         for (_, tx) in self.reads.drain() {
             let _ = tx.send(Err(error.clone()));
@@ -133,14 +129,13 @@ mod tests {
     }
 
     #[test]
-    fn shutdown_leaves_waiting_writes_unknown_not_refused() {
+    fn shutdown_fails_writes_and_reads_with_their_own_errors() {
         let mut p = Pending::default();
         let (wtx, wrx) = bounded(1);
         let (rtx, rrx) = bounded(1);
         p.add_write(5, 2, wtx);
         p.add_read(1, rtx);
-        p.fail_all(Error::Unavailable("node is shutting down".into()));
-        // The entry is in the log and may commit through the next leader: not a 503.
+        p.fail_all(Error::OutcomeUnknown("w".into()), Error::Unavailable("r".into()));
         assert!(matches!(wrx.recv().unwrap(), Err(Error::OutcomeUnknown(_))));
         assert!(matches!(rrx.recv().unwrap(), Err(Error::Unavailable(_))));
     }

@@ -74,12 +74,50 @@
 //! storage is dropped, so two servers pointed at the same directory cannot interleave their
 //! writes. [`dump`] reads without the lock and without changing anything.
 //!
-//! # Later: snapshots and compaction
+//! # Snapshots and compaction
 //!
-//! Segments are named after their first record's sequence number, [`DurableStorage::segments`]
-//! knows which entry indexes each one appended, and every segment begins with a hard-state
-//! checkpoint. Compacting through a snapshot index will mean deleting the oldest segments whose
-//! entries are all covered, and starting replay from the snapshot instead of index 1.
+//! The state machine's snapshots are files in `<dir>/snapshots/`, managed by a [`SnapshotStore`]
+//! ([`DurableStorage::snapshot_store`]); the log only *records* which snapshot is current and how
+//! far it has been compacted:
+//!
+//! * [`Storage::set_snapshot`] appends a *snapshot* record, once the shell has written the file
+//!   (the storage checks that the file exists);
+//! * [`Storage::compact`] appends a *compact* record carrying the index and its term (so
+//!   `term(first_index - 1)` survives the entry), drops the entries from memory, and deletes the
+//!   WAL segments nothing needs any more;
+//! * [`Storage::install_snapshot`] appends an *install* record saying whether the entries after
+//!   the snapshot were kept, drops what it covers, and deletes segments the same way.
+//!
+//! **Which segments can go.** Every segment starts with a *checkpoint* record ([`wal`]): the hard
+//! state, the snapshot, the compaction point and the last index at the moment it was started. A
+//! replay that begins at such a segment S knows everything except the entries that were already in
+//! the log when S was started; S's checkpoint names them (`compacted + 1 ..= last_index`), and
+//! truncations and installs recorded since can only have removed some of them. So the segments
+//! before S can be deleted as soon as every one of those entries that is still in the log has been
+//! compacted away. [`Storage::compact`] and [`Storage::install_snapshot`] delete the segments before
+//! the newest segment for which this holds (never the active one; in particular, every segment
+//! whose appended entries are all `<= index`). First the active segment is fsynced, so the records
+//! that justify the deletion are durable before the segments go; then the segments are deleted
+//! oldest first, with an fsync of the directory after each one, so that whatever a crash leaves is
+//! still a contiguous run of segments. (A deletion that fails is logged and retried at the next
+//! compaction; it loses nothing.) Disk use is thus bounded by the entries not yet compacted plus
+//! about one segment, and memory by the entries not yet compacted.
+//!
+//! **Recovery** starts at the oldest segment left, which must start at record 1 or with a
+//! checkpoint (if not, the segments before it are missing). Records are replayed in order exactly
+//! as before; the entries named by the first checkpoint are *unknown* until a compact or install
+//! record covers them. If the replay ends with some of them still needed, a segment is missing and
+//! `open` fails, naming it. Checkpoints met later in the replay are compared with the replayed
+//! state (a mismatch is corruption). Then the snapshot files are reconciled with the log:
+//!
+//! * the newest snapshot file is checked in full (header and CRC); a damaged one fails `open`;
+//! * if the log records a snapshot and that file is missing (no file, or only older ones), `open`
+//!   fails: the state machine could not be restored. The way out, as for any damage, is to wipe
+//!   the data dir and let the node catch up from the leader;
+//! * if the newest file is *newer* than the log's record (the node crashed between writing the
+//!   file and recording it, e.g. right after receiving it from the leader), `open` installs it as
+//!   [`Storage::install_snapshot`] would, keeping the entries after it if the log has its entry
+//!   and clearing the log otherwise. [`RecoveryReport::installed_snapshot_file`] says so.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::Write;
@@ -89,10 +127,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
-use super::wal::{self, Record, RecordRef, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, ScanEnd, Scanned};
+use super::snapshot::{self, Check, SnapshotStore, sync_dir};
+use super::wal::{
+    self, Checkpoint, Record, RecordRef, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, ScanEnd, Scanned,
+};
 use super::{Storage, Syncer};
 use crate::error::{Error, Result};
-use crate::raft::{Entry, HardState, Index, Term};
+use crate::raft::{Entry, HardState, Index, SnapshotMeta, Term};
 
 /// How a [`DurableStorage`] writes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,6 +151,9 @@ impl Default for DurableOptions {
         DurableOptions { segment_size: 64 << 20, fsync: true }
     }
 }
+
+/// The subdirectory of the data dir that holds the snapshot files.
+pub const SNAPSHOT_DIR: &str = "snapshots";
 
 /// A torn tail cut off during recovery.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -141,6 +185,10 @@ pub struct RecoveryReport {
     pub last_index: Index,
     /// A torn final record that was cut off, if any.
     pub torn_tail: Option<TornTail>,
+    /// The snapshot after recovery, if any.
+    pub snapshot: Option<SnapshotMeta>,
+    /// A snapshot file newer than the snapshot the log recorded, installed at open.
+    pub installed_snapshot_file: Option<SnapshotMeta>,
 }
 
 impl std::fmt::Display for RecoveryReport {
@@ -158,6 +206,16 @@ impl std::fmt::Display for RecoveryReport {
             self.first_index,
             self.last_index
         )?;
+        if let Some(s) = self.snapshot {
+            write!(f, ", snapshot through index {} (term {})", s.index, s.term)?;
+        }
+        if let Some(s) = self.installed_snapshot_file {
+            write!(
+                f,
+                "; installed snapshot file {}, newer than the log's record",
+                snapshot::snapshot_file_name(s)
+            )?;
+        }
         if let Some(t) = &self.torn_tail {
             write!(
                 f,
@@ -186,11 +244,29 @@ pub struct SegmentInfo {
     /// Lowest and highest entry index appended by its records, if it appended any. (A later
     /// truncation may have removed some of them again.)
     pub indexes: Option<(Index, Index)>,
+    /// If it starts with a checkpoint, the last index that checkpoint names: the entries up to
+    /// there are in older segments. A replay can start at this segment only if it has one.
+    pub checkpoint_last: Option<Index>,
+    /// The lowest index its truncations and snapshot installs cut the log back to, if any (after
+    /// a truncation from `i`, the log ends at `i - 1` at most).
+    pub cut_to: Option<Index>,
 }
 
 impl SegmentInfo {
     fn new(path: PathBuf, first_seq: u64) -> Self {
-        SegmentInfo { path, first_seq, records: 0, bytes: 0, indexes: None }
+        SegmentInfo {
+            path,
+            first_seq,
+            records: 0,
+            bytes: 0,
+            indexes: None,
+            checkpoint_last: None,
+            cut_to: None,
+        }
+    }
+
+    fn note_cut(&mut self, to: Index) {
+        self.cut_to = Some(self.cut_to.map_or(to, |c| c.min(to)));
     }
 
     fn note_append(&mut self, first: Index, count: usize) {
@@ -300,10 +376,14 @@ pub struct DurableStorage {
     hard_state: HardState,
     /// Entries `offset + 1 ..= offset + entries.len()`.
     entries: Vec<Entry>,
-    /// Index of the last entry before `entries` (0 until compaction exists).
+    /// Index of the last entry before `entries`: the compaction point (0 until compaction).
     offset: Index,
     /// Term of the entry at `offset`.
     offset_term: Term,
+    /// The latest snapshot recorded.
+    snapshot: Option<SnapshotMeta>,
+    /// The snapshot files, in `<dir>/snapshots`.
+    snapshots: SnapshotStore,
     /// Full segments, oldest first.
     sealed: Vec<SegmentInfo>,
     active: Active,
@@ -335,8 +415,8 @@ fn corruption(dir: &Path, segment: &Path, offset: usize, what: &str) -> Error {
     ))
 }
 
-/// The error for a segment whose first sequence number is not the one the previous segment (or
-/// the start of the log) leads to expect.
+/// The error for a segment whose first sequence number is not the one the previous segment leads
+/// to expect (or for a first segment named 0).
 fn segment_gap(
     dir: &Path,
     previous: Option<&SegmentInfo>,
@@ -349,8 +429,7 @@ fn segment_gap(
             format!("{} starts at record 0, which is not a valid WAL segment name", path.display())
         }
         None => format!(
-            "WAL segment {} is missing: the oldest segment is {}, which starts at record {first_seq}",
-            wal::segment_name(1),
+            "WAL segment {} starts at record {first_seq} where {expected_seq} was expected",
             path.display()
         ),
         Some(prev) if first_seq > expected_seq => format!(
@@ -370,8 +449,21 @@ fn segment_gap(
     Error::Storage(format!("{what}. To recover, {}", remedy(dir)))
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_error("fsync of directory", dir, e))
+/// The error for an oldest segment that a replay cannot start from: it does not begin at record 1
+/// and has no checkpoint, or the entries its checkpoint names were never compacted away.
+fn missing_before(dir: &Path, first: &Path, first_seq: u64, what: &str) -> Error {
+    Error::Storage(format!(
+        "WAL segments before {} are missing: it starts at record {first_seq} and {what}. To \
+         recover, {}",
+        first.display(),
+        remedy(dir)
+    ))
+}
+
+/// Whether a segment's first record is a checkpoint (so a replay can start there).
+fn starts_with_checkpoint(buf: &[u8], first_seq: u64) -> bool {
+    wal::decode_frame(buf, SEGMENT_HEADER_LEN)
+        .is_ok_and(|d| d.seq == first_seq && matches!(d.record, Record::Checkpoint(_)))
 }
 
 /// Creates a segment file holding just the header.
@@ -408,15 +500,96 @@ fn lock_dir(dir: &Path) -> Result<File> {
 #[derive(Default)]
 struct Replay {
     hard_state: HardState,
+    snapshot: Option<SnapshotMeta>,
+    /// The compaction point: entries `<= offset` are gone on purpose.
+    offset: Index,
+    /// Term of entry `offset`.
+    offset_term: Term,
+    /// Entries `offset + 1 ..= base` are *unknown*: the checkpoint the replay started from names
+    /// them, but they are in segments that compaction deleted. A later compact or install record
+    /// must cover them (`base == offset` when the replay ends), or a segment is missing.
+    base: Index,
+    /// Entries `base + 1 ..`.
     entries: Vec<Entry>,
+    /// Records applied so far.
+    records: u64,
 }
 
 impl Replay {
-    fn apply(&mut self, record: Record, segment: &mut SegmentInfo) -> Result<(), String> {
+    fn last_index(&self) -> Index {
+        self.base + self.entries.len() as Index
+    }
+
+    /// The term of entry `index`, if known.
+    fn term(&self, index: Index) -> Option<Term> {
+        if index == self.offset {
+            Some(self.offset_term)
+        } else if index > self.base && index <= self.last_index() {
+            Some(self.entries[(index - self.base - 1) as usize].term)
+        } else {
+            None
+        }
+    }
+
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            hard_state: self.hard_state.clone(),
+            snapshot: self.snapshot,
+            compacted: self.offset,
+            compacted_term: self.offset_term,
+            last_index: self.last_index(),
+        }
+    }
+
+    /// Drops the entries `<= index` (which must be `>= offset`) and makes `index` the compaction
+    /// point.
+    fn compact_through(&mut self, index: Index, term: Term) {
+        if index >= self.base {
+            let n = ((index - self.base) as usize).min(self.entries.len());
+            self.entries.drain(..n);
+            self.base = index;
+        }
+        self.offset = index;
+        self.offset_term = term;
+    }
+
+    /// Applies one record; `first_in_segment` says it is the segment's first. An error says why
+    /// the record cannot follow the ones before it (the scan reports it as corruption).
+    fn apply(
+        &mut self,
+        record: Record,
+        first_in_segment: bool,
+        segment: &mut SegmentInfo,
+    ) -> Result<(), String> {
+        let first_record = self.records == 0;
+        self.records += 1;
         match record {
             Record::HardState(hs) => self.hard_state = hs,
+            Record::Checkpoint(cp) => {
+                if cp.compacted > cp.last_index {
+                    return Err(format!(
+                        "a checkpoint with compaction point {} past its last index {}",
+                        cp.compacted, cp.last_index
+                    ));
+                }
+                if first_in_segment {
+                    segment.checkpoint_last = Some(cp.last_index);
+                }
+                if first_record {
+                    self.hard_state = cp.hard_state;
+                    self.snapshot = cp.snapshot;
+                    self.offset = cp.compacted;
+                    self.offset_term = cp.compacted_term;
+                    self.base = cp.last_index;
+                } else if cp != self.checkpoint() {
+                    return Err(format!(
+                        "checkpoint {cp:?} disagrees with the state replayed so far {:?}",
+                        self.checkpoint()
+                    ));
+                }
+            }
             Record::Append { first_index, entries } => {
-                let next = self.entries.len() as Index + 1;
+                let next = self.last_index() + 1;
                 if first_index != next {
                     return Err(format!(
                         "an append of index {first_index} where the log ends at {}",
@@ -427,14 +600,85 @@ impl Replay {
                 self.entries.extend(entries);
             }
             Record::Truncate(from) => {
-                if from == 0 {
-                    return Err("a truncation from index 0".to_string());
+                if from <= self.offset {
+                    return Err(format!(
+                        "a truncation from index {from}, into the compacted log (up to {})",
+                        self.offset
+                    ));
                 }
-                let keep = (from - 1).min(self.entries.len() as Index) as usize;
-                self.entries.truncate(keep);
+                if from > self.base {
+                    let keep = (from - 1 - self.base).min(self.entries.len() as Index);
+                    self.entries.truncate(keep as usize);
+                } else {
+                    self.entries.clear();
+                    self.base = from - 1;
+                }
+                segment.note_cut(from - 1);
+            }
+            Record::Snapshot(meta) => {
+                if meta.index > self.last_index() || meta.index < self.offset {
+                    return Err(format!(
+                        "a snapshot at index {} outside the log {}..={}",
+                        meta.index,
+                        self.offset,
+                        self.last_index()
+                    ));
+                }
+                self.snapshot = Some(meta);
+            }
+            Record::Compact { index, term } => {
+                if index > self.last_index() || index < self.offset {
+                    return Err(format!(
+                        "a compaction through index {index} outside the log {}..={}",
+                        self.offset,
+                        self.last_index()
+                    ));
+                }
+                if let Some(known) = self.term(index).filter(|&t| t != term) {
+                    return Err(format!(
+                        "a compaction through index {index} with term {term}, but that entry has \
+                         term {known}"
+                    ));
+                }
+                self.compact_through(index, term);
+            }
+            Record::InstallSnapshot { meta, kept } => {
+                if meta.index < self.offset {
+                    return Err(format!(
+                        "a snapshot install at index {}, behind the compaction point {}",
+                        meta.index, self.offset
+                    ));
+                }
+                if kept {
+                    let matches = match self.term(meta.index) {
+                        Some(term) => term == meta.term,
+                        // An unknown entry: the install kept it, so it matched.
+                        None => meta.index > self.offset && meta.index <= self.base,
+                    };
+                    if !matches {
+                        return Err(format!(
+                            "a snapshot install at ({}, term {}) that kept the log, which does not \
+                             hold that entry",
+                            meta.index, meta.term
+                        ));
+                    }
+                    self.compact_through(meta.index, meta.term);
+                } else {
+                    self.entries.clear();
+                    self.base = meta.index;
+                    self.offset = meta.index;
+                    self.offset_term = meta.term;
+                    segment.note_cut(meta.index);
+                }
+                self.snapshot = Some(meta);
             }
         }
         Ok(())
+    }
+
+    /// If entries the log still needs were never replayed, which ones (`first..=last`).
+    fn missing(&self) -> Option<(Index, Index)> {
+        (self.base > self.offset).then_some((self.offset + 1, self.base))
     }
 }
 
@@ -453,16 +697,25 @@ impl DurableStorage {
         let mut replay = Replay::default();
         let mut sealed = Vec::new();
         let listed = wal::list_segments(dir)?;
-        let mut expected_seq = 1;
+        let mut expected_seq = listed.first().map_or(1, |(seq, _)| *seq);
         for (i, (first_seq, path)) in listed.iter().enumerate() {
             let is_last = i + 1 == listed.len();
-            if *first_seq != expected_seq {
-                return Err(segment_gap(dir, sealed.last(), path, *first_seq, expected_seq));
+            if *first_seq != expected_seq || *first_seq == 0 {
+                return Err(segment_gap(dir, sealed.last(), path, *first_seq, expected_seq.max(1)));
             }
             let buf = fs::read(path).map_err(|e| io_error("cannot read WAL segment", path, e))?;
+            if i == 0 && *first_seq > 1 && !starts_with_checkpoint(&buf, *first_seq) {
+                return Err(missing_before(
+                    dir,
+                    path,
+                    *first_seq,
+                    "does not begin with a checkpoint to replay from",
+                ));
+            }
             let mut info = SegmentInfo::new(path.clone(), *first_seq);
-            let scan =
-                wal::scan_segment(&buf, *first_seq, |s: Scanned| replay.apply(s.record, &mut info));
+            let scan = wal::scan_segment(&buf, *first_seq, |s: Scanned| {
+                replay.apply(s.record, s.offset == SEGMENT_HEADER_LEN, &mut info)
+            });
             match scan.end {
                 ScanEnd::Clean => {}
                 ScanEnd::Torn { offset, reason } if is_last => {
@@ -518,7 +771,19 @@ impl DurableStorage {
             expected_seq = first_seq + scan.records;
             sealed.push(info);
         }
+        if let (Some((lo, hi)), Some((first_seq, path))) = (replay.missing(), listed.first()) {
+            return Err(missing_before(
+                dir,
+                path,
+                *first_seq,
+                &format!(
+                    "the log still needs entries {lo}..={hi}, which were written before it and \
+                     are in no snapshot"
+                ),
+            ));
+        }
 
+        let snapshots = SnapshotStore::open_with(&dir.join(SNAPSHOT_DIR), fsync)?;
         let active = match sealed.pop() {
             Some(info) => {
                 let file = OpenOptions::new()
@@ -551,9 +816,16 @@ impl DurableStorage {
             options,
             _lock: lock,
             hard_state: replay.hard_state,
-            entries: replay.entries,
-            offset: 0,
-            offset_term: 0,
+            // Replaying appends that a compaction later dropped may have left spare capacity.
+            entries: {
+                let mut entries = replay.entries;
+                entries.shrink_to_fit();
+                entries
+            },
+            offset: replay.offset,
+            offset_term: replay.offset_term,
+            snapshot: replay.snapshot,
+            snapshots,
             sealed,
             active,
             write_seq,
@@ -562,8 +834,8 @@ impl DurableStorage {
         };
         if storage.active.info.records == 0 {
             // A new log, or a segment cut back to its header: start it with its checkpoint.
-            let hard_state = storage.hard_state.clone();
-            storage.write(RecordRef::HardState(&hard_state))?;
+            let checkpoint = storage.checkpoint();
+            storage.write(RecordRef::Checkpoint(&checkpoint))?;
         }
         // Whatever the previous process left in the page cache is on disk from here on, so the
         // durable sequence number can start at the last record. (Older segments were synced when
@@ -580,12 +852,68 @@ impl DurableStorage {
             storage.shared.fsync_count.fetch_add(1, Ordering::Relaxed);
         }
         storage.shared.durable_seq.store(storage.write_seq, Ordering::Release);
+        report.installed_snapshot_file = storage.reconcile_snapshot_files()?;
 
         report.segments = storage.sealed.len() + 1;
         report.hard_state = storage.hard_state.clone();
         report.first_index = storage.first_index();
         report.last_index = storage.last_index();
+        report.snapshot = storage.snapshot;
         Ok((storage, report))
+    }
+
+    /// Compares the snapshot the log records with the snapshot files (see the module docs);
+    /// returns the meta of a newer file it installed.
+    fn reconcile_snapshot_files(&mut self) -> Result<Option<SnapshotMeta>> {
+        let file = self.snapshots.latest()?;
+        let newer = match (self.snapshot, file) {
+            (_, None) | (None, Some(_)) => file,
+            (Some(recorded), Some(f)) if f == recorded => None,
+            (Some(recorded), Some(f)) if f.index > recorded.index => file,
+            (Some(_), Some(_)) => None,
+        };
+        if let Some(recorded) = self.snapshot.filter(|&r| newer.is_none() && file != Some(r)) {
+            let found = match file {
+                None => "there is no snapshot file".to_string(),
+                Some(f) => {
+                    format!("the newest snapshot file is {}", self.snapshots.path(f).display())
+                }
+            };
+            return Err(Error::Storage(format!(
+                "the WAL records a snapshot through index {} (term {}), but its file {} is \
+                 missing ({found}), so the state machine cannot be restored. To recover, {}",
+                recorded.index,
+                recorded.term,
+                self.snapshots.path(recorded).display(),
+                remedy(&self.dir)
+            )));
+        }
+        let Some(newer) = newer else { return Ok(None) };
+        log::warn!(
+            "snapshot file {} is newer than the snapshot the WAL records ({:?}): the node stopped \
+             between writing it and recording it; installing it now",
+            self.snapshots.path(newer).display(),
+            self.snapshot
+        );
+        self.install_snapshot(newer)?;
+        Ok(Some(newer))
+    }
+
+    /// The snapshot files of this data dir (`<dir>/snapshots`). Clone it to use it without the
+    /// Raft lock: writing or sending a large snapshot must not hold up the consensus core.
+    pub fn snapshot_store(&self) -> &SnapshotStore {
+        &self.snapshots
+    }
+
+    /// The state a new segment starts from.
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            hard_state: self.hard_state.clone(),
+            snapshot: self.snapshot,
+            compacted: self.offset,
+            compacted_term: self.offset_term,
+            last_index: self.last_index(),
+        }
     }
 
     /// The data directory.
@@ -640,11 +968,20 @@ impl DurableStorage {
             let _ = self.active.file.set_len(self.active.info.bytes);
             return Err(io_error("cannot write WAL segment", &self.active.info.path, e));
         }
-        self.active.info.bytes += self.buf.len() as u64;
-        self.active.info.records += 1;
-        if let RecordRef::Append { first_index, entries } = record {
-            self.active.info.note_append(first_index, entries.len());
+        let info = &mut self.active.info;
+        match record {
+            RecordRef::Append { first_index, entries } => {
+                info.note_append(first_index, entries.len());
+            }
+            RecordRef::Truncate(from) => info.note_cut(from.saturating_sub(1)),
+            RecordRef::InstallSnapshot { meta, kept: false } => info.note_cut(meta.index),
+            RecordRef::Checkpoint(cp) if info.records == 0 => {
+                info.checkpoint_last = Some(cp.last_index);
+            }
+            _ => {}
         }
+        info.bytes += self.buf.len() as u64;
+        info.records += 1;
         self.write_seq = seq;
         self.shared.write_seq.store(seq, Ordering::Release);
         Ok(())
@@ -661,7 +998,8 @@ impl DurableStorage {
         let path = self.dir.join(wal::segment_name(first_seq));
         let mut file = create_segment(&path)?;
         let mut checkpoint = Vec::new();
-        wal::encode_frame(&mut checkpoint, first_seq, &RecordRef::HardState(&self.hard_state))?;
+        let state = self.checkpoint();
+        wal::encode_frame(&mut checkpoint, first_seq, &RecordRef::Checkpoint(&state))?;
         file.write_all(&checkpoint).map_err(|e| io_error("cannot write WAL segment", &path, e))?;
         if fsync {
             self.shared.counted_sync(&file, &path)?;
@@ -671,6 +1009,7 @@ impl DurableStorage {
         let mut info = SegmentInfo::new(path, first_seq);
         info.records = 1;
         info.bytes = (SEGMENT_HEADER_LEN + checkpoint.len()) as u64;
+        info.checkpoint_last = Some(state.last_index);
         let old = std::mem::replace(&mut self.active, Active { file: Arc::new(file), info });
         self.sealed.push(old.info);
         // Swap the syncer's handle before publishing any sequence number that lives in the new
@@ -683,6 +1022,101 @@ impl DurableStorage {
         }
         log::debug!("WAL: started segment {}", self.active.info.path.display());
         Ok(())
+    }
+
+    /// Fsyncs the active segment now (the older ones were synced when they were closed), so that
+    /// every record written so far is durable.
+    fn sync_now(&mut self) -> Result<()> {
+        if !self.options.fsync || self.shared.durable_seq.load(Ordering::Acquire) >= self.write_seq
+        {
+            return Ok(());
+        }
+        self.shared.check_failed()?;
+        if let Err(e) = self.shared.counted_sync(&self.active.file, &self.active.info.path) {
+            self.shared.fail(&e);
+            return Err(e);
+        }
+        self.shared.durable_seq.fetch_max(self.write_seq, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Makes `index` (with term `term`) the compaction point, dropping the entries up to it from
+    /// memory and giving the memory back once the log has shrunk well below its peak.
+    fn drop_through(&mut self, index: Index, term: Term) {
+        let n = ((index - self.offset) as usize).min(self.entries.len());
+        self.entries.drain(..n);
+        self.offset = index;
+        self.offset_term = term;
+        let len = self.entries.len();
+        if self.entries.capacity() > 64 && self.entries.capacity() > 4 * len {
+            self.entries.shrink_to(2 * len);
+        }
+    }
+
+    /// The segments before this index in `segments()` are needed by no replay: the newest segment
+    /// that starts with a checkpoint whose entries are all compacted away, or truncated away since
+    /// (see the module docs). 0 if there is none.
+    fn first_needed_segment(&self) -> usize {
+        let count = self.sealed.len();
+        let mut cut_to = Index::MAX;
+        for k in (1..=count).rev() {
+            let info = if k == count { &self.active.info } else { &self.sealed[k] };
+            if let Some(c) = info.cut_to {
+                cut_to = cut_to.min(c);
+            }
+            if info.checkpoint_last.is_some_and(|last| last.min(cut_to) <= self.offset) {
+                return k;
+            }
+        }
+        0
+    }
+
+    /// Deletes the segments no replay needs (see the module docs), oldest first, each deletion
+    /// made durable before the next; the records that make them unnecessary are made durable
+    /// before the first.
+    fn reclaim_segments(&mut self) -> Result<()> {
+        let first_needed = self.first_needed_segment();
+        if first_needed == 0 {
+            return Ok(());
+        }
+        self.sync_now()?;
+        for _ in 0..first_needed {
+            let path = self.sealed[0].path.clone();
+            let deleted = match fs::remove_file(&path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(io_error("cannot delete WAL segment", &path, e)),
+            };
+            let durable = deleted.and_then(|()| {
+                if self.options.fsync {
+                    sync_dir(&self.dir)?;
+                    self.shared.fsync_count.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            });
+            if let Err(e) = durable {
+                log::warn!("{e}; will try again at the next compaction");
+                break;
+            }
+            log::debug!("WAL: deleted segment {}, covered by compaction", path.display());
+            self.sealed.remove(0);
+        }
+        Ok(())
+    }
+
+    /// Refuses to record a snapshot whose file the shell has not written.
+    fn require_file(&self, meta: SnapshotMeta) -> Result<()> {
+        match self.snapshots.file_len(meta) {
+            Ok(_) => Ok(()),
+            Err(Error::NotFound(_)) => Err(Error::Internal(format!(
+                "no snapshot file {} for the snapshot through index {} (term {}): write it with \
+                 the snapshot store before recording it",
+                self.snapshots.path(meta).display(),
+                meta.index,
+                meta.term
+            ))),
+            Err(e) => Err(e),
+        }
     }
 
     fn check_range(&self, lo: Index, hi: Index) -> Result<()> {
@@ -776,6 +1210,68 @@ impl Storage for DurableStorage {
     fn syncer(&self) -> Arc<dyn Syncer> {
         Arc::clone(&self.shared) as Arc<dyn Syncer>
     }
+
+    fn snapshot(&self) -> Option<SnapshotMeta> {
+        self.snapshot
+    }
+
+    /// Also refuses a `meta` whose term is not the term of that entry, and one whose file is not
+    /// in [`DurableStorage::snapshot_store`].
+    fn set_snapshot(&mut self, meta: SnapshotMeta) -> Result<()> {
+        if meta.index > self.last_index() || self.snapshot.is_some_and(|s| s.index > meta.index) {
+            return Err(Error::Internal(format!("snapshot at {} is outside the log", meta.index)));
+        }
+        if self.term(meta.index) != Some(meta.term) {
+            return Err(Error::Internal(format!(
+                "snapshot through index {} claims term {}, but that entry has term {:?}",
+                meta.index,
+                meta.term,
+                self.term(meta.index)
+            )));
+        }
+        self.require_file(meta)?;
+        self.write(RecordRef::Snapshot(meta))?;
+        self.snapshot = Some(meta);
+        Ok(())
+    }
+
+    /// Writes a record, drops the entries, then deletes the segments no longer needed (after an
+    /// fsync of the active segment). An error after the record is written (a failed fsync) leaves
+    /// the storage refusing every later write: restart the node.
+    fn compact(&mut self, index: Index) -> Result<()> {
+        if index <= self.offset {
+            return Ok(());
+        }
+        if index > self.last_index() || self.snapshot.is_none_or(|s| index > s.index) {
+            return Err(Error::Internal(format!(
+                "cannot compact through {index}: not snapshotted"
+            )));
+        }
+        let term = self.term(index).unwrap_or(0);
+        self.write(RecordRef::Compact { index, term })?;
+        self.drop_through(index, term);
+        self.reclaim_segments()
+    }
+
+    /// Also refuses a snapshot older than the current one (installing it would move the log
+    /// backwards), and one whose file is not in [`DurableStorage::snapshot_store`].
+    fn install_snapshot(&mut self, meta: SnapshotMeta) -> Result<()> {
+        if meta.index < self.offset || self.snapshot.is_some_and(|s| meta.index < s.index) {
+            return Err(Error::Internal(format!(
+                "cannot install the snapshot through {}: older than the current one ({:?})",
+                meta.index, self.snapshot
+            )));
+        }
+        self.require_file(meta)?;
+        let kept = self.term(meta.index) == Some(meta.term);
+        self.write(RecordRef::InstallSnapshot { meta, kept })?;
+        if !kept {
+            self.entries.clear();
+        }
+        self.drop_through(meta.index, meta.term);
+        self.snapshot = Some(meta);
+        self.reclaim_segments()
+    }
 }
 
 /// Up to 40 bytes of a command, printable: ASCII as is, anything else as `\xNN`.
@@ -797,9 +1293,11 @@ fn preview(command: &[u8]) -> String {
 
 /// Prints the records of the log in `dir` to `out`: for every segment, every record with its
 /// byte offset, sequence number and kind (entries with index, term, command length and a printable
-/// preview), then the resulting hard state and log range. `json` prints one JSON object per line
-/// instead (`"kind"`: `segment`, `hard_state`, `entry`, `append` (an empty one), `truncate`,
-/// `torn_tail`, `corrupt`, `missing_segment`, and a final `summary`).
+/// preview), then the snapshot files (checked in full) and the resulting hard state, snapshot and
+/// log range. `json` prints one JSON object per line instead (`"kind"`: `segment`, `checkpoint`,
+/// `hard_state`, `entry`, `append` (an empty one), `truncate`, `snapshot`, `compact`,
+/// `install_snapshot`, `torn_tail`, `corrupt`, `missing_segment`, `missing_entries`,
+/// `snapshot_file`, and a final `summary`).
 ///
 /// Read-only: takes no lock (so it works on a running node's directory, though the tail may be
 /// mid-write) and repairs nothing; a torn tail is reported as what `open` would cut off. Damage
@@ -812,18 +1310,23 @@ pub fn dump(dir: &Path, json: bool, out: &mut dyn Write) -> Result<()> {
     let segments = wal::list_segments(dir)?;
     let mut replay = Replay::default();
     let mut problems = Vec::new();
-    let mut expected_seq = 1;
+    let mut expected_seq = segments.first().map_or(1, |(seq, _)| *seq);
     let mut records = 0;
     for (i, (first_seq, path)) in segments.iter().enumerate() {
         let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        if *first_seq != expected_seq {
-            let what = format!(
-                "missing segment {} (records {expected_seq}..{first_seq})",
-                wal::segment_name(expected_seq)
-            );
+        let buf = fs::read(path).map_err(|e| io_error("cannot read WAL segment", path, e))?;
+        let missing = if *first_seq != expected_seq {
+            Some(wal::segment_name(expected_seq))
+        } else if i == 0 && *first_seq > 1 && !starts_with_checkpoint(&buf, *first_seq) {
+            Some(format!("(the segments before {name}, which has no checkpoint)"))
+        } else {
+            None
+        };
+        if let Some(missing) = missing {
+            let what = format!("missing segment {missing} (records {expected_seq}..{first_seq})");
             if json {
                 let line = serde_json::json!({
-                    "kind": "missing_segment", "segment": wal::segment_name(expected_seq),
+                    "kind": "missing_segment", "segment": missing,
                     "first_seq": expected_seq, "next_segment": name,
                 });
                 writeln!(out, "{line}")?;
@@ -832,7 +1335,6 @@ pub fn dump(dir: &Path, json: bool, out: &mut dyn Write) -> Result<()> {
             }
             problems.push(what);
         }
-        let buf = fs::read(path).map_err(|e| io_error("cannot read WAL segment", path, e))?;
         if json {
             let line = serde_json::json!({
                 "kind": "segment", "segment": name, "first_seq": first_seq, "bytes": buf.len(),
@@ -848,7 +1350,7 @@ pub fn dump(dir: &Path, json: bool, out: &mut dyn Write) -> Result<()> {
                 output_error = Some(e);
                 return Err("output failed".to_string());
             }
-            replay.apply(s.record, &mut info)
+            replay.apply(s.record, s.offset == SEGMENT_HEADER_LEN, &mut info)
         });
         if let Some(e) = output_error {
             return Err(Error::Storage(format!("cannot write the dump: {e}")));
@@ -889,13 +1391,29 @@ pub fn dump(dir: &Path, json: bool, out: &mut dyn Write) -> Result<()> {
             problems.push(format!("{} at byte offset {offset}: {reason}", path.display()));
         }
     }
+    if let Some((lo, hi)) = replay.missing() {
+        let what = format!(
+            "entries {lo}..={hi} are in no segment and no snapshot (segments before the first \
+             one are missing)"
+        );
+        if json {
+            let line = serde_json::json!({ "kind": "missing_entries", "first": lo, "last": hi });
+            writeln!(out, "{line}")?;
+        } else {
+            writeln!(out, "!! {what}")?;
+        }
+        problems.push(what);
+    }
+    dump_snapshot_files(dir, json, replay.snapshot, out, &mut problems)?;
+
     let hs = &replay.hard_state;
-    let last_index = replay.entries.len() as Index;
+    let (first_index, last_index) = (replay.offset + 1, replay.last_index());
+    let snapshot = replay.snapshot.map(|s| serde_json::json!({"index": s.index, "term": s.term}));
     if json {
         let line = serde_json::json!({
             "kind": "summary", "term": hs.current_term, "voted_for": hs.voted_for,
-            "first_index": 1, "last_index": last_index, "records": records,
-            "segments": segments.len(), "problems": problems.len(),
+            "first_index": first_index, "last_index": last_index, "snapshot": snapshot,
+            "records": records, "segments": segments.len(), "problems": problems.len(),
         });
         writeln!(out, "{line}")?;
     } else {
@@ -905,10 +1423,14 @@ pub fn dump(dir: &Path, json: bool, out: &mut dyn Write) -> Result<()> {
             hs.current_term,
             hs.voted_for.as_deref().unwrap_or("nobody")
         )?;
+        match replay.snapshot {
+            Some(s) => writeln!(out, "snapshot: through index {} (term {})", s.index, s.term)?,
+            None => writeln!(out, "snapshot: none")?,
+        }
         writeln!(
             out,
-            "log: {} entries (1..={last_index}), {records} records in {} segments",
-            replay.entries.len(),
+            "log: {} entries ({first_index}..={last_index}), {records} records in {} segments",
+            last_index + 1 - first_index,
             segments.len()
         )?;
     }
@@ -916,12 +1438,81 @@ pub fn dump(dir: &Path, json: bool, out: &mut dyn Write) -> Result<()> {
         Ok(())
     } else {
         Err(Error::Storage(format!(
-            "the WAL in {} is damaged: {}. To recover, {}",
+            "the data dir {} is damaged: {}. To recover, {}",
             dir.display(),
             problems.join("; "),
             remedy(dir)
         )))
     }
+}
+
+/// Lists the snapshot files of `dir` for [`dump`], checking each one; problems are what `open`
+/// would refuse (the newest file damaged, the recorded snapshot's file missing).
+fn dump_snapshot_files(
+    dir: &Path,
+    json: bool,
+    recorded: Option<SnapshotMeta>,
+    out: &mut dyn Write,
+    problems: &mut Vec<String>,
+) -> Result<()> {
+    let files = snapshot::list_snapshot_files(&dir.join(SNAPSHOT_DIR))?;
+    for (i, (meta, path)) in files.iter().enumerate() {
+        let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let bytes = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let newest = i + 1 == files.len();
+        let status = match snapshot::check_file(path, *meta, None)? {
+            Check::Valid { .. } => Ok(()),
+            Check::Damaged { offset, reason } => Err((offset, reason)),
+        };
+        if json {
+            let (ok, offset, reason) = match &status {
+                Ok(()) => (true, None, None),
+                Err((offset, reason)) => (false, Some(*offset), Some(reason.clone())),
+            };
+            let line = serde_json::json!({
+                "kind": "snapshot_file", "file": name, "bytes": bytes, "index": meta.index,
+                "term": meta.term, "ok": ok, "offset": offset, "reason": reason,
+                "recorded": Some(*meta) == recorded,
+            });
+            writeln!(out, "{line}")?;
+        } else {
+            let note = match recorded {
+                Some(r) if r == *meta => " (the snapshot the log records)",
+                Some(r) if newest && meta.index > r.index => {
+                    " (newer than the log's record: opening the dir installs it)"
+                }
+                None if newest => " (the log records none: opening the dir installs it)",
+                _ => "",
+            };
+            match &status {
+                Ok(()) => writeln!(out, "snapshot file {name} ({bytes} bytes): ok{note}")?,
+                Err((offset, reason)) => writeln!(
+                    out,
+                    "!! snapshot file {name} ({bytes} bytes) CORRUPT at byte offset {offset}: \
+                     {reason}{note}"
+                )?,
+            }
+        }
+        if let (true, Err((offset, reason))) = (newest, &status) {
+            problems.push(format!("{} at byte offset {offset}: {reason}", path.display()));
+        }
+    }
+    if let Some(r) = recorded {
+        let newest = files.last().map(|(m, _)| *m);
+        if newest.is_none_or(|n| n.index < r.index || (n.index == r.index && n != r)) {
+            let name = snapshot::snapshot_file_name(r);
+            if json {
+                let line = serde_json::json!({
+                    "kind": "missing_snapshot_file", "file": name, "index": r.index, "term": r.term,
+                });
+                writeln!(out, "{line}")?;
+            } else {
+                writeln!(out, "!! snapshot file {name}, which the log records, is missing")?;
+            }
+            problems.push(format!("the recorded snapshot file {name} is missing"));
+        }
+    }
+    Ok(())
 }
 
 fn print_record(
@@ -994,6 +1585,75 @@ fn print_record(
                 writeln!(out, "{line}")
             } else {
                 writeln!(out, "  @{offset:<10} #{seq:<8} truncate from={from}")
+            }
+        }
+        Record::Snapshot(meta) => {
+            if json {
+                let line = serde_json::json!({
+                    "kind": "snapshot", "segment": segment, "offset": offset, "seq": seq,
+                    "index": meta.index, "term": meta.term,
+                });
+                writeln!(out, "{line}")
+            } else {
+                writeln!(
+                    out,
+                    "  @{offset:<10} #{seq:<8} snapshot index={} term={}",
+                    meta.index, meta.term
+                )
+            }
+        }
+        Record::Compact { index, term } => {
+            if json {
+                let line = serde_json::json!({
+                    "kind": "compact", "segment": segment, "offset": offset, "seq": seq,
+                    "index": index, "term": term,
+                });
+                writeln!(out, "{line}")
+            } else {
+                writeln!(out, "  @{offset:<10} #{seq:<8} compact through={index} term={term}")
+            }
+        }
+        Record::InstallSnapshot { meta, kept } => {
+            if json {
+                let line = serde_json::json!({
+                    "kind": "install_snapshot", "segment": segment, "offset": offset, "seq": seq,
+                    "index": meta.index, "term": meta.term, "kept": kept,
+                });
+                writeln!(out, "{line}")
+            } else {
+                writeln!(
+                    out,
+                    "  @{offset:<10} #{seq:<8} install_snapshot index={} term={} {}",
+                    meta.index,
+                    meta.term,
+                    if *kept { "(kept the entries after it)" } else { "(cleared the log)" }
+                )
+            }
+        }
+        Record::Checkpoint(cp) => {
+            let hs = &cp.hard_state;
+            if json {
+                let snapshot =
+                    cp.snapshot.map(|s| serde_json::json!({"index": s.index, "term": s.term}));
+                let line = serde_json::json!({
+                    "kind": "checkpoint", "segment": segment, "offset": offset, "seq": seq,
+                    "term": hs.current_term, "voted_for": hs.voted_for, "snapshot": snapshot,
+                    "compacted": cp.compacted, "compacted_term": cp.compacted_term,
+                    "last_index": cp.last_index,
+                });
+                writeln!(out, "{line}")
+            } else {
+                writeln!(
+                    out,
+                    "  @{offset:<10} #{seq:<8} checkpoint term={} voted_for={} snapshot={} \
+                     compacted={} (term {}) last_index={}",
+                    hs.current_term,
+                    hs.voted_for.as_deref().unwrap_or("-"),
+                    cp.snapshot.map_or("-".to_string(), |s| format!("{}/{}", s.index, s.term)),
+                    cp.compacted,
+                    cp.compacted_term,
+                    cp.last_index
+                )
             }
         }
     }

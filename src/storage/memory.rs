@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::{NoopSyncer, Storage, Syncer};
 use crate::error::{Error, Result};
-use crate::raft::{Entry, HardState, Index, Term};
+use crate::raft::{Entry, HardState, Index, SnapshotMeta, Term};
 
 /// A [`Storage`] kept in memory. `Clone` is the simulation's crash model: a clone taken after a
 /// step holds exactly what that node had "made durable".
@@ -18,6 +18,8 @@ pub struct MemStorage {
     offset: Index,
     /// Term of the entry at `offset`.
     offset_term: Term,
+    /// The latest snapshot recorded.
+    snapshot: Option<SnapshotMeta>,
     write_seq: u64,
 }
 
@@ -115,6 +117,49 @@ impl Storage for MemStorage {
     fn syncer(&self) -> Arc<dyn Syncer> {
         Arc::new(NoopSyncer)
     }
+
+    fn snapshot(&self) -> Option<SnapshotMeta> {
+        self.snapshot
+    }
+
+    fn set_snapshot(&mut self, meta: SnapshotMeta) -> Result<()> {
+        if meta.index > self.last_index() || self.snapshot.is_some_and(|s| s.index > meta.index) {
+            return Err(Error::Internal(format!("snapshot at {} is outside the log", meta.index)));
+        }
+        self.snapshot = Some(meta);
+        self.write_seq += 1;
+        Ok(())
+    }
+
+    fn compact(&mut self, index: Index) -> Result<()> {
+        if index <= self.offset {
+            return Ok(());
+        }
+        if index > self.last_index() || self.snapshot.is_none_or(|s| index > s.index) {
+            return Err(Error::Internal(format!(
+                "cannot compact through {index}: not snapshotted"
+            )));
+        }
+        let term = self.term(index).unwrap_or(0);
+        self.entries.drain(..(index - self.offset) as usize);
+        self.offset = index;
+        self.offset_term = term;
+        self.write_seq += 1;
+        Ok(())
+    }
+
+    fn install_snapshot(&mut self, meta: SnapshotMeta) -> Result<()> {
+        if self.term(meta.index) == Some(meta.term) && meta.index >= self.offset {
+            self.entries.drain(..(meta.index - self.offset) as usize);
+        } else {
+            self.entries.clear();
+        }
+        self.offset = meta.index;
+        self.offset_term = meta.term;
+        self.snapshot = Some(meta);
+        self.write_seq += 1;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -138,6 +183,24 @@ mod tests {
         assert_eq!(s.entries(1, 2, 0).unwrap(), vec![e(1, 1)]);
         assert!(s.entries(1, 3, 1000).is_err());
         assert!(s.write_seq() >= 2);
+    }
+
+    #[test]
+    fn compaction_and_snapshot_install() {
+        let mut s = MemStorage::new();
+        s.append(&[e(1, 1), e(2, 1), e(3, 2), e(4, 2)]).unwrap();
+        assert!(s.compact(2).is_err(), "no snapshot covers index 2 yet");
+        s.set_snapshot(SnapshotMeta { index: 3, term: 2 }).unwrap();
+        s.compact(2).unwrap();
+        assert_eq!((s.first_index(), s.last_index(), s.term(2)), (3, 4, Some(1)));
+        assert!(s.entries(2, 4, 100).is_err());
+        // Install a snapshot that matches our entry 3: entry 4 survives.
+        s.install_snapshot(SnapshotMeta { index: 3, term: 2 }).unwrap();
+        assert_eq!((s.first_index(), s.last_index()), (4, 4));
+        // A snapshot we do not match replaces the whole log.
+        s.install_snapshot(SnapshotMeta { index: 10, term: 5 }).unwrap();
+        assert_eq!((s.first_index(), s.last_index(), s.term(10)), (11, 10, Some(5)));
+        assert_eq!(s.snapshot(), Some(SnapshotMeta { index: 10, term: 5 }));
     }
 
     #[test]

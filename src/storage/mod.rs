@@ -15,18 +15,23 @@
 //! * [`MemStorage`]: the log in a `Vec` (tests, simulation, nodes without a data directory);
 //! * [`DurableStorage`] ([`durable`]): a segmented write-ahead log in a data directory, with
 //!   torn-tail recovery and group commit; its on-disk format is described in [`wal`].
+//!
+//! Snapshot *files* (the state machine's serialized state) live next to the log, in a
+//! [`SnapshotStore`] ([`snapshot`]); the log only records which snapshot is current.
 
 pub mod durable;
 mod memory;
+pub mod snapshot;
 pub mod wal;
 
 pub use durable::{DurableOptions, DurableStorage, RecoveryReport, SegmentInfo, TornTail};
 pub use memory::MemStorage;
+pub use snapshot::SnapshotStore;
 
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::raft::{Entry, HardState, Index, Term};
+use crate::raft::{Entry, HardState, Index, SnapshotMeta, Term};
 
 /// The log and hard state of one node, as the core sees them.
 ///
@@ -55,6 +60,25 @@ pub trait Storage: Send {
     fn write_seq(&self) -> u64;
     /// A handle that makes writes durable from another thread, without the Raft lock.
     fn syncer(&self) -> Arc<dyn Syncer>;
+
+    // ----- snapshots and compaction (§7) -----
+
+    /// The latest snapshot this node holds durably, if any. Survives restarts.
+    fn snapshot(&self) -> Option<SnapshotMeta>;
+    /// Records that a snapshot through `meta` is now durable (the shell wrote and synced its data
+    /// first), so the entries it covers may be compacted. `meta.index` must not exceed
+    /// `last_index()` and must not go backwards.
+    fn set_snapshot(&mut self, meta: SnapshotMeta) -> Result<()>;
+    /// Drops every entry with index `<= index` (which must be `<= snapshot().index` and
+    /// `<= last_index()`). Afterwards `first_index() == index + 1` and `term(index)` is still known.
+    /// Implementations reclaim the space (a WAL deletes segments wholly below `index`).
+    fn compact(&mut self, index: Index) -> Result<()>;
+    /// A follower installs a leader's snapshot: `meta` becomes the snapshot and the log starts
+    /// right after it. If the log holds the entry `(meta.index, meta.term)`, the entries after it
+    /// are kept (they agree with the leader's, by the Log Matching property); otherwise the whole
+    /// log is dropped. Afterwards `first_index() == meta.index + 1`, `term(meta.index) ==
+    /// Some(meta.term)`.
+    fn install_snapshot(&mut self, meta: SnapshotMeta) -> Result<()>;
 }
 
 /// Makes writes durable. Shared between threads; implementations batch concurrent callers.

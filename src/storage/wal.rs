@@ -13,13 +13,15 @@
 //!   wal-00000000000000000001.log      records 1 ..= 812
 //!   wal-00000000000000000813.log      records 813 ..= 1650
 //!   wal-00000000000000001651.log      records 1651 ..       (the active segment, being appended to)
+//!   snapshots/                        snapshot files (see [`super::snapshot`])
 //! ```
 //!
 //! Every record has a *sequence number* (1, 2, 3, ... with no gaps across the whole log), and a
 //! segment is named after the sequence number of its first record, zero-padded to 20 digits so
 //! that names sort in log order. The names alone therefore say which segment must follow which:
 //! `wal-<N>.log` holding `k` records must be followed by `wal-<N+k>.log`. A missing file shows up
-//! as a gap.
+//! as a gap. The oldest segment is `wal-…1.log` until a compaction deletes the oldest segments;
+//! after that the log starts at a later segment, which then starts with a checkpoint (below).
 //!
 //! # Segment layout
 //!
@@ -36,18 +38,29 @@
 //!
 //! | kind | meaning | body |
 //! |---|---|---|
-//! | 1 | hard state (latest wins) | `term:u64` `has_vote:u8` (0/1) then, if 1, `len:u32` + UTF-8 node id |
+//! | 1 | hard state (latest wins) | `hard_state` := `term:u64` `has_vote:u8` (0/1) then, if 1, `len:u32` + UTF-8 node id |
 //! | 2 | append entries | `first_index:u64` `count:u32`, then `count` times `term:u64` `len:u32` + command bytes |
 //! | 3 | truncate suffix | `from:u64` (remove every entry with index `>= from`) |
+//! | 4 | snapshot recorded (`set_snapshot`) | `index:u64` `term:u64` |
+//! | 5 | compaction (`compact`): entries `<= index` dropped | `index:u64` `term:u64` (the term of entry `index`, still needed once it is gone) |
+//! | 6 | snapshot installed from the leader | `index:u64` `term:u64` `kept:u8` (1: the entries after `index` were kept, 0: the log was cleared) |
+//! | 7 | checkpoint (first record of every segment) | `hard_state`, `has_snapshot:u8` then, if 1, `index:u64` `term:u64`; then `compacted:u64` `compacted_term:u64` `last_index:u64` |
 //!
 //! An append's entries are contiguous, so only the first index is stored. One mutating call of
 //! the [`super::Storage`] trait writes exactly one record, so the record's sequence number is the
-//! storage's `write_seq` after that call.
+//! storage's `write_seq` after that call. An install record stores its outcome (`kept`) rather
+//! than leaving it to be recomputed, because the entry it was compared with may be in a segment
+//! that compaction has since deleted.
 //!
-//! Every segment *starts with a hard-state record* (a checkpoint of the term and vote at the
-//! moment the segment was started). The hard state is therefore always recoverable from the
-//! newest segments alone, which is what lets a later compaction delete old segments without first
-//! copying anything.
+//! Every segment *starts with a checkpoint* (kind 7): the hard state, the snapshot, the compaction
+//! point (`compacted`: entries up to it are gone, `first_index = compacted + 1`) and the last
+//! index, as they were when the segment was started. (Segments written before snapshots existed
+//! start with a hard-state record instead; they can still be read from the start of the log.)
+//! So the state a segment builds on is written at its top, and a replay can begin at any segment
+//! that starts with a checkpoint: only the *entries* `compacted + 1 ..= last_index` it names are
+//! elsewhere, in older segments. That is what lets compaction delete old segments without copying
+//! anything: once every one of those entries has been compacted away too, nothing older is needed
+//! (see [`super::durable`]).
 //!
 //! The encoding is a hand-written binary one rather than JSON: it is a handful of `to_le_bytes`
 //! calls, costs nothing to parse, and keeps command bytes as they are (no base64).
@@ -66,7 +79,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::raft::{Entry, HardState, Index};
+use crate::raft::{Entry, HardState, Index, SnapshotMeta, Term};
 
 /// The first bytes of every segment file: `RLKVWAL` and the format version (1).
 pub const SEGMENT_MAGIC: [u8; 8] = *b"RLKVWAL\x01";
@@ -80,6 +93,25 @@ pub const MAX_PAYLOAD_LEN: usize = 1 << 30;
 const KIND_HARD_STATE: u8 = 1;
 const KIND_APPEND: u8 = 2;
 const KIND_TRUNCATE: u8 = 3;
+const KIND_SNAPSHOT: u8 = 4;
+const KIND_COMPACT: u8 = 5;
+const KIND_INSTALL: u8 = 6;
+const KIND_CHECKPOINT: u8 = 7;
+
+/// The state a segment starts from: its first record (see the module docs).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The term and vote.
+    pub hard_state: HardState,
+    /// The latest snapshot recorded, if any.
+    pub snapshot: Option<SnapshotMeta>,
+    /// Entries `<= compacted` have been dropped (`first_index = compacted + 1`).
+    pub compacted: Index,
+    /// The term of entry `compacted` (0 for index 0).
+    pub compacted_term: Term,
+    /// The last index of the log (`compacted` if it holds no entries).
+    pub last_index: Index,
+}
 
 /// A record to write, borrowing its data (so appends are encoded without cloning entries).
 #[derive(Clone, Copy, Debug)]
@@ -95,6 +127,24 @@ pub enum RecordRef<'a> {
     },
     /// Remove every entry with index `>= from`.
     Truncate(Index),
+    /// A snapshot through this entry is durable.
+    Snapshot(SnapshotMeta),
+    /// Entries `<= index` are dropped; `term` is the term of entry `index`.
+    Compact {
+        /// The new compaction point.
+        index: Index,
+        /// The term of entry `index`.
+        term: Term,
+    },
+    /// A snapshot from the leader was installed.
+    InstallSnapshot {
+        /// The snapshot.
+        meta: SnapshotMeta,
+        /// Whether the entries after `meta.index` were kept (else the log was cleared).
+        kept: bool,
+    },
+    /// The state the segment starts from.
+    Checkpoint(&'a Checkpoint),
 }
 
 /// A record read back from disk.
@@ -111,6 +161,41 @@ pub enum Record {
     },
     /// Remove every entry with index `>= from`.
     Truncate(Index),
+    /// A snapshot through this entry is durable.
+    Snapshot(SnapshotMeta),
+    /// Entries `<= index` are dropped; `term` is the term of entry `index`.
+    Compact {
+        /// The new compaction point.
+        index: Index,
+        /// The term of entry `index`.
+        term: Term,
+    },
+    /// A snapshot from the leader was installed.
+    InstallSnapshot {
+        /// The snapshot.
+        meta: SnapshotMeta,
+        /// Whether the entries after `meta.index` were kept (else the log was cleared).
+        kept: bool,
+    },
+    /// The state the segment starts from.
+    Checkpoint(Checkpoint),
+}
+
+fn hard_state_len(hs: &HardState) -> usize {
+    8 + 1 + hs.voted_for.as_ref().map_or(0, |v| 4 + v.len())
+}
+
+fn encode_hard_state(hs: &HardState, buf: &mut Vec<u8>) -> Result<()> {
+    buf.extend_from_slice(&hs.current_term.to_le_bytes());
+    match &hs.voted_for {
+        None => buf.push(0),
+        Some(v) => {
+            buf.push(1);
+            buf.extend_from_slice(&len_u32(v.len())?.to_le_bytes());
+            buf.extend_from_slice(v.as_bytes());
+        }
+    }
+    Ok(())
 }
 
 impl RecordRef<'_> {
@@ -118,13 +203,16 @@ impl RecordRef<'_> {
     pub fn payload_len(&self) -> usize {
         1 + 8
             + match self {
-                RecordRef::HardState(hs) => {
-                    8 + 1 + hs.voted_for.as_ref().map_or(0, |v| 4 + v.len())
-                }
+                RecordRef::HardState(hs) => hard_state_len(hs),
                 RecordRef::Append { entries, .. } => {
                     8 + 4 + entries.iter().map(|e| 8 + 4 + e.command.len()).sum::<usize>()
                 }
                 RecordRef::Truncate(_) => 8,
+                RecordRef::Snapshot(_) | RecordRef::Compact { .. } => 16,
+                RecordRef::InstallSnapshot { .. } => 17,
+                RecordRef::Checkpoint(cp) => {
+                    hard_state_len(&cp.hard_state) + 1 + cp.snapshot.map_or(0, |_| 16) + 24
+                }
             }
     }
 
@@ -133,15 +221,7 @@ impl RecordRef<'_> {
             RecordRef::HardState(hs) => {
                 buf.push(KIND_HARD_STATE);
                 buf.extend_from_slice(&seq.to_le_bytes());
-                buf.extend_from_slice(&hs.current_term.to_le_bytes());
-                match &hs.voted_for {
-                    None => buf.push(0),
-                    Some(v) => {
-                        buf.push(1);
-                        buf.extend_from_slice(&len_u32(v.len())?.to_le_bytes());
-                        buf.extend_from_slice(v.as_bytes());
-                    }
-                }
+                encode_hard_state(hs, buf)?;
             }
             RecordRef::Append { first_index, entries } => {
                 buf.push(KIND_APPEND);
@@ -158,6 +238,41 @@ impl RecordRef<'_> {
                 buf.push(KIND_TRUNCATE);
                 buf.extend_from_slice(&seq.to_le_bytes());
                 buf.extend_from_slice(&from.to_le_bytes());
+            }
+            RecordRef::Snapshot(meta) => {
+                buf.push(KIND_SNAPSHOT);
+                buf.extend_from_slice(&seq.to_le_bytes());
+                buf.extend_from_slice(&meta.index.to_le_bytes());
+                buf.extend_from_slice(&meta.term.to_le_bytes());
+            }
+            RecordRef::Compact { index, term } => {
+                buf.push(KIND_COMPACT);
+                buf.extend_from_slice(&seq.to_le_bytes());
+                buf.extend_from_slice(&index.to_le_bytes());
+                buf.extend_from_slice(&term.to_le_bytes());
+            }
+            RecordRef::InstallSnapshot { meta, kept } => {
+                buf.push(KIND_INSTALL);
+                buf.extend_from_slice(&seq.to_le_bytes());
+                buf.extend_from_slice(&meta.index.to_le_bytes());
+                buf.extend_from_slice(&meta.term.to_le_bytes());
+                buf.push(u8::from(*kept));
+            }
+            RecordRef::Checkpoint(cp) => {
+                buf.push(KIND_CHECKPOINT);
+                buf.extend_from_slice(&seq.to_le_bytes());
+                encode_hard_state(&cp.hard_state, buf)?;
+                match cp.snapshot {
+                    None => buf.push(0),
+                    Some(meta) => {
+                        buf.push(1);
+                        buf.extend_from_slice(&meta.index.to_le_bytes());
+                        buf.extend_from_slice(&meta.term.to_le_bytes());
+                    }
+                }
+                buf.extend_from_slice(&cp.compacted.to_le_bytes());
+                buf.extend_from_slice(&cp.compacted_term.to_le_bytes());
+                buf.extend_from_slice(&cp.last_index.to_le_bytes());
             }
         }
         Ok(())
@@ -227,6 +342,33 @@ impl<'a> Reader<'a> {
     fn remaining(&self) -> usize {
         self.buf.len() - self.pos
     }
+
+    fn flag(&mut self, what: &str) -> Result<bool, String> {
+        match self.u8(what)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(format!("{what} is {other}, not 0 or 1")),
+        }
+    }
+
+    fn hard_state(&mut self) -> Result<HardState, String> {
+        let current_term = self.u64("term")?;
+        let voted_for = if self.flag("vote flag")? {
+            let len = self.u32("vote length")? as usize;
+            let bytes = self.take(len, "voted-for node id")?;
+            Some(
+                String::from_utf8(bytes.to_vec())
+                    .map_err(|_| "voted-for node id is not UTF-8".to_string())?,
+            )
+        } else {
+            None
+        };
+        Ok(HardState { current_term, voted_for })
+    }
+
+    fn snapshot_meta(&mut self) -> Result<SnapshotMeta, String> {
+        Ok(SnapshotMeta { index: self.u64("snapshot index")?, term: self.u64("snapshot term")? })
+    }
 }
 
 fn decode_payload(payload: &[u8]) -> Result<(u64, Record), String> {
@@ -234,22 +376,7 @@ fn decode_payload(payload: &[u8]) -> Result<(u64, Record), String> {
     let kind = r.u8("record kind")?;
     let seq = r.u64("sequence number")?;
     let record = match kind {
-        KIND_HARD_STATE => {
-            let current_term = r.u64("term")?;
-            let voted_for = match r.u8("vote flag")? {
-                0 => None,
-                1 => {
-                    let len = r.u32("vote length")? as usize;
-                    let bytes = r.take(len, "voted-for node id")?;
-                    Some(
-                        String::from_utf8(bytes.to_vec())
-                            .map_err(|_| "voted-for node id is not UTF-8".to_string())?,
-                    )
-                }
-                other => return Err(format!("vote flag is {other}, not 0 or 1")),
-            };
-            Record::HardState(HardState { current_term, voted_for })
-        }
+        KIND_HARD_STATE => Record::HardState(r.hard_state()?),
         KIND_APPEND => {
             let first_index = r.u64("first index")?;
             let count = r.u32("entry count")? as usize;
@@ -267,6 +394,24 @@ fn decode_payload(payload: &[u8]) -> Result<(u64, Record), String> {
             Record::Append { first_index, entries }
         }
         KIND_TRUNCATE => Record::Truncate(r.u64("truncate index")?),
+        KIND_SNAPSHOT => Record::Snapshot(r.snapshot_meta()?),
+        KIND_COMPACT => {
+            Record::Compact { index: r.u64("compact index")?, term: r.u64("compact term")? }
+        }
+        KIND_INSTALL => {
+            Record::InstallSnapshot { meta: r.snapshot_meta()?, kept: r.flag("kept flag")? }
+        }
+        KIND_CHECKPOINT => {
+            let hard_state = r.hard_state()?;
+            let snapshot = if r.flag("snapshot flag")? { Some(r.snapshot_meta()?) } else { None };
+            Record::Checkpoint(Checkpoint {
+                hard_state,
+                snapshot,
+                compacted: r.u64("compaction index")?,
+                compacted_term: r.u64("compaction term")?,
+                last_index: r.u64("last index")?,
+            })
+        }
         other => return Err(format!("unknown record kind {other}")),
     };
     if r.remaining() != 0 {
@@ -516,6 +661,15 @@ mod tests {
             Entry { index: 5, term: 2, command: b"set x".to_vec() },
             Entry { index: 6, term: 3, command: vec![] },
         ];
+        let meta = SnapshotMeta { index: 12, term: 4 };
+        let checkpoint = Checkpoint {
+            hard_state: hs.clone(),
+            snapshot: Some(meta),
+            compacted: 10,
+            compacted_term: 3,
+            last_index: 20,
+        };
+        let empty = Checkpoint::default();
         let cases = [
             (RecordRef::HardState(&hs), Record::HardState(hs.clone())),
             (RecordRef::HardState(&HardState::default()), Record::HardState(HardState::default())),
@@ -528,6 +682,18 @@ mod tests {
                 Record::Append { first_index: 9, entries: vec![] },
             ),
             (RecordRef::Truncate(4), Record::Truncate(4)),
+            (RecordRef::Snapshot(meta), Record::Snapshot(meta)),
+            (RecordRef::Compact { index: 9, term: 3 }, Record::Compact { index: 9, term: 3 }),
+            (
+                RecordRef::InstallSnapshot { meta, kept: true },
+                Record::InstallSnapshot { meta, kept: true },
+            ),
+            (
+                RecordRef::InstallSnapshot { meta, kept: false },
+                Record::InstallSnapshot { meta, kept: false },
+            ),
+            (RecordRef::Checkpoint(&checkpoint), Record::Checkpoint(checkpoint.clone())),
+            (RecordRef::Checkpoint(&empty), Record::Checkpoint(empty.clone())),
         ];
         for (seq, (write, read)) in cases.iter().enumerate() {
             let buf = frame(seq as u64 + 1, write);

@@ -19,7 +19,7 @@ pub struct ClusterOptions {
     pub server_bin: PathBuf,
     /// Where per-node data dirs and logs go (`node1/`, `node1.log`).
     pub work_dir: PathBuf,
-    /// Pass `--data-dir` to each node (durable storage).
+    /// Give each node a data dir under `work_dir` (durable storage); otherwise `--in-memory`.
     pub data_dirs: bool,
     /// Extra flags for every node.
     pub extra_args: Vec<String>,
@@ -97,6 +97,8 @@ impl Cluster {
             if options.data_dirs {
                 args.push("--data-dir".into());
                 args.push(options.work_dir.join(&id).display().to_string());
+            } else {
+                args.push("--in-memory".into());
             }
             args.extend(options.extra_args.iter().cloned());
             nodes.push(NodeProc { id, addr: addrs[i].clone(), child: None, args, paused: false });
@@ -138,6 +140,34 @@ impl Cluster {
         node.child = Some(child);
         node.paused = false;
         Ok(())
+    }
+
+    /// Node `i`'s data dir (meaningful with [`ClusterOptions::data_dirs`]).
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.options.work_dir.join(&self.nodes[i].id)
+    }
+
+    /// Node `i`'s log file (its stdout and stderr, appended across restarts).
+    pub fn log_path(&self, i: usize) -> PathBuf {
+        self.options.work_dir.join(format!("{}.log", self.nodes[i].id))
+    }
+
+    /// Waits for node `i` to exit on its own (without signalling it). Returns its exit code
+    /// (`Some(None)` if a signal ended it) once it has exited, or `None` if it still runs after
+    /// `within` (it is left running) or was not started.
+    pub fn wait_exit(&mut self, i: usize, within: Duration) -> Option<Option<i32>> {
+        let deadline = Instant::now() + within;
+        loop {
+            let child = self.nodes[i].child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                self.nodes[i].child = None;
+                return Some(status.code());
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// `kill -9` node `i` (no-op if not running).

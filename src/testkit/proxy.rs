@@ -120,8 +120,13 @@ fn spawn_connection(
     if let Some(s) = &server {
         let _ = s.set_nodelay(true);
     }
+    if current != LinkMode::Blackhole && server.is_none() {
+        // Target down: refuse, as the target itself would have.
+        let _ = client.shutdown(Shutdown::Both);
+        return;
+    }
     let Some(server) = server else {
-        // Black hole (or target down): swallow what the client sends, answer nothing.
+        // Black hole: swallow what the client sends, answer nothing.
         let _ =
             thread::Builder::new().name("proxy-hole".into()).spawn(move || swallow(client, stop));
         return;

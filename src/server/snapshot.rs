@@ -1,0 +1,223 @@
+//! Snapshots in the shell: taking them without stopping the node, shipping them to followers in
+//! chunks, and loading them into the state machine.
+//!
+//! **Taking one.** After applying entries, the apply thread checks whether `snapshot_threshold`
+//! entries were applied since the last snapshot. If so it freezes the state machine
+//! ([`KvStore::freeze`], O(1): the snapshot shares the map, later writes go to an overlay that is
+//! merged back afterwards), and a `snapshot` thread encodes the frozen state, writes the file
+//! atomically ([`SnapshotStore::write`]), and only then tells the core ([`RaftNode::snapshot_taken`]),
+//! which records it and compacts the log, keeping `snapshot_trailing` entries.
+//!
+//! **Sending one.** When the core asks for an InstallSnapshot, the peer thread streams the file in
+//! `snapshot_chunk_bytes` pieces to `POST /raft/snapshotChunk`, resuming from the offset the follower
+//! reports, then delivers the InstallSnapshot message itself. The follower verifies the whole file
+//! (checksum) before stepping the message into its core; only then is its state replaced.
+//!
+//! [`RaftNode::snapshot_taken`]: crate::raft::RaftNode::snapshot_taken
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::peer::Transport;
+use super::{Shared, spawn};
+use crate::error::{Error, Result};
+use crate::kv::{Frozen, KvStore};
+use crate::raft::{Envelope, Index, SnapshotMeta};
+use crate::storage::SnapshotStore;
+
+/// Bookkeeping of the snapshot thread.
+pub struct SnapshotState {
+    /// Index of the latest snapshot taken or installed (or where the state machine started).
+    pub last_index: Index,
+    /// A snapshot is being written now (one at a time).
+    pub in_progress: bool,
+}
+
+impl SnapshotState {
+    /// Starts counting from `index`.
+    pub fn new(index: Index) -> Self {
+        SnapshotState { last_index: index, in_progress: false }
+    }
+}
+
+/// The state machine a node starts with: the snapshot its storage names, or empty.
+pub fn load_state_machine(
+    meta: Option<SnapshotMeta>,
+    store: Option<&SnapshotStore>,
+) -> Result<KvStore> {
+    let Some(meta) = meta else { return Ok(KvStore::new()) };
+    let store = store.ok_or_else(|| {
+        Error::Storage(format!(
+            "the log starts after snapshot {} but there are no snapshot files",
+            meta.index
+        ))
+    })?;
+    let started = Instant::now();
+    let kv = KvStore::decode_snapshot(&store.read(meta)?)?;
+    if kv.applied_index() != meta.index {
+        return Err(Error::Storage(format!(
+            "snapshot file for index {} holds state at index {}",
+            meta.index,
+            kv.applied_index()
+        )));
+    }
+    log::info!(
+        "state machine loaded from snapshot {} ({} keys) in {:?}",
+        meta.index,
+        kv.len(),
+        started.elapsed()
+    );
+    Ok(kv)
+}
+
+impl Shared {
+    /// Apply thread: if enough was applied since the last snapshot, copy the map and hand the copy
+    /// to a snapshot thread.
+    pub(super) fn maybe_snapshot(self: &Arc<Shared>) {
+        let threshold = self.config.snapshot_threshold;
+        let Some(store) = self.snapshots.clone() else { return };
+        if threshold == 0 {
+            return;
+        }
+        {
+            let state = self.snapshot_state.lock();
+            let applied = self.kv.read().applied_index();
+            if state.in_progress || applied < state.last_index + threshold {
+                return;
+            }
+        }
+        let me = Arc::clone(self);
+        let started = Instant::now();
+        // O(1): the snapshot shares the map; writes from now on go to the store's overlay.
+        let Some(frozen) = self.kv.write().freeze() else { return };
+        let pause = started.elapsed();
+        self.snapshot_state.lock().in_progress = true;
+        let spawned = spawn("snapshot".into(), move || {
+            let keys = frozen.len();
+            let result = me.write_snapshot(&store, &frozen);
+            drop(frozen);
+            let mut state = me.snapshot_state.lock();
+            state.in_progress = false;
+            match result {
+                Ok(meta) => {
+                    state.last_index = state.last_index.max(meta.index);
+                    log::info!(
+                        "snapshot at index {} ({keys} keys): state frozen in {pause:?} (writes \
+                         paused), written in {:?}",
+                        meta.index,
+                        started.elapsed()
+                    );
+                }
+                Err(e) => log::error!("snapshot failed: {e}"),
+            }
+        });
+        if let Err(e) = spawned {
+            self.snapshot_state.lock().in_progress = false;
+            log::error!("{e}");
+        }
+    }
+
+    /// Snapshot thread: encode, write durably, then let the core compact.
+    fn write_snapshot(&self, store: &SnapshotStore, frozen: &Frozen) -> Result<SnapshotMeta> {
+        let meta = SnapshotMeta { index: frozen.index, term: frozen.term };
+        let mut members: Vec<String> = self.config.peers.keys().cloned().collect();
+        members.push(self.config.id.clone());
+        members.sort();
+        let data = frozen.encode(&members);
+        store.write(meta, &data)?;
+        let trailing = self.config.snapshot_trailing;
+        self.raft.lock().snapshot_taken(meta, trailing)?;
+        Ok(meta)
+    }
+
+    /// Apply thread: the core installed a leader's snapshot; load it into the state machine.
+    pub(super) fn restore_snapshot(&self, meta: SnapshotMeta) {
+        let Some(store) = self.snapshots.as_deref() else {
+            self.fatal(&Error::Storage(
+                "asked to restore a snapshot without snapshot files".into(),
+            ));
+        };
+        let kv = match load_state_machine(Some(meta), Some(store)) {
+            Ok(kv) => kv,
+            Err(e) => self.fatal(&e),
+        };
+        *self.kv.write() = kv;
+        {
+            let mut state = self.snapshot_state.lock();
+            state.last_index = state.last_index.max(meta.index);
+        }
+        self.pending.lock().advance_applied(meta.index);
+    }
+
+    /// Peer thread (leader): stream the snapshot named by `env` to `addr`, then deliver `env`.
+    pub(super) fn send_snapshot(
+        &self,
+        addr: &str,
+        env: &Envelope,
+        meta: SnapshotMeta,
+        transport: &dyn Transport,
+    ) -> Result<Option<Envelope>> {
+        let store = self
+            .snapshots
+            .as_deref()
+            .ok_or_else(|| Error::Internal("no snapshot files to send".into()))?;
+        log::debug!("sending snapshot {} to {}", meta.index, env.to);
+        let total = store.file_len(meta)?;
+        let mut offset = 0;
+        let started = Instant::now();
+        while offset < total && !self.is_shutdown() {
+            let chunk = store.read_chunk(meta, offset, self.config.snapshot_chunk_bytes)?;
+            let next = transport.send_snapshot_chunk(addr, env, meta, offset, total, &chunk)?;
+            // The follower says how much it holds: continue from there (resume or restart).
+            if next <= offset && next != 0 {
+                return Err(Error::Unavailable(format!(
+                    "snapshot transfer to {addr} makes no progress"
+                )));
+            }
+            offset = next;
+        }
+        log::info!(
+            "sent snapshot {} ({total} bytes) to {} in {:?}",
+            meta.index,
+            env.to,
+            started.elapsed()
+        );
+        transport.call(addr, env)
+    }
+
+    /// HTTP worker (follower): one chunk of a snapshot; returns how many bytes are held now.
+    pub fn receive_snapshot_chunk(
+        &self,
+        from: &str,
+        meta: SnapshotMeta,
+        offset: u64,
+        total: u64,
+        bytes: &[u8],
+    ) -> Result<u64> {
+        if !self.config.peers.contains_key(from) {
+            return Err(Error::BadRequest(format!("{from:?} is not a member of this cluster")));
+        }
+        let store = self
+            .snapshots
+            .as_deref()
+            .ok_or_else(|| Error::Unavailable("this node keeps no snapshot files".into()))?;
+        match store.receive_chunk(meta, offset, total, bytes) {
+            Ok(received) => Ok(received),
+            // A stale, duplicate or out-of-order chunk: tell the sender where to continue.
+            Err(e) => crate::storage::snapshot::expected_offset(&e).ok_or(e),
+        }
+    }
+
+    /// Before an InstallSnapshot reaches the core: the whole file must have arrived and check out.
+    pub(super) fn accept_snapshot_file(&self, meta: SnapshotMeta) -> Result<()> {
+        let store = self
+            .snapshots
+            .as_deref()
+            .ok_or_else(|| Error::Unavailable("this node keeps no snapshot files".into()))?;
+        // Already in place (a retransmitted InstallSnapshot after the whole file arrived)?
+        if store.receiving().is_none_or(|(m, _)| m != meta) && store.list()?.contains(&meta) {
+            return Ok(());
+        }
+        store.finish_receive(meta)
+    }
+}

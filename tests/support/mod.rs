@@ -1,0 +1,6 @@
+//! Helpers shared by real-binary tests (not a test target of its own: Cargo only builds the files
+//! directly in `tests/`).
+
+#![allow(dead_code)]
+
+pub mod history;
