@@ -1,6 +1,6 @@
 //! The short CI version of the chaos harness (`raftlabkv::chaos`): three seeded schedules against
 //! real `raftlabkv-server` processes, 25 s of faults each, between them every fault kind on 3 and
-//! 5 nodes. Any violation fails the test: a non-linearizable history (or one the checker could not
+//! 5 nodes, two of them with a snapshot every 100 entries. Any violation fails the test: a non-linearizable history (or one the checker could not
 //! decide), two leaders in one term, no leader within 5 s of the final heal, no acknowledged write
 //! within 20 s of a heal, nodes that do not converge.
 //!
@@ -16,14 +16,19 @@ use raftlabkv::chaos::{self, ChaosConfig, FaultKind};
 /// One schedule at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// Server flags for a snapshot every 100 applied entries, keeping only 20 entries behind it, so
+/// a follower that was down or cut off for a moment catches up through InstallSnapshot.
+const SNAPSHOTS: &[&str] = &["--snapshot-threshold", "100", "--snapshot-trailing", "20"];
+
 /// Runs one schedule and fails on any violation. With `every_kind`, each listed fault kind must
 /// have been injected (25 s leave room for about six faults).
-fn schedule(nodes: usize, seed: u64, faults: &str, every_kind: bool) {
+fn schedule(nodes: usize, seed: u64, faults: &str, every_kind: bool, server_flags: &[&str]) {
     let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut config = ChaosConfig::new(env!("CARGO_BIN_EXE_raftlabkv-server"), seed);
     config.nodes = nodes;
     config.duration = Duration::from_secs(25);
     config.faults = FaultKind::parse_list(faults).expect("valid fault list");
+    config.server_flags = server_flags.iter().map(|f| f.to_string()).collect();
     config.out_dir =
         std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("chaos-{seed}"));
     let report = chaos::run(&config).expect("the cluster starts and the report is written");
@@ -45,21 +50,22 @@ fn schedule(nodes: usize, seed: u64, faults: &str, every_kind: bool) {
     assert!(report.stats.acked_writes > 100, "too little work got through: {}", report.summary());
 }
 
-/// Crashes and stalls: kill -9 of one node and of all nodes (restart from the WAL), SIGSTOP of the
-/// leader, and partitions.
+/// Crashes and stalls: kill -9 of one node and of all nodes (restart from snapshot + WAL),
+/// SIGSTOP of the leader, and partitions; frequent snapshots.
 #[test]
 fn three_nodes_crashes_pauses_and_partitions() {
-    schedule(3, 101, "kill,killall,pause,partition", true);
+    schedule(3, 101, "kill,killall,pause,partition", true, SNAPSHOTS);
 }
 
 /// Network faults on five nodes: one-way cuts, slow and lossy links, partitions.
 #[test]
 fn five_nodes_one_way_cuts_delay_loss_and_partitions() {
-    schedule(5, 102, "oneway,delay,lossy,partition", true);
+    schedule(5, 102, "oneway,delay,lossy,partition", true, &[]);
 }
 
-/// Everything, mixed, on five nodes (the kinds in a random order; not all fit in 25 s).
+/// Everything, mixed, on five nodes (the kinds in a random order; not all fit in 25 s), with
+/// frequent snapshots.
 #[test]
 fn five_nodes_every_fault() {
-    schedule(5, 103, "all", false);
+    schedule(5, 103, "all", false, SNAPSHOTS);
 }
