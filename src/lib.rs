@@ -14,6 +14,7 @@
 //! | [`kv`] | the state machine: commands, apply, queries, snapshot encoding. Knows nothing of Raft. |
 //! | [`server`] | the threaded shell: HTTP routes, peer threads, ticker, apply and sync threads |
 //! | [`client`] | a blocking client library: leader discovery, retries, key escaping; the CLI's shell and bench |
+//! | [`chaos`] | the fault-injection harness: nemesis, recording clients, status sampler, checks (`raftlabkv-chaos`, `raftlabkv-client verify`) |
 //! | [`check`] | a linearizability checker for KV histories (Wing–Gong/Lowe with memoisation, per key) |
 //! | [`sim`] | an in-process cluster over a simulated network: the deterministic test layer |
 //! | [`testkit`] | real server processes and TCP link proxies, for real-binary tests |
@@ -50,7 +51,9 @@
 //! | follower → leader forwarding | `server/http.rs`: `forward` |
 //! | the client's retry rules | `client/mod.rs` (module docs) |
 //! | the MIT 6.5840 tests | `tests/raft_*.rs` over `sim.rs` |
-//! | real-process tests, partitions via proxies | `tests/cluster.rs`, `testkit/` |
+//! | real-process tests, partitions via proxies | `tests/cluster.rs`, `tests/crash.rs`, `tests/snapshot.rs`, `testkit/` |
+//! | snapshots: taking, sending, installing | `server/snapshot.rs`, `storage/snapshot.rs`, `raft/node.rs`: `snapshot_taken`, `handle_install_snapshot` |
+//! | chaos runs and linearizability checks | `chaos/`, `check/`, `tests/chaos.rs`, `tests/sim_kv.rs` |
 
 pub mod chaos;
 pub mod check;
