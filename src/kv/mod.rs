@@ -58,6 +58,8 @@ pub struct KvStore {
     base: Arc<BTreeMap<String, String>>,
     /// Changes made since [`KvStore::freeze`]: `Some(value)` for a put, `None` for a delete.
     overlay: Option<BTreeMap<String, Option<String>>>,
+    /// Number of live keys (kept up to date, so `/status` never walks the overlay under the lock).
+    len: usize,
     /// Index of the last log entry applied.
     applied_index: Index,
     /// Term of that entry (a snapshot names both).
@@ -124,6 +126,11 @@ impl KvStore {
     }
 
     fn set(&mut self, key: String, value: Option<String>) {
+        match (self.get(&key).is_some(), value.is_some()) {
+            (false, true) => self.len += 1,
+            (true, false) => self.len -= 1,
+            _ => {}
+        }
         if let Some(overlay) = &mut self.overlay {
             overlay.insert(key, value);
             return;
@@ -155,16 +162,7 @@ impl KvStore {
 
     /// Number of keys.
     pub fn len(&self) -> usize {
-        let Some(overlay) = &self.overlay else { return self.base.len() };
-        let mut len = self.base.len();
-        for (k, v) in overlay {
-            match (v.is_some(), self.base.contains_key(k)) {
-                (true, false) => len += 1,
-                (false, true) => len -= 1,
-                _ => {}
-            }
-        }
-        len
+        self.len
     }
 
     /// True when there are no keys.
@@ -246,7 +244,8 @@ impl KvStore {
         if data.len() as u64 != keys {
             return Err(bad(at, &format!("header says {keys} keys, found {}", data.len())));
         }
-        Ok(KvStore { base: Arc::new(data), overlay: None, applied_index, applied_term })
+        let len = data.len();
+        Ok(KvStore { base: Arc::new(data), overlay: None, len, applied_index, applied_term })
     }
 }
 
