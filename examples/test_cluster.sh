@@ -13,8 +13,9 @@ cargo build --release --quiet
 WORK=$(mktemp -d -t raftlabkv-test-cluster.XXXXXX)
 declare -A PID
 cleanup() {
-  for p in "${PID[@]:-}"; do [ -n "$p" ] && kill -KILL "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  for p in "${PID[@]:-}"; do
+    [ -n "$p" ] && { kill -KILL "$p" && wait "$p"; } 2>/dev/null || true
+  done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -70,7 +71,7 @@ python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d=={"greeting":"h
   fail "getall answered $out"
 ok "getall has exactly the two live keys"
 
-kill -KILL "${PID[$L]}"; wait "${PID[$L]}" 2>/dev/null || true; PID[$L]=""
+{ kill -KILL "${PID[$L]}" && wait "${PID[$L]}"; } 2>/dev/null || true; PID[$L]=""
 REST=(); for i in 1 2 3; do [ "$i" = "$L" ] || REST+=("$i"); done
 N=$(wait_leader "${REST[@]}") || fail "no new leader after killing node$L"
 [ "$N" != "$L" ] || fail "killed node still leads"
