@@ -127,6 +127,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
+use super::entries::EntryLog;
 use super::snapshot::{self, Check, SnapshotStore, sync_dir};
 use super::wal::{
     self, Checkpoint, Record, RecordRef, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, ScanEnd, Scanned,
@@ -374,12 +375,8 @@ pub struct DurableStorage {
     /// Holds the directory lock for as long as the storage lives.
     _lock: File,
     hard_state: HardState,
-    /// Entries `offset + 1 ..= offset + entries.len()`.
-    entries: Vec<Entry>,
-    /// Index of the last entry before `entries`: the compaction point (0 until compaction).
-    offset: Index,
-    /// Term of the entry at `offset`.
-    offset_term: Term,
+    /// The live entries in memory, after the compaction point.
+    log: EntryLog,
     /// The latest snapshot recorded.
     snapshot: Option<SnapshotMeta>,
     /// The snapshot files, in `<dir>/snapshots`.
@@ -817,13 +814,12 @@ impl DurableStorage {
             _lock: lock,
             hard_state: replay.hard_state,
             // Replaying appends that a compaction later dropped may have left spare capacity.
-            entries: {
+            log: {
+                // Replaying appends that a compaction later dropped may have left spare capacity.
                 let mut entries = replay.entries;
                 entries.shrink_to_fit();
-                entries
+                EntryLog::new(entries, replay.offset, replay.offset_term)
             },
-            offset: replay.offset,
-            offset_term: replay.offset_term,
             snapshot: replay.snapshot,
             snapshots,
             sealed,
@@ -910,8 +906,8 @@ impl DurableStorage {
         Checkpoint {
             hard_state: self.hard_state.clone(),
             snapshot: self.snapshot,
-            compacted: self.offset,
-            compacted_term: self.offset_term,
+            compacted: self.log.offset(),
+            compacted_term: self.log.offset_term(),
             last_index: self.last_index(),
         }
     }
@@ -1040,19 +1036,6 @@ impl DurableStorage {
         Ok(())
     }
 
-    /// Makes `index` (with term `term`) the compaction point, dropping the entries up to it from
-    /// memory and giving the memory back once the log has shrunk well below its peak.
-    fn drop_through(&mut self, index: Index, term: Term) {
-        let n = ((index - self.offset) as usize).min(self.entries.len());
-        self.entries.drain(..n);
-        self.offset = index;
-        self.offset_term = term;
-        let len = self.entries.len();
-        if self.entries.capacity() > 64 && self.entries.capacity() > 4 * len {
-            self.entries.shrink_to(2 * len);
-        }
-    }
-
     /// The segments before this index in `segments()` are needed by no replay: the newest segment
     /// that starts with a checkpoint whose entries are all compacted away, or truncated away since
     /// (see the module docs). 0 if there is none.
@@ -1064,7 +1047,7 @@ impl DurableStorage {
             if let Some(c) = info.cut_to {
                 cut_to = cut_to.min(c);
             }
-            if info.checkpoint_last.is_some_and(|last| last.min(cut_to) <= self.offset) {
+            if info.checkpoint_last.is_some_and(|last| last.min(cut_to) <= self.log.offset()) {
                 return k;
             }
         }
@@ -1118,17 +1101,6 @@ impl DurableStorage {
             Err(e) => Err(e),
         }
     }
-
-    fn check_range(&self, lo: Index, hi: Index) -> Result<()> {
-        if lo < self.first_index() || hi > self.last_index() + 1 || lo > hi {
-            return Err(Error::Internal(format!(
-                "entries({lo}..{hi}) outside the log {}..={}",
-                self.first_index(),
-                self.last_index()
-            )));
-        }
-        Ok(())
-    }
 }
 
 impl Storage for DurableStorage {
@@ -1143,63 +1115,33 @@ impl Storage for DurableStorage {
     }
 
     fn first_index(&self) -> Index {
-        self.offset + 1
+        self.log.first_index()
     }
 
     fn last_index(&self) -> Index {
-        self.offset + self.entries.len() as Index
+        self.log.last_index()
     }
 
     fn term(&self, index: Index) -> Option<Term> {
-        if index == self.offset {
-            return Some(self.offset_term);
-        }
-        if index < self.offset || index > self.last_index() {
-            return None;
-        }
-        Some(self.entries[(index - self.offset - 1) as usize].term)
+        self.log.term(index)
     }
 
     fn entries(&self, lo: Index, hi: Index, max_bytes: usize) -> Result<Vec<Entry>> {
-        self.check_range(lo, hi)?;
-        let mut out = Vec::new();
-        let mut bytes = 0;
-        for e in &self.entries[(lo - self.offset - 1) as usize..(hi - self.offset - 1) as usize] {
-            bytes += e.size();
-            if !out.is_empty() && bytes > max_bytes {
-                break;
-            }
-            out.push(e.clone());
-        }
-        Ok(out)
+        self.log.entries(lo, hi, max_bytes)
     }
 
     fn append(&mut self, entries: &[Entry]) -> Result<()> {
-        let first_index = self.last_index() + 1;
-        for (i, e) in entries.iter().enumerate() {
-            if e.index != first_index + i as Index {
-                return Err(Error::Internal(format!(
-                    "append of index {} where {} was expected",
-                    e.index,
-                    first_index + i as Index
-                )));
-            }
-        }
+        self.log.check_append(entries)?;
+        let first_index = self.log.last_index() + 1;
         self.write(RecordRef::Append { first_index, entries })?;
-        self.entries.extend_from_slice(entries);
+        self.log.extend(entries);
         Ok(())
     }
 
     fn truncate_suffix(&mut self, from: Index) -> Result<()> {
-        if from <= self.offset {
-            return Err(Error::Internal(format!(
-                "truncate from {from} would cut into the snapshot at {}",
-                self.offset
-            )));
-        }
+        self.log.check_truncate(from)?;
         self.write(RecordRef::Truncate(from))?;
-        let keep = (from - self.offset - 1).min(self.entries.len() as Index) as usize;
-        self.entries.truncate(keep);
+        self.log.truncate(from);
         Ok(())
     }
 
@@ -1239,7 +1181,7 @@ impl Storage for DurableStorage {
     /// fsync of the active segment). An error after the record is written (a failed fsync) leaves
     /// the storage refusing every later write: restart the node.
     fn compact(&mut self, index: Index) -> Result<()> {
-        if index <= self.offset {
+        if index <= self.log.offset() {
             return Ok(());
         }
         if index > self.last_index() || self.snapshot.is_none_or(|s| index > s.index) {
@@ -1249,14 +1191,14 @@ impl Storage for DurableStorage {
         }
         let term = self.term(index).unwrap_or(0);
         self.write(RecordRef::Compact { index, term })?;
-        self.drop_through(index, term);
+        self.log.drop_through(index, term);
         self.reclaim_segments()
     }
 
     /// Also refuses a snapshot older than the current one (installing it would move the log
     /// backwards), and one whose file is not in [`DurableStorage::snapshot_store`].
     fn install_snapshot(&mut self, meta: SnapshotMeta) -> Result<()> {
-        if meta.index < self.offset || self.snapshot.is_some_and(|s| meta.index < s.index) {
+        if meta.index < self.log.offset() || self.snapshot.is_some_and(|s| meta.index < s.index) {
             return Err(Error::Internal(format!(
                 "cannot install the snapshot through {}: older than the current one ({:?})",
                 meta.index, self.snapshot
@@ -1266,9 +1208,9 @@ impl Storage for DurableStorage {
         let kept = self.term(meta.index) == Some(meta.term);
         self.write(RecordRef::InstallSnapshot { meta, kept })?;
         if !kept {
-            self.entries.clear();
+            self.log.clear();
         }
-        self.drop_through(meta.index, meta.term);
+        self.log.drop_through(meta.index, meta.term);
         self.snapshot = Some(meta);
         self.reclaim_segments()
     }

@@ -780,7 +780,7 @@ fn compaction_deletes_covered_segments_and_reopening_agrees() {
     assert!(before.iter().filter(|s| s.indexes.is_some_and(|(_, hi)| hi <= 60)).count() > 10);
     assert!(after[0].first_seq > 1);
     // Memory too: only the 40 entries left are held.
-    assert_eq!(d.entries.len(), 40);
+    assert_eq!(d.log.len(), 40);
 
     // Reopening replays from the first segment left.
     let (mut d, report) = reopen(d, 300);
@@ -1069,7 +1069,7 @@ fn disk_and_memory_stay_bounded_under_append_snapshot_compact() {
         assert!(size < 4 * SEGMENT + 2100, "round {round}: {size} bytes on disk");
         assert!(d.segments().len() <= 4, "round {round}: {} segments", d.segments().len());
         assert_eq!(d.last_index() - d.first_index() + 1, TAIL);
-        assert!(d.entries.capacity() <= 4 * (PER_ROUND + TAIL) as usize);
+        assert!(d.log.capacity() <= 4 * (PER_ROUND + TAIL) as usize);
     }
     let written = ROUNDS * PER_ROUND * 112;
     assert!(max_size * 20 < written, "{max_size} bytes on disk after writing {written}");

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::entries::EntryLog;
 use super::{NoopSyncer, Storage, Syncer};
 use crate::error::{Error, Result};
 use crate::raft::{Entry, HardState, Index, SnapshotMeta, Term};
@@ -12,12 +13,8 @@ use crate::raft::{Entry, HardState, Index, SnapshotMeta, Term};
 #[derive(Clone, Debug, Default)]
 pub struct MemStorage {
     hard_state: HardState,
-    /// Entries `offset + 1 ..= offset + entries.len()`.
-    entries: Vec<Entry>,
-    /// Index of the last entry before `entries` (0 until compaction).
-    offset: Index,
-    /// Term of the entry at `offset`.
-    offset_term: Term,
+    /// The entries, after the compaction point.
+    log: EntryLog,
     /// The latest snapshot recorded.
     snapshot: Option<SnapshotMeta>,
     write_seq: u64,
@@ -27,17 +24,6 @@ impl MemStorage {
     /// An empty log and a zero hard state.
     pub fn new() -> Self {
         Self::default()
-    }
-
-    fn check_range(&self, lo: Index, hi: Index) -> Result<()> {
-        if lo < self.first_index() || hi > self.last_index() + 1 || lo > hi {
-            return Err(Error::Internal(format!(
-                "entries({lo}..{hi}) outside the log {}..={}",
-                self.first_index(),
-                self.last_index()
-            )));
-        }
-        Ok(())
     }
 }
 
@@ -53,59 +39,31 @@ impl Storage for MemStorage {
     }
 
     fn first_index(&self) -> Index {
-        self.offset + 1
+        self.log.first_index()
     }
 
     fn last_index(&self) -> Index {
-        self.offset + self.entries.len() as Index
+        self.log.last_index()
     }
 
     fn term(&self, index: Index) -> Option<Term> {
-        if index == self.offset {
-            return Some(self.offset_term);
-        }
-        if index < self.offset || index > self.last_index() {
-            return None;
-        }
-        Some(self.entries[(index - self.offset - 1) as usize].term)
+        self.log.term(index)
     }
 
     fn entries(&self, lo: Index, hi: Index, max_bytes: usize) -> Result<Vec<Entry>> {
-        self.check_range(lo, hi)?;
-        let mut out = Vec::new();
-        let mut bytes = 0;
-        for e in &self.entries[(lo - self.offset - 1) as usize..(hi - self.offset - 1) as usize] {
-            bytes += e.size();
-            if !out.is_empty() && bytes > max_bytes {
-                break;
-            }
-            out.push(e.clone());
-        }
-        Ok(out)
+        self.log.entries(lo, hi, max_bytes)
     }
 
     fn append(&mut self, entries: &[Entry]) -> Result<()> {
-        for (next, e) in (self.last_index() + 1..).zip(entries) {
-            if e.index != next {
-                return Err(Error::Internal(format!(
-                    "append of index {} where {next} was expected",
-                    e.index
-                )));
-            }
-        }
-        self.entries.extend_from_slice(entries);
+        self.log.check_append(entries)?;
+        self.log.extend(entries);
         self.write_seq += 1;
         Ok(())
     }
 
     fn truncate_suffix(&mut self, from: Index) -> Result<()> {
-        if from <= self.offset {
-            return Err(Error::Internal(format!(
-                "truncate from {from} would cut into the snapshot at {}",
-                self.offset
-            )));
-        }
-        self.entries.truncate((from - self.offset - 1) as usize);
+        self.log.check_truncate(from)?;
+        self.log.truncate(from);
         self.write_seq += 1;
         Ok(())
     }
@@ -132,7 +90,7 @@ impl Storage for MemStorage {
     }
 
     fn compact(&mut self, index: Index) -> Result<()> {
-        if index <= self.offset {
+        if index <= self.log.offset() {
             return Ok(());
         }
         if index > self.last_index() || self.snapshot.is_none_or(|s| index > s.index) {
@@ -141,21 +99,16 @@ impl Storage for MemStorage {
             )));
         }
         let term = self.term(index).unwrap_or(0);
-        self.entries.drain(..(index - self.offset) as usize);
-        self.offset = index;
-        self.offset_term = term;
+        self.log.drop_through(index, term);
         self.write_seq += 1;
         Ok(())
     }
 
     fn install_snapshot(&mut self, meta: SnapshotMeta) -> Result<()> {
-        if self.term(meta.index) == Some(meta.term) && meta.index >= self.offset {
-            self.entries.drain(..(meta.index - self.offset) as usize);
-        } else {
-            self.entries.clear();
+        if self.term(meta.index) != Some(meta.term) {
+            self.log.clear();
         }
-        self.offset = meta.index;
-        self.offset_term = meta.term;
+        self.log.drop_through(meta.index, meta.term);
         self.snapshot = Some(meta);
         self.write_seq += 1;
         Ok(())

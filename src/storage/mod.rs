@@ -20,6 +20,7 @@
 //! [`SnapshotStore`] ([`snapshot`]); the log only records which snapshot is current.
 
 pub mod durable;
+mod entries;
 mod memory;
 pub mod snapshot;
 pub mod wal;

@@ -1,0 +1,138 @@
+//! The part of the log both storages keep in memory: entries `offset + 1 ..= offset + len`, and the
+//! term of `offset` (the last compacted entry) so the AppendEntries consistency check still works
+//! at the boundary. [`super::MemStorage`] is just this; [`super::DurableStorage`] adds the WAL.
+
+use crate::error::{Error, Result};
+use crate::raft::{Entry, Index, Term};
+
+/// In-memory entries after a compaction point.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct EntryLog {
+    /// Entries `offset + 1 ..= offset + entries.len()`.
+    entries: Vec<Entry>,
+    /// Index of the last entry before `entries` (0 until compaction).
+    offset: Index,
+    /// Term of the entry at `offset`.
+    offset_term: Term,
+}
+
+impl EntryLog {
+    /// Entries `offset + 1 ..` after a compaction point `(offset, offset_term)`.
+    pub(crate) fn new(entries: Vec<Entry>, offset: Index, offset_term: Term) -> Self {
+        EntryLog { entries, offset, offset_term }
+    }
+
+    /// The compaction point: the last index no longer held.
+    pub(crate) fn offset(&self) -> Index {
+        self.offset
+    }
+
+    /// Term of the compaction point.
+    pub(crate) fn offset_term(&self) -> Term {
+        self.offset_term
+    }
+
+    pub(crate) fn first_index(&self) -> Index {
+        self.offset + 1
+    }
+
+    pub(crate) fn last_index(&self) -> Index {
+        self.offset + self.entries.len() as Index
+    }
+
+    pub(crate) fn term(&self, index: Index) -> Option<Term> {
+        if index == self.offset {
+            return Some(self.offset_term);
+        }
+        if index < self.offset || index > self.last_index() {
+            return None;
+        }
+        Some(self.entries[(index - self.offset - 1) as usize].term)
+    }
+
+    /// Entries `lo..hi`, stopping once `max_bytes` is exceeded but returning at least one.
+    pub(crate) fn entries(&self, lo: Index, hi: Index, max_bytes: usize) -> Result<Vec<Entry>> {
+        if lo < self.first_index() || hi > self.last_index() + 1 || lo > hi {
+            return Err(Error::Internal(format!(
+                "entries({lo}..{hi}) outside the log {}..={}",
+                self.first_index(),
+                self.last_index()
+            )));
+        }
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for e in &self.entries[(lo - self.offset - 1) as usize..(hi - self.offset - 1) as usize] {
+            bytes += e.size();
+            if !out.is_empty() && bytes > max_bytes {
+                break;
+            }
+            out.push(e.clone());
+        }
+        Ok(out)
+    }
+
+    /// Refuses entries that do not continue the log contiguously (before anything is written).
+    pub(crate) fn check_append(&self, entries: &[Entry]) -> Result<()> {
+        for (next, e) in (self.last_index() + 1..).zip(entries) {
+            if e.index != next {
+                return Err(Error::Internal(format!(
+                    "append of index {} where {next} was expected",
+                    e.index
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends entries already checked with [`EntryLog::check_append`].
+    pub(crate) fn extend(&mut self, entries: &[Entry]) {
+        self.entries.extend_from_slice(entries);
+    }
+
+    /// Refuses a truncation that would cut into the compacted part.
+    pub(crate) fn check_truncate(&self, from: Index) -> Result<()> {
+        if from <= self.offset {
+            return Err(Error::Internal(format!(
+                "truncate from {from} would cut into the snapshot at {}",
+                self.offset
+            )));
+        }
+        Ok(())
+    }
+
+    /// Drops every entry from `from` on (checked with [`EntryLog::check_truncate`]).
+    pub(crate) fn truncate(&mut self, from: Index) {
+        let keep = (from - self.offset - 1).min(self.entries.len() as Index) as usize;
+        self.entries.truncate(keep);
+    }
+
+    /// Makes `(index, term)` the compaction point, dropping the entries up to it, and gives the
+    /// memory back once the log has shrunk well below its peak.
+    pub(crate) fn drop_through(&mut self, index: Index, term: Term) {
+        let n = (index.saturating_sub(self.offset) as usize).min(self.entries.len());
+        self.entries.drain(..n);
+        self.offset = index;
+        self.offset_term = term;
+        let len = self.entries.len();
+        if self.entries.capacity() > 64 && self.entries.capacity() > 4 * len {
+            self.entries.shrink_to(2 * len);
+        }
+    }
+
+    /// Number of entries held.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Capacity of the entry buffer (tests check that memory is given back).
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.entries.capacity()
+    }
+
+    /// Drops every entry (a snapshot that does not match the log replaces it).
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
+    }
+}
