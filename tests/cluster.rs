@@ -3,8 +3,11 @@
 
 use std::time::{Duration, Instant};
 
+use raftlabkv::testkit::poll_every;
 use raftlabkv::testkit::{Cluster, ClusterOptions, LinkMode};
 use serde_json::{Value, json};
+/// How often tests poll a condition.
+const POLL: Duration = Duration::from_millis(20);
 
 fn cluster(name: &str, extra: &[&str]) -> Cluster {
     let work_dir =
@@ -40,20 +43,6 @@ fn enc(key: &str) -> String {
     out
 }
 
-/// Polls `f` until it returns Some or the deadline passes.
-fn eventually<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn operations_through_every_node() {
     let c = cluster("ops", &[]);
@@ -87,7 +76,7 @@ fn operations_through_every_node() {
     // Every node converges on the same state (local reads, after the last write applied).
     let want = c.call(0, "GET", "/kv/all", None).body;
     for node in 0..3 {
-        let same = eventually(Duration::from_secs(5), || {
+        let same = poll_every(POLL, Duration::from_secs(5), || {
             let a = c.call(node, "GET", "/kv/all?consistency=stale", None);
             (a.body == want).then_some(())
         });
@@ -142,7 +131,7 @@ fn leader_kill_elects_a_new_leader_and_data_survives() {
     assert_eq!(put(&c, rest[0], "after", "failover").status, 200);
     c.restart(old).expect("restart");
     // The restarted node (memory storage: empty) catches up from the leader.
-    let caught_up = eventually(Duration::from_secs(10), || {
+    let caught_up = poll_every(POLL, Duration::from_secs(10), || {
         let a = c.call(old, "GET", "/kv/get/after?consistency=stale", None);
         (a.body["value"] == "failover").then_some(())
     });
@@ -176,7 +165,7 @@ fn minority_never_serves_stale_data_or_acknowledges_writes() {
     assert_eq!(s.status, 200);
     c.heal();
     // After healing, the old leader's uncommitted write is gone and everyone agrees.
-    let agreed = eventually(Duration::from_secs(10), || {
+    let agreed = poll_every(POLL, Duration::from_secs(10), || {
         let a = c.call(old, "GET", "/kv/get/x", None);
         (a.status == 200).then_some(a.body["value"].clone())
     });

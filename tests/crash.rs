@@ -20,12 +20,15 @@ use std::time::{Duration, Instant};
 
 use raftlabkv::client::{Client, percent_encode};
 use raftlabkv::testkit::cluster::free_port;
+use raftlabkv::testkit::poll_every;
 use raftlabkv::testkit::{Cluster, ClusterOptions};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use support::history::{History, Outcome};
+/// How often tests poll a condition.
+const POLL: Duration = Duration::from_millis(20);
 
 const SERVER: &str = env!("CARGO_BIN_EXE_raftlabkv-server");
 
@@ -101,20 +104,6 @@ fn leader(c: &Cluster) -> usize {
     c.wait_leader(&c.all(), Duration::from_secs(15)).expect("a leader within 15 s")
 }
 
-/// Polls `f` until it returns Some or the deadline passes.
-fn eventually<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// What one put told its client.
 struct PutAnswer {
     outcome: Outcome,
@@ -172,7 +161,7 @@ fn put_once(agent: &ureq::Agent, addr: &str, key: &str, value: &str) -> PutAnswe
 /// that promise nothing (503, no answer), until a deadline.
 fn read_key(c: &Cluster, node: usize, key: &str) -> Option<String> {
     let path = format!("/kv/get/{}", percent_encode(key));
-    let a = eventually(Duration::from_secs(15), || {
+    let a = poll_every(POLL, Duration::from_secs(15), || {
         let a = c.call(node, "GET", &path, None);
         matches!(a.status, 200 | 404).then_some(a)
     })
@@ -192,7 +181,7 @@ fn stale_all(c: &Cluster, node: usize) -> Option<BTreeMap<String, String>> {
 /// Waits until every node answers the same non-empty local state; returns it.
 fn converged(c: &Cluster, within: Duration) -> BTreeMap<String, String> {
     let mut last = Vec::new();
-    eventually(within, || {
+    poll_every(POLL, within, || {
         last = c.all().iter().map(|&i| stale_all(c, i)).collect::<Vec<_>>();
         let first = last[0].clone()?;
         last.iter().all(|s| s.as_ref() == Some(&first)).then_some(first)
@@ -226,7 +215,7 @@ fn put_acked(c: &Cluster, prefix: &str, count: usize) -> BTreeMap<String, String
 
 /// Waits until node `node`'s local state holds every `(key, value)` of `want`.
 fn caught_up(c: &Cluster, node: usize, want: &BTreeMap<String, String>, within: Duration) -> bool {
-    eventually(within, || {
+    poll_every(POLL, within, || {
         let state = stale_all(c, node)?;
         want.iter().all(|(k, v)| state.get(k) == Some(v)).then_some(())
     })
@@ -415,7 +404,7 @@ fn chaos(test: &str, name: &str, flags: &[&str], snapshots: bool) {
     // After the last restart: a leader, and writes acknowledged again.
     let l = leader(&c);
     let base = acks.load(Ordering::SeqCst);
-    let resumed = eventually(Duration::from_secs(15), || {
+    let resumed = poll_every(POLL, Duration::from_secs(15), || {
         (acks.load(Ordering::SeqCst) >= base + 30).then_some(())
     });
     stop.store(true, Ordering::SeqCst);
@@ -504,7 +493,7 @@ fn torn_wal_tail_is_cut_off_and_the_node_rejoins() {
     c.restart(victim).expect("restart");
     let name = segment.file_name().and_then(|n| n.to_str()).expect("segment name").to_string();
     let log = c.log_path(victim);
-    let warned = eventually(Duration::from_secs(10), || {
+    let warned = poll_every(POLL, Duration::from_secs(10), || {
         let text = read_log(&log);
         text.lines()
             .find(|l| {
@@ -516,7 +505,7 @@ fn torn_wal_tail_is_cut_off_and_the_node_rejoins() {
     });
     assert!(warned.is_some(), "no warning naming {name} and offset {last} in {}", log.display());
     println!("node{} logged: {}", victim + 1, warned.unwrap_or_default());
-    let serving = eventually(Duration::from_secs(10), || c.status(victim));
+    let serving = poll_every(POLL, Duration::from_secs(10), || c.status(victim));
     assert!(serving.is_some(), "node{} did not start after the torn tail", victim + 1);
 
     // It rejoins: gets everything, including what it lost and what it missed.
@@ -631,7 +620,7 @@ fn solo(addr: &str, data_dir: &Path, log: &Path) -> Child {
 
 /// Waits for a single-node server to lead.
 fn solo_leads(agent: &ureq::Agent, addr: &str) -> bool {
-    eventually(Duration::from_secs(10), || {
+    poll_every(POLL, Duration::from_secs(10), || {
         let a =
             raftlabkv::testkit::cluster::call(agent, "GET", &format!("http://{addr}/status"), None);
         (a.body["isLeader"] == true).then_some(())
@@ -669,7 +658,7 @@ fn a_second_server_on_the_same_data_dir_is_refused() {
         .spawn()
         .expect("spawn the second server");
     let mut second = KillOnDrop(out);
-    let status = eventually(Duration::from_secs(10), || second.0.try_wait().ok().flatten());
+    let status = poll_every(POLL, Duration::from_secs(10), || second.0.try_wait().ok().flatten());
     let took = started.elapsed();
     let status = status.expect("the second server is still running after 10 s");
     let mut stderr = String::new();
@@ -810,7 +799,7 @@ fn restart_with_keys(name: &str, count: usize, threads: usize) {
         c.all().iter().all(|&i| c.status(i).is_some_and(|s| s["keys"] == count as u64))
     };
     assert!(
-        eventually(Duration::from_secs(30), || all_applied(&c).then_some(())).is_some(),
+        poll_every(POLL, Duration::from_secs(30), || all_applied(&c).then_some(())).is_some(),
         "not every node applied {count} keys"
     );
     let bytes: u64 = std::fs::read_dir(c.data_dir(0))
@@ -829,13 +818,13 @@ fn restart_with_keys(name: &str, count: usize, threads: usize) {
     }
     // Serving: a linearizable read of the last key written answers right.
     let last = format!("key-{:08}", count - 1);
-    let serving = eventually(Duration::from_secs(60), || {
+    let serving = poll_every(POLL, Duration::from_secs(60), || {
         let a = c.call(0, "GET", &format!("/kv/get/{last}"), None);
         (a.status == 200).then_some(a.body["value"].clone())
     });
     let to_serve = t1.elapsed();
     assert_eq!(serving, Some(Value::from(value_of(count - 1))), "not serving after 60 s");
-    let full = eventually(Duration::from_secs(60), || all_applied(&c).then_some(()));
+    let full = poll_every(POLL, Duration::from_secs(60), || all_applied(&c).then_some(()));
     let to_apply = t1.elapsed();
     assert!(full.is_some(), "not every node re-applied {count} keys within 60 s");
     println!(

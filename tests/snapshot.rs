@@ -23,10 +23,15 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use raftlabkv::testkit::cluster::call;
+use raftlabkv::testkit::poll_every;
 use raftlabkv::testkit::{Cluster, ClusterOptions};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
+/// How often tests poll a condition.
+const POLL: Duration = Duration::from_millis(20);
+/// Polling fast enough to catch short windows (a snapshot being installed).
+const FAST_POLL: Duration = Duration::from_millis(1);
 
 // ----- harness ------------------------------------------------------------------------------------
 
@@ -159,7 +164,7 @@ impl TestCluster {
     /// Returns it.
     fn converged_state(&self, within: Duration) -> BTreeMap<String, String> {
         let nodes = self.c.all();
-        let settled = eventually(within, || {
+        let settled = poll_every(POLL, within, || {
             let statuses: Vec<Value> =
                 nodes.iter().map(|&i| self.c.status(i)).collect::<Option<_>>()?;
             let leader = statuses.iter().find(|s| s["isLeader"] == true)?;
@@ -191,20 +196,6 @@ impl TestCluster {
             }
         }
         first
-    }
-}
-
-/// Polls `f` every 20 ms until it returns Some or `within` passes.
-fn eventually<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -583,7 +574,7 @@ fn follower_killed_during_writes_catches_up_through_a_snapshot() {
     let started = Instant::now();
     let (ledger, before_kill, leader_last_at_kill) = std::thread::scope(|s| {
         let writers = s.spawn(|| run_load(&load, &ctl));
-        let tenth = eventually(Duration::from_secs(60), || {
+        let tenth = poll_every(POLL, Duration::from_secs(60), || {
             (ctl.acked.load(Ordering::Relaxed) >= writes / 10).then_some(())
         });
         assert!(tenth.is_some(), "a tenth of the writes did not go through in 60 s");
@@ -713,7 +704,7 @@ fn kill_during_snapshot_creation_loses_nothing_acknowledged() {
             if rng.gen_ratio(2, 3) {
                 aimed += 1;
                 // Kill the moment a snapshot of the victim's is being written, if one is within 5 s.
-                let seen = eventually_fast(Duration::from_secs(5), || {
+                let seen = poll_every(FAST_POLL, Duration::from_secs(5), || {
                     has_file(&dir, writing_snapshot).then_some(())
                 });
                 hit_writing += usize::from(seen.is_some());
@@ -731,12 +722,12 @@ fn kill_during_snapshot_creation_loses_nothing_acknowledged() {
             std::thread::sleep(down);
             c.restart(victim).expect("restart");
             // Up again before the next kill, so a majority stays.
-            let up = eventually(Duration::from_secs(20), || c.status(victim));
+            let up = poll_every(POLL, Duration::from_secs(20), || c.status(victim));
             assert!(up.is_some(), "node{} did not come back", victim + 1);
         }
         // Some writes with everyone up, then stop.
         let acked = ctl.acked.load(Ordering::Relaxed);
-        let more = eventually(Duration::from_secs(30), || {
+        let more = poll_every(POLL, Duration::from_secs(30), || {
             (ctl.acked.load(Ordering::Relaxed) >= acked + 500).then_some(())
         });
         ctl.stop.store(true, Ordering::Relaxed);
@@ -759,20 +750,6 @@ fn kill_during_snapshot_creation_loses_nothing_acknowledged() {
         ledger.count(Outcome::Unknown)
     );
     assert!(ledger.count(Outcome::Acked) > 1000, "too few writes went through to mean anything");
-}
-
-/// Polls `f` every millisecond (to catch short windows) until it returns Some or `within` passes.
-fn eventually_fast<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 /// `kill -9` of a follower while it receives and installs a large snapshot (20,000 keys with
@@ -824,7 +801,7 @@ fn kill_during_snapshot_installation_then_converge() {
         };
         ledger.merge(run_load(&load, &ctl));
         // The leader's snapshot may still be being written: wait for the compaction.
-        let compacted = eventually(Duration::from_secs(30), || {
+        let compacted = poll_every(POLL, Duration::from_secs(30), || {
             (c.status_u64(leader, "firstLogIndex")? > f_last + 1).then_some(())
         });
         assert!(compacted.is_some(), "the leader did not compact past {f_last} in 30 s");
@@ -834,7 +811,7 @@ fn kill_during_snapshot_installation_then_converge() {
     // A transfer that began after `since` (a restarted node removes the one a kill left behind,
     // but only once it is running).
     let receiving = |since: std::time::SystemTime| {
-        eventually_fast(Duration::from_secs(30), || {
+        poll_every(FAST_POLL, Duration::from_secs(30), || {
             receiving_since(&recv_dir, since).then(Instant::now)
         })
     };
@@ -845,7 +822,7 @@ fn kill_during_snapshot_installation_then_converge() {
     churn(&mut c, &mut ledger, 0);
     let t0 = receiving(since).expect("the follower receives a snapshot");
     let target = c.status_u64(leader, "snapshotIndex").unwrap_or(0);
-    let installed = eventually_fast(Duration::from_secs(60), || {
+    let installed = poll_every(FAST_POLL, Duration::from_secs(60), || {
         (c.status_u64(f, "snapshotIndex")? >= target).then(Instant::now)
     })
     .expect("the follower installs the snapshot");
