@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use raftlabkv::client::percent_encode;
 use raftlabkv::testkit::poll_every;
 use raftlabkv::testkit::{Cluster, ClusterOptions, LinkMode};
 use serde_json::{Value, json};
@@ -31,18 +32,6 @@ fn put(c: &Cluster, node: usize, key: &str, value: &str) -> raftlabkv::testkit::
     c.call(node, "POST", "/kv/put", Some(&json!({ "key": key, "value": value })))
 }
 
-fn enc(key: &str) -> String {
-    let mut out = String::new();
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[test]
 fn operations_through_every_node() {
     let c = cluster("ops", &[]);
@@ -55,7 +44,7 @@ fn operations_through_every_node() {
     }
     for (i, key) in keys.iter().enumerate() {
         for node in 0..3 {
-            let a = c.call(node, "GET", &format!("/kv/get/{}", enc(key)), None);
+            let a = c.call(node, "GET", &format!("/kv/get/{}", percent_encode(key)), None);
             assert_eq!(a.status, 200, "get {key:?} via node{}: {:?}", node + 1, a.body);
             assert_eq!(a.body["key"], *key);
             assert_eq!(a.body["value"], format!("value {i} with spaces"));
@@ -64,12 +53,12 @@ fn operations_through_every_node() {
     let all = c.call(2, "GET", "/kv/all", None);
     assert_eq!(all.status, 200);
     assert_eq!(all.body.as_object().map(|m| m.len()), Some(keys.len()));
-    let d = c.call(1, "DELETE", &format!("/kv/delete/{}", enc("a/b/c")), None);
+    let d = c.call(1, "DELETE", &format!("/kv/delete/{}", percent_encode("a/b/c")), None);
     assert_eq!(d.status, 200, "{:?}", d.body);
-    let again = c.call(0, "DELETE", &format!("/kv/delete/{}", enc("never-there")), None);
+    let again = c.call(0, "DELETE", &format!("/kv/delete/{}", percent_encode("never-there")), None);
     assert_eq!(again.status, 200, "deleting an absent key is fine");
     for node in 0..3 {
-        let g = c.call(node, "GET", &format!("/kv/get/{}", enc("a/b/c")), None);
+        let g = c.call(node, "GET", &format!("/kv/get/{}", percent_encode("a/b/c")), None);
         assert_eq!(g.status, 404, "deleted key via node{}: {:?}", node + 1, g.body);
         assert_eq!(g.body["error"], "not_found");
     }

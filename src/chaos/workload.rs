@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::check::{KvInput, KvOutput, Operation, Verdict, check_history};
+use crate::client::percent_encode;
 
 /// Nanoseconds since a fixed start, shared by every thread of a run: the history's time axis.
 /// `Instant` is monotonic and the same clock in every thread, so "a returned before b was called"
@@ -167,19 +168,6 @@ pub fn agent(timeout: Duration) -> ureq::Agent {
         .build()
 }
 
-/// Percent-escapes a key for a URL path.
-fn escape(key: &str) -> String {
-    let mut out = String::new();
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// What came back from one HTTP attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
@@ -200,9 +188,9 @@ pub fn send(agent: &ureq::Agent, server: &str, input: &KvInput) -> Reply {
             .post(&format!("{base}/kv/put"))
             .set("Content-Type", "application/json")
             .send_string(&serde_json::json!({ "key": key, "value": value }).to_string()),
-        KvInput::Get { key } => agent.get(&format!("{base}/kv/get/{}", escape(key))).call(),
+        KvInput::Get { key } => agent.get(&format!("{base}/kv/get/{}", percent_encode(key))).call(),
         KvInput::Delete { key } => {
-            agent.delete(&format!("{base}/kv/delete/{}", escape(key))).call()
+            agent.delete(&format!("{base}/kv/delete/{}", percent_encode(key))).call()
         }
         KvInput::GetAll => agent.get(&format!("{base}/kv/all")).call(),
         KvInput::Append { .. } => return Reply::NotSent, // not in this API
@@ -510,6 +498,6 @@ mod tests {
 
     #[test]
     fn keys_are_escaped_in_paths() {
-        assert_eq!(escape("a/b c"), "a%2Fb%20c");
+        assert_eq!(percent_encode("a/b c"), "a%2Fb%20c");
     }
 }

@@ -467,17 +467,10 @@ impl RaftNode {
 
     /// §5.2: increment the term, vote for ourselves, ask everyone else.
     fn become_candidate(&mut self) -> Result<()> {
-        if let Role::Leader(leader_state) = &mut self.role {
-            self.out.aborted_reads.extend(leader_state.reads.drain(..).map(|r| r.id));
-        }
         self.current_term += 1;
         self.voted_for = Some(self.config.id.clone());
         self.save_hard_state()?;
-        let mut votes = BTreeSet::new();
-        votes.insert(self.config.id.clone());
-        self.role = Role::Candidate(Candidate { votes, pre_vote: false });
-        self.election_elapsed = 0;
-        self.reset_election_timeout();
+        self.become_campaigner(false);
         log::info!("{} starts an election for term {}", self.config.id, self.current_term);
         if self.quorum() == 1 {
             return self.become_leader();
@@ -498,14 +491,7 @@ impl RaftNode {
     /// term. Nothing is persisted and no term changes; only a successful PreVote round leads to a
     /// real election.
     fn become_pre_candidate(&mut self) -> Result<()> {
-        if let Role::Leader(leader_state) = &mut self.role {
-            self.out.aborted_reads.extend(leader_state.reads.drain(..).map(|r| r.id));
-        }
-        let mut votes = BTreeSet::new();
-        votes.insert(self.config.id.clone());
-        self.role = Role::Candidate(Candidate { votes, pre_vote: true });
-        self.election_elapsed = 0;
-        self.reset_election_timeout();
+        self.become_campaigner(true);
         if self.quorum() == 1 {
             return self.become_candidate();
         }
@@ -524,6 +510,18 @@ impl RaftNode {
             self.out.messages.push(env);
         }
         Ok(())
+    }
+
+    /// What both kinds of campaign start with: the candidate role with our own vote, a fresh
+    /// randomised timeout, and (if we were leading) the end of reads we can no longer confirm.
+    fn become_campaigner(&mut self, pre_vote: bool) {
+        if let Role::Leader(leader_state) = &mut self.role {
+            self.out.aborted_reads.extend(leader_state.reads.drain(..).map(|r| r.id));
+        }
+        let votes = BTreeSet::from([self.config.id.clone()]);
+        self.role = Role::Candidate(Candidate { votes, pre_vote });
+        self.election_elapsed = 0;
+        self.reset_election_timeout();
     }
 
     /// True while this node believes a leader is alive: it is the leader, or it heard from one
