@@ -794,6 +794,14 @@ impl RaftNode {
         // Is this the answer to the latest request this follower answered so far?
         let newest = resp.seq >= progress.acked_seq;
         progress.acked_seq = progress.acked_seq.max(resp.seq);
+        if progress.pending_snapshot.is_some() {
+            // A snapshot is on its way: this answers an AppendEntries sent before it, and must not
+            // touch the snapshot's in-flight slot (clearing it would leave the snapshot marked
+            // pending with nothing to time it out: the follower would never be sent anything).
+            // It still counts as a heartbeat answer for reads.
+            self.check_reads();
+            return Ok(());
+        }
         if progress.inflight.is_some_and(|f| resp.seq >= f.seq) {
             progress.inflight = None;
         }
