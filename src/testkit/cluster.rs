@@ -46,8 +46,17 @@ pub struct Cluster {
     agent: ureq::Agent,
 }
 
-/// A free loopback port (bind port 0, read it, release it).
+/// A free loopback port for a node to listen on, chosen below Linux's ephemeral range
+/// (32768–60999) so that outgoing connections cannot take it between now and the node's bind.
 pub fn free_port() -> std::io::Result<u16> {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    for _ in 0..1000 {
+        let port = rng.gen_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
