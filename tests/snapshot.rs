@@ -140,6 +140,18 @@ impl TestCluster {
             .collect()
     }
 
+    /// Every node's `/status` and the last `lines` lines of its log, for a failure message.
+    fn dump(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for i in self.c.all() {
+            let text = self.log_text(i);
+            let all: Vec<&str> = text.lines().collect();
+            let tail = all[all.len().saturating_sub(lines)..].join("\n");
+            out += &format!("\n--- node{}: {:?}\n{tail}", i + 1, self.c.status(i));
+        }
+        out
+    }
+
     fn leader(&self) -> usize {
         self.c.wait_leader(&self.c.all(), Duration::from_secs(10)).expect("a leader within 10 s")
     }
@@ -757,11 +769,7 @@ fn kill_during_snapshot_creation_loses_nothing_acknowledged() {
 /// install as timed on an undisturbed transfer; restarted, it must still converge, losing
 /// nothing acknowledged.
 ///
-/// Ignored in CI for now: in about one full-suite run in three, the leader never starts the
-/// snapshot transfer to the restarted follower within 30 s (an open bug in the leader's
-/// per-follower progress after a kill; see the closing note). Run it with `--ignored`.
 #[test]
-#[ignore = "intermittent: leader sometimes never sends the snapshot to the restarted follower (open bug)"]
 fn kill_during_snapshot_installation_then_converge() {
     let _serial = serial();
     let mut rng = StdRng::seed_from_u64(seed("kill_during_snapshot_installation"));
@@ -776,6 +784,13 @@ fn kill_during_snapshot_installation_then_converge() {
             &trailing.to_string(),
             "--segment-bytes",
             "4194304",
+            // Each churn leaves the killed follower ~2,300 entries behind. An AppendEntries the
+            // leader queued for it before compacting may still be delivered once it is back (a
+            // legitimate message: those entries were in the log when it was built); with the
+            // default batch of 4,096 entries that one message closes the gap and no snapshot is
+            // needed. Batches smaller than the gap make every round need one.
+            "--max-append-entries",
+            "200",
         ],
     );
     let leader = c.leader();
@@ -825,7 +840,8 @@ fn kill_during_snapshot_installation_then_converge() {
     // recorded in the follower's storage.
     let since = std::time::SystemTime::now();
     churn(&mut c, &mut ledger, 0);
-    let t0 = receiving(since).expect("the follower receives a snapshot");
+    let t0 = receiving(since)
+        .unwrap_or_else(|| panic!("the follower receives no snapshot:{}", c.dump(40)));
     let target = c.status_u64(leader, "snapshotIndex").unwrap_or(0);
     let installed = poll_every(FAST_POLL, Duration::from_secs(60), || {
         (c.status_u64(f, "snapshotIndex")? >= target).then(Instant::now)
@@ -838,7 +854,9 @@ fn kill_during_snapshot_installation_then_converge() {
     for round in 1..=cycles {
         let since = std::time::SystemTime::now();
         churn(&mut c, &mut ledger, round as usize);
-        let t0 = receiving(since).expect("the follower receives a snapshot");
+        let t0 = receiving(since).unwrap_or_else(|| {
+            panic!("round {round}: the follower receives no snapshot:{}", c.dump(40))
+        });
         let delay = transfer.mul_f64(rng.gen_range(0.0..1.3));
         std::thread::sleep(delay.saturating_sub(t0.elapsed()));
         let still_receiving = receiving_since(&recv_dir, since);
