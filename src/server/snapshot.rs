@@ -16,7 +16,7 @@
 //! [`RaftNode::snapshot_taken`]: crate::raft::RaftNode::snapshot_taken
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::peer::Transport;
 use super::{Shared, spawn};
@@ -99,13 +99,19 @@ impl Shared {
             let mut state = me.snapshot_state.lock();
             state.in_progress = false;
             match result {
-                Ok(meta) => {
+                Ok((meta, t)) => {
                     state.last_index = state.last_index.max(meta.index);
                     log::info!(
                         "snapshot at index {} ({keys} keys): state frozen in {pause:?} (writes \
-                         paused), written in {:?}",
+                         paused), written in {:?} (encoded in {:?}, file written in {:?}, \
+                         recorded and log compacted under the Raft lock in {:?}, old WAL \
+                         segments deleted in {:?})",
                         meta.index,
-                        started.elapsed()
+                        started.elapsed(),
+                        t[0],
+                        t[1],
+                        t[2],
+                        t[3]
                     );
                 }
                 Err(e) => log::error!("snapshot failed: {e}"),
@@ -118,16 +124,28 @@ impl Shared {
     }
 
     /// Snapshot thread: encode, write durably, then let the core compact.
-    fn write_snapshot(&self, store: &SnapshotStore, frozen: &Frozen) -> Result<SnapshotMeta> {
+    /// Returns how long each step took: encoding, writing the file, recording it in the core
+    /// (under the Raft lock), deleting WAL segments.
+    fn write_snapshot(
+        &self,
+        store: &SnapshotStore,
+        frozen: &Frozen,
+    ) -> Result<(SnapshotMeta, [Duration; 4])> {
         let meta = SnapshotMeta { index: frozen.index, term: frozen.term };
         let mut members: Vec<String> = self.config.peers.keys().cloned().collect();
         members.push(self.config.id.clone());
         members.sort();
+        let mut lap = Lap(Instant::now());
         let data = frozen.encode(&members);
+        let encoded = lap.next();
         store.write(meta, &data)?;
+        drop(data);
+        let written = lap.next();
         let trailing = self.config.snapshot_trailing;
         self.raft.lock().snapshot_taken(meta, trailing)?;
-        Ok(meta)
+        let recorded = lap.next();
+        self.reclaim_wal();
+        Ok((meta, [encoded, written, recorded, lap.next()]))
     }
 
     /// Apply thread: the core installed a leader's snapshot; load it into the state machine.
@@ -147,6 +165,17 @@ impl Shared {
             state.last_index = state.last_index.max(meta.index);
         }
         self.pending.lock().advance_applied(meta.index);
+        self.reclaim_wal();
+    }
+
+    /// Deletes the WAL segments the last compaction or install made unnecessary, outside the
+    /// Raft lock (an fsync and a directory fsync per segment). A failure is retried next time.
+    fn reclaim_wal(&self) {
+        let started = Instant::now();
+        match self.syncer.reclaim() {
+            Ok(()) => log::debug!("WAL segments reclaimed in {:?}", started.elapsed()),
+            Err(e) => log::warn!("cannot delete old WAL segments yet: {e}"),
+        }
     }
 
     /// Peer thread (leader): stream the snapshot named by `env` to `addr`, then deliver `env`.
@@ -219,5 +248,16 @@ impl Shared {
             return Ok(());
         }
         store.finish_receive(meta)
+    }
+}
+
+/// Successive durations.
+struct Lap(Instant);
+
+impl Lap {
+    /// Time since the previous call (or the start).
+    fn next(&mut self) -> Duration {
+        let now = Instant::now();
+        now - std::mem::replace(&mut self.0, now)
     }
 }

@@ -83,10 +83,13 @@
 //! * [`Storage::set_snapshot`] appends a *snapshot* record, once the shell has written the file
 //!   (the storage checks that the file exists);
 //! * [`Storage::compact`] appends a *compact* record carrying the index and its term (so
-//!   `term(first_index - 1)` survives the entry), drops the entries from memory, and deletes the
-//!   WAL segments nothing needs any more;
+//!   `term(first_index - 1)` survives the entry), drops the entries from memory, and marks the
+//!   WAL segments nothing needs any more for deletion;
 //! * [`Storage::install_snapshot`] appends an *install* record saying whether the entries after
-//!   the snapshot were kept, drops what it covers, and deletes segments the same way.
+//!   the snapshot were kept, drops what it covers, and marks segments the same way;
+//! * [`Syncer::reclaim`] deletes the marked segments. It is separate because it is slow (fsyncs,
+//!   unlinking files of many MB) and the two calls above run under the Raft lock; the shell calls
+//!   it from the snapshot and apply threads, after recording or installing a snapshot.
 //!
 //! **Which segments can go.** Every segment starts with a *checkpoint* record ([`wal`]): the hard
 //! state, the snapshot, the compaction point and the last index at the moment it was started. A
@@ -94,13 +97,14 @@
 //! the log when S was started; S's checkpoint names them (`compacted + 1 ..= last_index`), and
 //! truncations and installs recorded since can only have removed some of them. So the segments
 //! before S can be deleted as soon as every one of those entries that is still in the log has been
-//! compacted away. [`Storage::compact`] and [`Storage::install_snapshot`] delete the segments before
+//! compacted away. [`Storage::compact`] and [`Storage::install_snapshot`] mark the segments before
 //! the newest segment for which this holds (never the active one; in particular, every segment
-//! whose appended entries are all `<= index`). First the active segment is fsynced, so the records
-//! that justify the deletion are durable before the segments go; then the segments are deleted
-//! oldest first, with an fsync of the directory after each one, so that whatever a crash leaves is
-//! still a contiguous run of segments. (A deletion that fails is logged and retried at the next
-//! compaction; it loses nothing.) Disk use is thus bounded by the entries not yet compacted plus
+//! whose appended entries are all `<= index`). [`Syncer::reclaim`] first makes the records that
+//! justify the deletion durable (a group-commit fsync), then deletes the segments oldest first,
+//! with an fsync of the directory after each one, so that whatever a crash leaves is still a
+//! contiguous run of segments. (A deletion that fails is logged and retried at the next call; it
+//! loses nothing. Segments marked but not yet deleted when the node stops are found again by the
+//! next start's replay, and marked at its first compaction.) Disk use is thus bounded by the entries not yet compacted plus
 //! about one segment, and memory by the entries not yet compacted.
 //!
 //! **Recovery** starts at the oldest segment left, which must start at record 1 or with a
@@ -303,6 +307,14 @@ struct Shared {
     active: Mutex<Arc<File>>,
     /// Set when a write or fsync failed; every later write and sync returns this error.
     failed: Mutex<Option<String>>,
+    /// The data directory (for the directory fsync after deleting segments).
+    dir: PathBuf,
+    /// Segments no replay needs any more, oldest first, to delete once every record through
+    /// `.1` (the one that made them unneeded) is durable. See [`Syncer::reclaim`].
+    reclaimable: Mutex<(Vec<PathBuf>, u64)>,
+    /// Entries compaction removed from memory, to free outside the Raft lock (after a snapshot
+    /// of a large state, a million allocations). See [`Syncer::reclaim`].
+    garbage: Mutex<Vec<Vec<Entry>>>,
 }
 
 impl Shared {
@@ -365,6 +377,58 @@ impl Syncer for Shared {
 
     fn fsync_count(&self) -> u64 {
         self.fsync_count.load(Ordering::Relaxed)
+    }
+
+    fn reclaim(&self) -> Result<()> {
+        // Freed here, with the lock released first (compaction takes it under the Raft lock).
+        let garbage = std::mem::take(&mut *self.garbage.lock());
+        drop(garbage);
+        // Take the list and let go of its lock before any I/O: compaction (under the Raft lock)
+        // adds to it.
+        let (paths, after_seq) = {
+            let mut r = self.reclaimable.lock();
+            (std::mem::take(&mut r.0), r.1)
+        };
+        if paths.is_empty() {
+            return Ok(());
+        }
+        // The compaction or snapshot record must be on disk before the segments it replaces go:
+        // a replay then starts at a segment that the durable records make sufficient.
+        let deleted = self.sync_through(after_seq).map(|()| {
+            let mut deleted = 0;
+            for path in &paths {
+                let gone = match fs::remove_file(path) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(io_error("cannot delete WAL segment", path, e)),
+                };
+                // Each deletion durable before the next: after a crash the segments left are
+                // still a contiguous run, so a replay finds no gap.
+                let durable = gone.and_then(|()| {
+                    if self.fsync {
+                        sync_dir(&self.dir)?;
+                        self.fsync_count.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(())
+                });
+                if let Err(e) = durable {
+                    log::warn!("{e}; will try again at the next compaction");
+                    break;
+                }
+                log::debug!("WAL: deleted segment {}, covered by compaction", path.display());
+                deleted += 1;
+            }
+            deleted
+        });
+        let done = *deleted.as_ref().unwrap_or(&0);
+        if done < paths.len() {
+            // Put back what is left, ahead of anything compaction added meanwhile.
+            let mut r = self.reclaimable.lock();
+            let mut left = paths[done..].to_vec();
+            left.append(&mut r.0);
+            r.0 = left;
+        }
+        deleted.map(|_| ())
     }
 }
 
@@ -807,6 +871,9 @@ impl DurableStorage {
             sync_lock: Mutex::new(()),
             active: Mutex::new(Arc::clone(&active.file)),
             failed: Mutex::new(None),
+            dir: dir.to_path_buf(),
+            reclaimable: Mutex::new((Vec::new(), 0)),
+            garbage: Mutex::new(Vec::new()),
         });
         let mut storage = DurableStorage {
             dir: dir.to_path_buf(),
@@ -1020,22 +1087,6 @@ impl DurableStorage {
         Ok(())
     }
 
-    /// Fsyncs the active segment now (the older ones were synced when they were closed), so that
-    /// every record written so far is durable.
-    fn sync_now(&mut self) -> Result<()> {
-        if !self.options.fsync || self.shared.durable_seq.load(Ordering::Acquire) >= self.write_seq
-        {
-            return Ok(());
-        }
-        self.shared.check_failed()?;
-        if let Err(e) = self.shared.counted_sync(&self.active.file, &self.active.info.path) {
-            self.shared.fail(&e);
-            return Err(e);
-        }
-        self.shared.durable_seq.fetch_max(self.write_seq, Ordering::AcqRel);
-        Ok(())
-    }
-
     /// The segments before this index in `segments()` are needed by no replay: the newest segment
     /// that starts with a checkpoint whose entries are all compacted away, or truncated away since
     /// (see the module docs). 0 if there is none.
@@ -1054,36 +1105,17 @@ impl DurableStorage {
         0
     }
 
-    /// Deletes the segments no replay needs (see the module docs), oldest first, each deletion
-    /// made durable before the next; the records that make them unnecessary are made durable
-    /// before the first.
+    /// Marks the segments no replay needs any more (see the module docs) for deletion by
+    /// [`Syncer::reclaim`], which makes the records that make them unnecessary durable first.
     fn reclaim_segments(&mut self) -> Result<()> {
         let first_needed = self.first_needed_segment();
         if first_needed == 0 {
             return Ok(());
         }
-        self.sync_now()?;
-        for _ in 0..first_needed {
-            let path = self.sealed[0].path.clone();
-            let deleted = match fs::remove_file(&path) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(io_error("cannot delete WAL segment", &path, e)),
-            };
-            let durable = deleted.and_then(|()| {
-                if self.options.fsync {
-                    sync_dir(&self.dir)?;
-                    self.shared.fsync_count.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(())
-            });
-            if let Err(e) = durable {
-                log::warn!("{e}; will try again at the next compaction");
-                break;
-            }
-            log::debug!("WAL: deleted segment {}, covered by compaction", path.display());
-            self.sealed.remove(0);
-        }
+        // No I/O here (this runs under the Raft lock): hand them to `Syncer::reclaim`.
+        let mut r = self.shared.reclaimable.lock();
+        r.0.extend(self.sealed.drain(..first_needed).map(|s| s.path));
+        r.1 = self.write_seq;
         Ok(())
     }
 
@@ -1177,9 +1209,9 @@ impl Storage for DurableStorage {
         Ok(())
     }
 
-    /// Writes a record, drops the entries, then deletes the segments no longer needed (after an
-    /// fsync of the active segment). An error after the record is written (a failed fsync) leaves
-    /// the storage refusing every later write: restart the node.
+    /// Writes a record, drops the entries, then marks the segments no longer needed for
+    /// [`Syncer::reclaim`]. An error after the record is written leaves the storage refusing every
+    /// later write: restart the node.
     fn compact(&mut self, index: Index) -> Result<()> {
         if index <= self.log.offset() {
             return Ok(());
@@ -1191,7 +1223,8 @@ impl Storage for DurableStorage {
         }
         let term = self.term(index).unwrap_or(0);
         self.write(RecordRef::Compact { index, term })?;
-        self.log.drop_through(index, term);
+        let dropped = self.log.drop_through(index, term);
+        self.shared.garbage.lock().push(dropped);
         self.reclaim_segments()
     }
 
@@ -1207,10 +1240,12 @@ impl Storage for DurableStorage {
         self.require_file(meta)?;
         let kept = self.term(meta.index) == Some(meta.term);
         self.write(RecordRef::InstallSnapshot { meta, kept })?;
+        let mut garbage = self.shared.garbage.lock();
         if !kept {
-            self.log.clear();
+            garbage.push(self.log.take_all());
         }
-        self.log.drop_through(meta.index, meta.term);
+        garbage.push(self.log.drop_through(meta.index, meta.term));
+        drop(garbage);
         self.snapshot = Some(meta);
         self.reclaim_segments()
     }

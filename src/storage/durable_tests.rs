@@ -83,6 +83,7 @@ fn random_op(rng: &mut Rng, d: &mut DurableStorage, m: &mut MemStorage) {
         4 if floor >= first && m.snapshot().is_some() => {
             let index = first + rng.below(floor - first + 1);
             d.compact(index).unwrap();
+            d.syncer().reclaim().unwrap();
             m.compact(index).unwrap();
         }
         5 if last > floor => {
@@ -90,6 +91,7 @@ fn random_op(rng: &mut Rng, d: &mut DurableStorage, m: &mut MemStorage) {
             let index = floor + 1 + rng.below(last - floor);
             let meta = snap(d, index, m.term(index).unwrap());
             d.install_snapshot(meta).unwrap();
+            d.syncer().reclaim().unwrap();
             m.install_snapshot(meta).unwrap();
         }
         6 => {
@@ -98,6 +100,7 @@ fn random_op(rng: &mut Rng, d: &mut DurableStorage, m: &mut MemStorage) {
             let term = m.term(index).map_or(m.hard_state().current_term, |t| t + 1 + rng.below(2));
             let meta = snap(d, index, term);
             d.install_snapshot(meta).unwrap();
+            d.syncer().reclaim().unwrap();
             m.install_snapshot(meta).unwrap();
             assert_eq!(d.last_index(), index, "cleared");
         }
@@ -765,6 +768,12 @@ fn compaction_deletes_covered_segments_and_reopening_agrees() {
     d.set_snapshot(meta).unwrap();
     m.set_snapshot(meta).unwrap();
     d.compact(60).unwrap();
+    // Compaction (under the Raft lock in a node) does no file I/O beyond its record: the
+    // segments stay on disk until the syncer reclaims them.
+    let files = wal_files(dir.path());
+    assert!(before.iter().all(|s| files.contains(&s.path)), "a segment went before the reclaim");
+    assert!(d.segments().len() < before.len());
+    d.syncer().reclaim().unwrap();
     m.compact(60).unwrap();
     assert_same(&d, &m);
     assert_eq!((d.first_index(), d.term(60), d.term(59)), (61, Some(1), None));
@@ -794,6 +803,7 @@ fn compaction_deletes_covered_segments_and_reopening_agrees() {
     d.set_snapshot(meta).unwrap();
     m.set_snapshot(meta).unwrap();
     d.compact(150).unwrap();
+    d.syncer().reclaim().unwrap();
     m.compact(150).unwrap();
     assert_eq!(d.segments().len(), 1, "everything before the active segment is covered");
     assert!(d.compact(149).is_ok(), "an older compaction point is a no-op");
@@ -815,6 +825,7 @@ fn install_snapshot_keeps_a_matching_suffix_or_clears_the_log_and_survives_reope
     // The leader's snapshot through (30, 1) matches our entry 30: 31..=50 stay.
     let meta = snap(&d, 30, 1);
     d.install_snapshot(meta).unwrap();
+    d.syncer().reclaim().unwrap();
     m.install_snapshot(meta).unwrap();
     assert_eq!((d.first_index(), d.last_index(), d.snapshot()), (31, 50, Some(meta)));
     assert_same(&d, &m);
@@ -825,6 +836,7 @@ fn install_snapshot_keeps_a_matching_suffix_or_clears_the_log_and_survives_reope
     // A snapshot through (40, 7): our entry 40 has term 2, so the whole log goes.
     let meta = snap(&d, 40, 7);
     d.install_snapshot(meta).unwrap();
+    d.syncer().reclaim().unwrap();
     m.install_snapshot(meta).unwrap();
     assert_eq!((d.first_index(), d.last_index(), d.term(40), d.term(41)), (41, 40, Some(7), None));
     assert_eq!(d.segments().len(), 1, "a cleared log needs no old segment");
@@ -835,6 +847,7 @@ fn install_snapshot_keeps_a_matching_suffix_or_clears_the_log_and_survives_reope
     // Past our log entirely, then the log goes on from it.
     let meta = snap(&d, 500, 8);
     d.install_snapshot(meta).unwrap();
+    d.syncer().reclaim().unwrap();
     m.install_snapshot(meta).unwrap();
     append_range(&mut d, &mut m, 501, 520, 8);
     let (d, report) = reopen(d, 400);
@@ -894,6 +907,7 @@ fn a_recorded_snapshot_whose_file_is_missing_or_damaged_is_a_clear_error() {
     let meta = snap(&d, 20, 1);
     d.set_snapshot(meta).unwrap();
     d.compact(20).unwrap();
+    d.syncer().reclaim().unwrap();
     drop(d);
     let file = |dir: &Path| dir.join(SNAPSHOT_DIR).join(snapshot::snapshot_file_name(meta));
 
@@ -936,6 +950,7 @@ fn a_missing_segment_after_compaction_is_still_detected() {
     let meta = snap(&d, 30, 1);
     d.set_snapshot(meta).unwrap();
     d.compact(30).unwrap();
+    d.syncer().reclaim().unwrap();
     let files = wal_files(base.path());
     drop(d);
     assert!(
@@ -982,16 +997,19 @@ fn a_torn_snapshot_record_is_cut_off_at_every_byte_offset() {
         }),
         ("compact", |d, m| {
             d.compact(15).unwrap();
+            d.syncer().reclaim().unwrap();
             m.compact(15).unwrap();
         }),
         ("install, kept", |d, m| {
             let meta = snap(d, 22, 1);
             d.install_snapshot(meta).unwrap();
+            d.syncer().reclaim().unwrap();
             m.install_snapshot(meta).unwrap();
         }),
         ("install, cleared", |d, m| {
             let meta = snap(d, 300, 9);
             d.install_snapshot(meta).unwrap();
+            d.syncer().reclaim().unwrap();
             m.install_snapshot(meta).unwrap();
         }),
     ];
@@ -1062,6 +1080,7 @@ fn disk_and_memory_stay_bounded_under_append_snapshot_compact() {
         d.snapshot_store().write(meta, &state).unwrap();
         d.set_snapshot(meta).unwrap();
         d.compact(last - TAIL).unwrap();
+        d.syncer().reclaim().unwrap();
         let size = dir_size(dir.path());
         max_size = max_size.max(size);
         // The entries kept (~1.2 KB) and the ones of the last round (~7 KB, two segments) fit in
@@ -1089,8 +1108,10 @@ fn dump_shows_snapshot_records_and_files() {
     let meta = snap(&d, 30, 2);
     d.set_snapshot(meta).unwrap();
     d.compact(25).unwrap();
+    d.syncer().reclaim().unwrap();
     let installed = snap(&d, 35, 2);
     d.install_snapshot(installed).unwrap();
+    d.syncer().reclaim().unwrap();
     append_range(&mut d, &mut m, 41, 45, 3);
     // Records in the segments left (compaction deleted the older ones).
     let records: u64 = d.segments().iter().map(|s| s.records).sum();
@@ -1190,6 +1211,7 @@ fn a_log_written_before_checkpoints_existed_opens_and_compacts() {
     d.set_snapshot(meta).unwrap();
     m2.set_snapshot(meta).unwrap();
     d.compact(15).unwrap();
+    d.syncer().reclaim().unwrap();
     m2.compact(15).unwrap();
     assert_eq!(wal_files(copy.path()).len(), 2);
     let (d, _) = reopen(d, BIG);
@@ -1204,6 +1226,7 @@ fn a_log_written_before_checkpoints_existed_opens_and_compacts() {
     d.set_snapshot(meta).unwrap();
     m.set_snapshot(meta).unwrap();
     d.compact(50).unwrap();
+    d.syncer().reclaim().unwrap();
     m.compact(50).unwrap();
     let names: Vec<String> = wal_files(dir.path())
         .iter()
@@ -1274,4 +1297,40 @@ fn wal_append_benchmark() {
         let (_, report) = DurableStorage::open(dir.path(), DurableOptions::default()).unwrap();
         println!("  reopen: {} records replayed in {:.2?}", report.records, start.elapsed());
     }
+}
+
+#[test]
+fn segments_marked_but_not_reclaimed_before_a_stop_are_found_again_and_reclaimed_later() {
+    let dir = TempDir::new().unwrap();
+    let mut d = open(dir.path(), 300);
+    let mut m = MemStorage::new();
+    append_range(&mut d, &mut m, 1, 80, 1);
+    let before = wal_files(dir.path());
+    let on_disk = before.len();
+    let meta = snap(&d, 60, 1);
+    d.set_snapshot(meta).unwrap();
+    m.set_snapshot(meta).unwrap();
+    d.compact(60).unwrap();
+    m.compact(60).unwrap();
+    // Stopped before the reclaim ran: every segment is still there, and a replay from the oldest
+    // one agrees.
+    let files = wal_files(dir.path());
+    assert!(before.iter().all(|p| files.contains(p)), "a segment went before the reclaim");
+    let (mut d, report) = reopen(d, 300);
+    assert_same(&d, &m);
+    assert_eq!((report.first_index, report.snapshot), (61, Some(meta)));
+    assert_eq!(d.segments().len(), files.len());
+    // The next compaction marks them again, and the reclaim deletes them.
+    append_range(&mut d, &mut m, 81, 90, 1);
+    let meta = snap(&d, 70, 1);
+    d.set_snapshot(meta).unwrap();
+    m.set_snapshot(meta).unwrap();
+    d.compact(70).unwrap();
+    m.compact(70).unwrap();
+    d.syncer().reclaim().unwrap();
+    let left = wal_files(dir.path());
+    assert!(left.len() * 2 < on_disk, "{} of {on_disk} segments left", left.len());
+    assert_eq!(left, d.segments().iter().map(|s| s.path.clone()).collect::<Vec<_>>());
+    let (d, _) = reopen(d, 300);
+    assert_same(&d, &m);
 }

@@ -106,17 +106,25 @@ impl EntryLog {
         self.entries.truncate(keep);
     }
 
-    /// Makes `(index, term)` the compaction point, dropping the entries up to it, and gives the
-    /// memory back once the log has shrunk well below its peak.
-    pub(crate) fn drop_through(&mut self, index: Index, term: Term) {
+    /// Makes `(index, term)` the compaction point, removing the entries up to it, and returns
+    /// them. The caller decides where they are freed: after a snapshot of a large state that is
+    /// a million allocations, too slow to free under the Raft lock.
+    #[must_use = "the removed entries are returned to be dropped elsewhere"]
+    pub(crate) fn drop_through(&mut self, index: Index, term: Term) -> Vec<Entry> {
         let n = (index.saturating_sub(self.offset) as usize).min(self.entries.len());
-        self.entries.drain(..n);
         self.offset = index;
         self.offset_term = term;
-        let len = self.entries.len();
-        if self.entries.capacity() > 64 && self.entries.capacity() > 4 * len {
-            self.entries.shrink_to(2 * len);
-        }
+        // Keep the tail in a new, right-sized vector (with room to grow as much again) and hand
+        // back the old one, whose memory goes with it.
+        let mut kept = Vec::with_capacity(2 * (self.entries.len() - n));
+        kept.extend(self.entries.drain(n..));
+        std::mem::replace(&mut self.entries, kept)
+    }
+
+    /// Removes every entry and returns them (see [`EntryLog::drop_through`]).
+    #[must_use = "the removed entries are returned to be dropped elsewhere"]
+    pub(crate) fn take_all(&mut self) -> Vec<Entry> {
+        std::mem::take(&mut self.entries)
     }
 
     /// Number of entries held.
@@ -129,10 +137,5 @@ impl EntryLog {
     #[cfg(test)]
     pub(crate) fn capacity(&self) -> usize {
         self.entries.capacity()
-    }
-
-    /// Drops every entry (a snapshot that does not match the log replaces it).
-    pub(crate) fn clear(&mut self) {
-        self.entries.clear();
     }
 }

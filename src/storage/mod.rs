@@ -72,7 +72,8 @@ pub trait Storage: Send {
     fn set_snapshot(&mut self, meta: SnapshotMeta) -> Result<()>;
     /// Drops every entry with index `<= index` (which must be `<= snapshot().index` and
     /// `<= last_index()`). Afterwards `first_index() == index + 1` and `term(index)` is still known.
-    /// Implementations reclaim the space (a WAL deletes segments wholly below `index`).
+    /// Implementations reclaim the space; a WAL only marks the segments wholly below `index`, and
+    /// [`Syncer::reclaim`] deletes them later, without the caller's lock.
     fn compact(&mut self, index: Index) -> Result<()>;
     /// A follower installs a leader's snapshot: `meta` becomes the snapshot and the log starts
     /// right after it. If the log holds the entry `(meta.index, meta.term)`, the entries after it
@@ -90,6 +91,15 @@ pub trait Syncer: Send + Sync {
     /// How many fsyncs this storage has done (for `/status` and benchmarks).
     fn fsync_count(&self) -> u64 {
         0
+    }
+
+    /// Deletes the files that [`Storage::compact`] and [`Storage::install_snapshot`] left no
+    /// longer needed, once the records saying so are durable. Separate from them so that this
+    /// slow part (an fsync, file deletions, a directory fsync) runs outside the Raft lock: the
+    /// shell calls it after recording a snapshot. A failure is reported, and the files are tried
+    /// again at the next call.
+    fn reclaim(&self) -> Result<()> {
+        Ok(())
     }
 }
 
