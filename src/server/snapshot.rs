@@ -8,6 +8,19 @@
 //! atomically ([`SnapshotStore::write`]), and only then tells the core ([`RaftNode::snapshot_taken`]),
 //! which records it and compacts the log, keeping `snapshot_trailing` entries.
 //!
+//! **Write pauses.** Freezing is O(1), but a node serving writes while it snapshots a large state
+//! can still stall them in three ways, each measured with `measure_snapshot -- pause` (1,000,000
+//! keys, 120 MB files, all three nodes of one machine snapshotting at once) and removed:
+//! - *One big fsync.* Flushing the whole file at once makes the filesystem's journal commit wait
+//!   for all of it, and the node's WAL fsyncs wait behind that commit (p99.9 509 ms). The file is
+//!   written and fsynced 4 MiB at a time instead ([`crate::storage::snapshot`]).
+//! - *Work under the Raft lock.* Compacting a million entries freed a million allocations, and
+//!   deleting WAL segments fsynced the directory, all with the core locked (242 ms). The core now
+//!   only records the compaction; [`Syncer::reclaim`](crate::storage::Syncer::reclaim) does the rest
+//!   here, after the lock is released.
+//! - *CPU.* Encoding is a copy of the map; on two cores shared by three nodes and the load it
+//!   still slows everything down a little (what remains: p99.9 47 ms against 19 ms without).
+//!
 //! **Sending one.** When the core asks for an InstallSnapshot, the peer thread streams the file in
 //! `snapshot_chunk_bytes` pieces to `POST /raft/snapshotChunk`, resuming from the offset the follower
 //! reports, then delivers the InstallSnapshot message itself. The follower verifies the whole file

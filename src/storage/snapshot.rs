@@ -398,7 +398,7 @@ impl SnapshotStore {
             // In pieces, each flushed before the next is written: one fsync of a whole large
             // file makes the filesystem's journal commit wait for all of it, and every WAL
             // fsync of the node (its write path) waits behind that commit. Bounding the dirty
-            // data bounds that wait (see the note on write pauses in `server::snapshot`).
+            // data bounds that wait (see "Write pauses" in the docs of `server::snapshot`).
             for piece in data.chunks(SYNC_EVERY) {
                 file.write_all(piece).map_err(|e| io_error("cannot write", &tmp, e))?;
                 if self.inner.fsync {
