@@ -104,8 +104,8 @@
 //! with an fsync of the directory after each one, so that whatever a crash leaves is still a
 //! contiguous run of segments. (A deletion that fails is logged and retried at the next call; it
 //! loses nothing. Segments marked but not yet deleted when the node stops are found again by the
-//! next start's replay, and marked at its first compaction.) Disk use is thus bounded by the entries not yet compacted plus
-//! about one segment, and memory by the entries not yet compacted.
+//! next start's replay, and marked at its first compaction.) Disk use is thus bounded by the
+//! entries not yet compacted plus about one segment, and memory by the entries not yet compacted.
 //!
 //! **Recovery** starts at the oldest segment left, which must start at record 1 or with a
 //! checkpoint (if not, the segments before it are missing). Records are replayed in order exactly
@@ -412,7 +412,7 @@ impl Syncer for Shared {
                     Ok(())
                 });
                 if let Err(e) = durable {
-                    log::warn!("{e}; will try again at the next compaction");
+                    log::warn!("{e}; will try again at the next reclaim");
                     break;
                 }
                 log::debug!("WAL: deleted segment {}, covered by compaction", path.display());
@@ -1107,16 +1107,15 @@ impl DurableStorage {
 
     /// Marks the segments no replay needs any more (see the module docs) for deletion by
     /// [`Syncer::reclaim`], which makes the records that make them unnecessary durable first.
-    fn reclaim_segments(&mut self) -> Result<()> {
+    fn mark_unneeded_segments(&mut self) {
         let first_needed = self.first_needed_segment();
         if first_needed == 0 {
-            return Ok(());
+            return;
         }
         // No I/O here (this runs under the Raft lock): hand them to `Syncer::reclaim`.
         let mut r = self.shared.reclaimable.lock();
         r.0.extend(self.sealed.drain(..first_needed).map(|s| s.path));
         r.1 = self.write_seq;
-        Ok(())
     }
 
     /// Refuses to record a snapshot whose file the shell has not written.
@@ -1223,9 +1222,10 @@ impl Storage for DurableStorage {
         }
         let term = self.term(index).unwrap_or(0);
         self.write(RecordRef::Compact { index, term })?;
-        let dropped = self.log.drop_through(index, term);
+        let dropped = self.log.remove_through(index, term);
         self.shared.garbage.lock().push(dropped);
-        self.reclaim_segments()
+        self.mark_unneeded_segments();
+        Ok(())
     }
 
     /// Also refuses a snapshot older than the current one (installing it would move the log
@@ -1242,12 +1242,13 @@ impl Storage for DurableStorage {
         self.write(RecordRef::InstallSnapshot { meta, kept })?;
         let mut garbage = self.shared.garbage.lock();
         if !kept {
-            garbage.push(self.log.take_all());
+            garbage.push(self.log.remove_all());
         }
-        garbage.push(self.log.drop_through(meta.index, meta.term));
+        garbage.push(self.log.remove_through(meta.index, meta.term));
         drop(garbage);
         self.snapshot = Some(meta);
-        self.reclaim_segments()
+        self.mark_unneeded_segments();
+        Ok(())
     }
 }
 

@@ -110,7 +110,7 @@ impl EntryLog {
     /// them. The caller decides where they are freed: after a snapshot of a large state that is
     /// a million allocations, too slow to free under the Raft lock.
     #[must_use = "the removed entries are returned to be dropped elsewhere"]
-    pub(crate) fn drop_through(&mut self, index: Index, term: Term) -> Vec<Entry> {
+    pub(crate) fn remove_through(&mut self, index: Index, term: Term) -> Vec<Entry> {
         let n = (index.saturating_sub(self.offset) as usize).min(self.entries.len());
         self.offset = index;
         self.offset_term = term;
@@ -121,9 +121,9 @@ impl EntryLog {
         std::mem::replace(&mut self.entries, kept)
     }
 
-    /// Removes every entry and returns them (see [`EntryLog::drop_through`]).
+    /// Removes every entry and returns them (see [`EntryLog::remove_through`]).
     #[must_use = "the removed entries are returned to be dropped elsewhere"]
-    pub(crate) fn take_all(&mut self) -> Vec<Entry> {
+    pub(crate) fn remove_all(&mut self) -> Vec<Entry> {
         std::mem::take(&mut self.entries)
     }
 

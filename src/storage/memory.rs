@@ -99,16 +99,16 @@ impl Storage for MemStorage {
             )));
         }
         let term = self.term(index).unwrap_or(0);
-        drop(self.log.drop_through(index, term));
+        drop(self.log.remove_through(index, term));
         self.write_seq += 1;
         Ok(())
     }
 
     fn install_snapshot(&mut self, meta: SnapshotMeta) -> Result<()> {
         if self.term(meta.index) != Some(meta.term) {
-            drop(self.log.take_all());
+            drop(self.log.remove_all());
         }
-        drop(self.log.drop_through(meta.index, meta.term));
+        drop(self.log.remove_through(meta.index, meta.term));
         self.snapshot = Some(meta);
         self.write_seq += 1;
         Ok(())
