@@ -774,7 +774,7 @@ fn kill_during_snapshot_installation_then_converge() {
     let _serial = serial();
     let mut rng = StdRng::seed_from_u64(seed("kill_during_snapshot_installation"));
     let cycles = env_u64("SNAPSHOT_TEST_INSTALL_KILLS", 4);
-    let (threshold, trailing) = (2000u64, 100u64);
+    let (threshold, trailing, batch) = (2000u64, 100u64, 200u64);
     let mut c = TestCluster::start(
         "killinstall",
         &[
@@ -784,13 +784,13 @@ fn kill_during_snapshot_installation_then_converge() {
             &trailing.to_string(),
             "--segment-bytes",
             "4194304",
-            // Each churn leaves the killed follower ~2,300 entries behind. An AppendEntries the
-            // leader queued for it before compacting may still be delivered once it is back (a
-            // legitimate message: those entries were in the log when it was built); with the
-            // default batch of 4,096 entries that one message closes the gap and no snapshot is
-            // needed. Batches smaller than the gap make every round need one.
+            // An AppendEntries the leader queued for the killed follower before compacting may
+            // still be delivered once it is back (a legitimate message: those entries were in
+            // the log when it was built). With the default batch of 4,096 entries that one
+            // message could close the whole gap, and no snapshot would be needed; so batches are
+            // small, and each churn round waits for a compaction more than a batch past it.
             "--max-append-entries",
-            "200",
+            &batch.to_string(),
         ],
     );
     let leader = c.leader();
@@ -805,7 +805,9 @@ fn kill_during_snapshot_installation_then_converge() {
     let mut ledger = run_load(&populate, &ctl);
     eprintln!("populated 20,000 keys of 1 KB in {:.1?}", started.elapsed());
     let churn_keys = keys("small", 100);
-    // With the follower down, enough small writes that the leader snapshots and compacts past it.
+    // With the follower down, enough small writes that the leader snapshots and compacts more
+    // than a batch past it (two thresholds' worth: the leader's last snapshot may be just behind
+    // where the follower stopped).
     let churn = |c: &mut TestCluster, ledger: &mut Ledger, round: usize| {
         c.kill(f);
         let f_last = c.status_u64(leader, "lastLogIndex").expect("leader status");
@@ -815,16 +817,16 @@ fn kill_during_snapshot_installation_then_converge() {
             addrs: &addrs,
             keys: &churn_keys,
             clients: 16,
-            puts: threshold + trailing + 200,
+            puts: 2 * threshold + trailing + batch,
             value_len: 16,
             tag: &tag,
         };
         ledger.merge(run_load(&load, &ctl));
         // The leader's snapshot may still be being written: wait for the compaction.
         let compacted = poll_every(POLL, Duration::from_secs(30), || {
-            (c.status_u64(leader, "firstLogIndex")? > f_last + 1).then_some(())
+            (c.status_u64(leader, "firstLogIndex")? > f_last + 1 + batch).then_some(())
         });
-        assert!(compacted.is_some(), "the leader did not compact past {f_last} in 30 s");
+        assert!(compacted.is_some(), "the leader did not compact past {f_last} + {batch} in 30 s");
         c.restart(f).expect("restart the follower");
     };
     let recv_dir = c.snapshot_dir(f);
