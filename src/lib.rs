@@ -36,6 +36,12 @@
 //! The rule that keeps this simple: **lock, step or tick, route, unlock, then wait.** No thread
 //! holds the Raft lock across an HTTP call, an fsync, or a wait for a commit.
 //!
+//! Besides these, a `snapshot` thread now and then encodes a frozen copy of the state machine and
+//! writes it, takes the Raft lock only to record it (the core then compacts the log), and after
+//! unlocking deletes the WAL segments and frees the entries the compaction made unnecessary
+//! (`Syncer::reclaim`); the `http-kick` thread works around a tiny_http pool bug
+//! (`server/pool_kick.rs`).
+//!
 //! ## Where is…
 //!
 //! | looking for | go to |
