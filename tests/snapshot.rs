@@ -768,7 +768,6 @@ fn kill_during_snapshot_creation_loses_nothing_acknowledged() {
 /// 1 KB values, ~20 MB), at random moments between the first chunk's arrival and the end of the
 /// install as timed on an undisturbed transfer; restarted, it must still converge, losing
 /// nothing acknowledged.
-///
 #[test]
 fn kill_during_snapshot_installation_then_converge() {
     let _serial = serial();
