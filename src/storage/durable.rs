@@ -312,6 +312,9 @@ struct Shared {
     /// Segments no replay needs any more, oldest first, to delete once every record through
     /// `.1` (the one that made them unneeded) is durable. See [`Syncer::reclaim`].
     reclaimable: Mutex<(Vec<PathBuf>, u64)>,
+    /// Held for a whole [`Syncer::reclaim`]: two at once (the snapshot and apply threads) could
+    /// otherwise delete a newer segment while an older one failed, leaving a gap.
+    reclaim_lock: Mutex<()>,
     /// Entries compaction removed from memory, to free outside the Raft lock (after a snapshot
     /// of a large state, a million allocations). See [`Syncer::reclaim`].
     garbage: Mutex<Vec<Vec<Entry>>>,
@@ -383,6 +386,7 @@ impl Syncer for Shared {
         // Freed here, with the lock released first (compaction takes it under the Raft lock).
         let garbage = std::mem::take(&mut *self.garbage.lock());
         drop(garbage);
+        let _one_at_a_time = self.reclaim_lock.lock();
         // Take the list and let go of its lock before any I/O: compaction (under the Raft lock)
         // adds to it.
         let (paths, after_seq) = {
@@ -873,6 +877,7 @@ impl DurableStorage {
             failed: Mutex::new(None),
             dir: dir.to_path_buf(),
             reclaimable: Mutex::new((Vec::new(), 0)),
+            reclaim_lock: Mutex::new(()),
             garbage: Mutex::new(Vec::new()),
         });
         let mut storage = DurableStorage {

@@ -1334,3 +1334,38 @@ fn segments_marked_but_not_reclaimed_before_a_stop_are_found_again_and_reclaimed
     let (d, _) = reopen(d, 300);
     assert_same(&d, &m);
 }
+
+#[test]
+fn a_segment_that_cannot_be_deleted_keeps_the_newer_ones_and_is_retried() {
+    let dir = TempDir::new().unwrap();
+    let mut d = open(dir.path(), 300);
+    let mut m = MemStorage::new();
+    append_range(&mut d, &mut m, 1, 80, 1);
+    let before = wal_files(dir.path());
+    let meta = snap(&d, 60, 1);
+    d.set_snapshot(meta).unwrap();
+    m.set_snapshot(meta).unwrap();
+    d.compact(60).unwrap();
+    m.compact(60).unwrap();
+    let kept: Vec<PathBuf> = d.segments().iter().map(|s| s.path.clone()).collect();
+    let marked: Vec<PathBuf> = before.iter().filter(|p| !kept.contains(p)).cloned().collect();
+    assert!(marked.len() > 3, "{} segments marked", marked.len());
+
+    // The oldest marked segment cannot be deleted (a directory stands in its place): nothing
+    // newer may go either, or a crash now would leave a gap in the run of segments.
+    let oldest = marked[0].clone();
+    let bytes = fs::read(&oldest).unwrap();
+    fs::remove_file(&oldest).unwrap();
+    fs::create_dir(&oldest).unwrap();
+    d.syncer().reclaim().unwrap();
+    assert!(marked[1..].iter().all(|p| p.exists()), "a newer segment went before an older one");
+
+    // Once it can go, the next reclaim deletes it and the rest, oldest first.
+    fs::remove_dir(&oldest).unwrap();
+    fs::write(&oldest, &bytes).unwrap();
+    d.syncer().reclaim().unwrap();
+    assert!(marked.iter().all(|p| !p.exists()), "marked segments left behind");
+    assert_eq!(wal_files(dir.path()), kept);
+    let (d, _) = reopen(d, 300);
+    assert_same(&d, &m);
+}
