@@ -93,11 +93,12 @@ pub trait Syncer: Send + Sync {
         0
     }
 
-    /// Deletes the files that [`Storage::compact`] and [`Storage::install_snapshot`] left no
-    /// longer needed, once the records saying so are durable. Separate from them so that this
-    /// slow part (an fsync, file deletions, a directory fsync) runs outside the Raft lock: the
-    /// shell calls it after recording a snapshot. A failure is reported, and the files are tried
-    /// again at the next call.
+    /// Finishes what [`Storage::compact`] and [`Storage::install_snapshot`] started: frees the
+    /// entries they removed from memory, and deletes the files they left unneeded once the
+    /// records saying so are durable. Separate from them so that this slow part (freeing a
+    /// million entries, an fsync, file deletions, directory fsyncs) runs outside the Raft lock:
+    /// the shell calls it after recording or installing a snapshot. A failure is reported, and the
+    /// files are tried again at the next call.
     fn reclaim(&self) -> Result<()> {
         Ok(())
     }
