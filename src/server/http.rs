@@ -57,6 +57,9 @@ pub fn serve(shared: &Shared, http: &tiny_http::Server) {
                 continue;
             }
         };
+        if !request.url().starts_with("/raft/") {
+            shared.client_activity.note();
+        }
         handle(shared, request);
     }
 }

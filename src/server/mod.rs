@@ -161,6 +161,8 @@ pub struct Shared {
     shutdown: AtomicBool,
     /// When the node started (for `/status`).
     started: Instant,
+    /// When clients last sent a request (paces the `http-kick` thread).
+    client_activity: pool_kick::Activity,
 }
 
 /// A running node: its threads and shared state.
@@ -238,6 +240,7 @@ impl Server {
             entries_applied: AtomicU64::new(0),
             shutdown: AtomicBool::new(false),
             started: Instant::now(),
+            client_activity: pool_kick::Activity::new(),
             config,
         });
         let mut threads = Vec::new();
