@@ -76,8 +76,9 @@ impl Activity {
         }
     }
 
+    /// Milliseconds since `since`, from 1 (0 in `last_ms` means "never").
     fn now_ms(&self) -> u64 {
-        self.since.elapsed().as_millis() as u64
+        self.since.elapsed().as_millis() as u64 + 1
     }
 
     fn active(&self) -> bool {
