@@ -132,3 +132,32 @@ fn kick(target: SocketAddr, times: usize) {
         let _ = TcpStream::connect_timeout(&target, KICK_INTERVAL);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_request_makes_the_kicker_active_and_wakes_it_when_idle() {
+        let activity = std::sync::Arc::new(Activity::new());
+        assert!(!activity.active(), "no request yet");
+        // An idle kicker parks for a long time; a noted request must wake it well before.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let a = activity.clone();
+        let kicker = std::thread::spawn(move || {
+            let _ = a.kicker.set(std::thread::current());
+            a.idle.store(true, Ordering::SeqCst);
+            tx.send(()).unwrap();
+            while !a.active() {
+                std::thread::park_timeout(Duration::from_secs(60));
+            }
+            a.idle.store(false, Ordering::SeqCst);
+        });
+        rx.recv().unwrap();
+        activity.note();
+        assert!(activity.active());
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || done_tx.send(kicker.join().is_ok()).unwrap());
+        assert_eq!(done_rx.recv_timeout(Duration::from_secs(30)), Ok(true), "the kicker slept on");
+    }
+}
