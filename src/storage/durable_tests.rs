@@ -50,6 +50,22 @@ fn snap(d: &DurableStorage, index: Index, term: Term) -> SnapshotMeta {
     meta
 }
 
+/// A snapshot through `index` recorded in both storages, and both compacted through it (the WAL's
+/// segments only marked: nothing reclaims them).
+fn snapshot_and_compact(
+    d: &mut DurableStorage,
+    m: &mut MemStorage,
+    index: Index,
+    term: Term,
+) -> SnapshotMeta {
+    let meta = snap(d, index, term);
+    d.set_snapshot(meta).unwrap();
+    m.set_snapshot(meta).unwrap();
+    d.compact(index).unwrap();
+    m.compact(index).unwrap();
+    meta
+}
+
 /// Applies one random mutating call to both storages: hard state, truncation, append, and the
 /// snapshot calls (set, compact, install with and without a matching entry).
 fn random_op(rng: &mut Rng, d: &mut DurableStorage, m: &mut MemStorage) {
@@ -1307,11 +1323,7 @@ fn segments_marked_but_not_reclaimed_before_a_stop_are_found_again_and_reclaimed
     append_range(&mut d, &mut m, 1, 80, 1);
     let before = wal_files(dir.path());
     let on_disk = before.len();
-    let meta = snap(&d, 60, 1);
-    d.set_snapshot(meta).unwrap();
-    m.set_snapshot(meta).unwrap();
-    d.compact(60).unwrap();
-    m.compact(60).unwrap();
+    let meta = snapshot_and_compact(&mut d, &mut m, 60, 1);
     // Stopped before the reclaim ran: every segment is still there, and a replay from the oldest
     // one agrees.
     let files = wal_files(dir.path());
@@ -1322,11 +1334,7 @@ fn segments_marked_but_not_reclaimed_before_a_stop_are_found_again_and_reclaimed
     assert_eq!(d.segments().len(), files.len());
     // The next compaction marks them again, and the reclaim deletes them.
     append_range(&mut d, &mut m, 81, 90, 1);
-    let meta = snap(&d, 70, 1);
-    d.set_snapshot(meta).unwrap();
-    m.set_snapshot(meta).unwrap();
-    d.compact(70).unwrap();
-    m.compact(70).unwrap();
+    snapshot_and_compact(&mut d, &mut m, 70, 1);
     d.syncer().reclaim().unwrap();
     let left = wal_files(dir.path());
     assert!(left.len() * 2 < on_disk, "{} of {on_disk} segments left", left.len());
@@ -1342,11 +1350,7 @@ fn a_segment_that_cannot_be_deleted_keeps_the_newer_ones_and_is_retried() {
     let mut m = MemStorage::new();
     append_range(&mut d, &mut m, 1, 80, 1);
     let before = wal_files(dir.path());
-    let meta = snap(&d, 60, 1);
-    d.set_snapshot(meta).unwrap();
-    m.set_snapshot(meta).unwrap();
-    d.compact(60).unwrap();
-    m.compact(60).unwrap();
+    snapshot_and_compact(&mut d, &mut m, 60, 1);
     let kept: Vec<PathBuf> = d.segments().iter().map(|s| s.path.clone()).collect();
     let marked: Vec<PathBuf> = before.iter().filter(|p| !kept.contains(p)).cloned().collect();
     assert!(marked.len() > 3, "{} segments marked", marked.len());
