@@ -1217,15 +1217,7 @@ impl Storage for DurableStorage {
     /// [`Syncer::reclaim`]. An error after the record is written leaves the storage refusing every
     /// later write: restart the node.
     fn compact(&mut self, index: Index) -> Result<()> {
-        if index <= self.log.offset() {
-            return Ok(());
-        }
-        if index > self.last_index() || self.snapshot.is_none_or(|s| index > s.index) {
-            return Err(Error::Internal(format!(
-                "cannot compact through {index}: not snapshotted"
-            )));
-        }
-        let term = self.term(index).unwrap_or(0);
+        let Some(term) = self.log.check_compact(index, self.snapshot)? else { return Ok(()) };
         self.write(RecordRef::Compact { index, term })?;
         let dropped = self.log.remove_through(index, term);
         self.shared.garbage.lock().push(dropped);

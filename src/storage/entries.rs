@@ -3,7 +3,7 @@
 //! at the boundary. [`super::MemStorage`] is just this; [`super::DurableStorage`] adds the WAL.
 
 use crate::error::{Error, Result};
-use crate::raft::{Entry, Index, Term};
+use crate::raft::{Entry, Index, SnapshotMeta, Term};
 
 /// In-memory entries after a compaction point.
 #[derive(Clone, Debug, Default)]
@@ -87,6 +87,24 @@ impl EntryLog {
     /// Appends entries already checked with [`EntryLog::check_append`].
     pub(crate) fn extend(&mut self, entries: &[Entry]) {
         self.entries.extend_from_slice(entries);
+    }
+
+    /// Checks a compaction through `index` (before anything is written): `None` if the log is
+    /// compacted that far already, else the term of `index`. It must be covered by `snapshot`.
+    pub(crate) fn check_compact(
+        &self,
+        index: Index,
+        snapshot: Option<SnapshotMeta>,
+    ) -> Result<Option<Term>> {
+        if index <= self.offset {
+            return Ok(None);
+        }
+        if index > self.last_index() || snapshot.is_none_or(|s| index > s.index) {
+            return Err(Error::Internal(format!(
+                "cannot compact through {index}: not snapshotted"
+            )));
+        }
+        Ok(Some(self.term(index).unwrap_or(0)))
     }
 
     /// Refuses a truncation that would cut into the compacted part.

@@ -90,15 +90,7 @@ impl Storage for MemStorage {
     }
 
     fn compact(&mut self, index: Index) -> Result<()> {
-        if index <= self.log.offset() {
-            return Ok(());
-        }
-        if index > self.last_index() || self.snapshot.is_none_or(|s| index > s.index) {
-            return Err(Error::Internal(format!(
-                "cannot compact through {index}: not snapshotted"
-            )));
-        }
-        let term = self.term(index).unwrap_or(0);
+        let Some(term) = self.log.check_compact(index, self.snapshot)? else { return Ok(()) };
         drop(self.log.remove_through(index, term));
         self.write_seq += 1;
         Ok(())
