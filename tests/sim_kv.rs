@@ -256,38 +256,27 @@ impl KvSim {
         let node = self.cluster.ids[c.target].clone();
         let incarnation = self.incarnation[&node];
         let call = self.stamp();
-        let started = match &input {
+        let write = match &input {
             KvInput::Put { key, value } => {
-                let command = Command::Put { key: key.clone(), value: value.clone() };
-                self.cluster.propose(&node, command.encode()).map(|(index, term)| {
-                    let deadline = now + CLIENT_TIMEOUT;
-                    State::Write {
-                        input: input.clone(),
-                        call,
-                        node: node.clone(),
-                        incarnation,
-                        index,
-                        term,
-                        deadline,
-                    }
-                })
+                Some(Command::Put { key: key.clone(), value: value.clone() })
             }
-            KvInput::Delete { key } => {
-                let command = Command::Delete { key: key.clone() };
-                self.cluster.propose(&node, command.encode()).map(|(index, term)| {
-                    let deadline = now + CLIENT_TIMEOUT;
-                    State::Write {
-                        input: input.clone(),
-                        call,
-                        node: node.clone(),
-                        incarnation,
-                        index,
-                        term,
-                        deadline,
-                    }
-                })
-            }
-            _ => {
+            KvInput::Delete { key } => Some(Command::Delete { key: key.clone() }),
+            _ => None,
+        };
+        let started = match write {
+            Some(command) => self.cluster.propose(&node, command.encode()).map(|(index, term)| {
+                let deadline = now + CLIENT_TIMEOUT;
+                State::Write {
+                    input: input.clone(),
+                    call,
+                    node: node.clone(),
+                    incarnation,
+                    index,
+                    term,
+                    deadline,
+                }
+            }),
+            None => {
                 let read_id = self.next_read_id;
                 self.next_read_id += 1;
                 self.cluster.read(&node, read_id).then(|| {
