@@ -26,11 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use raftlabkv::client::bench::{self, BenchConfig, BenchReport, Workload};
-use raftlabkv::testkit::{Cluster, ClusterOptions};
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
-}
+use raftlabkv::testkit::{Cluster, ClusterOptions, env_u64};
 
 struct Run {
     c: Cluster,

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use raftlabkv::client::{Client, percent_encode};
 use raftlabkv::testkit::cluster::free_port;
 use raftlabkv::testkit::poll_every;
-use raftlabkv::testkit::{Cluster, ClusterOptions};
+use raftlabkv::testkit::{Cluster, ClusterOptions, KillOnDrop};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -635,16 +635,6 @@ fn solo_leads(agent: &ureq::Agent, addr: &str) -> bool {
         (a.body["isLeader"] == true).then_some(())
     })
     .is_some()
-}
-
-/// Kills a child on drop, so a failing assertion leaves no server behind.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use raftlabkv::testkit::cluster::call;
 use raftlabkv::testkit::poll_every;
-use raftlabkv::testkit::{Cluster, ClusterOptions};
+use raftlabkv::testkit::{Cluster, ClusterOptions, env_u64};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
@@ -52,10 +52,6 @@ fn seed(test: &str) -> u64 {
     });
     eprintln!("{test}: seed {seed} (repeat the random choices with RAFT_SEED={seed})");
     seed
-}
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
 }
 
 /// A cluster with a data dir per node, in a fresh work dir that is removed when the test passes
