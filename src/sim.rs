@@ -21,7 +21,7 @@ use rand::{Rng, SeedableRng};
 use crate::raft::{
     Config, Entry, Envelope, Index, Message, NodeId, Output, RaftNode, SnapshotMeta, Term,
 };
-use crate::storage::{MemStorage, Storage};
+use crate::raft::{MemStorage, Storage};
 
 /// Milliseconds of simulated time per tick (the server's default tick too).
 pub const TICK_MS: u64 = 10;

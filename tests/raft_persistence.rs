@@ -11,11 +11,11 @@
 //! one (the seed is printed as each run starts), `RAFT_SEEDS=<n>` runs more, and
 //! `RAFT_ITERS=<n>` sets the Figure 8 iteration count (default: the lab's 1,000).
 
+use raftlabkv::raft::MemStorage;
 use raftlabkv::raft::{Config, Envelope, Message, Output, RaftNode, RequestVote};
 use raftlabkv::sim::{
     NetConfig, SimCluster, TICK_MS, iters_from_env, secs, seed_from_env, seeds_from_env,
 };
-use raftlabkv::storage::MemStorage;
 
 /// The lab tester's (generous) election timeout, used for its sleeps: 1 s.
 const ELECTION_TIMEOUT: u64 = 1000 / TICK_MS;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use raftlabkv::kv::Command;
 use raftlabkv::server::peer::LocalTransport;
 use raftlabkv::server::{Server, ServerConfig};
-use raftlabkv::storage::MemStorage;
+use raftlabkv::storage::{self, StorageChoice};
 
 #[test]
 fn status_never_deadlocks_with_the_apply_thread() {
@@ -23,8 +23,7 @@ fn status_never_deadlocks_with_the_apply_thread() {
     config.request_timeout = Duration::from_secs(2);
     let server = Server::start_with_transport(
         config,
-        Box::new(MemStorage::new()),
-        None,
+        storage::open(&StorageChoice::InMemory).expect("in-memory storage"),
         Arc::new(LocalTransport::new()),
     )
     .expect("start a node");

@@ -9,7 +9,7 @@ use raftlabkv::Error;
 use raftlabkv::kv::Command;
 use raftlabkv::server::peer::{LocalTransport, RpcHandler};
 use raftlabkv::server::{Server, ServerConfig};
-use raftlabkv::storage::MemStorage;
+use raftlabkv::storage::{self, StorageChoice};
 
 fn start(n: usize) -> (Vec<Server>, LocalTransport) {
     let transport = LocalTransport::new();
@@ -22,8 +22,7 @@ fn start(n: usize) -> (Vec<Server>, LocalTransport) {
         config.request_timeout = Duration::from_secs(2);
         let server = Server::start_with_transport(
             config,
-            Box::new(MemStorage::new()),
-            None,
+            storage::open(&StorageChoice::InMemory).expect("in-memory storage"),
             Arc::new(transport.clone()),
         )
         .expect("start");

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use raftlabkv::server::{Server, ServerConfig};
-use raftlabkv::storage::{DurableOptions, DurableStorage, MemStorage, SnapshotStore, Storage};
+use raftlabkv::storage::{self, DurableOptions, StorageChoice};
 
 /// One node of a RaftLabKV cluster: a key-value store replicated with Raft.
 ///
@@ -151,28 +151,29 @@ fn run(args: Args) -> Result<(), String> {
     })
     .map_err(|e| format!("cannot install the signal handler: {e}"))?;
 
-    let (storage, snapshots): (Box<dyn Storage>, Option<SnapshotStore>) = if args.in_memory {
+    let choice = if args.in_memory {
         log::warn!(
             "{id}: --in-memory: nothing is written to disk; a restart loses this node's state \
              (and it never takes snapshots)"
         );
-        (Box::new(MemStorage::new()), None)
+        StorageChoice::InMemory
     } else {
-        let dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from("data").join(&id));
         if !args.fsync {
             log::warn!(
                 "{id}: --fsync=false: writes are NOT made durable; a machine crash can lose \
                  acknowledged writes. For tests and demos only."
             );
         }
+        let dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from("data").join(&id));
         let options =
             DurableOptions { segment_size: args.segment_bytes.max(4096), fsync: args.fsync };
-        let (storage, report) = DurableStorage::open(&dir, options).map_err(|e| e.to_string())?;
-        log::info!("{id}: {report}");
-        let snapshots = storage.snapshot_store().clone();
-        (Box::new(storage), Some(snapshots))
+        StorageChoice::Durable { dir, options }
     };
-    let server = Server::start(config, storage, snapshots).map_err(|e| e.to_string())?;
+    let storage = storage::open(&choice).map_err(|e| e.to_string())?;
+    if let Some(report) = &storage.report {
+        log::info!("{id}: {report}");
+    }
+    let server = Server::start(config, storage).map_err(|e| e.to_string())?;
     log::info!("{id} serving on http://{}", args.addr);
     let _ = stop_rx.recv();
     log::info!("{id} stopping");

@@ -3,8 +3,8 @@
 //! (append, truncating only at the first conflict).
 
 use crate::error::{Error, Result};
+use crate::raft::Storage;
 use crate::raft::{Entry, Index, Term};
-use crate::storage::Storage;
 
 /// The log plus the two volatile indexes of Figure 2 that describe it.
 pub struct RaftLog {
@@ -142,7 +142,7 @@ impl RaftLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::MemStorage;
+    use crate::raft::MemStorage;
 
     fn log_with_terms(terms: &[Term]) -> RaftLog {
         let mut log = RaftLog::new(Box::new(MemStorage::new()));

@@ -22,7 +22,7 @@
 //!
 //! | Figure 2 | here |
 //! |---|---|
-//! | Persistent state `currentTerm`, `votedFor`, `log[]` | [`HardState`] and the log, in [`crate::storage::Storage`]; `RaftNode::current_term`, `voted_for` mirror them |
+//! | Persistent state `currentTerm`, `votedFor`, `log[]` | [`HardState`] and the log, in [`Storage`]; `RaftNode::current_term`, `voted_for` mirror them |
 //! | Volatile `commitIndex`, `lastApplied` | [`RaftLog::commit_index`], [`RaftLog::last_applied`] |
 //! | Leader's `nextIndex[]`, `matchIndex[]` | `role::Progress::next_index`, `match_index`, one per peer in `role::Leader` |
 //! | RequestVote RPC | [`RequestVote`] / [`RequestVoteResponse`]; receiver: `RaftNode::handle_request_vote` |
@@ -95,10 +95,15 @@
 //! - Time is logical: the shell turns milliseconds into ticks. ReadIndex needs no clock
 //!   assumptions; no lease reads are served.
 
+mod entry_log;
 mod log;
 mod message;
 mod node;
 mod role;
+mod storage;
+
+pub(crate) use entry_log::EntryLog;
+pub use storage::{MemStorage, Storage};
 
 pub use log::RaftLog;
 pub use message::{

@@ -13,11 +13,11 @@ use rand::{Rng, SeedableRng};
 use super::log::RaftLog;
 use super::role::{Candidate, Follower, Inflight, Leader, PendingRead, Progress, Role};
 use crate::error::{Error, Result};
+use crate::raft::Storage;
 use crate::raft::{
     AppendEntries, AppendEntriesResponse, Entry, Envelope, HardState, Index, InstallSnapshot,
     InstallSnapshotResponse, Message, NodeId, RequestVote, RequestVoteResponse, SnapshotMeta, Term,
 };
-use crate::storage::Storage;
 
 /// Static configuration of one node. Time is in ticks; the shell decides how long a tick is.
 #[derive(Debug, Clone)]
@@ -393,7 +393,7 @@ impl RaftNode {
         &self.log
     }
 
-    /// Storage (read-only), e.g. to clone a [`crate::storage::MemStorage`] in simulations.
+    /// Storage (read-only), e.g. to clone a [`crate::raft::MemStorage`] in simulations.
     pub fn storage(&self) -> &dyn Storage {
         self.log.storage.as_ref()
     }
@@ -402,11 +402,6 @@ impl RaftNode {
     /// [`RaftNode::new`]).
     pub fn into_storage(self) -> Box<dyn Storage> {
         self.log.storage
-    }
-
-    /// A handle to make this node's storage durable from another thread.
-    pub fn syncer(&self) -> std::sync::Arc<dyn crate::storage::Syncer> {
-        self.log.storage.syncer()
     }
 
     /// Everything `/status` shows.

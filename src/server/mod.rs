@@ -36,7 +36,7 @@ use crate::kv::{Command, KvStore};
 use crate::raft::{
     Config, Entry, Envelope, Index, Message, NodeId, Output, RaftNode, SnapshotMeta, Term,
 };
-use crate::storage::{SnapshotStore, Storage, Syncer};
+use crate::storage::{NodeStorage, SnapshotStore, Syncer};
 use peer::{RpcHandler, Transport};
 use pending::Pending;
 
@@ -173,17 +173,13 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts a node over HTTP: binds `config.addr`, starts every thread. `snapshots` is where
-    /// snapshot files live (None: this node never takes snapshots).
-    pub fn start(
-        config: ServerConfig,
-        storage: Box<dyn Storage>,
-        snapshots: Option<SnapshotStore>,
-    ) -> Result<Server> {
+    /// Starts a node over HTTP: binds `config.addr`, starts every thread, over the storage
+    /// [`crate::storage::open`] returned (without a snapshot store the node never snapshots).
+    pub fn start(config: ServerConfig, storage: NodeStorage) -> Result<Server> {
         let http = tiny_http::Server::http(&config.addr)
             .map_err(|e| Error::Unavailable(format!("cannot listen on {}: {e}", config.addr)))?;
         let transport = Arc::new(peer::HttpTransport::new(config.rpc_timeout));
-        let mut server = Self::start_with_transport(config, storage, snapshots, transport)?;
+        let mut server = Self::start_with_transport(config, storage, transport)?;
         let http = Arc::new(http);
         for i in 0..server.shared.config.http_threads.max(1) {
             let (shared, http) = (server.shared.clone(), http.clone());
@@ -204,12 +200,11 @@ impl Server {
     /// [`Shared`] methods directly, e.g. through [`peer::LocalTransport`]).
     pub fn start_with_transport(
         config: ServerConfig,
-        storage: Box<dyn Storage>,
-        snapshots: Option<SnapshotStore>,
+        storage: NodeStorage,
         transport: Arc<dyn Transport>,
     ) -> Result<Server> {
-        let node = RaftNode::new(config.raft_config(), storage)?;
-        let syncer = node.syncer();
+        let NodeStorage { log, syncer, snapshots, report: _ } = storage;
+        let node = RaftNode::new(config.raft_config(), log)?;
         // Recovery: the state machine starts from the latest snapshot, and the log replays the rest
         // as the leader tells us what is committed.
         let snapshots = snapshots.map(Arc::new);

@@ -131,17 +131,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
-use super::entries::EntryLog;
+use super::Syncer;
 use super::snapshot::{self, Check, SnapshotStore, sync_dir};
 use super::wal::{
     self, Checkpoint, Record, RecordRef, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, ScanEnd, Scanned,
 };
-use super::{Storage, Syncer};
 use crate::error::{Error, Result};
 use crate::raft::{Entry, HardState, Index, SnapshotMeta, Term};
+use crate::raft::{EntryLog, Storage};
 
 /// How a [`DurableStorage`] writes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DurableOptions {
     /// A segment is closed and a new one started once the next record would take it past this
     /// many bytes (a single larger record still gets a segment of its own). Default 64 MiB.
@@ -973,6 +973,12 @@ impl DurableStorage {
         &self.snapshots
     }
 
+    /// The handle that makes this storage's writes durable from another thread, without the
+    /// Raft lock. [`crate::storage::open`] hands it out beside the log.
+    pub fn syncer(&self) -> Arc<dyn Syncer> {
+        Arc::clone(&self.shared) as Arc<dyn Syncer>
+    }
+
     /// The state a new segment starts from.
     fn checkpoint(&self) -> Checkpoint {
         Checkpoint {
@@ -1183,10 +1189,6 @@ impl Storage for DurableStorage {
 
     fn write_seq(&self) -> u64 {
         self.write_seq
-    }
-
-    fn syncer(&self) -> Arc<dyn Syncer> {
-        Arc::clone(&self.shared) as Arc<dyn Syncer>
     }
 
     fn snapshot(&self) -> Option<SnapshotMeta> {

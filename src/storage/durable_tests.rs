@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use super::*;
-use crate::storage::MemStorage;
+use crate::raft::MemStorage;
 
 const BIG: u64 = 64 << 20;
 

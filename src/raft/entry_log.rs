@@ -1,6 +1,6 @@
 //! The part of the log both storages keep in memory: entries `offset + 1 ..= offset + len`, and the
 //! term of `offset` (the last compacted entry) so the AppendEntries consistency check still works
-//! at the boundary. [`super::MemStorage`] is just this; [`super::DurableStorage`] adds the WAL.
+//! at the boundary. [`super::MemStorage`] is just this; `crate::storage::DurableStorage` adds the WAL.
 
 use crate::error::{Error, Result};
 use crate::raft::{Entry, Index, SnapshotMeta, Term};

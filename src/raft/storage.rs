@@ -1,12 +1,71 @@
-//! In-memory storage: the log in a `Vec`. Used by the simulated-network tests (where a "crash"
-//! restarts a node from a clone of its storage) and by nodes run without a data directory.
+//! The port between the core and the disk: the [`Storage`] trait the core writes through, and
+//! [`MemStorage`], the storage kept in memory.
+//!
+//! The core owns this interface (as etcd-io/raft's `storage.go` does): the durable write-ahead log
+//! in `crate::storage` implements it, so imports run one way, storage → raft.
+//!
+//! The core calls a [`Storage`] while it holds the node's lock, so every call must be quick: an
+//! implementation *writes* (into memory, or into the OS page cache) but does not wait for the disk.
+//! Durability is a separate step the shell takes outside the lock: every mutating call bumps
+//! [`Storage::write_seq`], and the core never lets a message that depends on unsynced state (a vote,
+//! an append acknowledgement) out before the shell has synced through that number and called
+//! [`super::RaftNode::persisted`]; see [`super::Output`].
+//!
+//! [`MemStorage`] serves the simulation (whose crash model loses what was not synced, see
+//! `crate::sim`) and nodes run without a data directory.
 
-use std::sync::Arc;
-
-use super::entries::EntryLog;
-use super::{NoopSyncer, Storage, Syncer};
+use super::entry_log::EntryLog;
 use crate::error::{Error, Result};
 use crate::raft::{Entry, HardState, Index, SnapshotMeta, Term};
+
+/// The log and hard state of one node, as the core sees them.
+///
+/// Indexes: entries `first_index()..=last_index()` are held. `term(first_index() - 1)` is still known
+/// (it is the last entry covered by a snapshot, or index 0 with term 0), so the consistency check of
+/// AppendEntries works at the boundary.
+pub trait Storage: Send {
+    /// The durable term and vote (as last written).
+    fn hard_state(&self) -> HardState;
+    /// Records a new term and vote.
+    fn save_hard_state(&mut self, hard_state: &HardState) -> Result<()>;
+    /// Index of the first entry held (1 until a snapshot compacts the log).
+    fn first_index(&self) -> Index;
+    /// Index of the last entry held (0 when the log is empty).
+    fn last_index(&self) -> Index;
+    /// Term of the entry at `index`, for `first_index() - 1 <= index <= last_index()`; `None` outside.
+    fn term(&self, index: Index) -> Option<Term>;
+    /// Entries in `lo..hi` (half-open), stopping early once `max_bytes` is exceeded, but always at
+    /// least one entry when the range is not empty. Errors if `lo < first_index()` or `hi > last+1`.
+    fn entries(&self, lo: Index, hi: Index, max_bytes: usize) -> Result<Vec<Entry>>;
+    /// Appends entries; the first must have index `last_index() + 1` and indexes must be contiguous.
+    fn append(&mut self, entries: &[Entry]) -> Result<()>;
+    /// Removes every entry with index `>= from` (a follower's conflicting suffix, §5.3).
+    fn truncate_suffix(&mut self, from: Index) -> Result<()>;
+    /// Sequence number of the latest mutating call (append, truncate, hard state). Monotonic.
+    /// The shell makes writes durable through it (`crate::storage::Syncer::sync_through`), outside
+    /// the Raft lock; the core only reports it in [`super::SyncPoint`].
+    fn write_seq(&self) -> u64;
+
+    // ----- snapshots and compaction (§7) -----
+
+    /// The latest snapshot this node holds durably, if any. Survives restarts.
+    fn snapshot(&self) -> Option<SnapshotMeta>;
+    /// Records that a snapshot through `meta` is now durable (the shell wrote and synced its data
+    /// first), so the entries it covers may be compacted. `meta.index` must not exceed
+    /// `last_index()` and must not go backwards.
+    fn set_snapshot(&mut self, meta: SnapshotMeta) -> Result<()>;
+    /// Drops every entry with index `<= index` (which must be `<= snapshot().index` and
+    /// `<= last_index()`). Afterwards `first_index() == index + 1` and `term(index)` is still known.
+    /// Implementations reclaim the space; a WAL only marks the segments wholly below `index`, and
+    /// `Syncer::reclaim` (in the shell) deletes them later, without the caller's lock.
+    fn compact(&mut self, index: Index) -> Result<()>;
+    /// A follower installs a leader's snapshot: `meta` becomes the snapshot and the log starts
+    /// right after it. If the log holds the entry `(meta.index, meta.term)`, the entries after it
+    /// are kept (they agree with the leader's, by the Log Matching property); otherwise the whole
+    /// log is dropped. Afterwards `first_index() == meta.index + 1`, `term(meta.index) ==
+    /// Some(meta.term)`.
+    fn install_snapshot(&mut self, meta: SnapshotMeta) -> Result<()>;
+}
 
 /// A [`Storage`] kept in memory. `Clone` is the simulation's crash model: a clone taken after a
 /// step holds exactly what that node had "made durable".
@@ -70,10 +129,6 @@ impl Storage for MemStorage {
 
     fn write_seq(&self) -> u64 {
         self.write_seq
-    }
-
-    fn syncer(&self) -> Arc<dyn Syncer> {
-        Arc::new(NoopSyncer)
     }
 
     fn snapshot(&self) -> Option<SnapshotMeta> {
