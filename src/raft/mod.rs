@@ -95,21 +95,25 @@
 //! - Time is logical: the shell turns milliseconds into ticks. ReadIndex needs no clock
 //!   assumptions; no lease reads are served.
 
+mod config;
 mod entry_log;
 mod log;
 mod message;
 mod node;
+mod output;
 mod role;
 mod storage;
 
 pub(crate) use entry_log::EntryLog;
 pub use storage::{MemStorage, Storage};
 
+pub use config::Config;
 pub use log::RaftLog;
 pub use message::{
     AppendEntries, AppendEntriesResponse, Entry, Envelope, HardState, Index, InstallSnapshot,
     InstallSnapshotResponse, Message, NodeId, RequestVote, RequestVoteResponse, SnapshotMeta, Term,
     base64,
 };
-pub use node::{Config, Output, PeerProgress, RaftNode, ReadState, Status, SyncPoint};
+pub use node::RaftNode;
+pub use output::{Output, PeerProgress, ReadState, Status, SyncPoint};
 pub use role::Role;

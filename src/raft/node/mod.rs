@@ -1,0 +1,334 @@
+//! `RaftNode`: the whole consensus algorithm as a deterministic state machine.
+//!
+//! Inputs: [`RaftNode::step`] (a message from a peer), [`RaftNode::tick`] (logical time passes),
+//! [`RaftNode::propose`] (a client command), [`RaftNode::read`] (a linearizable read),
+//! [`RaftNode::persisted`] (the shell synced storage) and [`RaftNode::report_unreachable`].
+//! Every input returns an [`Output`] saying what must happen next. Nothing here blocks.
+//!
+//! The impl is cut by the part of the paper it implements, so each file reads beside one section:
+//!
+//! | file | what | paper |
+//! |---|---|---|
+//! | `node/mod.rs` | the node's state, its inputs, message dispatch (§5.1's "higher term wins"), queries | Figure 2 |
+//! | `node/election.rs` | timeouts, PreVote, RequestVote, becoming follower / candidate / leader | §5.2, §5.4.1, thesis §9.6 |
+//! | `node/replication.rs` | AppendEntries both ways, flow control, fast backtracking, commitment, heartbeats, check quorum | §5.3, §5.4.2, thesis §6.2 |
+//! | `node/read.rs` | ReadIndex reads | thesis §6.4 |
+//! | `node/snapshot.rs` | recording, sending and installing snapshots | §7 |
+
+mod election;
+mod read;
+mod replication;
+mod snapshot;
+
+use std::collections::BTreeMap;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::log::RaftLog;
+use super::role::{Follower, Role};
+use crate::error::{Error, Result};
+use crate::raft::Storage;
+use crate::raft::{
+    Config, Envelope, HardState, Index, Message, NodeId, Output, PeerProgress, Status, SyncPoint,
+    Term,
+};
+
+/// One Raft node: Figure 2 as code.
+pub struct RaftNode {
+    config: Config,
+    /// Persistent: latest term seen (mirrors storage's hard state).
+    current_term: Term,
+    /// Persistent: who got our vote in `current_term`.
+    voted_for: Option<NodeId>,
+    /// The log, `commit_index` and `last_applied`.
+    log: RaftLog,
+    /// Current role and its data.
+    role: Role,
+    /// Logical clock: ticks since start.
+    ticks: u64,
+    /// Ticks since we last heard from a leader or granted a vote (followers, candidates).
+    election_elapsed: u64,
+    /// This round's randomised election timeout.
+    election_timeout: u64,
+    rng: StdRng,
+    /// Output under construction.
+    out: Output,
+    /// `storage.write_seq()` when the last output was handed out (to notice new writes).
+    seen_write_seq: u64,
+}
+
+impl RaftNode {
+    // ----- inputs -------------------------------------------------------------------------------
+
+    /// Starts a node as a follower, from whatever its storage holds (a restart after a crash is
+    /// just this).
+    pub fn new(config: Config, storage: Box<dyn Storage>) -> Result<Self> {
+        config.validate()?;
+        let hard_state = storage.hard_state();
+        let seen_write_seq = storage.write_seq();
+        let mut node = RaftNode {
+            rng: StdRng::seed_from_u64(config.seed),
+            current_term: hard_state.current_term,
+            voted_for: hard_state.voted_for,
+            log: RaftLog::new(storage),
+            role: Role::Follower(Follower::default()),
+            ticks: 0,
+            election_elapsed: 0,
+            election_timeout: 0,
+            out: Output::default(),
+            seen_write_seq,
+            config,
+        };
+        node.reset_election_timeout();
+        Ok(node)
+    }
+
+    /// Logical time passes by one tick.
+    pub fn tick(&mut self) -> Result<Output> {
+        self.ticks += 1;
+        if let Role::Leader(_) = self.role {
+            self.tick_leader()?;
+        } else {
+            self.election_elapsed += 1;
+            if self.election_elapsed >= self.election_timeout {
+                if self.config.pre_vote {
+                    self.become_pre_candidate()?;
+                } else {
+                    self.become_candidate()?;
+                }
+            }
+        }
+        Ok(self.take_output())
+    }
+
+    /// A message from a peer.
+    pub fn step(&mut self, envelope: Envelope) -> Result<Output> {
+        self.step_inner(envelope)?;
+        Ok(self.take_output())
+    }
+
+    /// Proposes a client command. On the leader it is appended and replicated; elsewhere it is
+    /// refused with [`Error::Unavailable`] (the caller forwards to the leader).
+    /// Returns where the command will be committed if all goes well.
+    pub fn propose(&mut self, command: Vec<u8>) -> Result<(Index, Term, Output)> {
+        if !matches!(self.role, Role::Leader(_)) {
+            return Err(self.not_leader_error());
+        }
+        if command.is_empty() {
+            return Err(Error::BadRequest("empty commands are reserved for no-ops".into()));
+        }
+        let index = self.append_own_entry(command)?;
+        self.broadcast_append(false)?;
+        Ok((index, self.current_term, self.take_output()))
+    }
+
+    /// The shell synced storage through a [`SyncPoint`]: the log up to `index` (with `term`) is
+    /// durable, so a leader may count itself towards committing it.
+    pub fn persisted(&mut self, index: Index, term: Term) -> Result<Output> {
+        if self.log.term_at(index) == Some(term)
+            && let Role::Leader(leader) = &mut self.role
+            && index > leader.self_match
+        {
+            leader.self_match = index;
+            self.maybe_commit()?;
+        }
+        Ok(self.take_output())
+    }
+
+    /// The shell could not deliver to `peer` (connection refused, timeout). The leader stops
+    /// waiting for the lost request and will probe again from the last known match.
+    pub fn report_unreachable(&mut self, peer: &NodeId) {
+        if let Role::Leader(leader) = &mut self.role
+            && let Some(p) = leader.progress.get_mut(peer)
+        {
+            p.inflight = None;
+            p.pending_snapshot = None;
+            p.next_index = p.match_index + 1;
+        }
+    }
+
+    // ----- queries ------------------------------------------------------------------------------
+
+    /// This node's id.
+    pub fn id(&self) -> &NodeId {
+        &self.config.id
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// `current_term`.
+    pub fn term(&self) -> Term {
+        self.current_term
+    }
+
+    /// True when leading.
+    pub fn is_leader(&self) -> bool {
+        matches!(self.role, Role::Leader(_))
+    }
+
+    /// The leader as far as this node knows.
+    pub fn leader(&self) -> Option<NodeId> {
+        match &self.role {
+            Role::Leader(_) => Some(self.config.id.clone()),
+            Role::Follower(f) => f.leader.clone(),
+            Role::Candidate(_) => None,
+        }
+    }
+
+    /// The log (read-only), for tests and inspection.
+    pub fn log(&self) -> &RaftLog {
+        &self.log
+    }
+
+    /// Storage (read-only), e.g. to clone a [`crate::raft::MemStorage`] in simulations.
+    pub fn storage(&self) -> &dyn Storage {
+        self.log.storage.as_ref()
+    }
+
+    /// Stops the node, handing back its storage (a crash in simulations, then a restart with
+    /// [`RaftNode::new`]).
+    pub fn into_storage(self) -> Box<dyn Storage> {
+        self.log.storage
+    }
+
+    /// Everything `/status` shows.
+    pub fn status(&self) -> Status {
+        Status {
+            id: self.config.id.clone(),
+            term: self.current_term,
+            role: self.role.name(),
+            leader: self.leader(),
+            commit_index: self.log.commit_index,
+            last_applied: self.log.last_applied,
+            last_log_index: self.log.last_index(),
+            last_log_term: self.log.last_term(),
+            first_log_index: self.log.first_index(),
+            snapshot: self.log.storage.snapshot(),
+            progress: match &self.role {
+                Role::Leader(l) => l
+                    .progress
+                    .iter()
+                    .map(|(id, p)| {
+                        let view = PeerProgress {
+                            next_index: p.next_index,
+                            match_index: p.match_index,
+                            inflight: p.inflight.is_some(),
+                            snapshot: p.pending_snapshot,
+                        };
+                        (id.clone(), view)
+                    })
+                    .collect(),
+                _ => BTreeMap::new(),
+            },
+        }
+    }
+
+    // ----- message dispatch ---------------------------------------------------------------------
+
+    fn step_inner(&mut self, env: Envelope) -> Result<()> {
+        if env.to != self.config.id || !self.config.peers.contains(&env.from) {
+            log::warn!("{} drops a message from unknown node {:?}", self.config.id, env.from);
+            return Ok(());
+        }
+        // Malformed input is the sender's problem, reported as such; it never reaches the log.
+        env.validate()
+            .map_err(|e| Error::BadRequest(format!("invalid message from {}: {e}", env.from)))?;
+        // PreVotes are answered before §5.1's rule below: they never change anyone's term.
+        match &env.message {
+            Message::RequestVote(_) if self.ignores_vote_request(env.term) => {
+                log::debug!(
+                    "{} ignores {}'s vote request: a leader is alive",
+                    self.config.id,
+                    env.from
+                );
+                return Ok(());
+            }
+            Message::RequestVote(req) if req.pre_vote => {
+                self.handle_pre_vote(env.from.clone(), env.term, req);
+                return Ok(());
+            }
+            Message::RequestVoteResponse(resp) if resp.pre_vote => {
+                return self.handle_pre_vote_response(env.from, env.term, resp.vote_granted);
+            }
+            _ => {}
+        }
+        // §5.1: a higher term makes us a follower of it first, whatever the message is.
+        if env.term > self.current_term {
+            let leader = matches!(env.message, Message::AppendEntries(_)).then(|| env.from.clone());
+            self.become_follower(env.term, leader)?;
+        }
+        match env.message {
+            Message::RequestVote(req) => self.handle_request_vote(env.from, env.term, req),
+            Message::AppendEntries(req) => self.handle_append_entries(env.from, env.term, req),
+            // Responses from an older term answer questions we no longer ask.
+            Message::RequestVoteResponse(resp) if env.term == self.current_term => {
+                self.handle_vote_response(env.from, resp)
+            }
+            Message::AppendEntriesResponse(resp) if env.term == self.current_term => {
+                self.handle_append_response(env.from, resp)
+            }
+            Message::InstallSnapshot(req) => self.handle_install_snapshot(env.from, env.term, req),
+            Message::InstallSnapshotResponse(resp) if env.term == self.current_term => {
+                self.handle_snapshot_response(env.from, resp)
+            }
+            Message::RequestVoteResponse(_)
+            | Message::AppendEntriesResponse(_)
+            | Message::InstallSnapshotResponse(_) => Ok(()),
+        }
+    }
+
+    // ----- helpers ------------------------------------------------------------------------------
+
+    /// More than half of the whole cluster, this node included (a 4-node cluster needs 3).
+    pub(super) fn quorum(&self) -> usize {
+        let cluster_size = self.config.peers.len() + 1;
+        cluster_size / 2 + 1
+    }
+
+    pub(super) fn reset_election_timeout(&mut self) {
+        self.election_timeout =
+            self.rng.gen_range(self.config.election_ticks_min..self.config.election_ticks_max);
+    }
+
+    pub(super) fn save_hard_state(&mut self) -> Result<()> {
+        let hs = HardState { current_term: self.current_term, voted_for: self.voted_for.clone() };
+        self.log.storage.save_hard_state(&hs)
+    }
+
+    pub(super) fn envelope(&self, to: NodeId, message: Message) -> Envelope {
+        Envelope { from: self.config.id.clone(), to, term: self.current_term, message }
+    }
+
+    pub(super) fn send(&mut self, to: NodeId, message: Message) {
+        let env = self.envelope(to, message);
+        self.out.messages.push(env);
+    }
+
+    pub(super) fn send_after_sync(&mut self, to: NodeId, message: Message) {
+        let env = self.envelope(to, message);
+        self.out.after_sync.push(env);
+    }
+
+    pub(super) fn not_leader_error(&self) -> Error {
+        match self.leader() {
+            Some(l) => Error::Unavailable(format!("not the leader; the leader is {l}")),
+            None => Error::Unavailable("no leader is known at the moment; retry".into()),
+        }
+    }
+
+    /// Hands out the accumulated output, with a sync point if storage changed or messages wait.
+    pub(super) fn take_output(&mut self) -> Output {
+        let mut out = std::mem::take(&mut self.out);
+        let seq = self.log.storage.write_seq();
+        if seq != self.seen_write_seq || !out.after_sync.is_empty() {
+            self.seen_write_seq = seq;
+            out.sync =
+                Some(SyncPoint { seq, index: self.log.last_index(), term: self.log.last_term() });
+        }
+        out
+    }
+}

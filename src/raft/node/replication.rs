@@ -1,0 +1,323 @@
+//! Log replication (§5.3): the leader's AppendEntries with flow control and batching, the
+//! follower's consistency check and conflict-only truncation, fast backtracking, and commitment
+//! (§5.4.2, Figure 8). The leader's heartbeat and check-quorum timers live here too.
+
+use super::RaftNode;
+use crate::error::{Error, Result};
+use crate::raft::role::{Inflight, Role};
+use crate::raft::{AppendEntries, AppendEntriesResponse, Entry, Index, Message, NodeId, Term};
+
+impl RaftNode {
+    /// AppendEntries receiver implementation (Figure 2), with the rejection hint.
+    pub(super) fn handle_append_entries(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        req: AppendEntries,
+    ) -> Result<()> {
+        let reject = |conflict_term, conflict_index| AppendEntriesResponse {
+            success: false,
+            match_index: 0,
+            conflict_term,
+            conflict_index,
+            seq: req.seq,
+        };
+        if term < self.current_term {
+            // Rule 1: reply false; our term in the envelope tells the stale leader to step down.
+            // seq 0: this answer says nothing about the leader's requests of our term.
+            let resp = AppendEntriesResponse { seq: 0, ..reject(None, 0) };
+            self.send_after_sync(from, Message::AppendEntriesResponse(resp));
+            return Ok(());
+        }
+        // A candidate that hears from the leader of its own term steps back (§5.2).
+        match &mut self.role {
+            Role::Follower(f) => f.leader = Some(from.clone()),
+            Role::Candidate(_) => self.become_follower(term, Some(from.clone()))?,
+            Role::Leader(_) => {
+                // Election Safety says this cannot happen; a forged or buggy peer must not crash
+                // us, so refuse loudly and keep leading.
+                log::error!(
+                    "{} leads term {term}, yet {from} claims to lead it too",
+                    self.config.id
+                );
+                let resp = reject(None, 0);
+                self.send_after_sync(from, Message::AppendEntriesResponse(resp));
+                return Ok(());
+            }
+        }
+        self.election_elapsed = 0;
+
+        // Entries at or below our snapshot are committed, so they match: skip them.
+        let snapshot_index = self.log.first_index() - 1;
+        let (prev_log_index, prev_log_term, entries) = if req.prev_log_index < snapshot_index {
+            let skip = (snapshot_index - req.prev_log_index) as usize;
+            if skip > req.entries.len() {
+                let resp = AppendEntriesResponse {
+                    success: true,
+                    match_index: snapshot_index,
+                    conflict_term: None,
+                    conflict_index: 0,
+                    seq: req.seq,
+                };
+                self.send_after_sync(from, Message::AppendEntriesResponse(resp));
+                return Ok(());
+            }
+            let prev_term = self.log.term_at(snapshot_index).unwrap_or(0);
+            (snapshot_index, prev_term, &req.entries[skip..])
+        } else {
+            (req.prev_log_index, req.prev_log_term, &req.entries[..])
+        };
+
+        // Rule 2: the consistency check.
+        if !self.log.matches(prev_log_index, prev_log_term) {
+            let resp = match self.log.term_at(prev_log_index) {
+                None => reject(None, self.log.last_index() + 1),
+                Some(t) => reject(Some(t), self.log.first_index_of_term(t, prev_log_index)),
+            };
+            self.send_after_sync(from, Message::AppendEntriesResponse(resp));
+            return Ok(());
+        }
+        // Rules 3 and 4.
+        self.log.append_from_leader(entries)?;
+        // Only this far is our log known to equal the leader's; anything after may be stale.
+        let match_index = prev_log_index + entries.len() as Index;
+        // Rule 5.
+        if req.leader_commit > self.log.commit_index {
+            let new_commit = req.leader_commit.min(match_index);
+            if new_commit > self.log.commit_index {
+                self.log.commit_index = new_commit;
+                self.emit_committed()?;
+            }
+        }
+        let resp = AppendEntriesResponse {
+            success: true,
+            match_index,
+            conflict_term: None,
+            conflict_index: 0,
+            seq: req.seq,
+        };
+        self.send_after_sync(from, Message::AppendEntriesResponse(resp));
+        Ok(())
+    }
+
+    pub(super) fn handle_append_response(
+        &mut self,
+        from: NodeId,
+        resp: AppendEntriesResponse,
+    ) -> Result<()> {
+        let last_index = self.log.last_index();
+        let Role::Leader(leader) = &mut self.role else {
+            return Ok(());
+        };
+        let Some(progress) = leader.progress.get_mut(&from) else {
+            return Ok(());
+        };
+        progress.recent_active = true;
+        // Is this the answer to the latest request this follower answered so far?
+        let newest = resp.seq >= progress.acked_seq;
+        progress.acked_seq = progress.acked_seq.max(resp.seq);
+        if progress.pending_snapshot.is_some() {
+            // A snapshot is on its way: this answers an AppendEntries sent before it, and must not
+            // touch the snapshot's in-flight slot (clearing it would leave the snapshot marked
+            // pending with nothing to time it out: the follower would never be sent anything).
+            // It still counts as a heartbeat answer for reads.
+            self.check_reads();
+            return Ok(());
+        }
+        if progress.inflight.is_some_and(|f| resp.seq >= f.seq) {
+            progress.inflight = None;
+        }
+        if resp.success {
+            // A follower cannot hold more than we sent; never trust a larger claim.
+            let claimed = resp.match_index.min(last_index);
+            if claimed > progress.match_index {
+                progress.match_index = claimed;
+            }
+            progress.next_index = progress.next_index.max(progress.match_index + 1);
+        } else {
+            // Fast backtracking (§5.3, end): skip a whole conflicting term per round trip.
+            let hint = match resp.conflict_term {
+                Some(t) => match self.log.last_index_of_term(t) {
+                    Some(i) => i + 1,
+                    None => resp.conflict_index,
+                },
+                None => resp.conflict_index,
+            };
+            if hint <= progress.match_index && newest {
+                // Not a stale rejection: the follower lost entries it had acknowledged (its data
+                // dir was wiped, or it ran with --fsync=false). Start over from what it has;
+                // lowering match_index only ever makes commits more conservative.
+                log::warn!(
+                    "{from} no longer holds entries through {} (its log ends before {hint}); \
+                     resending",
+                    progress.match_index
+                );
+                progress.match_index = hint.saturating_sub(1);
+            }
+            // Never back up past what the follower is known to hold (a stale rejection).
+            let next = hint.clamp(progress.match_index + 1, last_index + 1);
+            if next < progress.next_index {
+                progress.next_index = next;
+                progress.inflight = None;
+            }
+        }
+        self.maybe_commit()?;
+        self.check_reads();
+        self.maybe_send_append(&from, false)
+    }
+
+    pub(super) fn tick_leader(&mut self) -> Result<()> {
+        let ticks = self.ticks;
+        let (heartbeat_ticks, election_ticks, rpc_timeout) = (
+            self.config.heartbeat_ticks,
+            self.config.election_ticks_min,
+            self.config.rpc_timeout_ticks,
+        );
+        let quorum = self.quorum();
+        let check_quorum = self.config.check_quorum;
+        let Role::Leader(leader) = &mut self.role else {
+            return Ok(());
+        };
+        // Presume lost an AppendEntries nobody answered: resend from the last known match.
+        for p in leader.progress.values_mut() {
+            // A snapshot transfer may take a while: give it ten RPC timeouts.
+            let timeout = if p.pending_snapshot.is_some() { rpc_timeout * 10 } else { rpc_timeout };
+            if p.inflight.is_some_and(|f| ticks - f.sent_at_tick >= timeout) {
+                p.inflight = None;
+                p.pending_snapshot = None;
+                p.next_index = p.match_index + 1;
+            }
+        }
+        leader.quorum_elapsed += 1;
+        if leader.quorum_elapsed >= election_ticks {
+            leader.quorum_elapsed = 0;
+            let active = 1 + leader.progress.values().filter(|p| p.recent_active).count();
+            for p in leader.progress.values_mut() {
+                p.recent_active = false;
+            }
+            if check_quorum && active < quorum {
+                log::warn!(
+                    "{} steps down: heard from only {active} of the {quorum} nodes needed",
+                    self.config.id
+                );
+                let term = self.current_term;
+                return self.become_follower(term, None);
+            }
+        }
+        leader.heartbeat_elapsed += 1;
+        if leader.heartbeat_elapsed >= heartbeat_ticks {
+            leader.heartbeat_elapsed = 0;
+            self.broadcast_append(true)?;
+        }
+        Ok(())
+    }
+
+    /// Appends a new entry of our term to our own log.
+    pub(super) fn append_own_entry(&mut self, command: Vec<u8>) -> Result<Index> {
+        let index = self.log.last_index() + 1;
+        self.log.append(&[Entry { index, term: self.current_term, command }])?;
+        Ok(index)
+    }
+
+    pub(super) fn broadcast_append(&mut self, heartbeat: bool) -> Result<()> {
+        for peer in self.config.peers.clone() {
+            self.maybe_send_append(&peer, heartbeat)?;
+        }
+        Ok(())
+    }
+
+    /// Sends `peer` what it is missing, if nothing is in flight to it; a heartbeat goes out anyway.
+    ///
+    /// Flow control: one request carrying entries at a time per follower. Entries proposed while it
+    /// is in flight wait and leave together in the next one, so under load each round trip (and
+    /// each follower fsync) carries a batch, and each entry is sent once.
+    pub(super) fn maybe_send_append(&mut self, peer: &NodeId, heartbeat: bool) -> Result<()> {
+        let (last_index, commit_index, ticks) =
+            (self.log.last_index(), self.log.commit_index, self.ticks);
+        let (max_entries, max_bytes) =
+            (self.config.max_append_entries as u64, self.config.max_append_bytes);
+        let Role::Leader(leader) = &mut self.role else {
+            return Ok(());
+        };
+        let wants_read_probe = leader.reads.back().map(|r| r.seq);
+        let Some(progress) = leader.progress.get_mut(peer) else {
+            return Ok(());
+        };
+        if progress.pending_snapshot.is_some() {
+            // Its link is busy with the snapshot; heartbeats would only queue behind it.
+            return Ok(());
+        }
+        if progress.next_index < self.log.first_index() {
+            // §7: the entries this follower needs are compacted away: send the snapshot.
+            return self.maybe_send_snapshot(peer, heartbeat);
+        }
+        let has_entries = progress.next_index <= last_index;
+        let needs_probe = wants_read_probe.is_some_and(|s| progress.acked_seq < s);
+        if progress.inflight.is_some() && !heartbeat {
+            return Ok(());
+        }
+        if progress.inflight.is_none() && !has_entries && !needs_probe && !heartbeat {
+            return Ok(());
+        }
+        let prev_log_index = progress.next_index - 1;
+        let entries = if progress.inflight.is_none() && has_entries {
+            let hi = last_index.min(prev_log_index + max_entries) + 1;
+            self.log.entries(progress.next_index, hi, max_bytes)?
+        } else {
+            Vec::new()
+        };
+        let Some(prev_log_term) = self.log.term_at(prev_log_index) else {
+            return Err(Error::Internal(format!(
+                "no term for {peer}'s prev_log_index {prev_log_index}"
+            )));
+        };
+        leader.seq += 1;
+        let seq = leader.seq;
+        if progress.inflight.is_none() {
+            progress.inflight = Some(Inflight { seq, sent_at_tick: ticks });
+        }
+        // Optimistic: assume it arrives (a rejection or a timeout moves next_index back).
+        progress.next_index += entries.len() as Index;
+        let message = Message::AppendEntries(AppendEntries {
+            prev_log_index,
+            prev_log_term,
+            entries,
+            leader_commit: commit_index,
+            seq,
+        });
+        self.send(peer.clone(), message);
+        Ok(())
+    }
+
+    /// §5.3/§5.4.2: commit the highest index stored durably on a majority, if it is of our term.
+    pub(super) fn maybe_commit(&mut self) -> Result<()> {
+        let quorum = self.quorum();
+        let Role::Leader(leader) = &self.role else {
+            return Ok(());
+        };
+        let mut matches: Vec<Index> = leader.progress.values().map(|p| p.match_index).collect();
+        matches.push(leader.self_match);
+        matches.sort_unstable_by(|a, b| b.cmp(a));
+        let majority_index = matches[quorum - 1];
+        // Figure 8: counting replicas commits only entries of the current term.
+        if majority_index > self.log.commit_index
+            && self.log.term_at(majority_index) == Some(self.current_term)
+        {
+            self.log.commit_index = majority_index;
+            self.emit_committed()?;
+            self.check_reads();
+        }
+        Ok(())
+    }
+
+    /// Hands newly committed entries to the state machine, in order, exactly once.
+    pub(super) fn emit_committed(&mut self) -> Result<()> {
+        let (lo, hi) = (self.log.last_applied + 1, self.log.commit_index + 1);
+        if lo < hi {
+            let entries = self.log.entries(lo, hi, usize::MAX)?;
+            self.log.last_applied = self.log.commit_index;
+            self.out.apply.extend(entries);
+        }
+        Ok(())
+    }
+}
