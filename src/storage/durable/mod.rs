@@ -1637,5 +1637,4 @@ fn print_record(
 }
 
 #[cfg(test)]
-#[path = "durable_tests.rs"]
 mod tests;
