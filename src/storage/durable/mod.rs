@@ -123,22 +123,22 @@
 //!   [`Storage::install_snapshot`] would, keeping the entries after it if the log has its entry
 //!   and clearing the log otherwise. [`RecoveryReport::installed_snapshot_file`] says so.
 
+mod sync;
+
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use parking_lot::Mutex;
 
 use super::Syncer;
-use super::snapshot::{self, Check, SnapshotStore, sync_dir};
+use super::snapshot::{self, Check, SnapshotStore};
 use super::wal::{
     self, Checkpoint, Record, RecordRef, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, ScanEnd, Scanned,
 };
 use crate::error::{Error, Result};
 use crate::raft::{Entry, HardState, Index, SnapshotMeta, Term};
 use crate::raft::{EntryLog, Storage};
+use sync::SyncState;
 
 /// How a [`DurableStorage`] writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -293,149 +293,6 @@ struct Active {
     info: SegmentInfo,
 }
 
-/// State shared between the storage (under the Raft lock) and its syncer (other threads).
-struct Shared {
-    fsync: bool,
-    /// Sequence number of the latest record written to the OS.
-    write_seq: AtomicU64,
-    /// Every record up to this sequence number is on disk. Only grows.
-    durable_seq: AtomicU64,
-    fsync_count: AtomicU64,
-    /// Held while an fsync runs: one at a time, and the group-commit queue.
-    sync_lock: Mutex<()>,
-    /// The active segment. Swapped on roll, after the old one has been fsynced.
-    active: Mutex<Arc<File>>,
-    /// Set when a write or fsync failed; every later write and sync returns this error.
-    failed: Mutex<Option<String>>,
-    /// The data directory (for the directory fsync after deleting segments).
-    dir: PathBuf,
-    /// Segments no replay needs any more, oldest first, to delete once every record through
-    /// `.1` (the one that made them unneeded) is durable. See [`Syncer::reclaim`].
-    reclaimable: Mutex<(Vec<PathBuf>, u64)>,
-    /// Held for a whole [`Syncer::reclaim`]: two at once (the snapshot and apply threads) could
-    /// otherwise delete a newer segment while an older one failed, leaving a gap.
-    reclaim_lock: Mutex<()>,
-    /// Entries compaction removed from memory, to free outside the Raft lock (after a snapshot
-    /// of a large state, a million allocations). See [`Syncer::reclaim`].
-    garbage: Mutex<Vec<Vec<Entry>>>,
-}
-
-impl Shared {
-    fn check_failed(&self) -> Result<()> {
-        match &*self.failed.lock() {
-            Some(why) => Err(Error::Storage(format!(
-                "the WAL is unusable after an earlier failure ({why}); restart the node"
-            ))),
-            None => Ok(()),
-        }
-    }
-
-    fn fail(&self, error: &Error) {
-        let mut failed = self.failed.lock();
-        if failed.is_none() {
-            log::error!("WAL failure, refusing further writes: {error}");
-            *failed = Some(error.message().to_string());
-        }
-    }
-
-    fn counted_sync(&self, file: &File, path: &Path) -> Result<()> {
-        file.sync_data().map_err(|e| io_error("fsync", path, e))?;
-        self.fsync_count.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-}
-
-impl Syncer for Shared {
-    fn sync_through(&self, seq: u64) -> Result<()> {
-        if !self.fsync {
-            return Ok(());
-        }
-        if self.durable_seq.load(Ordering::Acquire) >= seq {
-            return Ok(());
-        }
-        let _one_at_a_time = self.sync_lock.lock();
-        // Whoever held the lock before us may have covered `seq` already: that is the group.
-        if self.durable_seq.load(Ordering::Acquire) >= seq {
-            return Ok(());
-        }
-        self.check_failed()?;
-        // Everything written up to `target` is in a segment that is either the active one now or
-        // an older one, and older ones were fsynced before the active one was swapped in.
-        let target = self.write_seq.load(Ordering::Acquire);
-        if seq > target {
-            return Err(Error::Internal(format!(
-                "sync_through({seq}) asked for more than the latest write ({target})"
-            )));
-        }
-        let file = Arc::clone(&self.active.lock());
-        if let Err(e) = file.sync_data() {
-            let error = Error::Storage(format!("fsync of the active WAL segment failed: {e}"));
-            self.fail(&error);
-            return Err(error);
-        }
-        self.fsync_count.fetch_add(1, Ordering::Relaxed);
-        self.durable_seq.fetch_max(target, Ordering::AcqRel);
-        Ok(())
-    }
-
-    fn fsync_count(&self) -> u64 {
-        self.fsync_count.load(Ordering::Relaxed)
-    }
-
-    fn reclaim(&self) -> Result<()> {
-        // Freed here, with the lock released first (compaction takes it under the Raft lock).
-        let garbage = std::mem::take(&mut *self.garbage.lock());
-        drop(garbage);
-        let _one_at_a_time = self.reclaim_lock.lock();
-        // Take the list and let go of its lock before any I/O: compaction (under the Raft lock)
-        // adds to it.
-        let (paths, after_seq) = {
-            let mut r = self.reclaimable.lock();
-            (std::mem::take(&mut r.0), r.1)
-        };
-        if paths.is_empty() {
-            return Ok(());
-        }
-        // The compaction or snapshot record must be on disk before the segments it replaces go:
-        // a replay then starts at a segment that the durable records make sufficient.
-        let deleted = self.sync_through(after_seq).map(|()| {
-            let mut deleted = 0;
-            for path in &paths {
-                let gone = match fs::remove_file(path) {
-                    Ok(()) => Ok(()),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                    Err(e) => Err(io_error("cannot delete WAL segment", path, e)),
-                };
-                // Each deletion durable before the next: after a crash the segments left are
-                // still a contiguous run, so a replay finds no gap.
-                let durable = gone.and_then(|()| {
-                    if self.fsync {
-                        sync_dir(&self.dir)?;
-                        self.fsync_count.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(())
-                });
-                if let Err(e) = durable {
-                    log::warn!("{e}; will try again at the next reclaim");
-                    break;
-                }
-                log::debug!("WAL: deleted segment {}, covered by compaction", path.display());
-                deleted += 1;
-            }
-            deleted
-        });
-        let done = *deleted.as_ref().unwrap_or(&0);
-        if done < paths.len() {
-            // Put back what is left, ahead of anything compaction added meanwhile.
-            let mut r = self.reclaimable.lock();
-            let mut left = paths[done..].to_vec();
-            left.append(&mut r.0);
-            r.0 = left;
-        }
-        deleted.map(|_| ())
-    }
-}
-
 /// The log and hard state, in a write-ahead log in a data directory. See the module docs.
 pub struct DurableStorage {
     dir: PathBuf,
@@ -452,11 +309,12 @@ pub struct DurableStorage {
     /// Full segments, oldest first.
     sealed: Vec<SegmentInfo>,
     active: Active,
-    /// Same as `shared.write_seq`, which only this struct writes.
+    /// What `sync` publishes as the latest write; only this struct writes it.
     write_seq: u64,
     /// Encoding buffer, reused.
     buf: Vec<u8>,
-    shared: Arc<Shared>,
+    /// The syncer and reclaimer (see [`sync`]), shared with the threads that call it.
+    sync: Arc<SyncState>,
 }
 
 fn io_error(action: &str, path: &Path, e: std::io::Error) -> Error {
@@ -867,19 +725,7 @@ impl DurableStorage {
             }
         };
         let write_seq = expected_seq - 1;
-        let shared = Arc::new(Shared {
-            fsync,
-            write_seq: AtomicU64::new(write_seq),
-            durable_seq: AtomicU64::new(0),
-            fsync_count: AtomicU64::new(fsyncs),
-            sync_lock: Mutex::new(()),
-            active: Mutex::new(Arc::clone(&active.file)),
-            failed: Mutex::new(None),
-            dir: dir.to_path_buf(),
-            reclaimable: Mutex::new((Vec::new(), 0)),
-            reclaim_lock: Mutex::new(()),
-            garbage: Mutex::new(Vec::new()),
-        });
+        let sync = SyncState::new(fsync, dir, Arc::clone(&active.file), write_seq, fsyncs);
         let mut storage = DurableStorage {
             dir: dir.to_path_buf(),
             options,
@@ -898,7 +744,7 @@ impl DurableStorage {
             active,
             write_seq,
             buf: Vec::new(),
-            shared,
+            sync: Arc::new(sync),
         };
         if storage.active.info.records == 0 {
             // A new log, or a segment cut back to its header: start it with its checkpoint.
@@ -913,13 +759,12 @@ impl DurableStorage {
             for info in &storage.sealed {
                 let file = File::open(&info.path)
                     .map_err(|e| io_error("cannot open WAL segment", &info.path, e))?;
-                storage.shared.counted_sync(&file, &info.path)?;
+                storage.sync.counted_sync(&file, &info.path)?;
             }
-            storage.shared.counted_sync(&storage.active.file, &storage.active.info.path)?;
-            sync_dir(dir)?;
-            storage.shared.fsync_count.fetch_add(1, Ordering::Relaxed);
+            storage.sync.counted_sync(&storage.active.file, &storage.active.info.path)?;
+            storage.sync.counted_sync_dir()?;
         }
-        storage.shared.durable_seq.store(storage.write_seq, Ordering::Release);
+        storage.sync.all_durable(storage.write_seq);
         report.installed_snapshot_file = storage.reconcile_snapshot_files()?;
 
         report.segments = storage.sealed.len() + 1;
@@ -976,7 +821,7 @@ impl DurableStorage {
     /// The handle that makes this storage's writes durable from another thread, without the
     /// Raft lock. [`crate::storage::open`] hands it out beside the log.
     pub fn syncer(&self) -> Arc<dyn Syncer> {
-        Arc::clone(&self.shared) as Arc<dyn Syncer>
+        Arc::clone(&self.sync) as Arc<dyn Syncer>
     }
 
     /// The state a new segment starts from.
@@ -997,16 +842,12 @@ impl DurableStorage {
 
     /// Number of fsyncs (of segments and of the directory) done so far, for metrics and benchmarks.
     pub fn fsync_count(&self) -> u64 {
-        self.shared.fsync_count.load(Ordering::Relaxed)
+        self.sync.fsync_count()
     }
 
     /// Every record up to this sequence number is on disk (with fsync off: written to the OS).
     pub fn durable_seq(&self) -> u64 {
-        if self.shared.fsync {
-            self.shared.durable_seq.load(Ordering::Acquire)
-        } else {
-            self.write_seq
-        }
+        self.sync.durable_seq(self.write_seq)
     }
 
     /// The segment files, oldest first; the last one is being appended to.
@@ -1019,10 +860,10 @@ impl DurableStorage {
     /// Writes one record, rolling to a new segment first if this one is full. On failure the
     /// storage refuses every later write (see the module docs).
     fn write(&mut self, record: RecordRef<'_>) -> Result<()> {
-        self.shared.check_failed()?;
+        self.sync.check_failed()?;
         let result = self.try_write(record);
         if let Err(e) = &result {
-            self.shared.fail(e);
+            self.sync.fail(e);
         }
         result
     }
@@ -1057,7 +898,7 @@ impl DurableStorage {
         info.bytes += self.buf.len() as u64;
         info.records += 1;
         self.write_seq = seq;
-        self.shared.write_seq.store(seq, Ordering::Release);
+        self.sync.wrote(seq);
         Ok(())
     }
 
@@ -1066,7 +907,7 @@ impl DurableStorage {
     fn roll(&mut self) -> Result<()> {
         let fsync = self.options.fsync;
         if fsync {
-            self.shared.counted_sync(&self.active.file, &self.active.info.path)?;
+            self.sync.counted_sync(&self.active.file, &self.active.info.path)?;
         }
         let first_seq = self.write_seq + 1;
         let path = self.dir.join(wal::segment_name(first_seq));
@@ -1076,9 +917,8 @@ impl DurableStorage {
         wal::encode_frame(&mut checkpoint, first_seq, &RecordRef::Checkpoint(&state))?;
         file.write_all(&checkpoint).map_err(|e| io_error("cannot write WAL segment", &path, e))?;
         if fsync {
-            self.shared.counted_sync(&file, &path)?;
-            sync_dir(&self.dir)?;
-            self.shared.fsync_count.fetch_add(1, Ordering::Relaxed);
+            self.sync.counted_sync(&file, &path)?;
+            self.sync.counted_sync_dir()?;
         }
         let mut info = SegmentInfo::new(path, first_seq);
         info.records = 1;
@@ -1086,14 +926,8 @@ impl DurableStorage {
         info.checkpoint_last = Some(state.last_index);
         let old = std::mem::replace(&mut self.active, Active { file: Arc::new(file), info });
         self.sealed.push(old.info);
-        // Swap the syncer's handle before publishing any sequence number that lives in the new
-        // file (see `sync_through`).
-        *self.shared.active.lock() = Arc::clone(&self.active.file);
         self.write_seq = first_seq;
-        self.shared.write_seq.store(first_seq, Ordering::Release);
-        if fsync {
-            self.shared.durable_seq.fetch_max(first_seq, Ordering::AcqRel);
-        }
+        self.sync.rolled(Arc::clone(&self.active.file), first_seq);
         log::debug!("WAL: started segment {}", self.active.info.path.display());
         Ok(())
     }
@@ -1124,9 +958,8 @@ impl DurableStorage {
             return;
         }
         // No I/O here (this runs under the Raft lock): hand them to `Syncer::reclaim`.
-        let mut r = self.shared.reclaimable.lock();
-        r.0.extend(self.sealed.drain(..first_needed).map(|s| s.path));
-        r.1 = self.write_seq;
+        let unneeded = self.sealed.drain(..first_needed).map(|s| s.path);
+        self.sync.mark_reclaimable(unneeded, self.write_seq);
     }
 
     /// Refuses to record a snapshot whose file the shell has not written.
@@ -1222,7 +1055,7 @@ impl Storage for DurableStorage {
         let Some(term) = self.log.check_compact(index, self.snapshot)? else { return Ok(()) };
         self.write(RecordRef::Compact { index, term })?;
         let dropped = self.log.remove_through(index, term);
-        self.shared.garbage.lock().push(dropped);
+        self.sync.add_garbage(dropped);
         self.mark_unneeded_segments();
         Ok(())
     }
@@ -1239,12 +1072,10 @@ impl Storage for DurableStorage {
         self.require_file(meta)?;
         let kept = self.term(meta.index) == Some(meta.term);
         self.write(RecordRef::InstallSnapshot { meta, kept })?;
-        let mut garbage = self.shared.garbage.lock();
         if !kept {
-            garbage.push(self.log.remove_all());
+            self.sync.add_garbage(self.log.remove_all());
         }
-        garbage.push(self.log.remove_through(meta.index, meta.term));
-        drop(garbage);
+        self.sync.add_garbage(self.log.remove_through(meta.index, meta.term));
         self.snapshot = Some(meta);
         self.mark_unneeded_segments();
         Ok(())
