@@ -53,6 +53,7 @@
 //! | linearizable reads (ReadIndex) | `raft/node.rs`: `read`, `check_reads`; `server/mod.rs`: `linearizable_barrier` |
 //! | what is fsynced when (group commit) | `storage/durable/sync.rs` (module docs), `server/mod.rs`: `run_sync`, `handle_rpc` |
 //! | the on-disk format, crash recovery | `storage/wal.rs`, `storage/durable/replay.rs` (the rules), `storage/durable/recovery.rs` (`open`) |
+//! | printing a data dir (`raftlabkv-server dump`) | `storage/dump.rs` |
 //! | HTTP routes, status codes, limits | `server/http.rs`, `error.rs` |
 //! | follower → leader forwarding | `server/http.rs`: `forward` |
 //! | the client's retry rules | `client/mod.rs` (module docs) |

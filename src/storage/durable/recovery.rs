@@ -21,7 +21,7 @@
 //!
 //! `open` takes an exclusive lock on `<dir>/LOCK` ([`File::try_lock`]) and holds it until the
 //! storage is dropped, so two servers pointed at the same directory cannot interleave their
-//! writes. [`dump`](super::dump) reads without the lock and without changing anything.
+//! writes. [`dump`](crate::storage::dump) reads without the lock and without changing anything.
 //!
 //! # Snapshot files
 //!

@@ -1,7 +1,7 @@
 //! The one walk over a data dir's WAL segments ([`walk`]), and the log state their records build
 //! ([`Replay`]): the rules of recovery, in one place. Recovery
-//! ([`DurableStorage::open`](super::DurableStorage::open)) and (soon) [`dump`](super::dump) both
-//! walk the log with it, and differ only in what they do about what it finds (a
+//! ([`DurableStorage::open`](super::DurableStorage::open)) and [`dump`](crate::storage::dump)
+//! both walk the log with it, and differ only in what they do about what it finds (a
 //! [`Visitor`]): `open` cuts a torn tail off and refuses any damage, `dump` prints everything,
 //! changes nothing, and goes on past damage.
 //!
@@ -267,7 +267,7 @@ impl Walked {
 }
 
 /// Whether a segment's first record is a checkpoint (so a replay can start there).
-pub(super) fn starts_with_checkpoint(buf: &[u8], first_seq: u64) -> bool {
+fn starts_with_checkpoint(buf: &[u8], first_seq: u64) -> bool {
     wal::decode_frame(buf, SEGMENT_HEADER_LEN)
         .is_ok_and(|d| d.seq == first_seq && matches!(d.record, Record::Checkpoint(_)))
 }
@@ -318,13 +318,13 @@ impl Replay {
     }
 
     /// If entries the log still needs were never replayed, which ones (`first..=last`).
-    pub(super) fn missing(&self) -> Option<(Index, Index)> {
+    fn missing(&self) -> Option<(Index, Index)> {
         (self.base > self.offset).then_some((self.offset + 1, self.base))
     }
 
     /// Applies one record; `first_in_segment` says it is the segment's first. An error says why
     /// the record cannot follow the ones before it (the walk reports it as damage).
-    pub(super) fn apply(
+    fn apply(
         &mut self,
         record: Record,
         first_in_segment: bool,
