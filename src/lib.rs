@@ -51,8 +51,9 @@
 //! | log replication, the consistency check, truncation | `raft/node.rs`: `maybe_send_append`, `handle_append_entries`; `raft/log.rs`: `append_from_leader` |
 //! | when an entry is committed (Figure 8) | `raft/node.rs`: `maybe_commit` |
 //! | linearizable reads (ReadIndex) | `raft/node.rs`: `read`, `check_reads`; `server/mod.rs`: `linearizable_barrier` |
-//! | what is fsynced when (group commit) | `storage/durable.rs` (module docs), `server/mod.rs`: `run_sync`, `handle_rpc` |
-//! | the on-disk format, crash recovery | `storage/wal.rs`, `storage/durable.rs` |
+//! | what is fsynced when (group commit) | `storage/durable/sync.rs` (module docs), `server/mod.rs`: `run_sync`, `handle_rpc` |
+//! | the on-disk format, crash recovery | `storage/wal.rs`, `storage/durable/replay.rs` (the rules), `storage/durable/recovery.rs` (`open`) |
+//! | printing a data dir (`raftlabkv-server dump`) | `storage/dump.rs` |
 //! | HTTP routes, status codes, limits | `server/http.rs`, `error.rs` |
 //! | follower → leader forwarding | `server/http.rs`: `forward` |
 //! | the client's retry rules | `client/mod.rs` (module docs) |

@@ -186,7 +186,7 @@ fn main() -> ExitCode {
     let _ = simple_logger::SimpleLogger::new().with_level(args.log_level).env().init();
     if let Some(Cmd::Dump { data_dir, json }) = &args.command {
         let mut out = std::io::stdout().lock();
-        return match raftlabkv::storage::durable::dump(data_dir, *json, &mut out) {
+        return match raftlabkv::storage::dump::dump(data_dir, *json, &mut out) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("raftlabkv-server dump: {e}");

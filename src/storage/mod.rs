@@ -16,7 +16,10 @@
 //!
 //! Snapshot *files* (the state machine's serialized state) live next to the log, in a
 //! [`SnapshotStore`] ([`snapshot`]); the log only records which snapshot is current.
+//!
+//! [`dump::dump`] prints a data dir without changing it (`raftlabkv-server dump`).
 
+pub mod dump;
 pub mod durable;
 pub mod snapshot;
 pub mod wal;

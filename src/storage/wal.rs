@@ -1,11 +1,11 @@
 //! The write-ahead log's on-disk format: segment files, record framing and record payloads, plus
-//! the scanner that both recovery ([`super::durable::DurableStorage::open`]) and
-//! [`super::durable::dump`] use to read a segment.
+//! the scanner that the one segment walk (`durable::replay`) of both recovery
+//! ([`super::durable::DurableStorage::open`]) and [`super::dump::dump`] uses to read a segment.
 //!
 //! # Files
 //!
-//! A data directory holds a `LOCK` file (see [`super::durable`]) and the log, split into
-//! *segments*:
+//! A data directory holds a `LOCK` file (see [`super::durable::DurableStorage::open`]) and the
+//! log, split into *segments*:
 //!
 //! ```text
 //! data-dir/

@@ -1,16 +1,21 @@
 //! Tests of [`DurableStorage`]: round trips against [`MemStorage`], segment rolls, crash and
 //! corruption recovery, the directory lock, group commit, snapshots and compaction, and `dump`.
 
+use std::fs;
 use std::path::Path;
 use std::sync::Barrier;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use tempfile::TempDir;
 
 use super::*;
 use crate::raft::MemStorage;
+use crate::storage::dump::dump;
+use crate::storage::snapshot;
+use crate::storage::wal::{Record, ScanEnd};
 
 const BIG: u64 = 64 << 20;
 
