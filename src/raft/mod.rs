@@ -22,17 +22,31 @@
 //!
 //! | Figure 2 | here |
 //! |---|---|
-//! | Persistent state `currentTerm`, `votedFor`, `log[]` | [`HardState`] and the log, in [`Storage`]; `RaftNode::current_term`, `voted_for` mirror them |
-//! | Volatile `commitIndex`, `lastApplied` | [`RaftLog::commit_index`], [`RaftLog::last_applied`] |
-//! | Leader's `nextIndex[]`, `matchIndex[]` | `role::Progress::next_index`, `match_index`, one per peer in `role::Leader` |
-//! | RequestVote RPC | [`RequestVote`] / [`RequestVoteResponse`]; receiver: `RaftNode::handle_request_vote` |
-//! | AppendEntries RPC | [`AppendEntries`] / [`AppendEntriesResponse`]; receiver: `RaftNode::handle_append_entries` |
-//! | "If RPC request or response contains term T > currentTerm: set currentTerm = T, convert to follower" | top of `RaftNode::step_inner` |
-//! | Followers: election timeout → become candidate | `RaftNode::tick` → `become_pre_candidate` / `become_candidate` |
-//! | Candidates: votes from majority → leader | `handle_vote_response` → `become_leader` |
-//! | Leaders: heartbeats, replicate, advance commitIndex | `tick_leader`, `maybe_send_append`, `maybe_commit` |
-//! | All servers: apply committed entries in order | `emit_committed` fills [`Output::apply`] |
-//! | InstallSnapshot (§7, Figure 13) | [`InstallSnapshot`]; `handle_install_snapshot`, `snapshot_taken` |
+//! | Persistent state `currentTerm`, `votedFor`, `log[]` | [`HardState`] and the log, in [`Storage`] (`storage.rs`); `RaftNode::current_term`, `voted_for` mirror them |
+//! | Volatile `commitIndex`, `lastApplied` | [`RaftLog::commit_index`], [`RaftLog::last_applied`] (`log.rs`) |
+//! | Leader's `nextIndex[]`, `matchIndex[]` | `role::Progress::next_index`, `match_index`, one per peer in `role::Leader` (`role.rs`) |
+//! | RequestVote RPC | [`RequestVote`] / [`RequestVoteResponse`] (`message.rs`); receiver: `handle_request_vote` (`node/election.rs`) |
+//! | AppendEntries RPC | [`AppendEntries`] / [`AppendEntriesResponse`]; receiver: `handle_append_entries` (`node/replication.rs`) |
+//! | "If RPC request or response contains term T > currentTerm: set currentTerm = T, convert to follower" | `step_inner` (`node/mod.rs`) → `become_follower` |
+//! | Followers: election timeout → become candidate | `RaftNode::tick` → `become_pre_candidate` / `become_candidate` (`node/election.rs`) |
+//! | Candidates: votes from majority → leader | `handle_vote_response` → `become_leader` (`node/election.rs`) |
+//! | Leaders: heartbeats, replicate, advance commitIndex | `tick_leader`, `maybe_send_append`, `maybe_commit` (`node/replication.rs`) |
+//! | All servers: apply committed entries in order | `emit_committed` fills [`Output::apply`] (`node/replication.rs`, `output.rs`) |
+//! | InstallSnapshot (§7, Figure 13) | [`InstallSnapshot`]; `maybe_send_snapshot`, `handle_install_snapshot`, `snapshot_taken` (`node/snapshot.rs`) |
+//! | ReadIndex (thesis §6.4) | `RaftNode::read`, `check_reads` (`node/read.rs`) |
+//!
+//! ## The files
+//!
+//! | file | what it holds |
+//! |---|---|
+//! | `mod.rs` | this essay |
+//! | `message.rs` | ids, terms, entries, the RPCs and their [`Envelope`] |
+//! | `config.rs` | [`Config`]: the node's id, peers and timeouts in ticks |
+//! | `output.rs` | what every input returns ([`Output`], [`SyncPoint`], [`ReadState`]) and [`Status`] |
+//! | `role.rs` | [`Role`]: follower, candidate, leader, each with its own data |
+//! | `log.rs` | [`RaftLog`]: the questions Raft asks of a log, and conflict-only truncation |
+//! | `storage.rs`, `entry_log.rs` | the [`Storage`] port the core writes through (its durable implementation is `crate::storage`, which depends on this module, never the reverse) and [`MemStorage`] |
+//! | `node/` | [`RaftNode`], one file per part of the paper: `election.rs`, `replication.rs`, `read.rs`, `snapshot.rs` |
 //!
 //! ## A deterministic core
 //!
@@ -104,10 +118,8 @@ mod output;
 mod role;
 mod storage;
 
-pub(crate) use entry_log::EntryLog;
-pub use storage::{MemStorage, Storage};
-
 pub use config::Config;
+pub(crate) use entry_log::EntryLog;
 pub use log::RaftLog;
 pub use message::{
     AppendEntries, AppendEntriesResponse, Entry, Envelope, HardState, Index, InstallSnapshot,
@@ -117,3 +129,4 @@ pub use message::{
 pub use node::RaftNode;
 pub use output::{Output, PeerProgress, ReadState, Status, SyncPoint};
 pub use role::Role;
+pub use storage::{MemStorage, Storage};
