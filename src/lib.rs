@@ -62,15 +62,23 @@
 //! | snapshots: taking, sending, installing | `server/snapshot.rs`, `storage/snapshot.rs`, `raft/node.rs`: `snapshot_taken`, `handle_install_snapshot` |
 //! | chaos runs and linearizability checks | `chaos/`, `check/`, `tests/chaos.rs`, `tests/sim_kv.rs` |
 
-pub mod chaos;
-pub mod check;
+// The product: what the server and client binaries are made of.
 pub mod client;
 pub mod error;
 pub mod kv;
 pub mod raft;
 pub mod server;
-pub mod sim;
 pub mod storage;
+
+// Test support and tools, behind the `harness` feature (on by default): the product library
+// builds without them (`cargo build --no-default-features`).
+#[cfg(feature = "harness")]
+pub mod chaos;
+#[cfg(feature = "harness")]
+pub mod check;
+#[cfg(feature = "harness")]
+pub mod sim;
+#[cfg(feature = "harness")]
 pub mod testkit;
 
 pub use error::{Error, Result};

@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use raftlabkv::Error;
+#[cfg(feature = "harness")]
 use raftlabkv::chaos::workload::{WorkloadConfig, verify};
+#[cfg(feature = "harness")]
 use raftlabkv::check::{Verdict, history_to_json};
 use raftlabkv::client::bench::{self, BenchConfig, Workload};
 use raftlabkv::client::shell::{self, Command, RunOptions};
@@ -81,9 +83,11 @@ enum Cmd {
     Bench(BenchArgs),
     /// Run concurrent clients against the cluster, record the history, and check that it is
     /// linearizable (exits 1 if it is not, or if that could not be decided).
+    #[cfg(feature = "harness")]
     Verify(VerifyArgs),
 }
 
+#[cfg(feature = "harness")]
 #[derive(Args, Debug)]
 struct VerifyArgs {
     /// Seconds to run the clients.
@@ -178,6 +182,7 @@ fn main() -> ExitCode {
     let command = match &cli.command {
         None => return interactive(&client(), options),
         Some(Cmd::Bench(args)) => return run_bench(&cli, args),
+        #[cfg(feature = "harness")]
         Some(Cmd::Verify(args)) => return run_verify(&cli, args),
         Some(Cmd::Put { key, value }) => Command::Put { key: key.clone(), value: value.join(" ") },
         Some(Cmd::Get { key }) => Command::Get { key: key.clone() },
@@ -284,6 +289,7 @@ fn run_bench(cli: &Cli, args: &BenchArgs) -> ExitCode {
     }
 }
 
+#[cfg(feature = "harness")]
 /// `verify`: the chaos harness's workload and check (`raftlabkv::chaos::workload`), without faults
 /// of its own, against whatever cluster `--servers` names. Every HTTP attempt is one operation;
 /// `--timeout` is the per-request timeout.
