@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # End-to-end check of a fresh local 3-node cluster, through the command-line client:
-# put/get/delete/getall through different nodes, kill the leader, check that a new leader is
-# elected and the data survived, restart the killed node and check it catches up.
+# put/get/delete/getall through different nodes, the hello_client example (the client library),
+# kill the leader, check that a new leader is elected and the data survived, restart the killed
+# node and check it catches up. First, the three_nodes example (the Raft core stepped by hand).
 # Exits non-zero at the first failed step. Env: BASE_PORT (18480).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BASE=${BASE_PORT:-18480}
 BIN=target/release/raftlabkv-server
 CLIENT=target/release/raftlabkv-client
-cargo build --release --quiet
+cargo build --release --quiet --bins --example hello_client --example three_nodes
+example() { cargo run --release --quiet --example "$@"; }
 
 WORK=$(mktemp -d -t raftlabkv-test-cluster.XXXXXX)
 declare -A PID
@@ -46,6 +48,12 @@ leader_of() { # prints the node number that the nodes among $@ agree leads, or n
 wait_leader() { local n l; for n in $(seq 1 100); do l=$(leader_of "$@"); [ -n "$l" ] && { echo "$l"; return 0; }; sleep 0.1; done; return 1; }
 kv() { "$CLIENT" --servers "$1" --json "${@:2}"; }
 
+out=$(example three_nodes) || fail "three_nodes example exited non-zero: $out"
+grep -qE '^  n1@[0-9]+ leader ' <<<"$out" || fail "three_nodes shows no leader: $out"
+[ "$(grep -E '^  n[123] applied [0-9]+@[0-9]+: put hello world$' <<<"$out" | cut -c3-4 | sort -u | wc -l)" = 3 ] ||
+  fail "three_nodes did not apply the command on all 3 nodes: $out"
+ok "three_nodes example: n1 leads, the command is applied on n1, n2, n3"
+
 for i in 1 2 3; do start_node "$i"; done
 L=$(wait_leader 1 2 3) || fail "no leader elected within 10 s"
 ok "node$L leads"
@@ -70,6 +78,17 @@ out=$(kv "$(addr 1)" getall) || fail "getall"
 python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d=={"greeting":"hello raft world","dir/with space/ü":"odd key"}, d' "$out" ||
   fail "getall answered $out"
 ok "getall has exactly the two live keys"
+
+out=$(example hello_client "$ALL" 2>&1) || fail "hello_client example failed: $out"
+grep -qE '^get hello = "world, from process [0-9]+": the value we wrote$' <<<"$out" ||
+  fail "hello_client did not read its write back: $out"
+grep -qxE "leader: ($(addr 1)|$(addr 2)|$(addr 3))" <<<"$out" || fail "hello_client names no leader: $out"
+out=$(kv "$(addr 3)" get "hello") || fail "get hello via node3"
+[[ "$(field "$out" value)" == "world, from process "* ]] || fail "hello_client's write reads as $out"
+# Nothing listens there: the client retries for its 10 s deadline, then the example must fail.
+if out=$(example hello_client "127.0.0.1:$((BASE + 9))" 2>&1); then fail "hello_client succeeded without a cluster: $out"; fi
+grep -q "cannot write to the cluster" <<<"$out" || fail "hello_client without a cluster said: $out"
+ok "hello_client example: put, linearizable get, leader; fails clearly without a cluster"
 
 { kill -KILL "${PID[$L]}" && wait "${PID[$L]}"; } 2>/dev/null || true; PID[$L]=""
 REST=(); for i in 1 2 3; do [ "$i" = "$L" ] || REST+=("$i"); done
