@@ -10,15 +10,19 @@
 //! | module | what it is |
 //! |---|---|
 //! | [`raft`] | the consensus core: `RaftNode` driven by `step` / `tick` / `propose` / `read`, returning an `Output`. No threads, clocks, sockets or locks. Its module docs are an essay on Raft mapped to the code. |
-//! | [`storage`] | the `Storage` trait the core writes through; `MemStorage`; `DurableStorage`, a segmented write-ahead log with CRCs and group commit |
+//! | [`storage`] | durable storage: `DurableStorage`, a segmented write-ahead log with CRCs that implements the core's `raft::Storage` port, its `Syncer` (group commit, reclaim), snapshot files, `dump`; `storage::open` hands a node all three |
 //! | [`kv`] | the state machine: commands, apply, queries, snapshot encoding. Knows nothing of Raft. |
 //! | [`server`] | the threaded shell: HTTP routes, peer threads, ticker, apply and sync threads |
 //! | [`client`] | a blocking client library: leader discovery, retries, key escaping; the CLI's shell and bench |
-//! | [`chaos`] | the fault-injection harness: nemesis, recording clients, status sampler, checks (`raftlabkv-chaos`, `raftlabkv-client verify`) |
-//! | [`check`] | a linearizability checker for KV histories (Wing–Gong/Lowe with memoisation, per key) |
-//! | [`sim`] | an in-process cluster over a simulated network: the deterministic test layer |
-//! | [`testkit`] | real server processes and TCP link proxies, for real-binary tests |
+//! | [`chaos`] *(harness)* | the fault-injection harness: nemesis, recording clients, status sampler, checks (`raftlabkv-chaos`, `raftlabkv-client verify`) |
+//! | [`check`] *(harness)* | a linearizability checker for KV histories (Wing–Gong/Lowe with memoisation, per key) |
+//! | [`sim`] *(harness)* | an in-process cluster over a simulated network: the deterministic test layer |
+//! | [`testkit`] *(harness)* | real server processes and TCP link proxies, for real-binary tests |
 //! | [`error`] | one `Error` enum, and the one place it becomes an HTTP status |
+//!
+//! Imports run one way: `server` → `storage` → `raft`, `server` → `kv`; `raft` and `kv` import
+//! no other module of the crate but `error`. The modules marked *(harness)* are test support and
+//! tools, behind the `harness` cargo feature (on by default); the product builds without it.
 //!
 //! ## One node's threads
 //!
@@ -46,11 +50,11 @@
 //!
 //! | looking for | go to |
 //! |---|---|
-//! | the election timeout, becoming candidate/leader | `raft/node.rs`: `tick`, `become_pre_candidate`, `become_candidate`, `become_leader` |
-//! | the vote rules (up-to-date check, one vote per term) | `raft/node.rs`: `handle_request_vote`, `raft/log.rs`: `is_up_to_date` |
-//! | log replication, the consistency check, truncation | `raft/node.rs`: `maybe_send_append`, `handle_append_entries`; `raft/log.rs`: `append_from_leader` |
-//! | when an entry is committed (Figure 8) | `raft/node.rs`: `maybe_commit` |
-//! | linearizable reads (ReadIndex) | `raft/node.rs`: `read`, `check_reads`; `server/mod.rs`: `linearizable_barrier` |
+//! | the election timeout, becoming candidate/leader, PreVote | `raft/node/mod.rs`: `tick`; `raft/node/election.rs`: `become_pre_candidate`, `become_candidate`, `become_leader`, `handle_pre_vote` |
+//! | the vote rules (up-to-date check, one vote per term) | `raft/node/election.rs`: `handle_request_vote`, `raft/log.rs`: `is_up_to_date` |
+//! | log replication, the consistency check, truncation | `raft/node/replication.rs`: `maybe_send_append`, `handle_append_entries`; `raft/log.rs`: `append_from_leader` |
+//! | when an entry is committed (Figure 8) | `raft/node/replication.rs`: `maybe_commit` |
+//! | linearizable reads (ReadIndex) | `raft/node/read.rs`: `read`, `check_reads`; `server/mod.rs`: `linearizable_barrier` |
 //! | what is fsynced when (group commit) | `storage/durable/sync.rs` (module docs), `server/mod.rs`: `run_sync`, `handle_rpc` |
 //! | the on-disk format, crash recovery | `storage/wal.rs`, `storage/durable/replay.rs` (the rules), `storage/durable/recovery.rs` (`open`) |
 //! | printing a data dir (`raftlabkv-server dump`) | `storage/dump.rs` |
@@ -58,8 +62,10 @@
 //! | follower → leader forwarding | `server/http.rs`: `forward` |
 //! | the client's retry rules | `client/mod.rs` (module docs) |
 //! | the MIT 6.5840 tests | `tests/raft_*.rs` over `sim.rs` |
+//! | the core driven by hand, in 200 lines | `examples/three_nodes.rs` |
+//! | the client library in 90 lines | `examples/hello_client.rs` |
 //! | real-process tests, partitions via proxies | `tests/cluster.rs`, `tests/crash.rs`, `tests/snapshot.rs`, `testkit/` |
-//! | snapshots: taking, sending, installing | `server/snapshot.rs`, `storage/snapshot.rs`, `raft/node.rs`: `snapshot_taken`, `handle_install_snapshot` |
+//! | snapshots: taking, sending, installing | `server/snapshot.rs`, `storage/snapshot.rs`, `raft/node/snapshot.rs`: `snapshot_taken`, `maybe_send_snapshot`, `handle_install_snapshot` |
 //! | chaos runs and linearizability checks | `chaos/`, `check/`, `tests/chaos.rs`, `tests/sim_kv.rs` |
 
 // The product: what the server and client binaries are made of.
