@@ -25,6 +25,14 @@ impl Role {
             Role::Leader(_) => "leader",
         }
     }
+
+    /// A leader's progress record for `peer`; `None` on other roles or for an unknown peer.
+    pub fn progress_mut(&mut self, peer: &NodeId) -> Option<&mut Progress> {
+        match self {
+            Role::Leader(leader) => leader.progress.get_mut(peer),
+            _ => None,
+        }
+    }
 }
 
 /// Follower state.
@@ -61,6 +69,18 @@ pub struct Progress {
     pub recent_active: bool,
     /// A snapshot being sent to this follower (its index): no AppendEntries until it is answered.
     pub pending_snapshot: Option<Index>,
+}
+
+impl Progress {
+    /// The follower answered that it holds entries through `claimed`. A follower cannot hold more
+    /// than we ever had (`last_index`), so a larger claim is never trusted, and `match_index`
+    /// never goes down here.
+    pub fn record_match(&mut self, claimed: Index, last_index: Index) {
+        let claimed = claimed.min(last_index);
+        if claimed > self.match_index {
+            self.match_index = claimed;
+        }
+    }
 }
 
 /// An outstanding AppendEntries.

@@ -106,10 +106,7 @@ impl RaftNode {
         resp: AppendEntriesResponse,
     ) -> Result<()> {
         let last_index = self.log.last_index();
-        let Role::Leader(leader) = &mut self.role else {
-            return Ok(());
-        };
-        let Some(progress) = leader.progress.get_mut(&from) else {
+        let Some(progress) = self.role.progress_mut(&from) else {
             return Ok(());
         };
         progress.recent_active = true;
@@ -128,11 +125,7 @@ impl RaftNode {
             progress.inflight = None;
         }
         if resp.success {
-            // A follower cannot hold more than we sent; never trust a larger claim.
-            let claimed = resp.match_index.min(last_index);
-            if claimed > progress.match_index {
-                progress.match_index = claimed;
-            }
+            progress.record_match(resp.match_index, last_index);
             progress.next_index = progress.next_index.max(progress.match_index + 1);
         } else {
             // Fast backtracking (§5.3, end): skip a whole conflicting term per round trip.

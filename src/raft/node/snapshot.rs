@@ -71,19 +71,13 @@ impl RaftNode {
         resp: InstallSnapshotResponse,
     ) -> Result<()> {
         let last_index = self.log.last_index();
-        let Role::Leader(leader) = &mut self.role else {
-            return Ok(());
-        };
-        let Some(progress) = leader.progress.get_mut(&from) else {
+        let Some(progress) = self.role.progress_mut(&from) else {
             return Ok(());
         };
         progress.recent_active = true;
         progress.pending_snapshot = None;
         progress.inflight = None;
-        let claimed = resp.match_index.min(last_index);
-        if claimed > progress.match_index {
-            progress.match_index = claimed;
-        }
+        progress.record_match(resp.match_index, last_index);
         progress.next_index = progress.match_index + 1;
         self.maybe_commit()?;
         self.check_reads();
