@@ -261,7 +261,8 @@ fn all(node: &Node, request: &mut Request, stale: bool, forwarded: bool) -> Resu
 }
 
 /// For a linearizable read: confirm leadership here, or forward the request to the leader (whose
-/// answer is returned as `Some`).
+/// answer is returned as `Some`). A read changes nothing, so it may be forwarded whenever another
+/// node is known to lead — also when leadership moved while this node was being confirmed.
 fn barrier_or_forward(
     node: &Node,
     request: &mut Request,
@@ -270,9 +271,13 @@ fn barrier_or_forward(
 ) -> Result<Option<Reply>> {
     match node.linearizable_barrier() {
         Ok(()) => Ok(None),
-        Err(e) => match (forwarded, node.leader_addr()) {
-            (false, Some(addr)) => forward(request, &addr, body, node).map(Some),
-            _ => Err(e),
+        Err(e) if forwarded => Err(e),
+        Err(Error::NotLeader { leader: Some(leader) }) => {
+            forward(request, &leader.addr, body, node).map(Some)
+        }
+        Err(e) => match node.leader_addr() {
+            Some(addr) => forward(request, &addr, body, node).map(Some),
+            None => Err(e),
         },
     }
 }
@@ -335,12 +340,9 @@ fn write_with_body(
             200,
             &json!({ "status": "ok", "key": key, "index": ok.index, "term": ok.term }),
         )),
-        // Only "not the leader" is forwarded: it was refused before anything was proposed.
-        Err(Error::Unavailable(m)) if !forwarded && m.starts_with("not the leader") => {
-            match node.leader_addr() {
-                Some(addr) => forward(request, &addr, body, node),
-                None => Err(Error::Unavailable(m)),
-            }
+        // Only a refusal to propose is forwarded: nothing was proposed, so the leader can take it.
+        Err(Error::NotLeader { leader: Some(leader) }) if !forwarded => {
+            forward(request, &leader.addr, body, node)
         }
         Err(e) => Err(e),
     }

@@ -29,7 +29,7 @@ use super::config::ServerConfig;
 use super::peer::RpcHandler;
 use super::pending::Pending;
 use super::snapshot::{self, SnapshotState};
-use crate::error::{Error, Result};
+use crate::error::{Error, LeaderHint, Result};
 use crate::kv::{Command, KvStore};
 use crate::raft::{Entry, Envelope, Index, Message, NodeId, Output, RaftNode, SnapshotMeta, Term};
 use crate::storage::{NodeStorage, SnapshotStore, Syncer};
@@ -274,11 +274,23 @@ impl Node {
 
     // ----- client operations ----------------------------------------------------------------------
 
+    /// Refuses a client operation with [`Error::NotLeader`] unless this node leads. Called under
+    /// the Raft lock, so the answer holds for the propose or read that follows it.
+    fn check_leader(&self, raft: &RaftNode) -> Result<()> {
+        if raft.is_leader() {
+            return Ok(());
+        }
+        let leader = raft.leader().and_then(|id| Some(LeaderHint { addr: self.addr_of(&id)?, id }));
+        Err(Error::NotLeader { leader })
+    }
+
     /// Proposes a command and waits until it is applied (200), replaced (503) or the wait times
-    /// out (504). Not the leader: 503 with a hint (the HTTP layer forwards instead).
+    /// out (504). Not the leader: [`Error::NotLeader`], before anything is proposed (the HTTP
+    /// layer forwards instead).
     pub fn write(&self, command: &Command) -> Result<WriteOk> {
         let (tx, rx) = bounded(1);
         let index = self.with_raft(|raft| {
+            self.check_leader(raft)?;
             let (index, term, out) = raft.propose(command.encode())?;
             // Registered under the Raft lock: the entry cannot be applied before we wait for it.
             self.pending.lock().add_write(index, term, tx);
@@ -299,11 +311,15 @@ impl Node {
     }
 
     /// Waits until a read of the state machine is linearizable (ReadIndex through the leader).
+    /// Not the leader: [`Error::NotLeader`].
     pub fn linearizable_barrier(&self) -> Result<()> {
         let id = self.next_read_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = bounded(1);
         self.pending.lock().add_read(id, tx);
-        let started = self.with_raft(|raft| Ok(((), raft.read(id)?)));
+        let started = self.with_raft(|raft| {
+            self.check_leader(raft)?;
+            Ok(((), raft.read(id)?))
+        });
         if let Err(e) = started {
             self.pending.lock().remove_read(id);
             return Err(e);
