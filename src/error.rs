@@ -9,11 +9,22 @@
 //! | `NotFound` | 404 | the key (or route) does not exist |
 //! | `MethodNotAllowed` | 405 | wrong HTTP method for the route |
 //! | `TooLarge` | 413 | key, value or body over the configured limit |
-//! | `Unavailable` | 503 | **not applied and will not be** (no leader, no quorum, not leader): safe to retry |
+//! | `NotLeader` | 503 | **not applied and will not be**: this node does not lead; the body names the leader (`"leader": {"id", "addr"}`) when known |
+//! | `Unavailable` | 503 | **not applied and will not be** (no quorum, leadership lost, shutting down): safe to retry |
 //! | `OutcomeUnknown` | 504 | proposed, but the commit was not seen in time: it may or may not apply |
 //! | `Storage`, `Internal` | 500 | a bug or a broken disk: the node logs it loudly |
 
 use std::fmt;
+
+/// The leader a node names when it refuses a request because it does not lead: where to send the
+/// request instead. The JSON error body carries it as `"leader": {"id": .., "addr": ..}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LeaderHint {
+    /// The leader's node id (a `raft::NodeId`).
+    pub id: String,
+    /// Where the refusing node reaches the leader (`host:port`), which also serves clients.
+    pub addr: String,
+}
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -29,8 +40,14 @@ pub enum Error {
     MethodNotAllowed(String),
     /// A key, value or request body over its limit.
     TooLarge(String),
-    /// The request was not applied and will not be (no leader, no quorum, stepped down before
-    /// proposing). Safe to retry, on this node or another.
+    /// This node does not lead, so it did not propose or read anything: safe to retry, best at
+    /// `leader` (None: no leader is known yet, an election is under way).
+    NotLeader {
+        /// The leader this node knows of.
+        leader: Option<LeaderHint>,
+    },
+    /// The request was not applied and will not be (no quorum, leadership lost before the read
+    /// was confirmed, shutting down). Safe to retry, on this node or another.
     Unavailable(String),
     /// The write was proposed, but its commit was not seen in time: it may still apply, or not.
     OutcomeUnknown(String),
@@ -48,6 +65,7 @@ impl Error {
             Error::NotFound(_) => "not_found",
             Error::MethodNotAllowed(_) => "method_not_allowed",
             Error::TooLarge(_) => "too_large",
+            Error::NotLeader { .. } => "not_leader",
             Error::Unavailable(_) => "unavailable",
             Error::OutcomeUnknown(_) => "outcome_unknown",
             Error::Storage(_) => "storage",
@@ -62,7 +80,7 @@ impl Error {
             Error::NotFound(_) => 404,
             Error::MethodNotAllowed(_) => 405,
             Error::TooLarge(_) => 413,
-            Error::Unavailable(_) => 503,
+            Error::NotLeader { .. } | Error::Unavailable(_) => 503,
             Error::OutcomeUnknown(_) => 504,
             Error::Storage(_) | Error::Internal(_) => 500,
         }
@@ -71,6 +89,8 @@ impl Error {
     /// The human-readable message.
     pub fn message(&self) -> &str {
         match self {
+            Error::NotLeader { leader: Some(_) } => "not the leader; retry at the leader it names",
+            Error::NotLeader { leader: None } => "not the leader, and no leader is known; retry",
             Error::BadRequest(m)
             | Error::NotFound(m)
             | Error::MethodNotAllowed(m)
@@ -96,15 +116,25 @@ impl Error {
         }
     }
 
-    /// The JSON body `{"error": code, "message": text}`.
+    /// The JSON body `{"error": code, "message": text}`, with `"leader": {"id", "addr"}` for a
+    /// [`Error::NotLeader`] that knows the leader.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({ "error": self.code(), "message": self.message() })
+        let mut body = serde_json::json!({ "error": self.code(), "message": self.message() });
+        if let Error::NotLeader { leader: Some(l) } = self {
+            body["leader"] = serde_json::json!({ "id": l.id, "addr": l.addr });
+        }
+        body
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.code(), self.message())
+        match self {
+            Error::NotLeader { leader: Some(l) } => {
+                write!(f, "{}: not the leader; the leader is {} at {}", self.code(), l.id, l.addr)
+            }
+            _ => write!(f, "{}: {}", self.code(), self.message()),
+        }
     }
 }
 
@@ -135,5 +165,19 @@ mod tests {
             assert_eq!(e.to_json()["error"], e.code());
         }
         assert_eq!(Error::Storage("x".into()).status(), 500);
+    }
+
+    #[test]
+    fn not_leader_is_a_503_naming_the_leader() {
+        let hint = LeaderHint { id: "node2".into(), addr: "127.0.0.1:8081".into() };
+        let e = Error::NotLeader { leader: Some(hint) };
+        assert_eq!(e.status(), 503);
+        let body = e.to_json();
+        assert_eq!(body["error"], "not_leader");
+        assert!(body["message"].is_string());
+        assert_eq!(body["leader"], serde_json::json!({"id": "node2", "addr": "127.0.0.1:8081"}));
+        assert!(e.to_string().contains("node2 at 127.0.0.1:8081"), "{e}");
+        let none = Error::NotLeader { leader: None }.to_json();
+        assert!(none.get("leader").is_none(), "{none}");
     }
 }

@@ -12,7 +12,7 @@
 //! | [`raft`] | the consensus core: `RaftNode` driven by `step` / `tick` / `propose` / `read`, returning an `Output`. No threads, clocks, sockets or locks. Its module docs are an essay on Raft mapped to the code. |
 //! | [`storage`] | durable storage: `DurableStorage`, a segmented write-ahead log with CRCs that implements the core's `raft::Storage` port, its `Syncer` (group commit, reclaim), snapshot files, `dump`; `storage::open` hands a node all three |
 //! | [`kv`] | the state machine: commands, apply, queries, snapshot encoding. Knows nothing of Raft. |
-//! | [`server`] | the threaded shell: HTTP routes, peer threads, ticker, apply and sync threads |
+//! | [`server`] | the threaded shell, one file per job: config, node state and the lock rule, thread loops, peer threads, HTTP listener and routes |
 //! | [`client`] | a blocking client library: leader discovery, retries, key escaping; the CLI's shell and bench |
 //! | [`chaos`] *(harness)* | the fault-injection harness: nemesis, recording clients, status sampler, checks (`raftlabkv-chaos`, `raftlabkv-client verify`) |
 //! | [`check`] *(harness)* | a linearizability checker for KV histories (Wing–Gong/Lowe with memoisation, per key) |
@@ -54,8 +54,8 @@
 //! | the vote rules (up-to-date check, one vote per term) | `raft/node/election.rs`: `handle_request_vote`, `raft/log.rs`: `is_up_to_date` |
 //! | log replication, the consistency check, truncation | `raft/node/replication.rs`: `maybe_send_append`, `handle_append_entries`; `raft/log.rs`: `append_from_leader` |
 //! | when an entry is committed (Figure 8) | `raft/node/replication.rs`: `maybe_commit` |
-//! | linearizable reads (ReadIndex) | `raft/node/read.rs`: `read`, `check_reads`; `server/mod.rs`: `linearizable_barrier` |
-//! | what is fsynced when (group commit) | `storage/durable/sync.rs` (module docs), `server/mod.rs`: `run_sync`, `handle_rpc` |
+//! | linearizable reads (ReadIndex) | `raft/node/read.rs`: `read`, `check_reads`; `server/node.rs`: `linearizable_barrier` |
+//! | what is fsynced when (group commit) | `storage/durable/sync.rs` (module docs), `server/loops.rs`: `sync`; `server/node.rs`: `handle_rpc` |
 //! | the on-disk format, crash recovery | `storage/wal.rs`, `storage/durable/replay.rs` (the rules), `storage/durable/recovery.rs` (`open`) |
 //! | printing a data dir (`raftlabkv-server dump`) | `storage/dump.rs` |
 //! | HTTP routes, status codes, limits | `server/http.rs`, `error.rs` |

@@ -260,3 +260,31 @@ fn sigterm_stops_a_node_cleanly() {
     leader(&c);
     assert_eq!(c.terminate(1, Duration::from_secs(10)), Some(0), "exit code after SIGTERM");
 }
+
+#[test]
+fn a_follower_refuses_an_already_forwarded_request_and_names_the_leader() {
+    let c = cluster("notleader", &[]);
+    let l = leader(&c);
+    let f = (l + 1) % 3;
+    let leader_addr = c.status(f).expect("follower status")["leaderAddr"].clone();
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build();
+    let base = format!("http://{}", c.nodes[f].addr);
+    // A forwarded request is never forwarded again: the follower answers itself.
+    let put = agent
+        .post(&format!("{base}/kv/put"))
+        .set("X-Raftlabkv-Forwarded", "test")
+        .send_string(r#"{"key":"k","value":"v"}"#);
+    let get = agent.get(&format!("{base}/kv/get/k")).set("X-Raftlabkv-Forwarded", "test").call();
+    for (what, result) in [("put", put), ("get", get)] {
+        let Err(ureq::Error::Status(status, response)) = result else {
+            panic!("{what} on a follower was not refused");
+        };
+        let body: Value = serde_json::from_str(&response.into_string().unwrap_or_default())
+            .expect("a JSON error body");
+        assert_eq!(status, 503, "{what}: {body}");
+        assert_eq!(body["error"], "not_leader", "{what}: {body}");
+        assert!(body["message"].is_string(), "{what}: {body}");
+        assert_eq!(body["leader"]["id"], c.nodes[l].id.as_str(), "{what}: {body}");
+        assert_eq!(body["leader"]["addr"], leader_addr, "{what}: {body}");
+    }
+}

@@ -1,6 +1,6 @@
 //! The threaded shell's locks, in process (no sockets): `/status` while the apply thread writes.
 //!
-//! Found by the chaos harness: `Shared::status` took the state machine's read lock twice in one
+//! Found by the chaos harness: `Node::status` (then `Shared::status`) took the state machine's read lock twice in one
 //! expression. parking_lot's `RwLock` is fair — a reader waits while a writer waits — so when the
 //! apply thread asked for the write lock between the two reads, each waited for the other forever:
 //! the node stopped applying (every write and linearizable read timed out, with no election since

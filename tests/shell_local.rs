@@ -65,6 +65,7 @@ fn writes_commit_and_reads_are_linearizable_over_the_local_transport() {
     let f = (l + 1) % 3;
     match servers[f].shared().write(&put("x", "y")) {
         Err(Error::Unavailable(m)) => assert!(m.contains("leader"), "{m}"),
+        Err(Error::NotLeader { leader }) => assert!(leader.is_some(), "names no leader"),
         other => panic!("a follower accepted a write: {other:?}"),
     }
 }

@@ -27,8 +27,11 @@
 //!    the client asks one node for its `/status`; if that node is the leader, or knows who is
 //!    (`leaderAddr`), the address is cached. [`Client::leader`] does the same on demand and waits
 //!    for an election to finish if there is none yet.
-//! 2. **From error hints.** An error body may carry a `leaderAddr` field ("I am not the leader, try
-//!    there"). The client caches it and retries there at once.
+//! 2. **From error hints.** A node that does not lead refuses with `503` and the error code
+//!    `not_leader`; its body names the leader when it knows one:
+//!    `{"error":"not_leader","message":..,"leader":{"id":"node2","addr":"127.0.0.1:8081"}}`
+//!    ("I am not the leader, try there"). The client caches `leader.addr` and retries there at
+//!    once. (A bare `"leaderAddr"` field in an error body is followed the same way.)
 //!
 //! The cache is dropped as soon as the cached leader fails to answer, answers 503 without a better
 //! hint, or leaves a write's outcome unknown; the next operation then goes to the configured
@@ -42,7 +45,7 @@
 //! | what happened | read (`get`, `get_all`, `status`) | write (`put`, `delete`) |
 //! |---|---|---|
 //! | could not connect (refused, unreachable, DNS) | retry on the next server | retry on the next server |
-//! | `503 Unavailable` | retry (follow `leaderAddr` if given) | retry (follow `leaderAddr` if given) |
+//! | `503` (`not_leader`, `unavailable`) | retry (follow the leader hint if given) | retry (follow the leader hint if given) |
 //! | `504` (server: outcome unknown) | retry | **[`Error::OutcomeUnknown`], not retried** |
 //! | timeout or broken connection after the request was sent | retry on the next server | **[`Error::OutcomeUnknown`], not retried** |
 //! | other 5xx | retry | returned as is |
@@ -542,7 +545,7 @@ impl Client {
                     Error::Unavailable(format!("{target}: {msg}"))
                 }
                 Failure::Status { error, leader_addr } => match error {
-                    Error::Unavailable(_) => {
+                    Error::Unavailable(_) | Error::NotLeader { .. } => {
                         match leader_addr.map(|a| normalize_addr(&a)) {
                             Some(hint) if !hint.is_empty() && hint != target => {
                                 self.set_leader(&hint);
@@ -750,8 +753,9 @@ pub(crate) fn classify(e: ureq::Error) -> Failure {
     }
 }
 
-/// Rebuilds the crate error from an error answer: JSON `{"error", "message", "leaderAddr"?}` if
-/// it is one, else the raw text (shortened), else just the status.
+/// Rebuilds the crate error from an error answer — JSON `{"error", "message", "leader"?}` if it
+/// is one, else the raw text (shortened), else just the status — and the leader address it names
+/// (`leader.addr`, or a bare `leaderAddr`), if any.
 pub(crate) fn parse_error_body(status: u16, body: &str) -> (Error, Option<String>) {
     #[derive(Deserialize)]
     struct ErrorBody {
@@ -759,13 +763,16 @@ pub(crate) fn parse_error_body(status: u16, body: &str) -> (Error, Option<String
         error: Option<String>,
         #[serde(default)]
         message: Option<String>,
+        #[serde(default)]
+        leader: Option<crate::error::LeaderHint>,
         #[serde(default, rename = "leaderAddr")]
         leader_addr: Option<String>,
     }
-    let (code, message, leader_addr) = match serde_json::from_str::<ErrorBody>(body) {
-        Ok(b) => (b.error, b.message, b.leader_addr),
-        Err(_) => (None, None, None),
+    let (code, message, leader, leader_addr) = match serde_json::from_str::<ErrorBody>(body) {
+        Ok(b) => (b.error, b.message, b.leader, b.leader_addr),
+        Err(_) => (None, None, None, None),
     };
+    let hint = leader.as_ref().map(|l| l.addr.clone()).or(leader_addr);
     let message = match (message, &code) {
         (Some(m), _) => m,
         (None, Some(code)) => code.clone(),
@@ -780,9 +787,10 @@ pub(crate) fn parse_error_body(status: u16, body: &str) -> (Error, Option<String
     };
     let error = match (status, code.as_deref()) {
         (500, Some("storage")) => Error::Storage(message),
+        (503, Some("not_leader")) => Error::NotLeader { leader },
         _ => Error::from_status(status, message),
     };
-    (error, leader_addr)
+    (error, hint)
 }
 
 fn shorten(text: &str, max_chars: usize) -> String {

@@ -118,11 +118,15 @@ fn ok_put(s: &Seen) -> (u16, String) {
     (200, json!({"status": "ok", "key": v["key"], "index": 7, "term": 2}).to_string())
 }
 
+/// A 503 as a server sends it: `not_leader` naming the leader at `leader`, else `unavailable`.
 fn unavailable(leader: Option<&str>) -> (u16, String) {
-    let mut body = json!({"error": "unavailable", "message": "no leader"});
-    if let Some(l) = leader {
-        body["leaderAddr"] = json!(l);
-    }
+    let body = match leader {
+        Some(l) => Error::NotLeader {
+            leader: Some(crate::error::LeaderHint { id: "node2".into(), addr: l.into() }),
+        }
+        .to_json(),
+        None => json!({"error": "unavailable", "message": "no leader"}),
+    };
     (503, body.to_string())
 }
 
@@ -514,6 +518,20 @@ fn non_json_error_bodies_still_give_sensible_errors() {
     assert_eq!(
         parse_error_body(503, r#"{"error":"unavailable","message":"m","leaderAddr":"h:1"}"#),
         (Error::Unavailable("m".into()), Some("h:1".into()))
+    );
+}
+
+#[test]
+fn a_not_leader_body_names_the_leader() {
+    let body = r#"{"error":"not_leader","message":"m","leader":{"id":"node2","addr":"h:2"}}"#;
+    let hint = crate::error::LeaderHint { id: "node2".into(), addr: "h:2".into() };
+    assert_eq!(
+        parse_error_body(503, body),
+        (Error::NotLeader { leader: Some(hint) }, Some("h:2".into()))
+    );
+    assert_eq!(
+        parse_error_body(503, r#"{"error":"not_leader","message":"m"}"#),
+        (Error::NotLeader { leader: None }, None)
     );
 }
 

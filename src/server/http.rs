@@ -1,4 +1,6 @@
-//! HTTP routes: the client API, `/status`, and the peer RPC endpoints, on one port.
+//! The HTTP listener: one tiny_http server on the node's address, its worker threads (`http-N`),
+//! the pool kicker (`http-kick`, see [`super::pool_kick`]), and the routes — the client API,
+//! `/status`, and the peer RPC endpoints, on one port.
 //!
 //! | route | answer |
 //! |---|---|
@@ -7,20 +9,26 @@
 //! | `DELETE /kv/delete/{key}` | `{"status":"ok","key":k,"index":i,"term":t}` |
 //! | `GET /kv/all` | `{"k":"v",...}` |
 //! | `GET /status` | node status |
-//! | `POST /raft/requestVote`, `POST /raft/appendEntries` | peer RPCs |
+//! | `POST /raft/requestVote`, `/raft/appendEntries`, `/raft/installSnapshot` | peer RPCs (JSON [`Envelope`]s) |
+//! | `POST /raft/snapshotChunk?from=&index=&term=&offset=&total=` | one piece of a snapshot file (raw bytes) |
 //!
-//! Any node accepts any client request: a follower forwards it to the leader and relays the answer
-//! (a forwarded request carries `X-Raftlabkv-Forwarded`, and is never forwarded twice). Errors are
-//! `{"error": code, "message": text}` with the status codes of [`crate::error`].
+//! Keys in paths are percent-encoded (`/` as `%2F`). Any node accepts any client request: a
+//! follower forwards it to the leader and relays the answer (a forwarded request carries
+//! `X-Raftlabkv-Forwarded`, and is never forwarded twice). Errors are `{"error": code,
+//! "message": text}` with the status codes of [`crate::error`].
 
 use std::io::Read;
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use tiny_http::{Header, Method, Request, Response};
 
-use super::Shared;
+use super::node::Node;
 use super::peer::RpcHandler;
+use super::pool_kick::{self, Activity};
+use super::spawn;
 use crate::error::{Error, Result};
 use crate::kv::Command;
 use crate::raft::Envelope;
@@ -46,9 +54,47 @@ impl Reply {
     }
 }
 
+/// The node's HTTP listener.
+pub struct Listener {
+    http: Arc<tiny_http::Server>,
+}
+
+impl Listener {
+    /// Binds `addr` (nothing is served until [`Listener::spawn`]).
+    pub fn bind(addr: &str) -> Result<Listener> {
+        let http = tiny_http::Server::http(addr)
+            .map_err(|e| Error::Unavailable(format!("cannot listen on {addr}: {e}")))?;
+        Ok(Listener { http: Arc::new(http) })
+    }
+
+    /// Starts `node.config.http_threads` workers and the pool kicker, adding them to `threads`.
+    pub fn spawn(&self, node: &Arc<Node>, threads: &mut Vec<JoinHandle<()>>) -> Result<()> {
+        let activity = Arc::new(Activity::new());
+        for i in 0..node.config.http_threads.max(1) {
+            let (node, http, activity) = (node.clone(), self.http.clone(), activity.clone());
+            threads.push(spawn(format!("http-{i}"), move || serve(&node, &http, &activity))?);
+        }
+        // Works around tiny_http's pool leaving new connections unread (see `pool_kick`).
+        if let Some(addr) = self.http.server_addr().to_ip() {
+            let (node, target) = (node.clone(), pool_kick::kick_target(addr));
+            threads.push(spawn("http-kick".into(), move || {
+                pool_kick::run(&activity, target, || !node.is_shutdown())
+            })?);
+        }
+        Ok(())
+    }
+
+    /// Wakes the workers blocked waiting for a request, so that they see the shutdown.
+    pub fn unblock(&self, workers: usize) {
+        for _ in 0..=workers {
+            self.http.unblock();
+        }
+    }
+}
+
 /// An HTTP worker: takes requests off the shared listener until shutdown.
-pub fn serve(shared: &Shared, http: &tiny_http::Server) {
-    while !shared.is_shutdown() {
+fn serve(node: &Node, http: &tiny_http::Server, activity: &Activity) {
+    while !node.is_shutdown() {
         let request = match http.recv_timeout(Duration::from_millis(200)) {
             Ok(Some(r)) => r,
             Ok(None) => continue,
@@ -58,14 +104,14 @@ pub fn serve(shared: &Shared, http: &tiny_http::Server) {
             }
         };
         if !request.url().starts_with("/raft/") {
-            shared.client_activity.note();
+            activity.note();
         }
-        handle(shared, request);
+        handle(node, request);
     }
 }
 
-fn handle(shared: &Shared, mut request: Request) {
-    let reply = route(shared, &mut request);
+fn handle(node: &Node, mut request: Request) {
+    let reply = route(node, &mut request);
     let content_type = Header::from_bytes("Content-Type", "application/json").ok();
     let mut response = Response::from_data(reply.body).with_status_code(reply.status);
     if let Some(h) = content_type {
@@ -76,7 +122,7 @@ fn handle(shared: &Shared, mut request: Request) {
     }
 }
 
-fn route(shared: &Shared, request: &mut Request) -> Reply {
+fn route(node: &Node, request: &mut Request) -> Reply {
     let url = request.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
     let method = request.method().clone();
@@ -85,29 +131,29 @@ fn route(shared: &Shared, request: &mut Request) -> Reply {
 
     let result = if let Some(raw_key) = path.strip_prefix("/kv/get/") {
         only(&method, Method::Get)
-            .and_then(|_| decode_key(raw_key, shared))
-            .and_then(|key| get(shared, request, &key, stale, forwarded))
+            .and_then(|_| decode_key(raw_key, node))
+            .and_then(|key| get(node, request, &key, stale, forwarded))
     } else if let Some(raw_key) = path.strip_prefix("/kv/delete/") {
-        only(&method, Method::Delete).and_then(|_| decode_key(raw_key, shared)).and_then(|key| {
-            write(shared, request, &Command::Delete { key: key.clone() }, &key, forwarded)
+        only(&method, Method::Delete).and_then(|_| decode_key(raw_key, node)).and_then(|key| {
+            write(node, request, &Command::Delete { key: key.clone() }, &key, forwarded)
         })
     } else {
         match path {
-            "/kv/put" => only(&method, Method::Post).and_then(|_| put(shared, request, forwarded)),
+            "/kv/put" => only(&method, Method::Post).and_then(|_| put(node, request, forwarded)),
             "/kv/all" => {
-                only(&method, Method::Get).and_then(|_| all(shared, request, stale, forwarded))
+                only(&method, Method::Get).and_then(|_| all(node, request, stale, forwarded))
             }
             "/kv/get" | "/kv/get/" | "/kv/delete" | "/kv/delete/" => {
                 Err(Error::BadRequest("the key is missing from the path".into()))
             }
             "/status" => only(&method, Method::Get).map(|_| {
-                Reply::json(200, &serde_json::to_value(shared.status()).unwrap_or(Value::Null))
+                Reply::json(200, &serde_json::to_value(node.status()).unwrap_or(Value::Null))
             }),
             "/raft/requestVote" | "/raft/appendEntries" | "/raft/installSnapshot" => {
-                only(&method, Method::Post).and_then(|_| peer_rpc(shared, request, path))
+                only(&method, Method::Post).and_then(|_| peer_rpc(node, request, path))
             }
             "/raft/snapshotChunk" => {
-                only(&method, Method::Post).and_then(|_| snapshot_chunk(shared, request, query))
+                only(&method, Method::Post).and_then(|_| snapshot_chunk(node, request, query))
             }
             _ => Err(Error::NotFound(format!("no route {path}"))),
         }
@@ -143,21 +189,21 @@ fn read_body(request: &mut Request, limit: usize) -> Result<Vec<u8>> {
 }
 
 /// Percent-decodes the rest of the path into a key, and checks it.
-fn decode_key(raw: &str, shared: &Shared) -> Result<String> {
+fn decode_key(raw: &str, node: &Node) -> Result<String> {
     let key = percent_decode(raw)?;
-    check_key(&key, shared)?;
+    check_key(&key, node)?;
     Ok(key)
 }
 
-fn check_key(key: &str, shared: &Shared) -> Result<()> {
+fn check_key(key: &str, node: &Node) -> Result<()> {
     if key.is_empty() {
         return Err(Error::BadRequest("the key must not be empty".into()));
     }
-    if key.len() > shared.config.max_key_bytes {
+    if key.len() > node.config.max_key_bytes {
         return Err(Error::TooLarge(format!(
             "key of {} bytes is over the {}-byte limit",
             key.len(),
-            shared.config.max_key_bytes
+            node.config.max_key_bytes
         )));
     }
     Ok(())
@@ -190,43 +236,48 @@ pub fn percent_decode(raw: &str) -> Result<String> {
 }
 
 fn get(
-    shared: &Shared,
+    node: &Node,
     request: &mut Request,
     key: &str,
     stale: bool,
     forwarded: bool,
 ) -> Result<Reply> {
-    if !stale && let Some(reply) = barrier_or_forward(shared, request, &[], forwarded)? {
+    if !stale && let Some(reply) = barrier_or_forward(node, request, &[], forwarded)? {
         return Ok(reply);
     }
-    shared.with_kv(|kv| match kv.get(key) {
+    node.with_kv(|kv| match kv.get(key) {
         Some(value) => Ok(Reply::json(200, &json!({ "key": key, "value": value }))),
         None => Err(Error::NotFound(format!("key not found: {key}"))),
     })
 }
 
-fn all(shared: &Shared, request: &mut Request, stale: bool, forwarded: bool) -> Result<Reply> {
-    if !stale && let Some(reply) = barrier_or_forward(shared, request, &[], forwarded)? {
+fn all(node: &Node, request: &mut Request, stale: bool, forwarded: bool) -> Result<Reply> {
+    if !stale && let Some(reply) = barrier_or_forward(node, request, &[], forwarded)? {
         return Ok(reply);
     }
-    let body = shared.with_kv(|kv| serde_json::to_vec(&*kv.all()));
+    let body = node.with_kv(|kv| serde_json::to_vec(&*kv.all()));
     body.map(|body| Reply { status: 200, body })
         .map_err(|e| Error::Internal(format!("cannot encode the key space: {e}")))
 }
 
 /// For a linearizable read: confirm leadership here, or forward the request to the leader (whose
-/// answer is returned as `Some`).
+/// answer is returned as `Some`). A read changes nothing, so it may be forwarded whenever another
+/// node is known to lead — also when leadership moved while this node was being confirmed.
 fn barrier_or_forward(
-    shared: &Shared,
+    node: &Node,
     request: &mut Request,
     body: &[u8],
     forwarded: bool,
 ) -> Result<Option<Reply>> {
-    match shared.linearizable_barrier() {
+    match node.linearizable_barrier() {
         Ok(()) => Ok(None),
-        Err(e) => match (forwarded, shared.leader_addr()) {
-            (false, Some(addr)) => forward(request, &addr, body, shared).map(Some),
-            _ => Err(e),
+        Err(e) if forwarded => Err(e),
+        Err(Error::NotLeader { leader: Some(leader) }) => {
+            forward(request, &leader.addr, body, node).map(Some)
+        }
+        Err(e) => match node.leader_addr() {
+            Some(addr) => forward(request, &addr, body, node).map(Some),
+            None => Err(e),
         },
     }
 }
@@ -238,8 +289,8 @@ struct PutBody {
     value: Option<Value>,
 }
 
-fn put(shared: &Shared, request: &mut Request, forwarded: bool) -> Result<Reply> {
-    let limit = 6 * (shared.config.max_key_bytes + shared.config.max_value_bytes) + 1024;
+fn put(node: &Node, request: &mut Request, forwarded: bool) -> Result<Reply> {
+    let limit = 6 * (node.config.max_key_bytes + node.config.max_value_bytes) + 1024;
     let body = read_body(request, limit)?;
     let parsed: PutBody = serde_json::from_slice(&body).map_err(|e| {
         Error::BadRequest(format!("body must be JSON {{\"key\":..,\"value\":..}}: {e}"))
@@ -254,60 +305,57 @@ fn put(shared: &Shared, request: &mut Request, forwarded: bool) -> Result<Reply>
         Some(_) => return Err(Error::BadRequest("\"value\" must be a string".into())),
         None => return Err(Error::BadRequest("\"value\" is missing".into())),
     };
-    check_key(&key, shared)?;
-    if value.len() > shared.config.max_value_bytes {
+    check_key(&key, node)?;
+    if value.len() > node.config.max_value_bytes {
         return Err(Error::TooLarge(format!(
             "value of {} bytes is over the {}-byte limit",
             value.len(),
-            shared.config.max_value_bytes
+            node.config.max_value_bytes
         )));
     }
     let command = Command::Put { key: key.clone(), value };
-    write_with_body(shared, request, &command, &key, &body, forwarded)
+    write_with_body(node, request, &command, &key, &body, forwarded)
 }
 
 fn write(
-    shared: &Shared,
+    node: &Node,
     request: &mut Request,
     command: &Command,
     key: &str,
     forwarded: bool,
 ) -> Result<Reply> {
-    write_with_body(shared, request, command, key, &[], forwarded)
+    write_with_body(node, request, command, key, &[], forwarded)
 }
 
 fn write_with_body(
-    shared: &Shared,
+    node: &Node,
     request: &mut Request,
     command: &Command,
     key: &str,
     body: &[u8],
     forwarded: bool,
 ) -> Result<Reply> {
-    match shared.write(command) {
+    match node.write(command) {
         Ok(ok) => Ok(Reply::json(
             200,
             &json!({ "status": "ok", "key": key, "index": ok.index, "term": ok.term }),
         )),
-        // Only "not the leader" is forwarded: it was refused before anything was proposed.
-        Err(Error::Unavailable(m)) if !forwarded && m.starts_with("not the leader") => {
-            match shared.leader_addr() {
-                Some(addr) => forward(request, &addr, body, shared),
-                None => Err(Error::Unavailable(m)),
-            }
+        // Only a refusal to propose is forwarded: nothing was proposed, so the leader can take it.
+        Err(Error::NotLeader { leader: Some(leader) }) if !forwarded => {
+            forward(request, &leader.addr, body, node)
         }
         Err(e) => Err(e),
     }
 }
 
 /// Relays a client request to the leader and its answer back.
-fn forward(request: &Request, leader_addr: &str, body: &[u8], shared: &Shared) -> Result<Reply> {
+fn forward(request: &Request, leader_addr: &str, body: &[u8], node: &Node) -> Result<Reply> {
     let url = format!("http://{leader_addr}{}", request.url());
     let is_write = *request.method() != Method::Get;
-    let agent = forward_agent(shared, is_write);
+    let agent = forward_agent(node, is_write);
     let req = agent
         .request(request.method().as_str(), &url)
-        .set(FORWARDED, &shared.config.id)
+        .set(FORWARDED, &node.config.id)
         .set("Content-Type", "application/json");
     let result = if body.is_empty() { req.call() } else { req.send_bytes(body) };
     let response = match result {
@@ -340,14 +388,14 @@ fn forward(request: &Request, leader_addr: &str, body: &[u8], shared: &Shared) -
 /// the leader twice — and be applied twice, undoing a put committed in between — and a refused
 /// resend would be reported as 503 "not applied" although the first copy may have been. Without
 /// a pool every write is sent exactly once, and a failure to connect really means "not sent".
-fn forward_agent(shared: &Shared, is_write: bool) -> ureq::Agent {
+fn forward_agent(node: &Node, is_write: bool) -> ureq::Agent {
     use std::sync::OnceLock;
     static READS: OnceLock<ureq::Agent> = OnceLock::new();
     static WRITES: OnceLock<ureq::Agent> = OnceLock::new();
     let build = |idle: usize| {
         ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_millis(500))
-            .timeout(shared.config.request_timeout + Duration::from_secs(1))
+            .timeout(node.config.request_timeout + Duration::from_secs(1))
             .max_idle_connections(idle)
             .max_idle_connections_per_host(idle)
             .redirects(0)
@@ -360,7 +408,7 @@ fn forward_agent(shared: &Shared, is_write: bool) -> ureq::Agent {
     }
 }
 
-fn peer_rpc(shared: &Shared, request: &mut Request, path: &str) -> Result<Reply> {
+fn peer_rpc(node: &Node, request: &mut Request, path: &str) -> Result<Reply> {
     let body = read_body(request, MAX_PEER_BODY)?;
     let envelope: Envelope = serde_json::from_slice(&body)
         .map_err(|e| Error::BadRequest(format!("not a Raft message: {e}")))?;
@@ -368,12 +416,12 @@ fn peer_rpc(shared: &Shared, request: &mut Request, path: &str) -> Result<Reply>
     if expected != path {
         return Err(Error::BadRequest(format!("this message belongs on {expected}")));
     }
-    let reply = shared.handle_rpc(envelope)?;
+    let reply = node.handle_rpc(envelope)?;
     Ok(Reply::json(200, &serde_json::to_value(&reply).unwrap_or(Value::Null)))
 }
 
 /// `POST /raft/snapshotChunk?from=&index=&term=&offset=&total=` with the raw bytes as body.
-fn snapshot_chunk(shared: &Shared, request: &mut Request, query: &str) -> Result<Reply> {
+fn snapshot_chunk(node: &Node, request: &mut Request, query: &str) -> Result<Reply> {
     let param = |name: &str| {
         query
             .split('&')
@@ -386,8 +434,8 @@ fn snapshot_chunk(shared: &Shared, request: &mut Request, query: &str) -> Result
     let from = percent_decode(param("from")?)?;
     let meta = crate::raft::SnapshotMeta { index: number("index")?, term: number("term")? };
     let (offset, total) = (number("offset")?, number("total")?);
-    let body = read_body(request, shared.config.snapshot_chunk_bytes.max(1 << 20) * 2)?;
-    let received = shared.receive_snapshot_chunk(&from, meta, offset, total, &body)?;
+    let body = read_body(request, node.config.snapshot_chunk_bytes.max(1 << 20) * 2)?;
+    let received = node.handle_snapshot_chunk(&from, meta, offset, total, &body)?;
     Ok(Reply::json(200, &json!({ "received": received })))
 }
 

@@ -4,18 +4,71 @@
 //! `/raft/requestVote` or `/raft/appendEntries` with `ureq`; [`LocalTransport`] calls another node in
 //! the same process (tests of the threaded shell without sockets).
 //!
-//! Each peer gets one replication thread: a dumb pipe that takes envelopes from its bounded channel,
-//! makes the call, and feeds the answer back into the node. The core decides what to send; a dead or
-//! slow peer only ever blocks its own thread.
+//! Each peer gets one replication thread ([`replicate`]): a dumb pipe that takes envelopes from its
+//! bounded channel, makes the call, and feeds the answer back into the node. The core decides what
+//! to send; a dead or slow peer only ever blocks its own thread.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use crossbeam_channel::Receiver;
 use parking_lot::RwLock;
 
+use super::node::Node;
+use super::snapshot;
 use crate::error::{Error, Result};
 use crate::raft::{Envelope, Message, NodeId, SnapshotMeta};
+
+/// The replication thread for peer `id` at `addr` (`peer-{id}`): sends what the core queued for
+/// it, one call at a time, and steps the answers. Runs until shutdown.
+pub fn replicate(
+    node: &Node,
+    id: &NodeId,
+    addr: &str,
+    rx: &Receiver<Envelope>,
+    transport: &dyn Transport,
+) {
+    while !node.is_shutdown() {
+        let Ok(env) = rx.recv_timeout(Duration::from_millis(100)) else { continue };
+        node.rpcs_sent.fetch_add(1, Ordering::Relaxed);
+        let result = match &env.message {
+            Message::InstallSnapshot(m) => {
+                log::debug!("peer thread for {id} takes InstallSnapshot {}", m.last_included_index);
+                let meta =
+                    SnapshotMeta { index: m.last_included_index, term: m.last_included_term };
+                snapshot::send(node, addr, &env, meta, transport)
+            }
+            _ => transport.call(addr, &env),
+        };
+        match result {
+            Ok(None) => log::debug!("{id} did not answer {:?}", env.message),
+            Ok(Some(reply)) => {
+                if reply.from != *id || reply.to != node.config.id {
+                    log::warn!("{addr} answered as {} to {}; ignored", reply.from, reply.to);
+                    continue;
+                }
+                match node.with_raft(|raft| Ok(((), raft.step(reply)?))) {
+                    Ok(()) => {}
+                    Err(Error::BadRequest(m)) => {
+                        log::warn!("ignoring a bad answer from {id}: {m}")
+                    }
+                    Err(e) => node.fatal(&e),
+                }
+            }
+            Err(e) => {
+                log::debug!("RPC to {id} at {addr}: {e}");
+                // Do not spin on a dead peer: what is queued is stale by now. Drop it *before*
+                // telling the core, so whatever the core sends after hearing of the failure
+                // (a fresh probe, a snapshot it now marks as in flight) is not dropped too.
+                while rx.try_recv().is_ok() {}
+                node.raft.lock().report_unreachable(id);
+                std::thread::sleep(node.config.heartbeat.min(Duration::from_millis(50)));
+            }
+        }
+    }
+}
 
 /// Sends one RPC and waits for its response.
 pub trait Transport: Send + Sync {

@@ -27,8 +27,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-use super::Shared;
-
 /// How often the pool is kicked.
 pub const KICK_INTERVAL: Duration = Duration::from_millis(10);
 
@@ -104,12 +102,11 @@ pub fn kick_target(mut addr: SocketAddr) -> SocketAddr {
     addr
 }
 
-/// Kicks the pool of the listener at `target` until shutdown: [`KICKS_PER_INTERVAL`] times every
-/// [`KICK_INTERVAL`] while clients are active, once per [`IDLE_INTERVAL`] otherwise.
-pub fn run(shared: &Shared, target: SocketAddr) {
-    let activity = &shared.client_activity;
+/// Kicks the pool of the listener at `target` while `running()`: [`KICKS_PER_INTERVAL`] times
+/// every [`KICK_INTERVAL`] while clients are active, once per [`IDLE_INTERVAL`] otherwise.
+pub fn run(activity: &Activity, target: SocketAddr, running: impl Fn() -> bool) {
     let _ = activity.kicker.set(std::thread::current());
-    while !shared.is_shutdown() {
+    while running() {
         if activity.active() {
             std::thread::sleep(KICK_INTERVAL);
             kick(target, KICKS_PER_INTERVAL);

@@ -32,8 +32,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::node::Node;
 use super::peer::Transport;
-use super::{Shared, spawn};
+use super::spawn;
 use crate::error::{Error, Result};
 use crate::kv::{Frozen, KvStore};
 use crate::raft::{Envelope, Index, SnapshotMeta};
@@ -84,185 +85,181 @@ pub fn load_state_machine(
     Ok(kv)
 }
 
-impl Shared {
-    /// Apply thread: if enough was applied since the last snapshot, copy the map and hand the copy
-    /// to a snapshot thread.
-    pub(super) fn maybe_snapshot(self: &Arc<Shared>) {
-        let threshold = self.config.snapshot_threshold;
-        let Some(store) = self.snapshots.clone() else { return };
-        if threshold == 0 {
+/// Apply thread: if enough was applied since the last snapshot, freeze the map and hand it to a
+/// `snapshot` thread.
+pub(super) fn maybe_take(node: &Arc<Node>) {
+    let threshold = node.config.snapshot_threshold;
+    let Some(store) = node.snapshots.clone() else { return };
+    if threshold == 0 {
+        return;
+    }
+    {
+        let state = node.snapshot_state.lock();
+        let applied = node.kv.read().applied_index();
+        if state.in_progress || applied < state.last_index + threshold {
             return;
         }
-        {
-            let state = self.snapshot_state.lock();
-            let applied = self.kv.read().applied_index();
-            if state.in_progress || applied < state.last_index + threshold {
-                return;
+    }
+    let me = Arc::clone(node);
+    let started = Instant::now();
+    // O(1): the snapshot shares the map; writes from now on go to the store's overlay.
+    let Some(frozen) = node.kv.write().freeze() else { return };
+    let pause = started.elapsed();
+    node.snapshot_state.lock().in_progress = true;
+    let spawned = spawn("snapshot".into(), move || {
+        let keys = frozen.len();
+        let result = write(&me, &store, &frozen);
+        drop(frozen);
+        let mut state = me.snapshot_state.lock();
+        state.in_progress = false;
+        match result {
+            Ok((meta, t)) => {
+                state.last_index = state.last_index.max(meta.index);
+                log::info!(
+                    "snapshot at index {} ({keys} keys): state frozen in {pause:?} (writes \
+                     paused), written in {:?} (encoded in {:?}, file written in {:?}, \
+                     recorded and log compacted under the Raft lock in {:?}, old WAL \
+                     segments deleted in {:?})",
+                    meta.index,
+                    started.elapsed(),
+                    t[0],
+                    t[1],
+                    t[2],
+                    t[3]
+                );
             }
+            Err(e) => log::error!("snapshot failed: {e}"),
         }
-        let me = Arc::clone(self);
-        let started = Instant::now();
-        // O(1): the snapshot shares the map; writes from now on go to the store's overlay.
-        let Some(frozen) = self.kv.write().freeze() else { return };
-        let pause = started.elapsed();
-        self.snapshot_state.lock().in_progress = true;
-        let spawned = spawn("snapshot".into(), move || {
-            let keys = frozen.len();
-            let result = me.write_snapshot(&store, &frozen);
-            drop(frozen);
-            let mut state = me.snapshot_state.lock();
-            state.in_progress = false;
-            match result {
-                Ok((meta, t)) => {
-                    state.last_index = state.last_index.max(meta.index);
-                    log::info!(
-                        "snapshot at index {} ({keys} keys): state frozen in {pause:?} (writes \
-                         paused), written in {:?} (encoded in {:?}, file written in {:?}, \
-                         recorded and log compacted under the Raft lock in {:?}, old WAL \
-                         segments deleted in {:?})",
-                        meta.index,
-                        started.elapsed(),
-                        t[0],
-                        t[1],
-                        t[2],
-                        t[3]
-                    );
-                }
-                Err(e) => log::error!("snapshot failed: {e}"),
-            }
-        });
-        if let Err(e) = spawned {
-            self.snapshot_state.lock().in_progress = false;
-            log::error!("{e}");
-        }
+    });
+    if let Err(e) = spawned {
+        node.snapshot_state.lock().in_progress = false;
+        log::error!("{e}");
     }
+}
 
-    /// Snapshot thread: encode, write durably, then let the core compact.
-    /// Returns how long each step took: encoding, writing the file, recording it in the core
-    /// (under the Raft lock), deleting WAL segments.
-    fn write_snapshot(
-        &self,
-        store: &SnapshotStore,
-        frozen: &Frozen,
-    ) -> Result<(SnapshotMeta, [Duration; 4])> {
-        let meta = SnapshotMeta { index: frozen.index, term: frozen.term };
-        let mut members: Vec<String> = self.config.peers.keys().cloned().collect();
-        members.push(self.config.id.clone());
-        members.sort();
-        let mut lap = Lap(Instant::now());
-        let data = frozen.encode(&members);
-        let encoded = lap.next();
-        store.write(meta, &data)?;
-        drop(data);
-        let written = lap.next();
-        let trailing = self.config.snapshot_trailing;
-        self.raft.lock().snapshot_taken(meta, trailing)?;
-        let recorded = lap.next();
-        self.reclaim_wal();
-        Ok((meta, [encoded, written, recorded, lap.next()]))
-    }
+/// Snapshot thread: encode, write durably, then let the core compact.
+/// Returns how long each step took: encoding, writing the file, recording it in the core
+/// (under the Raft lock), deleting WAL segments.
+fn write(
+    node: &Node,
+    store: &SnapshotStore,
+    frozen: &Frozen,
+) -> Result<(SnapshotMeta, [Duration; 4])> {
+    let meta = SnapshotMeta { index: frozen.index, term: frozen.term };
+    let mut members: Vec<String> = node.config.peers.keys().cloned().collect();
+    members.push(node.config.id.clone());
+    members.sort();
+    let mut lap = Lap(Instant::now());
+    let data = frozen.encode(&members);
+    let encoded = lap.next();
+    store.write(meta, &data)?;
+    drop(data);
+    let written = lap.next();
+    let trailing = node.config.snapshot_trailing;
+    node.raft.lock().snapshot_taken(meta, trailing)?;
+    let recorded = lap.next();
+    reclaim_wal(node);
+    Ok((meta, [encoded, written, recorded, lap.next()]))
+}
 
-    /// Apply thread: the core installed a leader's snapshot; load it into the state machine.
-    pub(super) fn restore_snapshot(&self, meta: SnapshotMeta) {
-        let Some(store) = self.snapshots.as_deref() else {
-            self.fatal(&Error::Storage(
-                "asked to restore a snapshot without snapshot files".into(),
-            ));
-        };
-        let kv = match load_state_machine(Some(meta), Some(store)) {
-            Ok(kv) => kv,
-            Err(e) => self.fatal(&e),
-        };
-        *self.kv.write() = kv;
-        {
-            let mut state = self.snapshot_state.lock();
-            state.last_index = state.last_index.max(meta.index);
-        }
-        self.pending.lock().advance_applied(meta.index);
-        self.reclaim_wal();
+/// Apply thread: the core installed a leader's snapshot; load it into the state machine.
+pub(super) fn restore(node: &Node, meta: SnapshotMeta) {
+    let Some(store) = node.snapshots.as_deref() else {
+        node.fatal(&Error::Storage("asked to restore a snapshot without snapshot files".into()));
+    };
+    let kv = match load_state_machine(Some(meta), Some(store)) {
+        Ok(kv) => kv,
+        Err(e) => node.fatal(&e),
+    };
+    *node.kv.write() = kv;
+    {
+        let mut state = node.snapshot_state.lock();
+        state.last_index = state.last_index.max(meta.index);
     }
+    node.pending.lock().advance_applied(meta.index);
+    reclaim_wal(node);
+}
 
-    /// Deletes the WAL segments the last compaction or install made unnecessary, outside the
-    /// Raft lock (an fsync and a directory fsync per segment). A failure is retried next time.
-    fn reclaim_wal(&self) {
-        let started = Instant::now();
-        match self.syncer.reclaim() {
-            Ok(()) => log::debug!("WAL segments reclaimed in {:?}", started.elapsed()),
-            Err(e) => log::warn!("cannot delete old WAL segments yet: {e}"),
-        }
+/// Deletes the WAL segments the last compaction or install made unnecessary, outside the
+/// Raft lock (an fsync and a directory fsync per segment). A failure is retried next time.
+fn reclaim_wal(node: &Node) {
+    let started = Instant::now();
+    match node.syncer.reclaim() {
+        Ok(()) => log::debug!("WAL segments reclaimed in {:?}", started.elapsed()),
+        Err(e) => log::warn!("cannot delete old WAL segments yet: {e}"),
     }
+}
 
-    /// Peer thread (leader): stream the snapshot named by `env` to `addr`, then deliver `env`.
-    pub(super) fn send_snapshot(
-        &self,
-        addr: &str,
-        env: &Envelope,
-        meta: SnapshotMeta,
-        transport: &dyn Transport,
-    ) -> Result<Option<Envelope>> {
-        let store = self
-            .snapshots
-            .as_deref()
-            .ok_or_else(|| Error::Internal("no snapshot files to send".into()))?;
-        log::debug!("sending snapshot {} to {}", meta.index, env.to);
-        let total = store.file_len(meta)?;
-        let mut offset = 0;
-        let started = Instant::now();
-        while offset < total && !self.is_shutdown() {
-            let chunk = store.read_chunk(meta, offset, self.config.snapshot_chunk_bytes)?;
-            let next = transport.send_snapshot_chunk(addr, env, meta, offset, total, &chunk)?;
-            // The follower says how much it holds: continue from there (resume or restart).
-            if next <= offset && next != 0 {
-                return Err(Error::Unavailable(format!(
-                    "snapshot transfer to {addr} makes no progress"
-                )));
-            }
-            offset = next;
+/// Peer thread (leader): stream the snapshot named by `env` to `addr`, then deliver `env`.
+pub(super) fn send(
+    node: &Node,
+    addr: &str,
+    env: &Envelope,
+    meta: SnapshotMeta,
+    transport: &dyn Transport,
+) -> Result<Option<Envelope>> {
+    let store = node
+        .snapshots
+        .as_deref()
+        .ok_or_else(|| Error::Internal("no snapshot files to send".into()))?;
+    log::debug!("sending snapshot {} to {}", meta.index, env.to);
+    let total = store.file_len(meta)?;
+    let mut offset = 0;
+    let started = Instant::now();
+    while offset < total && !node.is_shutdown() {
+        let chunk = store.read_chunk(meta, offset, node.config.snapshot_chunk_bytes)?;
+        let next = transport.send_snapshot_chunk(addr, env, meta, offset, total, &chunk)?;
+        // The follower says how much it holds: continue from there (resume or restart).
+        if next <= offset && next != 0 {
+            return Err(Error::Unavailable(format!(
+                "snapshot transfer to {addr} makes no progress"
+            )));
         }
-        log::info!(
-            "sent snapshot {} ({total} bytes) to {} in {:?}",
-            meta.index,
-            env.to,
-            started.elapsed()
-        );
-        transport.call(addr, env)
+        offset = next;
     }
+    log::info!(
+        "sent snapshot {} ({total} bytes) to {} in {:?}",
+        meta.index,
+        env.to,
+        started.elapsed()
+    );
+    transport.call(addr, env)
+}
 
-    /// HTTP worker (follower): one chunk of a snapshot; returns how many bytes are held now.
-    pub fn receive_snapshot_chunk(
-        &self,
-        from: &str,
-        meta: SnapshotMeta,
-        offset: u64,
-        total: u64,
-        bytes: &[u8],
-    ) -> Result<u64> {
-        if !self.config.peers.contains_key(from) {
-            return Err(Error::BadRequest(format!("{from:?} is not a member of this cluster")));
-        }
-        let store = self
-            .snapshots
-            .as_deref()
-            .ok_or_else(|| Error::Unavailable("this node keeps no snapshot files".into()))?;
-        match store.receive_chunk(meta, offset, total, bytes) {
-            Ok(received) => Ok(received),
-            // A stale, duplicate or out-of-order chunk: tell the sender where to continue.
-            Err(e) => crate::storage::snapshot::expected_offset(&e).ok_or(e),
-        }
+/// HTTP worker (follower): one chunk of a snapshot; returns how many bytes are held now.
+pub(super) fn receive_chunk(
+    node: &Node,
+    from: &str,
+    meta: SnapshotMeta,
+    offset: u64,
+    total: u64,
+    bytes: &[u8],
+) -> Result<u64> {
+    if !node.config.peers.contains_key(from) {
+        return Err(Error::BadRequest(format!("{from:?} is not a member of this cluster")));
     }
+    let store = node
+        .snapshots
+        .as_deref()
+        .ok_or_else(|| Error::Unavailable("this node keeps no snapshot files".into()))?;
+    match store.receive_chunk(meta, offset, total, bytes) {
+        Ok(received) => Ok(received),
+        // A stale, duplicate or out-of-order chunk: tell the sender where to continue.
+        Err(e) => crate::storage::snapshot::expected_offset(&e).ok_or(e),
+    }
+}
 
-    /// Before an InstallSnapshot reaches the core: the whole file must have arrived and check out.
-    pub(super) fn accept_snapshot_file(&self, meta: SnapshotMeta) -> Result<()> {
-        let store = self
-            .snapshots
-            .as_deref()
-            .ok_or_else(|| Error::Unavailable("this node keeps no snapshot files".into()))?;
-        // Already in place (a retransmitted InstallSnapshot after the whole file arrived)?
-        if store.receiving().is_none_or(|(m, _)| m != meta) && store.list()?.contains(&meta) {
-            return Ok(());
-        }
-        store.finish_receive(meta)
+/// Before an InstallSnapshot reaches the core: the whole file must have arrived and check out.
+pub(super) fn accept_file(node: &Node, meta: SnapshotMeta) -> Result<()> {
+    let store = node
+        .snapshots
+        .as_deref()
+        .ok_or_else(|| Error::Unavailable("this node keeps no snapshot files".into()))?;
+    // Already in place (a retransmitted InstallSnapshot after the whole file arrived)?
+    if store.receiving().is_none_or(|(m, _)| m != meta) && store.list()?.contains(&meta) {
+        return Ok(());
     }
+    store.finish_receive(meta)
 }
 
 /// Successive durations.

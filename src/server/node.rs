@@ -1,0 +1,448 @@
+//! The node: the state every thread of one server shares, the one rule for touching the consensus
+//! core, and the client operations built on it.
+//!
+//! # The lock rule
+//!
+//! **Lock, step or tick, route, unlock, then act.** Every thread goes through [`Node::with_raft`]
+//! (or the same steps spelled out, in [`Node::handle_rpc`]):
+//!
+//! 1. lock the core and call `tick`, `step`, `propose`, `read` or `persisted`;
+//! 2. still under the lock, [`Node::route`] the output with non-blocking channel operations only
+//!    (`try_send` on the bounded peer queues, `send` on unbounded ones), which keeps messages and
+//!    committed entries in the order the core produced them;
+//! 3. unlock;
+//! 4. act: [`Node::queue_sync`] hands what must wait for the disk to the sync thread, and the
+//!    caller waits for what it needs (a commit, a confirmed read, an fsync).
+//!
+//! Never hold the Raft lock across a `ureq` call, a blocking channel send, an fsync wait or a
+//! client wait. Lock order: Raft, then `pending` (see [`super::pending`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, unbounded};
+use parking_lot::{Mutex, RwLock};
+
+use super::config::ServerConfig;
+use super::peer::RpcHandler;
+use super::pending::Pending;
+use super::snapshot::{self, SnapshotState};
+use crate::error::{Error, LeaderHint, Result};
+use crate::kv::{Command, KvStore};
+use crate::raft::{Entry, Envelope, Index, Message, NodeId, Output, RaftNode, SnapshotMeta, Term};
+use crate::storage::{NodeStorage, SnapshotStore, Syncer};
+
+/// Capacity of each peer's queue: a slow peer fills its own and loses messages, nobody waits.
+const PEER_QUEUE: usize = 64;
+
+/// A sync job for the sync thread: make storage durable through `output.sync`, tell the core,
+/// then send the messages that waited for the disk (`output.after_sync`).
+pub struct SyncJob {
+    /// What was left of a step's output after routing.
+    pub output: Output,
+}
+
+/// Work for the apply thread, in log order.
+pub enum ApplyMsg {
+    /// Committed entries.
+    Entries(Vec<Entry>),
+    /// Replace the state machine with this (received and verified) snapshot.
+    Restore(SnapshotMeta),
+}
+
+/// The receiving ends of a node's queues, handed to the threads that serve them.
+pub struct Queues {
+    /// One per peer, for its replication thread.
+    pub peers: BTreeMap<NodeId, Receiver<Envelope>>,
+    /// For the apply thread.
+    pub apply: Receiver<ApplyMsg>,
+    /// For the sync thread.
+    pub sync: Receiver<SyncJob>,
+}
+
+/// One running node's state, shared by all its threads (HTTP workers, ticker, peer threads,
+/// apply, sync, snapshot).
+pub struct Node {
+    /// Configuration.
+    pub config: ServerConfig,
+    /// The consensus core. Held only to step/tick/propose/read and route the output.
+    pub(super) raft: Mutex<RaftNode>,
+    /// The state machine (read by HTTP workers, written by the apply thread).
+    pub(super) kv: RwLock<KvStore>,
+    /// Waiting client requests.
+    pub(super) pending: Mutex<Pending>,
+    /// Makes storage durable, without the Raft lock.
+    pub(super) syncer: Arc<dyn Syncer>,
+    /// Each peer's bounded queue, drained by its replication thread.
+    pub(super) peer_tx: BTreeMap<NodeId, Sender<Envelope>>,
+    /// Committed entries and snapshots to install, for the apply thread.
+    apply_tx: Sender<ApplyMsg>,
+    /// Syncs and the messages waiting on them, for the sync thread.
+    sync_tx: Sender<SyncJob>,
+    /// Snapshot files (None for an in-memory node: it never snapshots).
+    pub(super) snapshots: Option<Arc<SnapshotStore>>,
+    /// Index of the latest snapshot taken or installed, and whether one is being taken now.
+    pub(super) snapshot_state: Mutex<SnapshotState>,
+    /// Ids for linearizable reads, so the core can tell them apart.
+    next_read_id: AtomicU64,
+    /// Peer RPCs this node sent (requests only), for `/status`.
+    pub(super) rpcs_sent: AtomicU64,
+    /// Peer RPCs this node answered.
+    rpcs_received: AtomicU64,
+    /// Log entries applied to the state machine since start.
+    pub(super) entries_applied: AtomicU64,
+    /// Set once by [`super::Server::stop`]: every loop ends at its next check.
+    pub(super) shutdown: AtomicBool,
+    /// When the node started (for `/status`).
+    started: Instant,
+}
+
+/// The result of a successful write.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteOk {
+    /// Log index of the entry.
+    pub index: Index,
+    /// Term of the entry.
+    pub term: Term,
+}
+
+/// Status fields for `/status`.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusView {
+    /// Node id.
+    pub id: NodeId,
+    /// This node leads.
+    pub is_leader: bool,
+    /// Current term.
+    pub term: Term,
+    /// follower / candidate / leader.
+    pub role: &'static str,
+    /// Known leader id.
+    pub leader: Option<NodeId>,
+    /// Known leader address.
+    pub leader_addr: Option<String>,
+    /// Commit index.
+    pub commit_index: Index,
+    /// Applied to the state machine.
+    pub last_applied: Index,
+    /// Last log index.
+    pub last_log_index: Index,
+    /// Keys in the store.
+    pub keys: usize,
+    /// Peers: id -> address.
+    pub peers: BTreeMap<NodeId, String>,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+    /// Peer RPCs sent since start.
+    pub rpcs_sent: u64,
+    /// Peer RPCs answered since start.
+    pub rpcs_received: u64,
+    /// fsyncs of this node's storage since start.
+    pub fsyncs: u64,
+    /// Entries applied to the state machine since start.
+    pub entries_applied: u64,
+    /// Index of the first entry still in the log.
+    pub first_log_index: Index,
+    /// Index of the latest snapshot (0: none).
+    pub snapshot_index: Index,
+    /// On the leader: each follower's replication progress.
+    pub progress: BTreeMap<NodeId, crate::raft::PeerProgress>,
+}
+
+impl Node {
+    /// A node over `storage`, with its queues (no threads yet). Recovery: the state machine
+    /// starts from the latest snapshot, and the log replays the rest as the leader tells us what
+    /// is committed.
+    pub fn new(config: ServerConfig, storage: NodeStorage) -> Result<(Node, Queues)> {
+        let NodeStorage { log, syncer, snapshots, report: _ } = storage;
+        let raft = RaftNode::new(config.raft_config(), log)?;
+        let snapshots = snapshots.map(Arc::new);
+        let kv = snapshot::load_state_machine(raft.storage().snapshot(), snapshots.as_deref())?;
+        let snapshot_state = SnapshotState::new(kv.applied_index());
+        let mut peers = BTreeMap::new();
+        let mut peer_tx = BTreeMap::new();
+        for id in config.peers.keys() {
+            let (tx, rx) = bounded(PEER_QUEUE);
+            peer_tx.insert(id.clone(), tx);
+            peers.insert(id.clone(), rx);
+        }
+        let (apply_tx, apply) = unbounded();
+        let (sync_tx, sync) = unbounded();
+        let node = Node {
+            raft: Mutex::new(raft),
+            kv: RwLock::new(kv),
+            pending: Mutex::new(Pending::default()),
+            syncer,
+            peer_tx,
+            apply_tx,
+            sync_tx,
+            snapshots,
+            snapshot_state: Mutex::new(snapshot_state),
+            next_read_id: AtomicU64::new(1),
+            rpcs_sent: AtomicU64::new(0),
+            rpcs_received: AtomicU64::new(0),
+            entries_applied: AtomicU64::new(0),
+            shutdown: AtomicBool::new(false),
+            started: Instant::now(),
+            config,
+        };
+        Ok((node, Queues { peers, apply, sync }))
+    }
+
+    /// The node is stopping: loops end, waiting clients are failed.
+    pub fn is_shutdown(&self) -> bool {
+        self.shutdown.load(Ordering::SeqCst)
+    }
+
+    /// Address of a node id (ours or a peer's).
+    pub fn addr_of(&self, id: &NodeId) -> Option<String> {
+        if *id == self.config.id {
+            Some(self.config.addr.clone())
+        } else {
+            self.config.peers.get(id).cloned()
+        }
+    }
+
+    // ----- the lock rule --------------------------------------------------------------------------
+
+    /// Lock, run `f` on the core, route its output, unlock, queue the sync.
+    pub(super) fn with_raft<T>(
+        &self,
+        f: impl FnOnce(&mut RaftNode) -> Result<(T, Output)>,
+    ) -> Result<T> {
+        let (value, rest) = {
+            let mut raft = self.raft.lock();
+            let (value, out) = f(&mut raft)?;
+            let rest = self.route(&mut raft, out);
+            (value, rest)
+        };
+        self.queue_sync(rest);
+        Ok(value)
+    }
+
+    /// Sends what can leave now, and queues applies — called with the Raft lock held; nothing here
+    /// blocks. Returns the rest of the output for [`Node::queue_sync`] after unlocking.
+    pub(super) fn route(&self, raft: &mut RaftNode, mut out: Output) -> Output {
+        for env in out.messages.drain(..) {
+            let Some(tx) = self.peer_tx.get(&env.to) else { continue };
+            let carries_entries =
+                matches!(&env.message, Message::AppendEntries(a) if !a.entries.is_empty());
+            let to = env.to.clone();
+            if let Err(TrySendError::Full(_)) = tx.try_send(env) {
+                log::debug!("queue to {to} is full: message dropped");
+                // The peer is slow or gone; its queue is full. Forget the request so the core
+                // resends from the last known match when the peer answers again.
+                if carries_entries {
+                    raft.report_unreachable(&to);
+                }
+            }
+        }
+        if !out.apply.is_empty() {
+            let _ = self.apply_tx.send(ApplyMsg::Entries(std::mem::take(&mut out.apply)));
+        }
+        if let Some(meta) = out.restore.take() {
+            let _ = self.apply_tx.send(ApplyMsg::Restore(meta));
+        }
+        if !out.reads.is_empty() || !out.aborted_reads.is_empty() {
+            let mut pending = self.pending.lock();
+            for r in out.reads.drain(..) {
+                pending.read_confirmed(r.id, r.index);
+            }
+            for id in out.aborted_reads.drain(..) {
+                pending.read_aborted(id);
+            }
+        }
+        out
+    }
+
+    /// After unlocking: hand storage syncs and the messages waiting on them to the sync thread.
+    pub(super) fn queue_sync(&self, out: Output) {
+        if out.sync.is_some() || !out.after_sync.is_empty() {
+            let _ = self.sync_tx.send(SyncJob { output: out });
+        }
+    }
+
+    /// A storage failure leaves us unable to keep Raft's promises: stop, loudly, rather than
+    /// serve with a log we cannot trust. The operator restarts the node.
+    pub(super) fn fatal(&self, e: &Error) -> ! {
+        log::error!("{}: fatal error in the consensus core: {e}", self.config.id);
+        std::process::exit(2);
+    }
+
+    // ----- client operations ----------------------------------------------------------------------
+
+    /// Refuses a client operation with [`Error::NotLeader`] unless this node leads. Called under
+    /// the Raft lock, so the answer holds for the propose or read that follows it.
+    fn check_leader(&self, raft: &RaftNode) -> Result<()> {
+        if raft.is_leader() {
+            return Ok(());
+        }
+        let leader = raft.leader().and_then(|id| Some(LeaderHint { addr: self.addr_of(&id)?, id }));
+        Err(Error::NotLeader { leader })
+    }
+
+    /// Proposes a command and waits until it is applied (200), replaced (503) or the wait times
+    /// out (504). Not the leader: [`Error::NotLeader`], before anything is proposed (the HTTP
+    /// layer forwards instead).
+    pub fn write(&self, command: &Command) -> Result<WriteOk> {
+        let (tx, rx) = bounded(1);
+        let index = self.with_raft(|raft| {
+            self.check_leader(raft)?;
+            let (index, term, out) = raft.propose(command.encode())?;
+            // Registered under the Raft lock: the entry cannot be applied before we wait for it.
+            self.pending.lock().add_write(index, term, tx);
+            Ok((index, out))
+        })?;
+        match rx.recv_timeout(self.config.request_timeout) {
+            Ok(Ok((index, term))) => Ok(WriteOk { index, term }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                self.pending.lock().remove_write(index);
+                Err(Error::OutcomeUnknown(format!(
+                    "the write was proposed at index {index} but not seen committed within {:?}; \
+                     it may or may not apply",
+                    self.config.request_timeout
+                )))
+            }
+        }
+    }
+
+    /// Waits until a read of the state machine is linearizable (ReadIndex through the leader).
+    /// Not the leader: [`Error::NotLeader`].
+    pub fn linearizable_barrier(&self) -> Result<()> {
+        let id = self.next_read_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = bounded(1);
+        self.pending.lock().add_read(id, tx);
+        let started = self.with_raft(|raft| {
+            self.check_leader(raft)?;
+            Ok(((), raft.read(id)?))
+        });
+        if let Err(e) = started {
+            self.pending.lock().remove_read(id);
+            return Err(e);
+        }
+        match rx.recv_timeout(self.config.request_timeout) {
+            Ok(result) => result.map(|_| ()),
+            Err(_) => {
+                self.pending.lock().remove_read(id);
+                Err(Error::Unavailable(format!(
+                    "could not confirm leadership with a majority within {:?}",
+                    self.config.request_timeout
+                )))
+            }
+        }
+    }
+
+    /// Runs `f` on the state machine.
+    pub fn with_kv<T>(&self, f: impl FnOnce(&KvStore) -> T) -> T {
+        f(&self.kv.read())
+    }
+
+    /// The node's status.
+    pub fn status(&self) -> StatusView {
+        let s = self.raft.lock().status();
+        // One read guard: parking_lot's RwLock is fair, so a second `read()` while holding one
+        // blocks if the apply thread is waiting to write, and the two wait for each other forever.
+        let (last_applied, keys) = {
+            let kv = self.kv.read();
+            (kv.applied_index(), kv.len())
+        };
+        StatusView {
+            is_leader: s.role == "leader",
+            leader_addr: s.leader.as_ref().and_then(|l| self.addr_of(l)),
+            id: s.id,
+            term: s.term,
+            role: s.role,
+            leader: s.leader,
+            commit_index: s.commit_index,
+            last_applied,
+            last_log_index: s.last_log_index,
+            keys,
+            peers: self.config.peers.clone(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            rpcs_sent: self.rpcs_sent.load(Ordering::Relaxed),
+            rpcs_received: self.rpcs_received.load(Ordering::Relaxed),
+            fsyncs: self.syncer.fsync_count(),
+            entries_applied: self.entries_applied.load(Ordering::Relaxed),
+            first_log_index: s.first_log_index,
+            snapshot_index: s.snapshot.map_or(0, |m| m.index),
+            progress: s.progress,
+        }
+    }
+
+    /// The leader's address, if another node leads.
+    pub fn leader_addr(&self) -> Option<String> {
+        let raft = self.raft.lock();
+        if raft.is_leader() {
+            return None;
+        }
+        raft.leader().and_then(|l| self.addr_of(&l))
+    }
+}
+
+impl RpcHandler for Node {
+    /// A peer's request: step it, then answer with the response once what it promises is durable.
+    /// `None` when the core chose not to answer (a vote request ignored while a leader is alive).
+    fn handle_rpc(&self, envelope: Envelope) -> Result<Option<Envelope>> {
+        if envelope.to != self.config.id {
+            return Err(Error::BadRequest(format!(
+                "message for {:?} sent to {:?}",
+                envelope.to, self.config.id
+            )));
+        }
+        if !self.config.peers.contains_key(&envelope.from) {
+            return Err(Error::BadRequest(format!(
+                "{:?} is not a member of this cluster",
+                envelope.from
+            )));
+        }
+        if envelope.message.is_response() {
+            return Err(Error::BadRequest("expected a request, got a response".into()));
+        }
+        self.rpcs_received.fetch_add(1, Ordering::Relaxed);
+        if let Message::InstallSnapshot(m) = &envelope.message {
+            // The snapshot's bytes came in chunks; they must be complete and intact before the
+            // core may act on them.
+            let meta = SnapshotMeta { index: m.last_included_index, term: m.last_included_term };
+            snapshot::accept_file(self, meta)?;
+        }
+        let from = envelope.from.clone();
+        let (reply, rest) = {
+            let mut raft = self.raft.lock();
+            let mut out = match raft.step(envelope) {
+                Ok(out) => out,
+                Err(e @ Error::BadRequest(_)) => return Err(e),
+                Err(e) => self.fatal(&e),
+            };
+            let is_reply = |m: &Envelope| m.to == from && m.message.is_response();
+            let reply = match out.after_sync.iter().position(is_reply) {
+                Some(p) => Some(out.after_sync.remove(p)),
+                None => out.messages.iter().position(is_reply).map(|p| out.messages.remove(p)),
+            };
+            let rest = self.route(&mut raft, out);
+            (reply, rest)
+        };
+        let sync = rest.sync;
+        self.queue_sync(rest);
+        // The reply may promise durable state (a vote, stored entries): wait for the disk.
+        // Concurrent handlers share fsyncs.
+        if let Some(point) = sync {
+            self.syncer.sync_through(point.seq).unwrap_or_else(|e| self.fatal(&e));
+        }
+        Ok(reply)
+    }
+
+    fn handle_snapshot_chunk(
+        &self,
+        from: &str,
+        meta: SnapshotMeta,
+        offset: u64,
+        total: u64,
+        bytes: &[u8],
+    ) -> Result<u64> {
+        snapshot::receive_chunk(self, from, meta, offset, total, bytes)
+    }
+}
