@@ -12,6 +12,7 @@
 //! | `NotLeader` | 503 | **not applied and will not be**: this node does not lead; the body names the leader (`"leader": {"id", "addr"}`) when known |
 //! | `Unavailable` | 503 | **not applied and will not be** (no quorum, leadership lost, shutting down): safe to retry |
 //! | `OutcomeUnknown` | 504 | proposed, but the commit was not seen in time: it may or may not apply |
+//! | `Config` | 500 | an operator's invalid configuration: a node refuses to start with it (never an HTTP answer in practice) |
 //! | `Storage`, `Internal` | 500 | a bug or a broken disk: the node logs it loudly |
 
 use std::fmt;
@@ -51,6 +52,9 @@ pub enum Error {
     Unavailable(String),
     /// The write was proposed, but its commit was not seen in time: it may still apply, or not.
     OutcomeUnknown(String),
+    /// A configuration that cannot work (an empty election-timeout range, a node that is its
+    /// own peer): the operator's mistake, found before the node starts.
+    Config(String),
     /// The disk failed us (I/O error, corrupt record). Names the file and offset where it can.
     Storage(String),
     /// Anything else: a bug.
@@ -68,6 +72,7 @@ impl Error {
             Error::NotLeader { .. } => "not_leader",
             Error::Unavailable(_) => "unavailable",
             Error::OutcomeUnknown(_) => "outcome_unknown",
+            Error::Config(_) => "invalid_config",
             Error::Storage(_) => "storage",
             Error::Internal(_) => "internal",
         }
@@ -82,7 +87,7 @@ impl Error {
             Error::TooLarge(_) => 413,
             Error::NotLeader { .. } | Error::Unavailable(_) => 503,
             Error::OutcomeUnknown(_) => 504,
-            Error::Storage(_) | Error::Internal(_) => 500,
+            Error::Config(_) | Error::Storage(_) | Error::Internal(_) => 500,
         }
     }
 
@@ -97,6 +102,7 @@ impl Error {
             | Error::TooLarge(m)
             | Error::Unavailable(m)
             | Error::OutcomeUnknown(m)
+            | Error::Config(m)
             | Error::Storage(m)
             | Error::Internal(m) => m,
         }

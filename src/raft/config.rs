@@ -55,7 +55,7 @@ impl Config {
 
     /// Checks the configuration for values that cannot work.
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: &str| Err(Error::BadRequest(format!("invalid Raft configuration: {m}")));
+        let bad = |m: &str| Err(Error::Config(format!("invalid Raft configuration: {m}")));
         if self.heartbeat_ticks == 0 {
             return bad("heartbeat must be at least one tick");
         }

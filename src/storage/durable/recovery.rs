@@ -224,7 +224,7 @@ impl DurableStorage {
     /// module docs for what recovery accepts and what it refuses.
     pub fn open(dir: &Path, options: DurableOptions) -> Result<(DurableStorage, RecoveryReport)> {
         if options.segment_size == 0 {
-            return Err(Error::Internal("segment_size must be at least 1 byte".to_string()));
+            return Err(Error::Config("segment_size must be at least 1 byte".to_string()));
         }
         fs::create_dir_all(dir).map_err(|e| io_error("cannot create data dir", dir, e))?;
         let lock = lock_dir(dir)?;
