@@ -19,6 +19,7 @@
 //! | [`sim`] | an in-process cluster over a simulated network: the deterministic test layer |
 //! | [`testkit`] | real server processes and TCP link proxies, for real-binary tests |
 //! | [`error`] | one `Error` enum, and the one place it becomes an HTTP status |
+//! | [`api`] | the wire types: request and reply bodies, the error body, `/status` — shared by server, client, chaos harness and testkit |
 //!
 //! ## One node's threads
 //!
@@ -61,6 +62,7 @@
 //! | snapshots: taking, sending, installing | `server/snapshot.rs`, `storage/snapshot.rs`, `raft/node.rs`: `snapshot_taken`, `handle_install_snapshot` |
 //! | chaos runs and linearizability checks | `chaos/`, `check/`, `tests/chaos.rs`, `tests/sim_kv.rs` |
 
+pub mod api;
 pub mod chaos;
 pub mod check;
 pub mod client;
