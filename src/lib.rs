@@ -19,6 +19,7 @@
 //! | [`sim`] *(harness)* | an in-process cluster over a simulated network: the deterministic test layer |
 //! | [`testkit`] *(harness)* | real server processes and TCP link proxies, for real-binary tests |
 //! | [`error`] | one `Error` enum, and the one place it becomes an HTTP status |
+//! | [`api`] | the wire types: request and reply bodies, the error body, `/status` — shared by server, client, chaos harness and testkit |
 //!
 //! Imports run one way: `server` → `storage` → `raft`, `server` → `kv`; `raft` and `kv` import
 //! no other module of the crate but `error`. The modules marked *(harness)* are test support and
@@ -69,6 +70,7 @@
 //! | chaos runs and linearizability checks | `chaos/`, `check/`, `tests/chaos.rs`, `tests/sim_kv.rs` |
 
 // The product: what the server and client binaries are made of.
+pub mod api;
 pub mod client;
 pub mod error;
 pub mod kv;

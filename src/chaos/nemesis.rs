@@ -221,16 +221,16 @@ impl<'a> Nemesis<'a> {
     /// Records every node's `/status` (role, term, commit and applied indexes), for diagnosis.
     pub fn note_statuses(&mut self) {
         for i in self.cluster.all() {
-            let text = match self.cluster.status(i) {
+            let text = match self.cluster.node_status(i) {
                 Some(s) => format!(
                     "  {}: {} term {} leader {} last log {} commit {} applied {}",
                     self.name(i),
-                    s["role"].as_str().unwrap_or("?"),
-                    s["term"],
-                    s["leader"],
-                    s["lastLogIndex"],
-                    s["commitIndex"],
-                    s["lastApplied"]
+                    s.role,
+                    s.term,
+                    s.leader.as_deref().unwrap_or("none"),
+                    s.last_log_index,
+                    s.commit_index,
+                    s.last_applied
                 ),
                 None => format!("  {}: no answer to /status", self.name(i)),
             };
@@ -243,9 +243,9 @@ impl<'a> Nemesis<'a> {
         self.cluster
             .all()
             .into_iter()
-            .filter_map(|i| self.cluster.status(i).map(|s| (i, s)))
-            .filter(|(_, s)| s["isLeader"] == true)
-            .max_by_key(|(_, s)| s["term"].as_u64().unwrap_or(0))
+            .filter_map(|i| self.cluster.node_status(i).map(|s| (i, s)))
+            .filter(|(_, s)| s.is_leader)
+            .max_by_key(|(_, s)| s.term)
             .map(|(i, _)| i)
     }
 

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::nemesis::Event;
 use super::workload::{Clock, agent};
+use crate::api::Status;
 
 /// How often each node is asked.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(50);
@@ -54,10 +55,9 @@ fn sample_one(node: usize, addr: &str, clock: &Clock, stop: &AtomicBool) -> Vec<
         let next = Instant::now() + SAMPLE_EVERY;
         if let Ok(response) = agent.get(&url).call()
             && let Ok(text) = response.into_string()
-            && let Ok(status) = serde_json::from_str::<serde_json::Value>(&text)
-            && let Some(term) = status["term"].as_u64()
+            && let Ok(status) = serde_json::from_str::<Status>(&text)
         {
-            let is_leader = status["isLeader"] == true;
+            let (term, is_leader) = (status.term, status.is_leader);
             out.push(Sample { at: clock.now(), node, term, is_leader });
         }
         let now = Instant::now();

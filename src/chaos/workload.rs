@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::api::{AllReply, ErrorBody, GetReply, PutRequest};
 use crate::check::{KvInput, KvOutput, Operation, Verdict, check_history};
 use crate::client::percent_encode;
 
@@ -128,28 +129,24 @@ pub fn classify(input: &KvInput, status: Option<u16>, body: &Value, keys: &[Stri
     match (input, status) {
         (_, 503) => Outcome::NotApplied,
         (KvInput::Put { .. } | KvInput::Delete { .. }, 200) => Outcome::Definite(KvOutput::Ok),
-        (KvInput::Get { key }, 200) => match (body["key"].as_str(), body["value"].as_str()) {
-            (Some(k), Some(v)) if k == key => Outcome::Definite(KvOutput::Value(Some(v.into()))),
+        (KvInput::Get { key }, 200) => match GetReply::deserialize(body) {
+            Ok(r) if r.key == key.as_str() => {
+                Outcome::Definite(KvOutput::Value(Some(r.value.into_owned())))
+            }
             _ => Outcome::Unknown,
         },
-        (KvInput::Get { .. }, 404) if body["error"] == "not_found" => {
-            Outcome::Definite(KvOutput::Value(None))
-        }
-        (KvInput::GetAll, 200) => match body.as_object() {
-            Some(map) => {
-                let mut all = BTreeMap::new();
-                for key in keys {
-                    match map.get(key) {
-                        Some(Value::String(v)) => {
-                            all.insert(key.clone(), v.clone());
-                        }
-                        Some(_) => return Outcome::Unknown,
-                        None => {}
-                    }
-                }
+        (KvInput::Get { .. }, 404) => match ErrorBody::deserialize(body) {
+            Ok(e) if e.error.as_deref() == Some("not_found") => {
+                Outcome::Definite(KvOutput::Value(None))
+            }
+            _ => Outcome::Unknown,
+        },
+        (KvInput::GetAll, 200) => match AllReply::deserialize(body) {
+            Ok(mut map) => {
+                let all = keys.iter().filter_map(|k| map.remove_entry(k)).collect();
                 Outcome::Definite(KvOutput::All(all))
             }
-            None => Outcome::Unknown,
+            Err(_) => Outcome::Unknown,
         },
         _ => Outcome::Unknown,
     }
@@ -187,7 +184,7 @@ pub fn send(agent: &ureq::Agent, server: &str, input: &KvInput) -> Reply {
         KvInput::Put { key, value } => agent
             .post(&format!("{base}/kv/put"))
             .set("Content-Type", "application/json")
-            .send_string(&serde_json::json!({ "key": key, "value": value }).to_string()),
+            .send_string(&put_body(key, value)),
         KvInput::Get { key } => agent.get(&format!("{base}/kv/get/{}", percent_encode(key))).call(),
         KvInput::Delete { key } => {
             agent.delete(&format!("{base}/kv/delete/{}", percent_encode(key))).call()
@@ -208,6 +205,12 @@ pub fn send(agent: &ureq::Agent, server: &str, input: &KvInput) -> Reply {
         Ok(text) => Reply::Answer(status, serde_json::from_str(&text).unwrap_or(Value::Null)),
         Err(_) => Reply::Lost, // the body was cut off: no complete answer
     }
+}
+
+/// The JSON body of a put.
+fn put_body(key: &str, value: &str) -> String {
+    let body = PutRequest { key: key.into(), value: value.into() };
+    serde_json::to_string(&body).unwrap_or_default()
 }
 
 /// Performs `input` once against `server` and turns it into a history entry: `None` when it is

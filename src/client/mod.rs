@@ -112,8 +112,10 @@ use parking_lot::Mutex;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+pub use crate::api::Status;
+use crate::api::{AllReply, ErrorBody, GetReply, PutRequest, WriteReply};
 use crate::error::{Error, Result};
-use crate::raft::{Index, NodeId, Term};
+use crate::raft::{Index, Term};
 
 /// The servers used when none are given (the three nodes of a local demo cluster).
 pub const DEFAULT_SERVERS: &str = "127.0.0.1:8080,127.0.0.1:8081,127.0.0.1:8082";
@@ -142,32 +144,6 @@ pub struct PutResult {
     pub index: Index,
     /// The term of the leader that committed it.
     pub term: Term,
-}
-
-/// One node's view of the cluster, as answered by `GET /status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Status {
-    /// The node's id.
-    pub id: NodeId,
-    /// True if this node is the leader.
-    pub is_leader: bool,
-    /// The node's current term.
-    pub term: Term,
-    /// `leader`, `follower` or `candidate`.
-    pub role: String,
-    /// The id of the leader this node knows of, if any.
-    #[serde(default)]
-    pub leader: Option<NodeId>,
-    /// The client address (`host:port`) of that leader, if known.
-    #[serde(default)]
-    pub leader_addr: Option<String>,
-    /// Highest log index known to be committed.
-    pub commit_index: Index,
-    /// Highest log index applied to the key-value store.
-    pub last_applied: Index,
-    /// Index of the last entry in this node's log.
-    pub last_log_index: Index,
 }
 
 /// Tunables of a [`Client`]. `ClientOptions::default()` suits a local cluster.
@@ -370,23 +346,19 @@ impl Client {
     /// sent but its outcome could not be learnt (it may or may not be applied).
     pub fn put(&self, key: &str, value: &str) -> Result<PutResult> {
         check_key(key)?;
-        #[derive(Serialize)]
-        struct Body<'a> {
-            key: &'a str,
-            value: &'a str,
-        }
-        let body = to_json(&Body { key, value })?;
+        let body = to_json(&PutRequest { key: key.into(), value: value.into() })?;
         let text = self.execute(&Call {
             method: "POST",
             path: "/kv/put",
             body: Some(&body),
             kind: Kind::Write,
         })?;
-        serde_json::from_str(&text).map_err(|e| {
+        let reply: WriteReply = serde_json::from_str(&text).map_err(|e| {
             Error::Internal(format!(
                 "the put of {key:?} succeeded (HTTP 200) but its answer could not be parsed: {e}"
             ))
-        })
+        })?;
+        Ok(PutResult { key: reply.key.into_owned(), index: reply.index, term: reply.term })
     }
 
     /// Linearizable read: the value of `key`, or `None` if it does not exist.
@@ -412,13 +384,9 @@ impl Client {
             Err(Error::NotFound(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
-        #[derive(Deserialize)]
-        struct Answer {
-            value: String,
-        }
-        let answer: Answer = serde_json::from_str(&text)
+        let answer: GetReply = serde_json::from_str(&text)
             .map_err(|e| Error::Internal(format!("unreadable answer to get {key:?}: {e}")))?;
-        Ok(Some(answer.value))
+        Ok(Some(answer.value.into_owned()))
     }
 
     /// Deletes `key` (succeeds also when it does not exist). Same errors as [`Client::put`].
@@ -441,7 +409,7 @@ impl Client {
 
     fn get_all_inner(&self, path: &str) -> Result<BTreeMap<String, String>> {
         let text = self.execute(&Call { method: "GET", path, body: None, kind: Kind::Read })?;
-        serde_json::from_str(&text)
+        serde_json::from_str::<AllReply>(&text)
             .map_err(|e| Error::Internal(format!("unreadable answer to getall: {e}")))
     }
 
@@ -753,27 +721,12 @@ pub(crate) fn classify(e: ureq::Error) -> Failure {
     }
 }
 
-/// Rebuilds the crate error from an error answer — JSON `{"error", "message", "leader"?}` if it
-/// is one, else the raw text (shortened), else just the status — and the leader address it names
-/// (`leader.addr`, or a bare `leaderAddr`), if any.
+/// Rebuilds the crate error from an error answer — an [`ErrorBody`] if it is one, else the raw
+/// text (shortened), else just the status — and the leader address it names, if any.
 pub(crate) fn parse_error_body(status: u16, body: &str) -> (Error, Option<String>) {
-    #[derive(Deserialize)]
-    struct ErrorBody {
-        #[serde(default)]
-        error: Option<String>,
-        #[serde(default)]
-        message: Option<String>,
-        #[serde(default)]
-        leader: Option<crate::error::LeaderHint>,
-        #[serde(default, rename = "leaderAddr")]
-        leader_addr: Option<String>,
-    }
-    let (code, message, leader, leader_addr) = match serde_json::from_str::<ErrorBody>(body) {
-        Ok(b) => (b.error, b.message, b.leader, b.leader_addr),
-        Err(_) => (None, None, None, None),
-    };
-    let hint = leader.as_ref().map(|l| l.addr.clone()).or(leader_addr);
-    let message = match (message, &code) {
+    let mut parsed: ErrorBody = serde_json::from_str(body).unwrap_or_default();
+    let hint = parsed.leader_hint().map(str::to_string);
+    let message = match (parsed.message.take(), &parsed.error) {
         (Some(m), _) => m,
         (None, Some(code)) => code.clone(),
         (None, None) => {
@@ -785,12 +738,7 @@ pub(crate) fn parse_error_body(status: u16, body: &str) -> (Error, Option<String
             }
         }
     };
-    let error = match (status, code.as_deref()) {
-        (500, Some("storage")) => Error::Storage(message),
-        (503, Some("not_leader")) => Error::NotLeader { leader },
-        _ => Error::from_status(status, message),
-    };
-    (error, hint)
+    (parsed.into_error(status, message), hint)
 }
 
 fn shorten(text: &str, max_chars: usize) -> String {

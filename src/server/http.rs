@@ -1,34 +1,26 @@
 //! The HTTP listener: one tiny_http server on the node's address, its worker threads (`http-N`),
 //! the pool kicker (`http-kick`, see [`super::pool_kick`]), and the routes — the client API,
-//! `/status`, and the peer RPC endpoints, on one port.
-//!
-//! | route | answer |
-//! |---|---|
-//! | `GET /kv/get/{key}` | `{"key":k,"value":v}` or 404 (`?consistency=stale` reads locally) |
-//! | `POST /kv/put` `{"key":k,"value":v}` | `{"status":"ok","key":k,"index":i,"term":t}` once applied |
-//! | `DELETE /kv/delete/{key}` | `{"status":"ok","key":k,"index":i,"term":t}` |
-//! | `GET /kv/all` | `{"k":"v",...}` |
-//! | `GET /status` | node status |
-//! | `POST /raft/requestVote`, `/raft/appendEntries`, `/raft/installSnapshot` | peer RPCs (JSON [`Envelope`]s) |
-//! | `POST /raft/snapshotChunk?from=&index=&term=&offset=&total=` | one piece of a snapshot file (raw bytes) |
+//! `/status`, and the peer RPC endpoints, on one port. The routes and their bodies are listed in
+//! [`crate::api`]; errors are answered with [`Error::to_json`] and [`Error::status`].
 //!
 //! Keys in paths are percent-encoded (`/` as `%2F`). Any node accepts any client request: a
 //! follower forwards it to the leader and relays the answer (a forwarded request carries
-//! `X-Raftlabkv-Forwarded`, and is never forwarded twice). Errors are `{"error": code,
-//! "message": text}` with the status codes of [`crate::error`].
+//! `X-Raftlabkv-Forwarded`, and is never forwarded twice: a follower answers it with
+//! [`Error::NotLeader`]).
 
 use std::io::Read;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde::Serialize;
 use tiny_http::{Header, Method, Request, Response};
 
 use super::node::Node;
 use super::peer::RpcHandler;
 use super::pool_kick::{self, Activity};
 use super::spawn;
+use crate::api::{GetReply, PutRequest, SnapshotChunkReply, WriteReply};
 use crate::error::{Error, Result};
 use crate::kv::Command;
 use crate::raft::Envelope;
@@ -45,8 +37,14 @@ struct Reply {
 }
 
 impl Reply {
-    fn json(status: u16, value: &Value) -> Reply {
-        Reply { status, body: serde_json::to_vec(value).unwrap_or_default() }
+    fn json(status: u16, value: &impl Serialize) -> Reply {
+        match serde_json::to_vec(value) {
+            Ok(body) => Reply { status, body },
+            Err(e) => {
+                let e = Error::Internal(format!("cannot encode the answer: {e}"));
+                Reply { status: e.status(), body: e.to_json().to_string().into_bytes() }
+            }
+        }
     }
 
     fn error(e: &Error) -> Reply {
@@ -134,9 +132,9 @@ fn route(node: &Node, request: &mut Request) -> Reply {
             .and_then(|_| decode_key(raw_key, node))
             .and_then(|key| get(node, request, &key, stale, forwarded))
     } else if let Some(raw_key) = path.strip_prefix("/kv/delete/") {
-        only(&method, Method::Delete).and_then(|_| decode_key(raw_key, node)).and_then(|key| {
-            write(node, request, &Command::Delete { key: key.clone() }, &key, forwarded)
-        })
+        only(&method, Method::Delete)
+            .and_then(|_| decode_key(raw_key, node))
+            .and_then(|key| write(node, request, &Command::Delete { key }, &[], forwarded))
     } else {
         match path {
             "/kv/put" => only(&method, Method::Post).and_then(|_| put(node, request, forwarded)),
@@ -146,9 +144,7 @@ fn route(node: &Node, request: &mut Request) -> Reply {
             "/kv/get" | "/kv/get/" | "/kv/delete" | "/kv/delete/" => {
                 Err(Error::BadRequest("the key is missing from the path".into()))
             }
-            "/status" => only(&method, Method::Get).map(|_| {
-                Reply::json(200, &serde_json::to_value(node.status()).unwrap_or(Value::Null))
-            }),
+            "/status" => only(&method, Method::Get).map(|_| Reply::json(200, &node.status())),
             "/raft/requestVote" | "/raft/appendEntries" | "/raft/installSnapshot" => {
                 only(&method, Method::Post).and_then(|_| peer_rpc(node, request, path))
             }
@@ -246,7 +242,7 @@ fn get(
         return Ok(reply);
     }
     node.with_kv(|kv| match kv.get(key) {
-        Some(value) => Ok(Reply::json(200, &json!({ "key": key, "value": value }))),
+        Some(value) => Ok(Reply::json(200, &GetReply { key: key.into(), value: value.into() })),
         None => Err(Error::NotFound(format!("key not found: {key}"))),
     })
 }
@@ -282,29 +278,12 @@ fn barrier_or_forward(
     }
 }
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PutBody {
-    key: Option<Value>,
-    value: Option<Value>,
-}
-
 fn put(node: &Node, request: &mut Request, forwarded: bool) -> Result<Reply> {
     let limit = 6 * (node.config.max_key_bytes + node.config.max_value_bytes) + 1024;
     let body = read_body(request, limit)?;
-    let parsed: PutBody = serde_json::from_slice(&body).map_err(|e| {
+    let PutRequest { key, value } = serde_json::from_slice(&body).map_err(|e| {
         Error::BadRequest(format!("body must be JSON {{\"key\":..,\"value\":..}}: {e}"))
     })?;
-    let key = match parsed.key {
-        Some(Value::String(k)) => k,
-        Some(_) => return Err(Error::BadRequest("\"key\" must be a string".into())),
-        None => return Err(Error::BadRequest("\"key\" is missing".into())),
-    };
-    let value = match parsed.value {
-        Some(Value::String(v)) => v,
-        Some(_) => return Err(Error::BadRequest("\"value\" must be a string".into())),
-        None => return Err(Error::BadRequest("\"value\" is missing".into())),
-    };
     check_key(&key, node)?;
     if value.len() > node.config.max_value_bytes {
         return Err(Error::TooLarge(format!(
@@ -313,33 +292,24 @@ fn put(node: &Node, request: &mut Request, forwarded: bool) -> Result<Reply> {
             node.config.max_value_bytes
         )));
     }
-    let command = Command::Put { key: key.clone(), value };
-    write_with_body(node, request, &command, &key, &body, forwarded)
+    let command = Command::Put { key: key.into_owned(), value: value.into_owned() };
+    write(node, request, &command, &body, forwarded)
 }
 
+/// Proposes `command` and answers once it is applied; a follower forwards it (with the request
+/// `body`) to the leader.
 fn write(
     node: &Node,
     request: &mut Request,
     command: &Command,
-    key: &str,
-    forwarded: bool,
-) -> Result<Reply> {
-    write_with_body(node, request, command, key, &[], forwarded)
-}
-
-fn write_with_body(
-    node: &Node,
-    request: &mut Request,
-    command: &Command,
-    key: &str,
     body: &[u8],
     forwarded: bool,
 ) -> Result<Reply> {
     match node.write(command) {
-        Ok(ok) => Ok(Reply::json(
-            200,
-            &json!({ "status": "ok", "key": key, "index": ok.index, "term": ok.term }),
-        )),
+        Ok(ok) => {
+            let (Command::Put { key, .. } | Command::Delete { key }) = command;
+            Ok(Reply::json(200, &WriteReply::ok(key, ok.index, ok.term)))
+        }
         // Only a refusal to propose is forwarded: nothing was proposed, so the leader can take it.
         Err(Error::NotLeader { leader: Some(leader) }) if !forwarded => {
             forward(request, &leader.addr, body, node)
@@ -417,7 +387,7 @@ fn peer_rpc(node: &Node, request: &mut Request, path: &str) -> Result<Reply> {
         return Err(Error::BadRequest(format!("this message belongs on {expected}")));
     }
     let reply = node.handle_rpc(envelope)?;
-    Ok(Reply::json(200, &serde_json::to_value(&reply).unwrap_or(Value::Null)))
+    Ok(Reply::json(200, &reply))
 }
 
 /// `POST /raft/snapshotChunk?from=&index=&term=&offset=&total=` with the raw bytes as body.
@@ -436,7 +406,7 @@ fn snapshot_chunk(node: &Node, request: &mut Request, query: &str) -> Result<Rep
     let (offset, total) = (number("offset")?, number("total")?);
     let body = read_body(request, node.config.snapshot_chunk_bytes.max(1 << 20) * 2)?;
     let received = node.handle_snapshot_chunk(&from, meta, offset, total, &body)?;
-    Ok(Reply::json(200, &json!({ "received": received })))
+    Ok(Reply::json(200, &SnapshotChunkReply { received }))
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ pub mod pool_kick;
 pub mod snapshot;
 
 pub use config::ServerConfig;
-pub use node::{Node, StatusView, WriteOk};
+pub use node::{Node, WriteOk};
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

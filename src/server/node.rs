@@ -17,6 +17,7 @@
 //! Never hold the Raft lock across a `ureq` call, a blocking channel send, an fsync wait or a
 //! client wait. Lock order: Raft, then `pending` (see [`super::pending`]).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,6 +30,7 @@ use super::config::ServerConfig;
 use super::peer::RpcHandler;
 use super::pending::Pending;
 use super::snapshot::{self, SnapshotState};
+use crate::api::Status;
 use crate::error::{Error, LeaderHint, Result};
 use crate::kv::{Command, KvStore};
 use crate::raft::{Entry, Envelope, Index, Message, NodeId, Output, RaftNode, SnapshotMeta, Term};
@@ -106,50 +108,6 @@ pub struct WriteOk {
     pub index: Index,
     /// Term of the entry.
     pub term: Term,
-}
-
-/// Status fields for `/status`.
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StatusView {
-    /// Node id.
-    pub id: NodeId,
-    /// This node leads.
-    pub is_leader: bool,
-    /// Current term.
-    pub term: Term,
-    /// follower / candidate / leader.
-    pub role: &'static str,
-    /// Known leader id.
-    pub leader: Option<NodeId>,
-    /// Known leader address.
-    pub leader_addr: Option<String>,
-    /// Commit index.
-    pub commit_index: Index,
-    /// Applied to the state machine.
-    pub last_applied: Index,
-    /// Last log index.
-    pub last_log_index: Index,
-    /// Keys in the store.
-    pub keys: usize,
-    /// Peers: id -> address.
-    pub peers: BTreeMap<NodeId, String>,
-    /// Seconds since start.
-    pub uptime_secs: u64,
-    /// Peer RPCs sent since start.
-    pub rpcs_sent: u64,
-    /// Peer RPCs answered since start.
-    pub rpcs_received: u64,
-    /// fsyncs of this node's storage since start.
-    pub fsyncs: u64,
-    /// Entries applied to the state machine since start.
-    pub entries_applied: u64,
-    /// Index of the first entry still in the log.
-    pub first_log_index: Index,
-    /// Index of the latest snapshot (0: none).
-    pub snapshot_index: Index,
-    /// On the leader: each follower's replication progress.
-    pub progress: BTreeMap<NodeId, crate::raft::PeerProgress>,
 }
 
 impl Node {
@@ -342,7 +300,7 @@ impl Node {
     }
 
     /// The node's status.
-    pub fn status(&self) -> StatusView {
+    pub fn status(&self) -> Status {
         let s = self.raft.lock().status();
         // One read guard: parking_lot's RwLock is fair, so a second `read()` while holding one
         // blocks if the apply thread is waiting to write, and the two wait for each other forever.
@@ -350,12 +308,12 @@ impl Node {
             let kv = self.kv.read();
             (kv.applied_index(), kv.len())
         };
-        StatusView {
+        Status {
             is_leader: s.role == "leader",
             leader_addr: s.leader.as_ref().and_then(|l| self.addr_of(l)),
             id: s.id,
             term: s.term,
-            role: s.role,
+            role: Cow::Borrowed(s.role),
             leader: s.leader,
             commit_index: s.commit_index,
             last_applied,
@@ -369,7 +327,7 @@ impl Node {
             entries_applied: self.entries_applied.load(Ordering::Relaxed),
             first_log_index: s.first_log_index,
             snapshot_index: s.snapshot.map_or(0, |m| m.index),
-            progress: s.progress,
+            progress: s.progress.into_iter().map(|(id, p)| (id, p.into())).collect(),
         }
     }
 

@@ -18,6 +18,7 @@ use parking_lot::RwLock;
 
 use super::node::Node;
 use super::snapshot;
+use crate::api::SnapshotChunkReply;
 use crate::error::{Error, Result};
 use crate::raft::{Envelope, Message, NodeId, SnapshotMeta};
 
@@ -153,13 +154,11 @@ impl Transport for HttpTransport {
             .set("Content-Type", "application/octet-stream")
             .send_bytes(bytes)
             .map_err(|e| Error::Unavailable(format!("snapshot chunk to {addr} failed: {e}")))?;
-        let body: serde_json::Value =
+        let reply: SnapshotChunkReply =
             serde_json::from_reader(response.into_reader()).map_err(|e| {
                 Error::Unavailable(format!("bad snapshot chunk answer from {addr}: {e}"))
             })?;
-        body["received"].as_u64().ok_or_else(|| {
-            Error::Unavailable(format!("snapshot chunk answer from {addr} lacks 'received'"))
-        })
+        Ok(reply.received)
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::proxy::{LinkMode, LinkProxy};
+use crate::api::Status;
 
 /// How to start a cluster.
 #[derive(Debug, Clone)]
@@ -264,11 +265,16 @@ impl Cluster {
         call(&self.agent, method, &url, body)
     }
 
-    /// `/status` of node `i`, if it answers.
+    /// `/status` of node `i` as raw JSON, if it answers (for tests that check the wire format).
     pub fn status(&self, i: usize) -> Option<Value> {
         let agent = ureq::AgentBuilder::new().timeout(Duration::from_millis(500)).build();
         let a = call(&agent, "GET", &format!("http://{}/status", self.nodes[i].addr), None);
         (a.status == 200).then_some(a.body)
+    }
+
+    /// `/status` of node `i`, if it answers with a readable status.
+    pub fn node_status(&self, i: usize) -> Option<Status> {
+        self.status(i).and_then(|s| serde_json::from_value(s).ok())
     }
 
     /// Waits for exactly one node among `among` to say it leads, agreed by every other answering
@@ -276,16 +282,13 @@ impl Cluster {
     pub fn wait_leader(&self, among: &[usize], within: Duration) -> Option<usize> {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
-            let statuses: Vec<(usize, Value)> =
-                among.iter().filter_map(|&i| self.status(i).map(|s| (i, s))).collect();
-            let leaders: Vec<usize> = statuses
-                .iter()
-                .filter(|(_, s)| s["isLeader"] == Value::Bool(true))
-                .map(|(i, _)| *i)
-                .collect();
+            let statuses: Vec<(usize, Status)> =
+                among.iter().filter_map(|&i| self.node_status(i).map(|s| (i, s))).collect();
+            let leaders: Vec<usize> =
+                statuses.iter().filter(|(_, s)| s.is_leader).map(|(i, _)| *i).collect();
             if let [l] = leaders[..] {
                 let id = &self.nodes[l].id;
-                if statuses.iter().all(|(_, s)| s["leader"].as_str() == Some(id)) {
+                if statuses.iter().all(|(_, s)| s.leader.as_ref() == Some(id)) {
                     return Some(l);
                 }
             }

@@ -1,0 +1,244 @@
+//! The wire types of the HTTP API, in one place: what the server writes and what the client
+//! library, the chaos harness and the testkit read.
+//!
+//! | route | request | 200 answer |
+//! |---|---|---|
+//! | `GET /kv/get/{key}` | — | [`GetReply`] `{"key","value"}` (404 if absent) |
+//! | `POST /kv/put` | [`PutRequest`] `{"key","value"}` | [`WriteReply`] `{"status":"ok","key","index","term"}` |
+//! | `DELETE /kv/delete/{key}` | — | [`WriteReply`] |
+//! | `GET /kv/all` | — | [`AllReply`] `{"k":"v",...}` |
+//! | `GET /status` | — | [`Status`] |
+//! | `POST /raft/snapshotChunk` | raw bytes | [`SnapshotChunkReply`] `{"received"}` |
+//!
+//! Every error is an [`ErrorBody`] `{"error": code, "message": text}` (plus `"leader"` on a
+//! `not_leader` 503), written by [`Error::to_json`] with the status of [`Error::status`].
+//! The peer RPCs (`/raft/requestVote`, `/raft/appendEntries`, `/raft/installSnapshot`) carry the
+//! core's own [`crate::raft::Envelope`].
+//!
+//! Borrowing types (`Cow`) let the server answer without copying the key or value, and the
+//! client send a put without copying either; when read they own their text.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+pub use crate::error::LeaderHint;
+use crate::raft::{Index, NodeId, Term};
+
+/// `POST /kv/put` body. Unknown fields are refused (a typo must not pass for a put).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutRequest<'a> {
+    /// The key.
+    pub key: Cow<'a, str>,
+    /// The value.
+    pub value: Cow<'a, str>,
+}
+
+/// `GET /kv/get/{key}` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetReply<'a> {
+    /// The key asked for.
+    pub key: Cow<'a, str>,
+    /// Its value.
+    pub value: Cow<'a, str>,
+}
+
+/// The answer to an applied write (`put` or `delete`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteReply<'a> {
+    /// Always `"ok"`.
+    #[serde(default)]
+    pub status: Cow<'a, str>,
+    /// The key written.
+    pub key: Cow<'a, str>,
+    /// The log index the write committed at.
+    pub index: Index,
+    /// The term of the leader that committed it.
+    pub term: Term,
+}
+
+impl<'a> WriteReply<'a> {
+    /// `{"status":"ok", ...}` for a write of `key` applied at `index` in `term`.
+    pub fn ok(key: &'a str, index: Index, term: Term) -> Self {
+        WriteReply { status: Cow::Borrowed("ok"), key: Cow::Borrowed(key), index, term }
+    }
+}
+
+/// `GET /kv/all` answer: every key and its value.
+pub type AllReply = BTreeMap<String, String>;
+
+/// `POST /raft/snapshotChunk` answer: how many bytes of the snapshot the receiver holds now,
+/// which is where the next chunk starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotChunkReply {
+    /// Bytes held.
+    pub received: u64,
+}
+
+/// An error answer, as [`Error::to_json`] writes it. Read leniently: a proxy or an older server
+/// may leave fields out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ErrorBody {
+    /// The stable code ([`Error::code`]): `not_leader`, `unavailable`, `not_found`, ...
+    #[serde(default)]
+    pub error: Option<String>,
+    /// A human-readable message.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// On `not_leader`: the leader to retry at, if known.
+    #[serde(default)]
+    pub leader: Option<LeaderHint>,
+    /// A bare leader address, the hint form the client documented before `leader`; still
+    /// followed.
+    #[serde(default, rename = "leaderAddr")]
+    pub leader_addr: Option<String>,
+}
+
+impl ErrorBody {
+    /// The leader address the body names, if any.
+    pub fn leader_hint(&self) -> Option<&str> {
+        self.leader.as_ref().map(|l| l.addr.as_str()).or(self.leader_addr.as_deref())
+    }
+
+    /// The crate error this body stands for, answered with HTTP `status`. `message` replaces a
+    /// missing one (the caller knows what else the answer said).
+    pub fn into_error(self, status: u16, message: String) -> Error {
+        match (status, self.error.as_deref()) {
+            (500, Some("storage")) => Error::Storage(message),
+            (503, Some("not_leader")) => Error::NotLeader { leader: self.leader },
+            _ => Error::from_status(status, message),
+        }
+    }
+}
+
+/// One node's view of the cluster: the `GET /status` answer. Only the fields up to
+/// `last_log_index` are required when read (a minimal status, as a test double may send).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    /// The node's id.
+    pub id: NodeId,
+    /// True if this node is the leader.
+    pub is_leader: bool,
+    /// The node's current term.
+    pub term: Term,
+    /// `leader`, `follower` or `candidate`.
+    pub role: Cow<'static, str>,
+    /// The id of the leader this node knows of, if any.
+    #[serde(default)]
+    pub leader: Option<NodeId>,
+    /// Where this node reaches that leader (`host:port`), which also serves clients.
+    #[serde(default)]
+    pub leader_addr: Option<String>,
+    /// Highest log index known to be committed.
+    pub commit_index: Index,
+    /// Highest log index applied to the key-value store.
+    pub last_applied: Index,
+    /// Index of the last entry in this node's log.
+    pub last_log_index: Index,
+    /// Keys in the store.
+    #[serde(default)]
+    pub keys: usize,
+    /// Peers: id -> address.
+    #[serde(default)]
+    pub peers: BTreeMap<NodeId, String>,
+    /// Seconds since the node started.
+    #[serde(default)]
+    pub uptime_secs: u64,
+    /// Peer RPCs sent since start.
+    #[serde(default)]
+    pub rpcs_sent: u64,
+    /// Peer RPCs answered since start.
+    #[serde(default)]
+    pub rpcs_received: u64,
+    /// fsyncs of the node's storage since start.
+    #[serde(default)]
+    pub fsyncs: u64,
+    /// Entries applied to the state machine since start.
+    #[serde(default)]
+    pub entries_applied: u64,
+    /// Index of the first entry still in the log (earlier ones are in the snapshot).
+    #[serde(default)]
+    pub first_log_index: Index,
+    /// Index of the latest snapshot (0: none).
+    #[serde(default)]
+    pub snapshot_index: Index,
+    /// On the leader: each follower's replication progress.
+    #[serde(default)]
+    pub progress: BTreeMap<NodeId, PeerProgress>,
+}
+
+/// A leader's view of one follower, in [`Status::progress`] (the core's
+/// [`crate::raft::PeerProgress`], on the wire).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerProgress {
+    /// Next entry to send.
+    pub next_index: Index,
+    /// Highest entry known to be stored there.
+    pub match_index: Index,
+    /// An AppendEntries (or snapshot) awaits its answer.
+    pub inflight: bool,
+    /// Index of the snapshot being sent, if any.
+    pub snapshot: Option<Index>,
+}
+
+impl From<crate::raft::PeerProgress> for PeerProgress {
+    fn from(p: crate::raft::PeerProgress) -> Self {
+        PeerProgress {
+            next_index: p.next_index,
+            match_index: p.match_index,
+            inflight: p.inflight,
+            snapshot: p.snapshot,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_body_reads_back_as_its_error() {
+        let hint = LeaderHint { id: "node2".into(), addr: "h:2".into() };
+        for e in [
+            Error::BadRequest("a".into()),
+            Error::NotFound("b".into()),
+            Error::TooLarge("d".into()),
+            Error::NotLeader { leader: Some(hint.clone()) },
+            Error::NotLeader { leader: None },
+            Error::Unavailable("e".into()),
+            Error::OutcomeUnknown("f".into()),
+            Error::Storage("g".into()),
+        ] {
+            let body: ErrorBody = serde_json::from_value(e.to_json()).expect("an error body");
+            let message = body.message.clone().unwrap_or_default();
+            assert_eq!(body.clone().into_error(e.status(), message), e);
+            let want = matches!(&e, Error::NotLeader { leader: Some(_) }).then_some("h:2");
+            assert_eq!(body.leader_hint(), want, "{e}");
+        }
+    }
+
+    #[test]
+    fn the_core_progress_and_the_wire_progress_agree() {
+        let core = crate::raft::PeerProgress {
+            next_index: 5,
+            match_index: 4,
+            inflight: true,
+            snapshot: Some(3),
+        };
+        let wire = serde_json::to_value(PeerProgress::from(core.clone())).expect("encode");
+        assert_eq!(wire, serde_json::to_value(core).expect("encode"));
+    }
+
+    #[test]
+    fn a_minimal_status_reads() {
+        let text = r#"{"id":"n1","isLeader":false,"term":3,"role":"follower","commitIndex":1,
+            "lastApplied":1,"lastLogIndex":2}"#;
+        let s: Status = serde_json::from_str(text).expect("status");
+        assert_eq!((s.role.as_ref(), s.leader, s.keys), ("follower", None, 0));
+    }
+}
