@@ -113,7 +113,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 pub use crate::api::Status;
-use crate::api::{AllReply, ErrorBody, GetReply, PutRequest, WriteReply};
+use crate::api::{AllReply, ErrorBody, GetReply, PutRequest, WriteReply, encode_path_segment};
 use crate::error::{Error, Result};
 use crate::raft::{Index, Term};
 
@@ -374,7 +374,7 @@ impl Client {
 
     fn get_inner(&self, key: &str, stale: bool) -> Result<Option<String>> {
         check_key(key)?;
-        let mut path = format!("/kv/get/{}", percent_encode(key));
+        let mut path = format!("/kv/get/{}", encode_path_segment(key));
         if stale {
             path.push_str("?consistency=stale");
         }
@@ -392,7 +392,7 @@ impl Client {
     /// Deletes `key` (succeeds also when it does not exist). Same errors as [`Client::put`].
     pub fn delete(&self, key: &str) -> Result<()> {
         check_key(key)?;
-        let path = format!("/kv/delete/{}", percent_encode(key));
+        let path = format!("/kv/delete/{}", encode_path_segment(key));
         self.execute(&Call { method: "DELETE", path: &path, body: None, kind: Kind::Write })?;
         Ok(())
     }
@@ -767,8 +767,9 @@ fn check_key(key: &str) -> Result<()> {
     }
 }
 
-/// Percent-encodes `s` for use as one URL path segment: every byte of its UTF-8 form except the
-/// unreserved `A-Z a-z 0-9 - . _ ~` becomes `%XX` (upper-case hex). `/` becomes `%2F`.
+/// Percent-encodes `s` for use as one URL path segment ([`crate::api::encode_path_segment`]):
+/// every byte of its UTF-8 form except the unreserved `A-Z a-z 0-9 - . _ ~` becomes `%XX`
+/// (upper-case hex). `/` becomes `%2F`.
 ///
 /// ```
 /// use raftlabkv::client::percent_encode;
@@ -776,18 +777,7 @@ fn check_key(key: &str) -> Result<()> {
 /// assert_eq!(percent_encode("é"), "%C3%A9");
 /// ```
 pub fn percent_encode(s: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = String::with_capacity(s.len() * 3);
-    for &b in s.as_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push('%');
-            out.push(HEX[usize::from(b >> 4)] as char);
-            out.push(HEX[usize::from(b & 0x0f)] as char);
-        }
-    }
-    out
+    encode_path_segment(s).to_string()
 }
 
 /// A wait of between half and all of `step` (so that clients that failed together do not retry
