@@ -55,6 +55,7 @@
 //! | what is fsynced when (group commit) | `storage/durable.rs` (module docs), `server/loops.rs`: `sync`; `server/node.rs`: `handle_rpc` |
 //! | the on-disk format, crash recovery | `storage/wal.rs`, `storage/durable.rs` |
 //! | HTTP routes, status codes, limits | `server/http.rs`, `error.rs` |
+//! | the JSON bodies on the wire, `/status`, key escaping in paths | `api.rs` |
 //! | follower → leader forwarding | `server/http.rs`: `forward` |
 //! | the client's retry rules | `client/mod.rs` (module docs) |
 //! | the MIT 6.5840 tests | `tests/raft_*.rs` over `sim.rs` |
