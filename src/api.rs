@@ -17,15 +17,30 @@
 //!
 //! Borrowing types (`Cow`) let the server answer without copying the key or value, and the
 //! client send a put without copying either; when read they own their text.
+//!
+//! A key in a path (`/kv/get/{key}`, `/kv/delete/{key}`) is one percent-encoded segment,
+//! [`encode_path_segment`]: `a/b` travels as `a%2Fb`.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, PercentEncode, utf8_percent_encode};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 pub use crate::error::LeaderHint;
 use crate::raft::{Index, NodeId, Term};
+
+/// What is escaped in a path segment: every byte but the unreserved `A-Z a-z 0-9 - . _ ~`
+/// (RFC 3986), so `/`, `%`, `?`, `#`, spaces and all non-ASCII bytes become `%XX`.
+pub const PATH_SEGMENT: &AsciiSet =
+    &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// `s` as one URL path segment: each byte of its UTF-8 form outside the unreserved characters
+/// becomes `%XX` (upper-case hex). Formats without allocating; `.to_string()` for a `String`.
+pub fn encode_path_segment(s: &str) -> PercentEncode<'_> {
+    utf8_percent_encode(s, PATH_SEGMENT)
+}
 
 /// `POST /kv/put` body. Unknown fields are refused (a typo must not pass for a put).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -232,6 +247,20 @@ mod tests {
         };
         let wire = serde_json::to_value(PeerProgress::from(core.clone())).expect("encode");
         assert_eq!(wire, serde_json::to_value(core).expect("encode"));
+    }
+
+    #[test]
+    fn path_segments_escape_all_but_the_unreserved_characters() {
+        for b in 0u8..0x80 {
+            let c = char::from(b).to_string();
+            let want = if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                c.clone()
+            } else {
+                format!("%{b:02X}")
+            };
+            assert_eq!(encode_path_segment(&c).to_string(), want, "byte {b:#04x}");
+        }
+        assert_eq!(encode_path_segment("ü/€").to_string(), "%C3%BC%2F%E2%82%AC");
     }
 
     #[test]

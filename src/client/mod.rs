@@ -102,7 +102,10 @@
 //! Everything is blocking; there is no async runtime.
 
 pub mod bench;
+mod options;
 pub mod shell;
+
+pub use options::{ClientBuilder, ClientOptions};
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -113,7 +116,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 pub use crate::api::Status;
-use crate::api::{AllReply, ErrorBody, GetReply, PutRequest, WriteReply};
+use crate::api::{AllReply, ErrorBody, GetReply, PutRequest, WriteReply, encode_path_segment};
 use crate::error::{Error, Result};
 use crate::raft::{Index, Term};
 
@@ -144,100 +147,6 @@ pub struct PutResult {
     pub index: Index,
     /// The term of the leader that committed it.
     pub term: Term,
-}
-
-/// Tunables of a [`Client`]. `ClientOptions::default()` suits a local cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientOptions {
-    /// Longest wait for one request's answer (connect + send + response). A write whose answer
-    /// does not come in time is reported as [`Error::OutcomeUnknown`]. Should be longer than the
-    /// server's own commit timeout, so that the server's 504 arrives first. Default 5 s.
-    pub request_timeout: Duration,
-    /// Longest wait for a TCP connection. A connect timeout is a "not sent" failure, retried on
-    /// the next server. Default 1 s.
-    pub connect_timeout: Duration,
-    /// No new attempt is started once this much time has passed since the operation began.
-    /// Default 10 s (enough for a few election rounds).
-    pub retry_deadline: Duration,
-    /// First backoff step. Default 50 ms.
-    pub backoff_initial: Duration,
-    /// Largest backoff step. Default 1 s.
-    pub backoff_max: Duration,
-    /// Ask `/status` for the leader when none is cached. Default true. When false, the leader is
-    /// only learnt from `leaderAddr` hints and explicit [`Client::leader`] calls.
-    pub discover_leader: bool,
-}
-
-impl Default for ClientOptions {
-    fn default() -> Self {
-        ClientOptions {
-            request_timeout: Duration::from_secs(5),
-            connect_timeout: Duration::from_secs(1),
-            retry_deadline: Duration::from_secs(10),
-            backoff_initial: Duration::from_millis(50),
-            backoff_max: Duration::from_secs(1),
-            discover_leader: true,
-        }
-    }
-}
-
-/// Builds a [`Client`] with non-default [`ClientOptions`].
-///
-/// ```
-/// use std::time::Duration;
-/// let client = raftlabkv::client::Client::builder(vec!["127.0.0.1:8080".into()])
-///     .request_timeout(Duration::from_secs(2))
-///     .retry_deadline(Duration::from_secs(30))
-///     .build();
-/// ```
-#[derive(Debug, Clone)]
-pub struct ClientBuilder {
-    servers: Vec<String>,
-    options: ClientOptions,
-}
-
-impl ClientBuilder {
-    /// See [`ClientOptions::request_timeout`].
-    pub fn request_timeout(mut self, d: Duration) -> Self {
-        self.options.request_timeout = d;
-        self
-    }
-
-    /// See [`ClientOptions::connect_timeout`].
-    pub fn connect_timeout(mut self, d: Duration) -> Self {
-        self.options.connect_timeout = d;
-        self
-    }
-
-    /// See [`ClientOptions::retry_deadline`]. `Duration::ZERO` means a single attempt.
-    pub fn retry_deadline(mut self, d: Duration) -> Self {
-        self.options.retry_deadline = d;
-        self
-    }
-
-    /// See [`ClientOptions::backoff_initial`] and [`ClientOptions::backoff_max`].
-    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
-        self.options.backoff_initial = initial;
-        self.options.backoff_max = max;
-        self
-    }
-
-    /// See [`ClientOptions::discover_leader`].
-    pub fn discover_leader(mut self, on: bool) -> Self {
-        self.options.discover_leader = on;
-        self
-    }
-
-    /// Replaces all options at once.
-    pub fn options(mut self, options: ClientOptions) -> Self {
-        self.options = options;
-        self
-    }
-
-    /// Builds the client.
-    pub fn build(self) -> Client {
-        Client::with_options(self.servers, self.options)
-    }
 }
 
 /// A blocking RaftLabKV client: finds the leader, retries what is safe to retry, and reports
@@ -374,7 +283,7 @@ impl Client {
 
     fn get_inner(&self, key: &str, stale: bool) -> Result<Option<String>> {
         check_key(key)?;
-        let mut path = format!("/kv/get/{}", percent_encode(key));
+        let mut path = format!("/kv/get/{}", encode_path_segment(key));
         if stale {
             path.push_str("?consistency=stale");
         }
@@ -392,7 +301,7 @@ impl Client {
     /// Deletes `key` (succeeds also when it does not exist). Same errors as [`Client::put`].
     pub fn delete(&self, key: &str) -> Result<()> {
         check_key(key)?;
-        let path = format!("/kv/delete/{}", percent_encode(key));
+        let path = format!("/kv/delete/{}", encode_path_segment(key));
         self.execute(&Call { method: "DELETE", path: &path, body: None, kind: Kind::Write })?;
         Ok(())
     }
@@ -767,8 +676,9 @@ fn check_key(key: &str) -> Result<()> {
     }
 }
 
-/// Percent-encodes `s` for use as one URL path segment: every byte of its UTF-8 form except the
-/// unreserved `A-Z a-z 0-9 - . _ ~` becomes `%XX` (upper-case hex). `/` becomes `%2F`.
+/// Percent-encodes `s` for use as one URL path segment ([`crate::api::encode_path_segment`]):
+/// every byte of its UTF-8 form except the unreserved `A-Z a-z 0-9 - . _ ~` becomes `%XX`
+/// (upper-case hex). `/` becomes `%2F`.
 ///
 /// ```
 /// use raftlabkv::client::percent_encode;
@@ -776,18 +686,7 @@ fn check_key(key: &str) -> Result<()> {
 /// assert_eq!(percent_encode("é"), "%C3%A9");
 /// ```
 pub fn percent_encode(s: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = String::with_capacity(s.len() * 3);
-    for &b in s.as_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push('%');
-            out.push(HEX[usize::from(b >> 4)] as char);
-            out.push(HEX[usize::from(b & 0x0f)] as char);
-        }
-    }
-    out
+    encode_path_segment(s).to_string()
 }
 
 /// A wait of between half and all of `step` (so that clients that failed together do not retry

@@ -8,11 +8,13 @@
 //! `X-Raftlabkv-Forwarded`, and is never forwarded twice: a follower answers it with
 //! [`Error::NotLeader`]).
 
+use std::borrow::Cow;
 use std::io::Read;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use percent_encoding::percent_decode_str;
 use serde::Serialize;
 use tiny_http::{Header, Method, Request, Response};
 
@@ -132,9 +134,9 @@ fn route(node: &Node, request: &mut Request) -> Reply {
             .and_then(|_| decode_key(raw_key, node))
             .and_then(|key| get(node, request, &key, stale, forwarded))
     } else if let Some(raw_key) = path.strip_prefix("/kv/delete/") {
-        only(&method, Method::Delete)
-            .and_then(|_| decode_key(raw_key, node))
-            .and_then(|key| write(node, request, &Command::Delete { key }, &[], forwarded))
+        only(&method, Method::Delete).and_then(|_| decode_key(raw_key, node)).and_then(|key| {
+            write(node, request, &Command::Delete { key: key.into_owned() }, &[], forwarded)
+        })
     } else {
         match path {
             "/kv/put" => only(&method, Method::Post).and_then(|_| put(node, request, forwarded)),
@@ -185,7 +187,7 @@ fn read_body(request: &mut Request, limit: usize) -> Result<Vec<u8>> {
 }
 
 /// Percent-decodes the rest of the path into a key, and checks it.
-fn decode_key(raw: &str, node: &Node) -> Result<String> {
+fn decode_key<'a>(raw: &'a str, node: &Node) -> Result<Cow<'a, str>> {
     let key = percent_decode(raw)?;
     check_key(&key, node)?;
     Ok(key)
@@ -205,30 +207,19 @@ fn check_key(key: &str, node: &Node) -> Result<()> {
     Ok(())
 }
 
-/// `%XX` escapes to bytes, then UTF-8. `+` stays `+` (this is a path, not a form).
-pub fn percent_decode(raw: &str) -> Result<String> {
+/// `%XX` escapes to bytes, then UTF-8 (borrowed when there is nothing to unescape). `+` stays
+/// `+` (this is a path, not a form). Stricter than the crate's decoder, which passes a stray `%`
+/// through: a `%` not followed by two hex digits is refused.
+pub fn percent_decode(raw: &str) -> Result<Cow<'_, str>> {
     let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-            let byte = hex.and_then(|h| u8::from_str_radix(h, 16).ok());
-            match byte {
-                Some(b) => out.push(b),
-                None => {
-                    return Err(Error::BadRequest(format!(
-                        "bad percent-escape at byte {i} of the key"
-                    )));
-                }
-            }
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    let is_escape =
+        |i: usize| bytes.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit));
+    if let Some((i, _)) = raw.match_indices('%').find(|&(i, _)| !is_escape(i)) {
+        return Err(Error::BadRequest(format!("bad percent-escape at byte {i} of the key")));
     }
-    String::from_utf8(out).map_err(|_| Error::BadRequest("the key is not valid UTF-8".into()))
+    percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| Error::BadRequest("the key is not valid UTF-8".into()))
 }
 
 fn get(

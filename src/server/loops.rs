@@ -3,7 +3,7 @@
 //! replication threads are in [`super::peer`], the HTTP workers in [`super::http`].
 //!
 //! Each loop waits on its channel with a timeout, so it notices shutdown within ~100 ms, and
-//! touches the core only through [`Node::with_raft`] (the lock rule).
+//! touches the core only through `Node::with_raft` (the lock rule).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

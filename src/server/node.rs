@@ -3,15 +3,15 @@
 //!
 //! # The lock rule
 //!
-//! **Lock, step or tick, route, unlock, then act.** Every thread goes through [`Node::with_raft`]
+//! **Lock, step or tick, route, unlock, then act.** Every thread goes through `Node::with_raft`
 //! (or the same steps spelled out, in [`Node::handle_rpc`]):
 //!
 //! 1. lock the core and call `tick`, `step`, `propose`, `read` or `persisted`;
-//! 2. still under the lock, [`Node::route`] the output with non-blocking channel operations only
+//! 2. still under the lock, `Node::route` the output with non-blocking channel operations only
 //!    (`try_send` on the bounded peer queues, `send` on unbounded ones), which keeps messages and
 //!    committed entries in the order the core produced them;
 //! 3. unlock;
-//! 4. act: [`Node::queue_sync`] hands what must wait for the disk to the sync thread, and the
+//! 4. act: `Node::queue_sync` hands what must wait for the disk to the sync thread, and the
 //!    caller waits for what it needs (a commit, a confirmed read, an fsync).
 //!
 //! Never hold the Raft lock across a `ureq` call, a blocking channel send, an fsync wait or a
@@ -182,7 +182,7 @@ impl Node {
     }
 
     /// Sends what can leave now, and queues applies — called with the Raft lock held; nothing here
-    /// blocks. Returns the rest of the output for [`Node::queue_sync`] after unlocking.
+    /// blocks. Returns the rest of the output for `Node::queue_sync` after unlocking.
     pub(super) fn route(&self, raft: &mut RaftNode, mut out: Output) -> Output {
         for env in out.messages.drain(..) {
             let Some(tx) = self.peer_tx.get(&env.to) else { continue };

@@ -18,7 +18,7 @@ use parking_lot::RwLock;
 
 use super::node::Node;
 use super::snapshot;
-use crate::api::SnapshotChunkReply;
+use crate::api::{SnapshotChunkReply, encode_path_segment};
 use crate::error::{Error, Result};
 use crate::raft::{Envelope, Message, NodeId, SnapshotMeta};
 
@@ -146,7 +146,9 @@ impl Transport for HttpTransport {
     ) -> Result<u64> {
         let url = format!(
             "http://{addr}/raft/snapshotChunk?from={}&index={}&term={}&offset={offset}&total={total}",
-            envelope.from, meta.index, meta.term
+            encode_path_segment(&envelope.from),
+            meta.index,
+            meta.term
         );
         let response = self
             .agent
