@@ -38,7 +38,7 @@ impl Cluster {
         // responding to RPCs"): a vote, an acknowledgement of entries, or a candidate's
         // RequestVote after voting for itself must not leave before the state it vouches for is
         // on disk, or a crash could make the node break its word. Such messages wait in
-        // `after_sync`. A real shell fsyncs its write-ahead log through `sync.seq` (group commit:
+        // `after_sync`. A real shell fsyncs its write-ahead log through `sync.write_seq` (group commit:
         // one fsync for many outputs), then tells the node with `persisted` and sends them.
         // MemStorage "is durable" as soon as it is written, so syncing is just the call.
         if let Some(sync) = out.sync {

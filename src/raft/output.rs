@@ -11,7 +11,7 @@ use crate::raft::{RaftNode, Storage};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyncPoint {
     /// Sync storage through this write sequence number ([`Storage::write_seq`]).
-    pub seq: u64,
+    pub write_seq: u64,
     /// Then call [`RaftNode::persisted`] with this index and term (the log's last entry when the
     /// output was made).
     pub index: Index,

@@ -87,7 +87,7 @@ pub fn sync(node: &Node, rx: &Receiver<SyncJob>) {
         while let Ok(more) = rx.try_recv() {
             jobs.push(more);
         }
-        let seq = jobs.iter().filter_map(|j| j.output.sync.map(|s| s.seq)).max().unwrap_or(0);
+        let seq = jobs.iter().filter_map(|j| j.output.sync.map(|s| s.write_seq)).max().unwrap_or(0);
         if let Err(e) = node.syncer.sync_through(seq) {
             node.fatal(&e);
         }

@@ -388,7 +388,7 @@ impl RpcHandler for Node {
         // The reply may promise durable state (a vote, stored entries): wait for the disk.
         // Concurrent handlers share fsyncs.
         if let Some(point) = sync {
-            self.syncer.sync_through(point.seq).unwrap_or_else(|e| self.fatal(&e));
+            self.syncer.sync_through(point.write_seq).unwrap_or_else(|e| self.fatal(&e));
         }
         Ok(reply)
     }

@@ -324,8 +324,11 @@ impl RaftNode {
         let seq = self.log.storage.write_seq();
         if seq != self.seen_write_seq || !out.after_sync.is_empty() {
             self.seen_write_seq = seq;
-            out.sync =
-                Some(SyncPoint { seq, index: self.log.last_index(), term: self.log.last_term() });
+            out.sync = Some(SyncPoint {
+                write_seq: seq,
+                index: self.log.last_index(),
+                term: self.log.last_term(),
+            });
         }
         out
     }
