@@ -56,7 +56,7 @@
 //! | HTTP routes, status codes, limits | `server/http.rs`, `error.rs` |
 //! | follower → leader forwarding | `server/http.rs`: `forward` |
 //! | the client's retry rules | `client/mod.rs` (module docs) |
-//! | the MIT 6.5840 tests | `tests/raft_*.rs` over `sim.rs` |
+//! | the MIT 6.5840 tests | `tests/raft_*.rs` over `sim/` |
 //! | real-process tests, partitions via proxies | `tests/cluster.rs`, `tests/crash.rs`, `tests/snapshot.rs`, `testkit/` |
 //! | snapshots: taking, sending, installing | `server/snapshot.rs`, `storage/snapshot.rs`, `raft/node.rs`: `snapshot_taken`, `handle_install_snapshot` |
 //! | chaos runs and linearizability checks | `chaos/`, `check/`, `tests/chaos.rs`, `tests/sim_kv.rs` |

@@ -1,10 +1,24 @@
 //! A deterministic, in-process cluster over a simulated network: the first layer of tests.
 //!
-//! Every node is a plain [`RaftNode`]; the network is a priority queue of envelopes keyed by the
-//! logical time they arrive. Links can be cut one way or both, messages dropped with a probability,
-//! delayed and reordered. A crash drops the node's volatile state and restarts it from its storage.
-//! Everything random comes from one seeded RNG, so a failing run replays exactly from its seed
-//! (set `RAFT_SEED` to replay; the seed is printed by [`SimCluster::new`]).
+//! Every node is a plain [`RaftNode`]; the network (`net.rs`) is a priority queue of envelopes keyed
+//! by the logical time they arrive. Links can be cut one way or both, messages dropped with a
+//! probability, delayed and reordered. Everything random comes from one seeded RNG, so a failing
+//! run replays exactly from its seed (set `RAFT_SEED` to replay; the seed is printed by
+//! [`SimCluster::new`]).
+//!
+//! **The disk** (`disk.rs`, `sync.rs`) follows the rule the core is built on: a write is durable only
+//! once an fsync covers it. The cluster acts on each [`Output`] as the server shell does: it sends
+//! [`Output::messages`] at once, starts an fsync for [`Output::sync`], and only when that fsync
+//! completes — after a delay drawn from the seeded RNG, sometimes longer than a round trip —
+//! releases [`Output::after_sync`] (votes, acknowledgements) and calls [`RaftNode::persisted`]. A
+//! crash drops the node's volatile state *and* every write no fsync covered yet (sometimes a
+//! prefix of them survives, as a disk may write back on its own); the node restarts from what was
+//! durable. So a core that acknowledged before its disk had the entry, or counted its own unsynced
+//! entries towards a commit, loses committed entries here, and the checks below fail.
+//!
+//! Scripted tests (`trace.rs`) switch the network and the disk to manual: messages wait until
+//! [`SimCluster::deliver_where`], fsyncs until [`SimCluster::sync`], and every step is recorded as
+//! [`Event`]s for them to print.
 //!
 //! The cluster also plays the role of the MIT 6.5840 lab's `applyCh` checker: every applied entry
 //! is compared with what every other node applied at that index, and a node must apply indexes in
@@ -12,19 +26,28 @@
 //! Election Safety (never two leaders in one term) and Leader Completeness (a node that starts
 //! leading holds every entry any node has applied).
 
+mod disk;
 mod lab;
 mod net;
+mod sync;
+mod trace;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::raft::Storage;
 use crate::raft::{Config, Entry, Index, NodeId, Output, RaftNode, SnapshotMeta, Term};
-use crate::raft::{MemStorage, Storage};
+pub use disk::DiskConfig;
+use disk::{Disk, SimStorage};
 use net::InFlight;
 pub use net::NetConfig;
+use sync::SyncState;
+pub use trace::Event;
 
 /// Milliseconds of simulated time per tick (the server's default tick too).
 pub const TICK_MS: u64 = 10;
@@ -59,9 +82,18 @@ pub fn iters_from_env(default: u64) -> u64 {
 pub struct SimCluster {
     /// Node ids, in order (`n1`, `n2`, ...).
     pub ids: Vec<NodeId>,
-    /// Live nodes; a crashed node is absent and its storage waits in `crashed`.
+    /// Live nodes; a crashed node is absent (its disk stays in `disks`).
     nodes: BTreeMap<NodeId, RaftNode>,
-    crashed: BTreeMap<NodeId, Box<dyn Storage>>,
+    /// Every node's disk, across incarnations.
+    disks: BTreeMap<NodeId, Arc<Mutex<Disk>>>,
+    /// Per running node: its fsync and the outputs waiting for it.
+    syncs: BTreeMap<NodeId, SyncState>,
+    /// Disk behaviour, changeable at any time.
+    pub disk: DiskConfig,
+    /// Messages wait in the network until [`SimCluster::deliver_where`] (scripted tests).
+    pub manual_delivery: bool,
+    /// What happened, when recording (see [`SimCluster::take_trace`]).
+    trace: Option<Vec<Event>>,
     /// Directed links that are cut: (from, to).
     cut: BTreeSet<(NodeId, NodeId)>,
     /// Nodes cut off by [`SimCluster::disconnect`] (the MIT lab's `!connected[i]`).
@@ -128,7 +160,11 @@ impl SimCluster {
         let mut cluster = SimCluster {
             ids: ids.clone(),
             nodes: BTreeMap::new(),
-            crashed: BTreeMap::new(),
+            disks: BTreeMap::new(),
+            syncs: BTreeMap::new(),
+            disk: DiskConfig::default(),
+            manual_delivery: false,
+            trace: None,
             cut: BTreeSet::new(),
             isolated: BTreeSet::new(),
             queue: BinaryHeap::new(),
@@ -157,7 +193,7 @@ impl SimCluster {
             snapshots_installed: 0,
         };
         for id in &ids {
-            cluster.crashed.insert(id.clone(), Box::new(MemStorage::new()));
+            cluster.disks.insert(id.clone(), Arc::default());
             cluster.start(id);
         }
         cluster
@@ -171,43 +207,67 @@ impl SimCluster {
         config
     }
 
-    /// Restarts a crashed node from its storage (no-op if it is running).
+    /// Restarts a crashed node from what its disk holds durably (no-op if it is running).
     pub fn start(&mut self, id: &NodeId) {
-        let Some(storage) = self.crashed.remove(id) else {
+        if self.nodes.contains_key(id) {
             return;
-        };
+        }
+        let mut storage = SimStorage::recover(self.disks[id].clone());
+        let synced = storage.write_seq();
+        // As the durable storage does when it opens: a snapshot file newer than the snapshot the
+        // log records (the node crashed before that record was synced) is installed now.
+        if let Some((file, _)) = self.snapshots.get(id)
+            && storage.snapshot().is_none_or(|s| s.index < file.index)
+        {
+            storage.install_snapshot(*file).expect("install the snapshot file");
+        }
         let config = self.config_for(id);
-        let node = RaftNode::new(config, storage).expect("valid simulated config");
+        let node = RaftNode::new(config, Box::new(storage)).expect("valid simulated config");
         // The state machine restarts from the node's snapshot, as a server loads its file.
         let restored = match (self.snapshots.get(id), node.storage().snapshot()) {
             (Some((meta, data)), Some(s)) if *meta == s => data.clone(),
-            (_, None) => BTreeMap::new(),
-            (held, Some(s)) => panic!("{id} restarts from snapshot {s:?} but holds {held:?}"),
+            (None, None) => BTreeMap::new(),
+            (held, s) => panic!("{id} restarts from snapshot {s:?} but holds {held:?}"),
         };
         self.applied.insert(id.clone(), restored);
         self.last_applied.insert(id.clone(), node.log().last_applied);
         self.nodes.insert(id.clone(), node);
+        self.syncs.insert(id.clone(), SyncState::new(synced));
+        self.note(|| Event::Start(id.clone()));
     }
 
-    /// Crashes a node: its volatile state is gone, its storage is kept for [`SimCluster::start`].
+    /// Crashes a node: its volatile state is gone, and so is every write its disk had not synced
+    /// (with probability [`DiskConfig::keep_unsynced_rate`] a random prefix of them survives).
+    /// The messages it sent are still on their way; those waiting for its fsync are lost.
     pub fn crash(&mut self, id: &NodeId) {
-        if let Some(node) = self.nodes.remove(id) {
-            self.crashed.insert(id.clone(), node.into_storage());
+        if self.nodes.remove(id).is_none() {
+            return;
         }
+        self.syncs.remove(id);
+        self.incoming_snapshot.remove(id);
+        let unsynced = self.disks[id].lock().unsynced();
+        let keep = if unsynced > 0 && self.rng.gen_bool(self.disk.keep_unsynced_rate) {
+            self.rng.gen_range(0..=unsynced)
+        } else {
+            0
+        };
+        let lost = self.disks[id].lock().crash(keep);
+        self.note(|| Event::Crash { id: id.clone(), lost });
     }
 
-    /// Crashes a node and starts it again from its storage (the MIT lab's `start1` on a running
+    /// Crashes a node and starts it again from its disk (the MIT lab's `start1` on a running
     /// server). Its links stay as they were.
     pub fn restart(&mut self, id: &NodeId) {
         self.crash(id);
         self.start(id);
     }
 
-    /// Crashes a node and throws its storage away (an operator wiping its data dir): it restarts
-    /// with an empty log and no vote, and must catch up from the leader.
+    /// Crashes a node and throws its disk and snapshot away (an operator wiping its data dir): it
+    /// restarts with an empty log and no vote, and must catch up from the leader.
     pub fn wipe(&mut self, id: &NodeId) {
         self.crash(id);
-        self.crashed.insert(id.clone(), Box::new(MemStorage::new()));
+        self.disks.insert(id.clone(), Arc::default());
+        self.snapshots.remove(id);
     }
 
     /// True if the node is running.
@@ -237,23 +297,30 @@ impl SimCluster {
         self.nodes.get(id)
     }
 
-    /// Advances simulated time by one tick: deliver what is due, then tick every node.
+    /// Advances simulated time by one tick: deliver what is due, tick every node, then complete
+    /// the fsyncs that are due.
     pub fn tick(&mut self) {
         self.now += 1;
-        while let Some(Reverse(head)) = self.queue.peek() {
-            if head.deliver_at > self.now {
-                break;
-            }
+        while !self.manual_delivery
+            && let Some(Reverse(head)) = self.queue.peek()
+            && head.deliver_at <= self.now
+        {
             let Some(Reverse(inflight)) = self.queue.pop() else {
                 break;
             };
             self.deliver(inflight.env);
         }
         for id in self.ids.clone() {
-            if let Some(node) = self.nodes.get_mut(&id) {
-                let out = node.tick().expect("tick");
-                self.handle_output(&id, out);
-            }
+            self.tick_node(&id);
+        }
+        self.complete_due_syncs();
+    }
+
+    /// Ticks one node (no time passes for the others): what [`SimCluster::tick`] does for each.
+    pub fn tick_node(&mut self, id: &NodeId) {
+        if let Some(node) = self.nodes.get_mut(id) {
+            let out = node.tick().expect("tick");
+            self.handle_output(id, out);
         }
     }
 
@@ -275,9 +342,10 @@ impl SimCluster {
         cond(self)
     }
 
-    /// Acts on a node's output the way the server shell does, with storage that is durable at once.
+    /// Acts on a node's output the way the server shell does: messages leave at once, entries are
+    /// applied, and whatever depends on the disk waits for an fsync ([`SimCluster::await_sync`]).
     fn handle_output(&mut self, id: &NodeId, out: Output) {
-        for env in out.messages.into_iter().chain(out.after_sync) {
+        for env in out.messages {
             self.send(env);
         }
         for entry in out.apply {
@@ -293,8 +361,10 @@ impl SimCluster {
             self.last_applied.insert(id.clone(), meta.index);
             self.snapshots.insert(id.clone(), (meta, data));
             self.snapshots_installed += 1;
+            self.note(|| Event::Restore(id.clone(), meta));
         }
         for r in out.reads {
+            self.note(|| Event::Read { id: id.clone(), read: r.id, index: r.index });
             self.reads.push((id.clone(), r.id, r.index));
         }
         for r in out.aborted_reads {
@@ -311,11 +381,9 @@ impl SimCluster {
                 None => self.check_leader_completeness(id),
             }
         }
-        if let Some(point) = out.sync
-            && let Some(node) = self.nodes.get_mut(id)
-        {
-            let more = node.persisted(point.index, point.term).expect("persisted");
-            self.handle_output(id, more);
+        match out.sync {
+            Some(point) => self.await_sync(id, point, out.after_sync),
+            None => assert!(out.after_sync.is_empty(), "{id}: messages wait for no sync point"),
         }
     }
 
@@ -336,6 +404,7 @@ impl SimCluster {
     }
 
     fn record_apply(&mut self, id: &NodeId, entry: Entry) {
+        self.note(|| Event::Apply(id.clone(), entry.clone()));
         let seed = self.seed;
         let last = self.last_applied.entry(id.clone()).or_default();
         assert_eq!(
@@ -363,13 +432,19 @@ impl SimCluster {
         if let Some(every) = self.snapshot_every
             && index % every == 0
         {
-            let meta = SnapshotMeta { index, term };
-            let data = self.applied.get(id).cloned().unwrap_or_default();
-            self.snapshots.insert(id.clone(), (meta, data));
-            let trailing = self.snapshot_trailing;
-            if let Some(node) = self.nodes.get_mut(id) {
-                node.snapshot_taken(meta, trailing).expect("snapshot_taken");
-            }
+            self.save_snapshot(id, SnapshotMeta { index, term });
+        }
+    }
+
+    /// Writes a snapshot file of `id`'s state machine through `meta` (durable at once, as the
+    /// server's snapshot store fsyncs it), then tells the core, which compacts its log keeping
+    /// [`SimCluster::snapshot_trailing`] entries.
+    fn save_snapshot(&mut self, id: &NodeId, meta: SnapshotMeta) {
+        let data = self.applied.get(id).cloned().unwrap_or_default();
+        self.snapshots.insert(id.clone(), (meta, data));
+        let trailing = self.snapshot_trailing;
+        if let Some(node) = self.nodes.get_mut(id) {
+            node.snapshot_taken(meta, trailing).expect("snapshot_taken");
         }
     }
 

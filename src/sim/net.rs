@@ -5,7 +5,7 @@ use std::cmp::Reverse;
 
 use rand::Rng;
 
-use super::SimCluster;
+use super::{Event, SimCluster};
 use crate::raft::{Envelope, Message, NodeId, SnapshotMeta};
 
 /// Network behaviour.
@@ -124,6 +124,7 @@ impl SimCluster {
     /// Hands `env` to its receiver and acts on what it outputs.
     pub(super) fn deliver(&mut self, env: Envelope) {
         if self.cut.contains(&(env.from.clone(), env.to.clone())) {
+            self.note(|| Event::Drop(env.clone(), "the link is cut"));
             self.snapshot_call_failed(&env);
             return;
         }
@@ -137,17 +138,22 @@ impl SimCluster {
                     self.incoming_snapshot.insert(env.to.clone(), (meta, data.clone()));
                 }
                 _ => {
+                    self.note(|| Event::Drop(env.clone(), "the snapshot was replaced"));
                     self.snapshot_call_failed(&env);
                     return;
                 }
             }
         }
         let to = env.to.clone();
+        if !self.nodes.contains_key(&to) {
+            self.note(|| Event::Drop(env.clone(), "the receiver is down"));
+            self.snapshot_call_failed(&env);
+            return;
+        }
+        self.note(|| Event::Deliver(env.clone()));
         if let Some(node) = self.nodes.get_mut(&to) {
             let out = node.step(env).expect("step");
             self.handle_output(&to, out);
-        } else {
-            self.snapshot_call_failed(&env);
         }
     }
 
@@ -157,7 +163,7 @@ impl SimCluster {
     /// snapshot again (the MIT lab's RPCs likewise return false when lost). Only the core's
     /// fallback timeout (ten RPC timeouts, meant for a transfer that hangs) would notice a
     /// silently lost one. AppendEntries losses stay silent: the core's RPC timeout covers them.
-    fn snapshot_call_failed(&mut self, env: &Envelope) {
+    pub(super) fn snapshot_call_failed(&mut self, env: &Envelope) {
         let (leader, follower) = match &env.message {
             Message::InstallSnapshot(_) => (&env.from, &env.to),
             Message::InstallSnapshotResponse(_) => (&env.to, &env.from),
@@ -170,6 +176,7 @@ impl SimCluster {
 
     /// Puts `env` on the network (or loses it), counting it.
     pub(super) fn send(&mut self, env: Envelope) {
+        self.note(|| Event::Send(env.clone()));
         let link = (env.from.clone(), env.to.clone());
         match &env.message {
             Message::RequestVote(_) => self.rpcs += 1,
@@ -184,10 +191,12 @@ impl SimCluster {
             _ => {}
         }
         if self.cut.contains(&link) {
+            self.note(|| Event::Drop(env.clone(), "the link is cut"));
             self.snapshot_call_failed(&env);
             return;
         }
         if self.net.drop_rate > 0.0 && self.rng.gen_bool(self.net.drop_rate.min(1.0)) {
+            self.note(|| Event::Drop(env.clone(), "lost"));
             self.snapshot_call_failed(&env);
             return;
         }
