@@ -63,7 +63,7 @@
 //! | the JSON bodies on the wire, `/status`, key escaping in paths | `api.rs` |
 //! | follower → leader forwarding | `server/http.rs`: `forward` |
 //! | the client's retry rules | `client/mod.rs` (module docs) |
-//! | the MIT 6.5840 tests | `tests/raft_*.rs` over `sim.rs` |
+//! | the MIT 6.5840 tests | `tests/raft_*.rs` over `sim/` (`sim/disk.rs`: a write is durable only once a simulated fsync covers it) |
 //! | the core driven by hand, in 200 lines | `examples/three_nodes.rs` |
 //! | the client library in 90 lines | `examples/hello_client.rs` |
 //! | real-process tests, partitions via proxies | `tests/cluster.rs`, `tests/crash.rs`, `tests/snapshot.rs`, `testkit/` |
