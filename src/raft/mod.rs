@@ -69,6 +69,13 @@
 //! RequestVote after voting for itself). A leader counts itself towards a majority only for
 //! entries its own disk confirmed ([`RaftNode::persisted`]), while replication runs in parallel.
 //!
+//! The simulation holds the whole cluster to this rule: in `crate::sim` a write is durable only once
+//! a simulated fsync (at a time the seeded schedule picks) covers it, `after_sync` messages leave
+//! only after it, and a crash loses everything unsynced. A follower that acknowledged before its
+//! fsync, or a leader that counted its own entries before its fsync, lets a new leader be elected
+//! without a committed entry; the simulation's Leader Completeness check and
+//! `tests/raft_durability.rs` then fail (both breaks were tried on purpose).
+//!
 //! ## What this implementation adds to Figure 2, and why
 //!
 //! - **No-op on election** (§5.4.2, §8): a new leader appends an empty entry of its term. Figure 8
