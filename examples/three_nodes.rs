@@ -117,19 +117,31 @@ fn describe(e: &Envelope) -> String {
         Message::InstallSnapshotResponse(m) => {
             format!("InstallSnapshotResponse match={}", m.match_index)
         }
+        Message::TimeoutNow => "TimeoutNow".into(),
     };
     format!("{} → {} t{} {what}", e.from, e.to, e.term)
 }
 
 /// Marks a new leader's empty entry (§5.4.2) in an AppendEntries.
 fn noop(entry: &Entry) -> &'static str {
-    if entry.is_noop() { "(no-op)" } else { "" }
+    if entry.is_noop() {
+        "(no-op)"
+    } else if entry.is_internal() {
+        "(configuration)"
+    } else {
+        ""
+    }
 }
 
 /// `2@1: put hello world`, or `1@1: no-op`. Raft never looks inside a command: it is bytes.
 fn describe_entry(entry: &Entry) -> String {
-    let command =
-        if entry.is_noop() { "no-op".into() } else { String::from_utf8_lossy(&entry.command) };
+    let command = match entry.membership() {
+        Some(m) => {
+            format!("configuration, voters {:?}", m.voters.keys().collect::<Vec<_>>()).into()
+        }
+        None if entry.is_noop() => "no-op".into(),
+        None => String::from_utf8_lossy(&entry.command),
+    };
     format!("{}@{}: {command}", entry.index, entry.term)
 }
 

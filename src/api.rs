@@ -199,6 +199,9 @@ pub struct PeerProgress {
     pub inflight: bool,
     /// Index of the snapshot being sent, if any.
     pub snapshot: Option<Index>,
+    /// Ticks since this member last answered.
+    #[serde(default)]
+    pub last_contact_ticks: u64,
 }
 
 impl From<crate::raft::PeerProgress> for PeerProgress {
@@ -208,6 +211,7 @@ impl From<crate::raft::PeerProgress> for PeerProgress {
             match_index: p.match_index,
             inflight: p.inflight,
             snapshot: p.snapshot,
+            last_contact_ticks: p.last_contact_ticks,
         }
     }
 }
@@ -244,6 +248,7 @@ mod tests {
             match_index: 4,
             inflight: true,
             snapshot: Some(3),
+            last_contact_ticks: 7,
         };
         let wire = serde_json::to_value(PeerProgress::from(core.clone())).expect("encode");
         assert_eq!(wire, serde_json::to_value(core).expect("encode"));

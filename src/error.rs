@@ -8,7 +8,9 @@
 //! | `BadRequest` | 400 | the request is malformed; do not retry it unchanged |
 //! | `NotFound` | 404 | the key (or route) does not exist |
 //! | `MethodNotAllowed` | 405 | wrong HTTP method for the route |
+//! | `Conflict` | 409 | the request conflicts with one in progress (a membership change not yet committed, a leadership transfer under way): retry once it is done |
 //! | `TooLarge` | 413 | key, value or body over the configured limit |
+//! | `PreconditionFailed` | 412 | a condition the request depends on does not hold (the strict membership check, a learner not caught up); the message says which |
 //! | `NotLeader` | 503 | **not applied and will not be**: this node does not lead; the body names the leader (`"leader": {"id", "addr"}`) when known |
 //! | `Unavailable` | 503 | **not applied and will not be** (no quorum, leadership lost, shutting down): safe to retry |
 //! | `OutcomeUnknown` | 504 | proposed, but the commit was not seen in time: it may or may not apply |
@@ -41,6 +43,11 @@ pub enum Error {
     MethodNotAllowed(String),
     /// A key, value or request body over its limit.
     TooLarge(String),
+    /// The request conflicts with one in progress (a configuration change not yet committed).
+    Conflict(String),
+    /// A condition the request depends on does not hold (a learner that has not caught up, a
+    /// change after which the voters still heard from would not be a quorum).
+    PreconditionFailed(String),
     /// This node does not lead, so it did not propose or read anything: safe to retry, best at
     /// `leader` (None: no leader is known yet, an election is under way).
     NotLeader {
@@ -69,6 +76,8 @@ impl Error {
             Error::NotFound(_) => "not_found",
             Error::MethodNotAllowed(_) => "method_not_allowed",
             Error::TooLarge(_) => "too_large",
+            Error::Conflict(_) => "conflict",
+            Error::PreconditionFailed(_) => "precondition_failed",
             Error::NotLeader { .. } => "not_leader",
             Error::Unavailable(_) => "unavailable",
             Error::OutcomeUnknown(_) => "outcome_unknown",
@@ -85,6 +94,8 @@ impl Error {
             Error::NotFound(_) => 404,
             Error::MethodNotAllowed(_) => 405,
             Error::TooLarge(_) => 413,
+            Error::Conflict(_) => 409,
+            Error::PreconditionFailed(_) => 412,
             Error::NotLeader { .. } | Error::Unavailable(_) => 503,
             Error::OutcomeUnknown(_) => 504,
             Error::Config(_) | Error::Storage(_) | Error::Internal(_) => 500,
@@ -100,6 +111,8 @@ impl Error {
             | Error::NotFound(m)
             | Error::MethodNotAllowed(m)
             | Error::TooLarge(m)
+            | Error::Conflict(m)
+            | Error::PreconditionFailed(m)
             | Error::Unavailable(m)
             | Error::OutcomeUnknown(m)
             | Error::Config(m)
@@ -115,6 +128,8 @@ impl Error {
             400 => Error::BadRequest(message),
             404 => Error::NotFound(message),
             405 => Error::MethodNotAllowed(message),
+            409 => Error::Conflict(message),
+            412 => Error::PreconditionFailed(message),
             413 => Error::TooLarge(message),
             503 => Error::Unavailable(message),
             504 => Error::OutcomeUnknown(message),
@@ -163,6 +178,8 @@ mod tests {
             Error::NotFound("b".into()),
             Error::MethodNotAllowed("c".into()),
             Error::TooLarge("d".into()),
+            Error::Conflict("g".into()),
+            Error::PreconditionFailed("h".into()),
             Error::Unavailable("e".into()),
             Error::OutcomeUnknown("f".into()),
         ] {

@@ -38,8 +38,9 @@ fn times_applied(c: &SimCluster, id: &NodeId, command: &[u8]) -> usize {
 fn basic_agreement() {
     let mut c = SimCluster::new(3, seed_from_env(10));
     c.check_one_leader(secs(5.0));
-    // Index 1 is the leader's no-op; our commands follow it.
-    let mut last = 1;
+    // Index 1 is the cluster's first configuration (written by every member when it bootstraps),
+    // index 2 the leader's no-op; our commands follow them.
+    let mut last = 2;
     for i in 1..=3 {
         let (n, _) = c.n_committed(c.max_committed() + 1);
         assert_eq!(n, 0, "committed before proposed");

@@ -63,10 +63,12 @@ fn a_restarted_node_remembers_its_term_and_vote() {
         from: from.into(),
         to: "n1".into(),
         term: 5,
+        // Every member of a new cluster starts with the same configuration entry (1, term 1).
         message: Message::RequestVote(RequestVote {
-            last_log_index: 0,
-            last_log_term: 0,
+            last_log_index: 1,
+            last_log_term: 1,
             pre_vote: false,
+            transfer: false,
         }),
     };
     let granted = |out: &Output| {

@@ -113,7 +113,8 @@ impl KvStore {
         }
         self.applied_index = entry.index;
         self.applied_term = entry.term;
-        if entry.is_noop() {
+        // No-ops and Raft's own entries (configurations) change nothing here.
+        if entry.is_noop() || entry.is_internal() {
             return Ok(());
         }
         match Command::decode(&entry.command) {

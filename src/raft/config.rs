@@ -1,17 +1,20 @@
-//! A node's static configuration: its id, its peers, and its timeouts in ticks.
-
-use std::collections::BTreeSet;
+//! A node's static configuration: its id, how a brand-new cluster starts, and its timeouts in
+//! ticks. Who the members are is not here: that is in the log ([`crate::raft::Membership`]).
 
 use crate::error::{Error, Result};
-use crate::raft::NodeId;
+use crate::raft::{Membership, NodeId};
 
 /// Static configuration of one node. Time is in ticks; the shell decides how long a tick is.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// This node's id.
     pub id: NodeId,
-    /// The other members of the cluster (not including `id`).
-    pub peers: Vec<NodeId>,
+    /// The configuration of a brand-new cluster: written as the first log entry (index 1, term 1)
+    /// when the node starts with an empty log and no snapshot, identically on every initial
+    /// member, as etcd does. Ignored once the log holds anything: a node's members are the latest
+    /// configuration in its log. `None` for a node that joins an existing cluster: it waits,
+    /// without campaigning, until a leader sends it a configuration that contains it.
+    pub bootstrap: Option<Membership>,
     /// A leader sends heartbeats every this many ticks.
     pub heartbeat_ticks: u64,
     /// Election timeouts are drawn uniformly from `election_ticks_min..election_ticks_max`.
@@ -36,11 +39,15 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults for a 10 ms tick: heartbeat 50 ms, election timeout 300–600 ms.
+    /// Defaults for a 10 ms tick: heartbeat 50 ms, election timeout 300–600 ms; bootstraps a
+    /// cluster of `id` and `peers` as voters (addresses are the ids: for simulations; the server
+    /// sets [`Config::bootstrap`] with real addresses and a cluster id).
     pub fn new(id: impl Into<NodeId>, peers: Vec<NodeId>) -> Self {
+        let id = id.into();
+        let voters = peers.iter().chain([&id]).map(|p| (p.clone(), p.clone())).collect();
         Config {
-            id: id.into(),
-            peers,
+            bootstrap: Some(Membership::of_voters("sim", voters)),
+            id,
             heartbeat_ticks: 5,
             election_ticks_min: 30,
             election_ticks_max: 60,
@@ -65,12 +72,10 @@ impl Config {
         if self.election_ticks_max <= self.election_ticks_min {
             return bad("election timeout range is empty");
         }
-        if self.peers.contains(&self.id) {
-            return bad("a node cannot be its own peer");
-        }
-        let unique: BTreeSet<_> = self.peers.iter().collect();
-        if unique.len() != self.peers.len() {
-            return bad("duplicate peer id");
+        if let Some(m) = &self.bootstrap
+            && !m.is_voter(&self.id)
+        {
+            return bad("a bootstrapping node must be one of the cluster's voters");
         }
         if self.max_append_entries == 0 {
             return bad("max_append_entries must be at least 1");

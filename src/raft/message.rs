@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::raft::Membership;
+
 /// A node's identity (`node1`). Its network address is separate: only where to reach it.
 pub type NodeId = String;
 /// A Raft term: a logical clock that only grows (§5.1).
@@ -68,6 +70,11 @@ pub struct RequestVote {
     /// leader by a one-way partition, say) never disrupts a working cluster.
     #[serde(default)]
     pub pre_vote: bool,
+    /// Not in Figure 2: the candidate campaigns because the leader asked it to (a leadership
+    /// transfer, thesis §3.10, [`Message::TimeoutNow`]). Voters then answer it even while they
+    /// still hear from the old leader, which they would otherwise ignore (check quorum's lease).
+    #[serde(default)]
+    pub transfer: bool,
 }
 
 /// RequestVote RPC results.
@@ -121,6 +128,10 @@ pub struct InstallSnapshot {
     pub last_included_index: Index,
     /// Term of `last_included_index`.
     pub last_included_term: Term,
+    /// The configuration in force at `last_included_index` (thesis §4: a snapshot carries the
+    /// membership it was taken under, since the entry that set it is compacted away).
+    #[serde(default)]
+    pub membership: Option<Membership>,
 }
 
 /// InstallSnapshot RPC results.
@@ -146,6 +157,9 @@ pub enum Message {
     InstallSnapshot(InstallSnapshot),
     /// The follower's answer.
     InstallSnapshotResponse(InstallSnapshotResponse),
+    /// A leader transferring its leadership tells the target, whose log it has brought up to
+    /// date, to start an election at once (thesis §3.10). No answer: the election is the answer.
+    TimeoutNow,
 }
 
 impl Message {

@@ -119,6 +119,7 @@
 mod config;
 mod entry_log;
 mod log;
+mod membership;
 mod message;
 mod node;
 mod output;
@@ -128,6 +129,9 @@ mod storage;
 pub use config::Config;
 pub(crate) use entry_log::EntryLog;
 pub use log::RaftLog;
+pub use membership::{
+    ChangeRefused, Configs, INTERNAL_ENTRY_MARK, MemberRole, Membership, MembershipChange,
+};
 pub use message::{
     AppendEntries, AppendEntriesResponse, Entry, Envelope, HardState, Index, InstallSnapshot,
     InstallSnapshotResponse, Message, NodeId, RequestVote, RequestVoteResponse, SnapshotMeta, Term,

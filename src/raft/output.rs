@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::raft::{Entry, Envelope, Index, NodeId, SnapshotMeta, Term};
+use crate::raft::{Entry, Envelope, Index, Membership, NodeId, SnapshotMeta, Term};
 #[cfg(doc)]
 use crate::raft::{RaftNode, Storage};
 
@@ -104,6 +104,14 @@ pub struct Status {
     /// On a leader: what it knows of each follower (`next_index`, `match_index`, whether a
     /// request or a snapshot is in flight).
     pub progress: BTreeMap<NodeId, PeerProgress>,
+    /// The configuration in force (the latest in the log), if any.
+    pub membership: Option<Membership>,
+    /// The index of that configuration's entry (or of the snapshot that carried it).
+    pub config_index: Index,
+    /// "voter", "learner", "removed" or "joining".
+    pub member_state: &'static str,
+    /// On a leader transferring its leadership: the target.
+    pub transfer: Option<NodeId>,
 }
 
 /// A leader's view of one follower, for `/status`.
@@ -118,4 +126,6 @@ pub struct PeerProgress {
     pub inflight: bool,
     /// Index of the snapshot being sent, if any.
     pub snapshot: Option<Index>,
+    /// Ticks since this member last answered.
+    pub last_contact_ticks: u64,
 }

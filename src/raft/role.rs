@@ -69,6 +69,24 @@ pub struct Progress {
     pub recent_active: bool,
     /// A snapshot being sent to this follower (its index): no AppendEntries until it is answered.
     pub pending_snapshot: Option<Index>,
+    /// Logical time of this member's latest answer: the strict membership check and a learner's
+    /// promotion ask whether it was heard from within an election timeout.
+    pub last_contact_tick: u64,
+}
+
+impl Progress {
+    /// A fresh record for a member whose log is unknown: probe from the leader's end.
+    pub fn new(next_index: Index, now: u64) -> Self {
+        Progress {
+            next_index,
+            match_index: 0,
+            inflight: None,
+            acked_seq: 0,
+            recent_active: true,
+            pending_snapshot: None,
+            last_contact_tick: now,
+        }
+    }
 }
 
 impl Progress {
@@ -121,4 +139,17 @@ pub struct Leader {
     pub heartbeat_elapsed: u64,
     /// Ticks since the last check-quorum round.
     pub quorum_elapsed: u64,
+    /// A leadership transfer under way (thesis §3.10): no new proposals meanwhile.
+    pub transfer: Option<Transfer>,
+}
+
+/// A leadership transfer: bring `target` up to date, then tell it to campaign.
+#[derive(Debug, Clone)]
+pub struct Transfer {
+    /// The voter that is to lead.
+    pub target: NodeId,
+    /// When the transfer began: it is abandoned after an election timeout.
+    pub started_tick: u64,
+    /// TimeoutNow has been sent.
+    pub timeout_now_sent: bool,
 }

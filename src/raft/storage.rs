@@ -16,7 +16,7 @@
 
 use super::entry_log::EntryLog;
 use crate::error::{Error, Result};
-use crate::raft::{Entry, HardState, Index, SnapshotMeta, Term};
+use crate::raft::{Entry, HardState, Index, Membership, SnapshotMeta, Term};
 
 /// The log and hard state of one node, as the core sees them.
 ///
@@ -65,6 +65,17 @@ pub trait Storage: Send {
     /// log is dropped. Afterwards `first_index() == meta.index + 1`, `term(meta.index) ==
     /// Some(meta.term)`.
     fn install_snapshot(&mut self, meta: SnapshotMeta) -> Result<()>;
+
+    // ----- membership (thesis chapter 4) -----
+
+    /// The configuration in force at an index at or before the start of the log, and that index:
+    /// what compaction or an installed snapshot would otherwise lose (configuration entries after
+    /// it are in the log). `None` until the core first saves one. Survives restarts.
+    fn membership_base(&self) -> Option<(Index, Membership)>;
+    /// Records the configuration in force at `index`. The core calls it before compacting
+    /// through `index` or installing a snapshot at `index`, so that whatever survives a crash,
+    /// the configuration of the start of the log is known.
+    fn save_membership_base(&mut self, index: Index, membership: &Membership) -> Result<()>;
 }
 
 /// A [`Storage`] kept in memory. `Clone` is the simulation's crash model: a clone taken after a
@@ -76,6 +87,8 @@ pub struct MemStorage {
     log: EntryLog,
     /// The latest snapshot recorded.
     snapshot: Option<SnapshotMeta>,
+    /// The configuration in force at the start of the log.
+    membership_base: Option<(Index, Membership)>,
     write_seq: u64,
 }
 
@@ -157,6 +170,16 @@ impl Storage for MemStorage {
         }
         drop(self.log.remove_through(meta.index, meta.term));
         self.snapshot = Some(meta);
+        self.write_seq += 1;
+        Ok(())
+    }
+
+    fn membership_base(&self) -> Option<(Index, Membership)> {
+        self.membership_base.clone()
+    }
+
+    fn save_membership_base(&mut self, index: Index, membership: &Membership) -> Result<()> {
+        self.membership_base = Some((index, membership.clone()));
         self.write_seq += 1;
         Ok(())
     }

@@ -99,6 +99,7 @@ pub fn rpc_path(message: &Message) -> &'static str {
         Message::InstallSnapshot(_) | Message::InstallSnapshotResponse(_) => {
             "/raft/installSnapshot"
         }
+        Message::TimeoutNow => "/raft/timeoutNow",
     }
 }
 

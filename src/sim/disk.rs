@@ -20,7 +20,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::error::Result;
-use crate::raft::{Entry, HardState, Index, MemStorage, SnapshotMeta, Storage, Term};
+use crate::raft::{Entry, HardState, Index, MemStorage, Membership, SnapshotMeta, Storage, Term};
 
 /// When simulated fsyncs complete, and what a crash keeps of the writes not yet synced.
 #[derive(Debug, Clone)]
@@ -66,6 +66,7 @@ enum Write {
     SetSnapshot(SnapshotMeta),
     Compact(Index),
     InstallSnapshot(SnapshotMeta),
+    MembershipBase(Index, Membership),
 }
 
 impl Write {
@@ -78,6 +79,7 @@ impl Write {
             Write::SetSnapshot(meta) => storage.set_snapshot(meta),
             Write::Compact(index) => storage.compact(index),
             Write::InstallSnapshot(meta) => storage.install_snapshot(meta),
+            Write::MembershipBase(index, m) => storage.save_membership_base(index, &m),
         }
     }
 }
@@ -201,6 +203,17 @@ impl Storage for SimStorage {
 
     fn install_snapshot(&mut self, meta: SnapshotMeta) -> Result<()> {
         self.write(|m| m.install_snapshot(meta), || Write::InstallSnapshot(meta))
+    }
+
+    fn membership_base(&self) -> Option<(Index, Membership)> {
+        self.mem.membership_base()
+    }
+
+    fn save_membership_base(&mut self, index: Index, membership: &Membership) -> Result<()> {
+        self.write(
+            |m| m.save_membership_base(index, membership),
+            || Write::MembershipBase(index, membership.clone()),
+        )
     }
 }
 

@@ -28,6 +28,7 @@
 
 mod disk;
 mod lab;
+mod members;
 mod net;
 mod sync;
 mod trace;
@@ -141,6 +142,11 @@ pub struct SimCluster {
     /// Each node's latest snapshot: its meta and the state machine (applied commands) it holds.
     /// Kept across crashes, like a snapshot file.
     snapshots: BTreeMap<NodeId, (SnapshotMeta, BTreeMap<Index, Vec<u8>>)>,
+    /// Nodes that start empty and wait to be sent a configuration (added to a running cluster,
+    /// or wiped): they do not bootstrap one of their own.
+    joiners: BTreeSet<NodeId>,
+    /// Each node's snapshot before its latest one (a crash may discard the latest, unrecorded).
+    previous_snapshots: BTreeMap<NodeId, (SnapshotMeta, BTreeMap<Index, Vec<u8>>)>,
     /// A snapshot that arrived with an InstallSnapshot, waiting for the node to accept it.
     incoming_snapshot: BTreeMap<NodeId, (SnapshotMeta, BTreeMap<Index, Vec<u8>>)>,
     /// Snapshots installed on followers (count).
@@ -189,6 +195,8 @@ impl SimCluster {
             snapshot_every: None,
             snapshot_trailing: 0,
             snapshots: BTreeMap::new(),
+            previous_snapshots: BTreeMap::new(),
+            joiners: BTreeSet::new(),
             incoming_snapshot: BTreeMap::new(),
             snapshots_installed: 0,
         };
@@ -204,6 +212,9 @@ impl SimCluster {
         let mut config = Config::new(id.clone(), peers);
         config.seed = self.rng.r#gen();
         (self.configure)(&mut config);
+        if self.joiners.contains(id) {
+            config.bootstrap = None;
+        }
         config
     }
 
@@ -216,10 +227,25 @@ impl SimCluster {
         let synced = storage.write_seq();
         // As the durable storage does when it opens: a snapshot file newer than the snapshot the
         // log records (the node crashed before that record was synced) is installed now.
-        if let Some((file, _)) = self.snapshots.get(id)
+        if let Some((file, _)) = self.snapshots.get(id).cloned()
             && storage.snapshot().is_none_or(|s| s.index < file.index)
         {
-            storage.install_snapshot(*file).expect("install the snapshot file");
+            if storage.term(file.index) == Some(file.term) {
+                // Its own snapshot: the log still holds the configuration in force there.
+                let lo = storage.first_index();
+                let entries = storage.entries(lo, file.index + 1, usize::MAX).expect("entries");
+                let base = storage.membership_base().map(|(_, m)| m);
+                if let Some(m) = entries.iter().rev().find_map(|e| e.membership()).or(base) {
+                    storage.save_membership_base(file.index, &m).expect("membership base");
+                }
+                storage.install_snapshot(file).expect("install the snapshot file");
+            } else {
+                // Received from a leader but never recorded (never acknowledged): discarded.
+                match self.previous_snapshots.remove(id) {
+                    Some(previous) => self.snapshots.insert(id.clone(), previous),
+                    None => self.snapshots.remove(id),
+                };
+            }
         }
         let config = self.config_for(id);
         let node = RaftNode::new(config, Box::new(storage)).expect("valid simulated config");
@@ -268,6 +294,9 @@ impl SimCluster {
         self.crash(id);
         self.disks.insert(id.clone(), Arc::default());
         self.snapshots.remove(id);
+        self.previous_snapshots.remove(id);
+        // An empty node rejoins the cluster it belonged to: it must not bootstrap a new one.
+        self.joiners.insert(id.clone());
     }
 
     /// True if the node is running.
@@ -359,7 +388,7 @@ impl SimCluster {
             assert_eq!(m, meta, "{id} restores a snapshot other than the one received");
             self.applied.insert(id.clone(), data.clone());
             self.last_applied.insert(id.clone(), meta.index);
-            self.snapshots.insert(id.clone(), (meta, data));
+            self.keep_snapshot(id, meta, data);
             self.snapshots_installed += 1;
             self.note(|| Event::Restore(id.clone(), meta));
         }
@@ -441,10 +470,18 @@ impl SimCluster {
     /// [`SimCluster::snapshot_trailing`] entries.
     fn save_snapshot(&mut self, id: &NodeId, meta: SnapshotMeta) {
         let data = self.applied.get(id).cloned().unwrap_or_default();
-        self.snapshots.insert(id.clone(), (meta, data));
+        self.keep_snapshot(id, meta, data);
         let trailing = self.snapshot_trailing;
         if let Some(node) = self.nodes.get_mut(id) {
             node.snapshot_taken(meta, trailing).expect("snapshot_taken");
+        }
+    }
+
+    /// Stores a node's new snapshot "file", keeping the one before it (as the server keeps older
+    /// snapshot files until the new one is recorded).
+    fn keep_snapshot(&mut self, id: &NodeId, meta: SnapshotMeta, data: BTreeMap<Index, Vec<u8>>) {
+        if let Some(old) = self.snapshots.insert(id.clone(), (meta, data)) {
+            self.previous_snapshots.insert(id.clone(), old);
         }
     }
 

@@ -60,6 +60,18 @@ fn file_name(path: &Path) -> String {
 }
 
 /// Up to 40 bytes of a command, printable: ASCII as is, anything else as `\xNN`.
+/// A configuration in one line: `cluster=ID voters=a@addr,b@addr learners=-`.
+fn describe_membership(m: &crate::raft::Membership) -> String {
+    let list = |members: &std::collections::BTreeMap<String, String>| {
+        if members.is_empty() {
+            return "-".to_string();
+        }
+        let each: Vec<String> = members.iter().map(|(id, a)| format!("{id}@{a}")).collect();
+        each.join(",")
+    };
+    format!("cluster={} voters={} learners={}", m.cluster_id, list(&m.voters), list(&m.learners))
+}
+
 fn preview(command: &[u8]) -> String {
     const MAX: usize = 40;
     let mut out = String::new();
@@ -125,6 +137,8 @@ enum Line<'a> {
         compacted: Index,
         compacted_term: Term,
         last_index: Index,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        membership: Option<String>,
     },
     /// One entry of an append record.
     Entry {
@@ -136,6 +150,16 @@ enum Line<'a> {
         preview: String,
         #[serde(skip)]
         noop: bool,
+        /// A configuration entry: its members.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        config: Option<String>,
+    },
+    /// The configuration in force at the start of the log (saved before a compaction).
+    Membership {
+        #[serde(flatten)]
+        at: At<'a>,
+        index: Index,
+        config: String,
     },
     /// An append record with no entries.
     Append {
@@ -281,6 +305,10 @@ impl Line<'_> {
                     compacted: cp.compacted,
                     compacted_term: cp.compacted_term,
                     last_index: cp.last_index,
+                    membership: cp
+                        .membership
+                        .as_ref()
+                        .map(|(i, m)| format!("{} at {i}", describe_membership(m))),
                 }
             }
             Record::Append { first_index, entries } if entries.is_empty() => {
@@ -294,11 +322,15 @@ impl Line<'_> {
                     len: e.command.len(),
                     preview: preview(&e.command),
                     noop: e.is_noop(),
+                    config: e.membership().map(|m| describe_membership(&m)),
                 };
                 return entries.iter().map(entry).collect();
             }
             Record::Truncate(from) => Line::Truncate { at, from: *from },
             Record::Snapshot(meta) => Line::Snapshot { at, index: meta.index, term: meta.term },
+            Record::Membership(index, m) => {
+                Line::Membership { at, index: *index, config: describe_membership(m) }
+            }
             Record::Compact { index, term } => Line::Compact { at, index: *index, term: *term },
             Record::InstallSnapshot { meta, kept } => {
                 Line::InstallSnapshot { at, index: meta.index, term: meta.term, kept: *kept }
@@ -367,6 +399,7 @@ impl fmt::Display for Line<'_> {
                 compacted,
                 compacted_term,
                 last_index,
+                membership,
             } => {
                 write!(
                     f,
@@ -374,11 +407,22 @@ impl fmt::Display for Line<'_> {
                      (term {compacted_term}) last_index={last_index}",
                     voted_for.unwrap_or("-"),
                     snapshot.map_or("-".to_string(), |s| format!("{}/{}", s.index, s.term)),
-                )
+                )?;
+                match membership {
+                    Some(m) => write!(f, " membership: {m}"),
+                    None => Ok(()),
+                }
             }
-            Line::Entry { at, index, term, len, preview, noop } => {
+            Line::Entry { at, index, term, len, preview, noop, config } => {
                 write!(f, "{at}entry index={index} term={term} len={len} ")?;
-                if *noop { write!(f, "(no-op)") } else { write!(f, "\"{preview}\"") }
+                match config {
+                    Some(c) => write!(f, "(configuration: {c})"),
+                    None if *noop => write!(f, "(no-op)"),
+                    None => write!(f, "\"{preview}\""),
+                }
+            }
+            Line::Membership { at, index, config } => {
+                write!(f, "{at}membership_base index={index} {config}")
             }
             Line::Append { at, first_index, .. } => {
                 write!(f, "{at}append (no entries) at {first_index}")

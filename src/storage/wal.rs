@@ -44,7 +44,8 @@
 //! | 4 | snapshot recorded (`set_snapshot`) | `index:u64` `term:u64` |
 //! | 5 | compaction (`compact`): entries `<= index` dropped | `index:u64` `term:u64` (the term of entry `index`, still needed once it is gone) |
 //! | 6 | snapshot installed from the leader | `index:u64` `term:u64` `kept:u8` (1: the entries after `index` were kept, 0: the log was cleared) |
-//! | 7 | checkpoint (first record of every segment) | `hard_state`, `has_snapshot:u8` then, if 1, `index:u64` `term:u64`; then `compacted:u64` `compacted_term:u64` `last_index:u64` |
+//! | 7 | checkpoint (first record of every segment) | `hard_state`, `has_snapshot:u8` then, if 1, `index:u64` `term:u64`; then `compacted:u64` `compacted_term:u64` `last_index:u64`; then, if the node has saved one, `1:u8` `membership` (checkpoints written before membership existed end after `last_index`) |
+//! | 8 | membership base (`save_membership_base`, latest wins) | `membership` := `index:u64` `len:u32` + the configuration as JSON |
 //!
 //! An append's entries are contiguous, so only the first index is stored. One mutating call of
 //! the [`super::Storage`] trait writes exactly one record, so the record's sequence number is the
@@ -79,7 +80,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::raft::{Entry, HardState, Index, SnapshotMeta, Term};
+use crate::raft::{Entry, HardState, Index, Membership, SnapshotMeta, Term};
 
 /// The first bytes of every segment file: `RLKVWAL` and the format version (1).
 pub const SEGMENT_MAGIC: [u8; 8] = *b"RLKVWAL\x01";
@@ -97,6 +98,7 @@ const KIND_SNAPSHOT: u8 = 4;
 const KIND_COMPACT: u8 = 5;
 const KIND_INSTALL: u8 = 6;
 const KIND_CHECKPOINT: u8 = 7;
+const KIND_MEMBERSHIP: u8 = 8;
 
 /// The state a segment starts from: its first record (see the module docs).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -111,6 +113,8 @@ pub struct Checkpoint {
     pub compacted_term: Term,
     /// The last index of the log (`compacted` if it holds no entries).
     pub last_index: Index,
+    /// The configuration in force at an index at or before the log's start, if saved.
+    pub membership: Option<(Index, Membership)>,
 }
 
 /// A record to write, borrowing its data (so appends are encoded without cloning entries).
@@ -145,6 +149,13 @@ pub enum RecordRef<'a> {
     },
     /// The state the segment starts from.
     Checkpoint(&'a Checkpoint),
+    /// The configuration in force at `index` (see [`crate::raft::Storage::membership_base`]).
+    Membership {
+        /// Where it is in force.
+        index: Index,
+        /// The configuration, as JSON.
+        json: &'a [u8],
+    },
 }
 
 /// A record read back from disk.
@@ -179,6 +190,8 @@ pub enum Record {
     },
     /// The state the segment starts from.
     Checkpoint(Checkpoint),
+    /// The configuration in force at `index`.
+    Membership(Index, Membership),
 }
 
 fn hard_state_len(hs: &HardState) -> usize {
@@ -211,8 +224,15 @@ impl RecordRef<'_> {
                 RecordRef::Snapshot(_) | RecordRef::Compact { .. } => 16,
                 RecordRef::InstallSnapshot { .. } => 17,
                 RecordRef::Checkpoint(cp) => {
-                    hard_state_len(&cp.hard_state) + 1 + cp.snapshot.map_or(0, |_| 16) + 24
+                    hard_state_len(&cp.hard_state)
+                        + 1
+                        + cp.snapshot.map_or(0, |_| 16)
+                        + 24
+                        + cp.membership
+                            .as_ref()
+                            .map_or(0, |(_, m)| 1 + 12 + membership_json(m).len())
                 }
+                RecordRef::Membership { json, .. } => 12 + json.len(),
             }
     }
 
@@ -273,10 +293,32 @@ impl RecordRef<'_> {
                 buf.extend_from_slice(&cp.compacted.to_le_bytes());
                 buf.extend_from_slice(&cp.compacted_term.to_le_bytes());
                 buf.extend_from_slice(&cp.last_index.to_le_bytes());
+                if let Some((index, m)) = &cp.membership {
+                    buf.push(1);
+                    encode_membership(*index, &membership_json(m), buf)?;
+                }
+            }
+            RecordRef::Membership { index, json } => {
+                buf.push(KIND_MEMBERSHIP);
+                buf.extend_from_slice(&seq.to_le_bytes());
+                encode_membership(*index, json, buf)?;
             }
         }
         Ok(())
     }
+}
+
+/// A configuration as the JSON a membership record holds.
+pub fn membership_json(m: &Membership) -> Vec<u8> {
+    // Serialising a struct of strings and maps cannot fail.
+    serde_json::to_vec(m).unwrap_or_default()
+}
+
+fn encode_membership(index: Index, json: &[u8], buf: &mut Vec<u8>) -> Result<()> {
+    buf.extend_from_slice(&index.to_le_bytes());
+    buf.extend_from_slice(&len_u32(json.len())?.to_le_bytes());
+    buf.extend_from_slice(json);
+    Ok(())
 }
 
 fn len_u32(len: usize) -> Result<u32> {
@@ -366,6 +408,15 @@ impl<'a> Reader<'a> {
         Ok(HardState { current_term, voted_for })
     }
 
+    fn membership(&mut self) -> Result<(Index, Membership), String> {
+        let index = self.u64("membership index")?;
+        let len = self.u32("membership length")? as usize;
+        let json = self.take(len, "membership")?;
+        let m =
+            serde_json::from_slice(json).map_err(|e| format!("membership is not valid: {e}"))?;
+        Ok((index, m))
+    }
+
     fn snapshot_meta(&mut self) -> Result<SnapshotMeta, String> {
         Ok(SnapshotMeta { index: self.u64("snapshot index")?, term: self.u64("snapshot term")? })
     }
@@ -410,7 +461,16 @@ fn decode_payload(payload: &[u8]) -> Result<(u64, Record), String> {
                 compacted: r.u64("compaction index")?,
                 compacted_term: r.u64("compaction term")?,
                 last_index: r.u64("last index")?,
+                membership: match r.remaining() {
+                    0 => None,
+                    _ if r.flag("membership flag")? => Some(r.membership()?),
+                    _ => None,
+                },
             })
+        }
+        KIND_MEMBERSHIP => {
+            let (index, m) = r.membership()?;
+            Record::Membership(index, m)
         }
         other => return Err(format!("unknown record kind {other}")),
     };
@@ -668,7 +728,10 @@ mod tests {
             compacted: 10,
             compacted_term: 3,
             last_index: 20,
+            membership: None,
         };
+        let m = Membership::of_voters("c", [("n1".into(), "a:1".into())].into());
+        let with_membership = Checkpoint { membership: Some((9, m.clone())), ..checkpoint.clone() };
         let empty = Checkpoint::default();
         let cases = [
             (RecordRef::HardState(&hs), Record::HardState(hs.clone())),
@@ -694,6 +757,11 @@ mod tests {
             ),
             (RecordRef::Checkpoint(&checkpoint), Record::Checkpoint(checkpoint.clone())),
             (RecordRef::Checkpoint(&empty), Record::Checkpoint(empty.clone())),
+            (RecordRef::Checkpoint(&with_membership), Record::Checkpoint(with_membership.clone())),
+            (
+                RecordRef::Membership { index: 9, json: &membership_json(&m) },
+                Record::Membership(9, m.clone()),
+            ),
         ];
         for (seq, (write, read)) in cases.iter().enumerate() {
             let buf = frame(seq as u64 + 1, write);

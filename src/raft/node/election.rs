@@ -31,22 +31,28 @@ impl RaftNode {
         Ok(())
     }
 
-    /// §5.2: increment the term, vote for ourselves, ask everyone else.
+    /// §5.2: increment the term, vote for ourselves, ask every other voter. `transfer`: the
+    /// leader asked us to (thesis §3.10), which the RequestVotes say so voters do not ignore them.
     pub(super) fn become_candidate(&mut self) -> Result<()> {
+        self.campaign(false)
+    }
+
+    pub(super) fn campaign(&mut self, transfer: bool) -> Result<()> {
         self.current_term += 1;
         self.voted_for = Some(self.config.id.clone());
         self.save_hard_state()?;
         self.become_campaigner(false);
         log::info!("{} starts an election for term {}", self.config.id, self.current_term);
-        if self.quorum() == 1 {
+        if self.wins_alone() {
             return self.become_leader();
         }
         let request = Message::RequestVote(RequestVote {
             last_log_index: self.log.last_index(),
             last_log_term: self.log.last_term(),
             pre_vote: false,
+            transfer,
         });
-        for peer in self.config.peers.clone() {
+        for peer in self.other_voters() {
             // The vote for ourselves must be durable before anyone can count on it.
             self.send_after_sync(peer, request.clone());
         }
@@ -58,15 +64,16 @@ impl RaftNode {
     /// real election.
     pub(super) fn become_pre_candidate(&mut self) -> Result<()> {
         self.become_campaigner(true);
-        if self.quorum() == 1 {
+        if self.wins_alone() {
             return self.become_candidate();
         }
         let request = Message::RequestVote(RequestVote {
             last_log_index: self.log.last_index(),
             last_log_term: self.log.last_term(),
             pre_vote: true,
+            transfer: false,
         });
-        for peer in self.config.peers.clone() {
+        for peer in self.other_voters() {
             let env = Envelope {
                 from: self.config.id.clone(),
                 to: peer,
@@ -90,6 +97,11 @@ impl RaftNode {
         self.reset_election_timeout();
     }
 
+    /// True if this node's own vote is a majority (it is the only voter).
+    fn wins_alone(&self) -> bool {
+        self.membership().is_some_and(|m| m.has_quorum([&self.config.id]))
+    }
+
     /// True while this node believes a leader is alive: it is the leader, or it heard from one
     /// less than a minimum election timeout ago.
     pub(super) fn heard_from_leader_recently(&self) -> bool {
@@ -107,21 +119,11 @@ impl RaftNode {
     pub(super) fn become_leader(&mut self) -> Result<()> {
         log::info!("{} is leader of term {}", self.config.id, self.current_term);
         let last = self.log.last_index();
+        let ticks = self.ticks;
         let progress = self
-            .config
-            .peers
-            .iter()
-            .map(|p| {
-                let pr = Progress {
-                    next_index: last + 1,
-                    match_index: 0,
-                    inflight: None,
-                    acked_seq: 0,
-                    recent_active: true,
-                    pending_snapshot: None,
-                };
-                (p.clone(), pr)
-            })
+            .other_members()
+            .into_iter()
+            .map(|p| (p, Progress::new(last + 1, ticks)))
             .collect::<BTreeMap<_, _>>();
         self.role = Role::Leader(Leader {
             progress,
@@ -132,6 +134,7 @@ impl RaftNode {
             reads: VecDeque::new(),
             heartbeat_elapsed: 0,
             quorum_elapsed: 0,
+            transfer: None,
         });
         self.append_own_entry(Vec::new())?;
         self.broadcast_append(false)
@@ -196,10 +199,11 @@ impl RaftNode {
         }
         let quorum = self.quorum();
         let next_term = self.current_term + 1;
+        let is_voter = self.membership().is_some_and(|m| m.is_voter(&from));
         let Role::Candidate(candidate) = &mut self.role else {
             return Ok(());
         };
-        if candidate.pre_vote && term == next_term {
+        if candidate.pre_vote && term == next_term && is_voter {
             candidate.votes.insert(from);
             if candidate.votes.len() >= quorum {
                 return self.become_candidate();
@@ -214,10 +218,12 @@ impl RaftNode {
         resp: RequestVoteResponse,
     ) -> Result<()> {
         let quorum = self.quorum();
+        // Only the votes of voters count (a learner or a removed node may still answer).
+        let is_voter = self.membership().is_some_and(|m| m.is_voter(&from));
         let Role::Candidate(candidate) = &mut self.role else {
             return Ok(());
         };
-        if resp.vote_granted && !candidate.pre_vote {
+        if resp.vote_granted && !candidate.pre_vote && is_voter {
             candidate.votes.insert(from);
             if candidate.votes.len() >= quorum {
                 return self.become_leader();

@@ -14,8 +14,10 @@
 //! | `node/replication.rs` | AppendEntries both ways, flow control, fast backtracking, commitment, heartbeats, check quorum | §5.3, §5.4.2, thesis §6.2 |
 //! | `node/read.rs` | ReadIndex reads | thesis §6.4 |
 //! | `node/snapshot.rs` | recording, sending and installing snapshots | §7 |
+//! | `node/membership.rs` | configuration changes, learners, leadership transfer | thesis §4.1–4.2, §3.10 |
 
 mod election;
+mod membership;
 mod read;
 mod replication;
 mod snapshot;
@@ -30,8 +32,8 @@ use super::role::{Follower, Role};
 use crate::error::{Error, Result};
 use crate::raft::Storage;
 use crate::raft::{
-    Config, Envelope, HardState, Index, Message, NodeId, Output, PeerProgress, Status, SyncPoint,
-    Term,
+    Config, Configs, Entry, Envelope, HardState, Index, Membership, Message, NodeId, Output,
+    PeerProgress, Status, SyncPoint, Term,
 };
 
 /// One Raft node: Figure 2 as code.
@@ -43,6 +45,8 @@ pub struct RaftNode {
     voted_for: Option<NodeId>,
     /// The log, `commit_index` and `last_applied`.
     log: RaftLog,
+    /// The configurations in the log: the latest one is in force (thesis §4.1).
+    configs: Configs,
     /// Current role and its data.
     role: Role,
     /// Logical clock: ticks since start.
@@ -67,11 +71,13 @@ impl RaftNode {
         config.validate()?;
         let hard_state = storage.hard_state();
         let seen_write_seq = storage.write_seq();
+        let configs = Configs::new(storage.membership_base());
         let mut node = RaftNode {
             rng: StdRng::seed_from_u64(config.seed),
             current_term: hard_state.current_term,
             voted_for: hard_state.voted_for,
             log: RaftLog::new(storage),
+            configs,
             role: Role::Follower(Follower::default()),
             ticks: 0,
             election_elapsed: 0,
@@ -80,8 +86,58 @@ impl RaftNode {
             seen_write_seq,
             config,
         };
+        node.load_configs()?;
         node.reset_election_timeout();
         Ok(node)
+    }
+
+    /// Finds the configuration in force: the one storage kept for the start of the log, then
+    /// every configuration entry after it. A brand-new node with a bootstrap configuration writes
+    /// it as entry 1 of term 1 first.
+    fn load_configs(&mut self) -> Result<()> {
+        let empty = self.log.last_index() == 0 && self.log.storage.snapshot().is_none();
+        if empty
+            && self.current_term == 0
+            && let Some(bootstrap) = self.config.bootstrap.clone()
+        {
+            self.current_term = 1;
+            self.save_hard_state()?;
+            let entry = Entry { index: 1, term: 1, command: bootstrap.encode() };
+            self.log.append(std::slice::from_ref(&entry))?;
+        }
+        let from = self.configs.latest_index().max(self.log.first_index() - 1) + 1;
+        let last = self.log.last_index();
+        let mut at = from;
+        while at <= last {
+            let batch = self.log.entries(at, last + 1, 4 << 20)?;
+            at += batch.len() as Index;
+            self.configs.appended(&batch);
+        }
+        if self.configs.latest().is_none()
+            && !empty
+            && let Some(bootstrap) = self.config.bootstrap.clone()
+        {
+            // A log written before configurations were log entries: its members are the flags.
+            log::warn!(
+                "{}'s log holds no configuration (written by an older version): using the \
+                 configured peers",
+                self.config.id
+            );
+            self.configs = Configs::new(Some((0, bootstrap)));
+        }
+        match self.membership() {
+            None => log::info!(
+                "{} has no configuration yet: it waits for a leader to send one",
+                self.config.id
+            ),
+            Some(m) if !m.contains(&self.config.id) => log::warn!(
+                "{} was removed from the cluster (configuration {}): it will not campaign",
+                self.config.id,
+                self.configs.latest_index()
+            ),
+            Some(_) => {}
+        }
+        Ok(())
     }
 
     /// Logical time passes by one tick.
@@ -91,7 +147,10 @@ impl RaftNode {
             self.tick_leader()?;
         } else {
             self.election_elapsed += 1;
-            if self.election_elapsed >= self.election_timeout {
+            if self.election_elapsed >= self.election_timeout && !self.can_campaign() {
+                // Learners, removed nodes and nodes still joining never start elections.
+                self.election_elapsed = 0;
+            } else if self.election_elapsed >= self.election_timeout {
                 if self.config.pre_vote {
                     self.become_pre_candidate()?;
                 } else {
@@ -118,6 +177,12 @@ impl RaftNode {
         if command.is_empty() {
             return Err(Error::BadRequest("empty commands are reserved for no-ops".into()));
         }
+        if command[0] == crate::raft::INTERNAL_ENTRY_MARK {
+            return Err(Error::BadRequest(
+                "commands starting with a zero byte are reserved".into(),
+            ));
+        }
+        self.refuse_during_transfer()?;
         let index = self.append_own_entry(command)?;
         self.broadcast_append(false)?;
         Ok((index, self.current_term, self.take_output()))
@@ -177,6 +242,34 @@ impl RaftNode {
         }
     }
 
+    /// The configuration in force (the latest in the log), if the node has one yet.
+    pub fn membership(&self) -> Option<&Membership> {
+        self.configs.latest()
+    }
+
+    /// The index of the configuration in force (0 if none).
+    pub fn config_index(&self) -> Index {
+        self.configs.latest_index()
+    }
+
+    /// True if this node is a voter of the configuration in force.
+    pub fn is_voter(&self) -> bool {
+        self.membership().is_some_and(|m| m.is_voter(&self.config.id))
+    }
+
+    /// What this node is in the cluster: "voter", "learner", "removed" (its log says so) or
+    /// "joining" (no configuration yet).
+    pub fn member_state(&self) -> &'static str {
+        match self.membership() {
+            None => "joining",
+            Some(m) => match m.role(&self.config.id) {
+                Some(crate::raft::MemberRole::Voter) => "voter",
+                Some(crate::raft::MemberRole::Learner) => "learner",
+                None => "removed",
+            },
+        }
+    }
+
     /// The log (read-only), for tests and inspection.
     pub fn log(&self) -> &RaftLog {
         &self.log
@@ -216,11 +309,19 @@ impl RaftNode {
                             match_index: p.match_index,
                             inflight: p.inflight.is_some(),
                             snapshot: p.pending_snapshot,
+                            last_contact_ticks: self.ticks.saturating_sub(p.last_contact_tick),
                         };
                         (id.clone(), view)
                     })
                     .collect(),
                 _ => BTreeMap::new(),
+            },
+            membership: self.membership().cloned(),
+            config_index: self.config_index(),
+            member_state: self.member_state(),
+            transfer: match &self.role {
+                Role::Leader(l) => l.transfer.as_ref().map(|t| t.target.clone()),
+                _ => None,
             },
         }
     }
@@ -228,8 +329,12 @@ impl RaftNode {
     // ----- message dispatch ---------------------------------------------------------------------
 
     fn step_inner(&mut self, env: Envelope) -> Result<()> {
-        if env.to != self.config.id || !self.config.peers.contains(&env.from) {
-            log::warn!("{} drops a message from unknown node {:?}", self.config.id, env.from);
+        // Thesis §4.1: a server processes requests without consulting its configuration (a
+        // leader may not yet know it added us; a candidate may be in a configuration we have not
+        // received). Only votes and acknowledgements are counted by membership, where they are
+        // counted. Strangers are kept out by the shell (cluster id, peer secret).
+        if env.to != self.config.id {
+            log::warn!("{} drops a message addressed to {:?}", self.config.id, env.to);
             return Ok(());
         }
         // Malformed input is the sender's problem, reported as such; it never reaches the log.
@@ -237,7 +342,7 @@ impl RaftNode {
             .map_err(|e| Error::BadRequest(format!("invalid message from {}: {e}", env.from)))?;
         // PreVotes are answered before §5.1's rule below: they never change anyone's term.
         match &env.message {
-            Message::RequestVote(_) if self.ignores_vote_request(env.term) => {
+            Message::RequestVote(req) if !req.transfer && self.ignores_vote_request(env.term) => {
                 log::debug!(
                     "{} ignores {}'s vote request: a leader is alive",
                     self.config.id,
@@ -273,6 +378,7 @@ impl RaftNode {
             Message::InstallSnapshotResponse(resp) if env.term == self.current_term => {
                 self.handle_snapshot_response(env.from, resp)
             }
+            Message::TimeoutNow => self.handle_timeout_now(env.from, env.term),
             Message::RequestVoteResponse(_)
             | Message::AppendEntriesResponse(_)
             | Message::InstallSnapshotResponse(_) => Ok(()),
@@ -281,10 +387,25 @@ impl RaftNode {
 
     // ----- helpers ------------------------------------------------------------------------------
 
-    /// More than half of the whole cluster, this node included (a 4-node cluster needs 3).
+    /// More than half of the voters of the configuration in force (a 4-voter cluster needs 3).
     pub(super) fn quorum(&self) -> usize {
-        let cluster_size = self.config.peers.len() + 1;
-        cluster_size / 2 + 1
+        self.membership().map_or(1, |m| m.quorum())
+    }
+
+    /// The voters other than this node: whom a candidate asks for votes.
+    pub(super) fn other_voters(&self) -> Vec<NodeId> {
+        let me = &self.config.id;
+        self.membership()
+            .map(|m| m.voters.keys().filter(|v| *v != me).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every member other than this node (voters and learners): whom a leader replicates to.
+    pub(super) fn other_members(&self) -> Vec<NodeId> {
+        let me = &self.config.id;
+        self.membership()
+            .map(|m| m.members().map(|(id, _, _)| id).filter(|v| *v != me).cloned().collect())
+            .unwrap_or_default()
     }
 
     pub(super) fn reset_election_timeout(&mut self) {
@@ -309,6 +430,11 @@ impl RaftNode {
     pub(super) fn send_after_sync(&mut self, to: NodeId, message: Message) {
         let env = self.envelope(to, message);
         self.out.after_sync.push(env);
+    }
+
+    /// True if the node may start an election: it is a voter of the configuration in force.
+    pub(super) fn can_campaign(&self) -> bool {
+        self.is_voter()
     }
 
     pub(super) fn not_leader_error(&self) -> Error {

@@ -18,7 +18,7 @@ impl RaftNode {
         };
         let seq = leader.seq + 1;
         leader.reads.push_back(PendingRead { id, seq, index: commit_index });
-        for peer in self.config.peers.clone() {
+        for peer in self.other_members() {
             self.maybe_send_append(&peer, false)?;
         }
         self.check_reads();
@@ -27,18 +27,22 @@ impl RaftNode {
 
     /// Releases every read whose heartbeat round a majority has answered.
     pub(super) fn check_reads(&mut self) {
-        let quorum = self.quorum();
         let commit_index = self.log.commit_index;
+        let (me, membership) = (&self.config.id, self.configs.latest());
         let Role::Leader(leader) = &mut self.role else {
             return;
         };
+        let Some(membership) = membership else { return };
         // Until this term's no-op commits, our commit index may be behind the true one.
         if commit_index < leader.term_start {
             return;
         }
         while let Some(read) = leader.reads.front() {
-            let acks = 1 + leader.progress.values().filter(|p| p.acked_seq >= read.seq).count();
-            if acks < quorum {
+            // A majority of the voters, this leader among them if it is one (a leader removing
+            // itself does not count itself, §4.2.2), must have answered this read's round.
+            let acked = leader.progress.iter().filter(|(_, p)| p.acked_seq >= read.seq);
+            let ids = acked.map(|(id, _)| id).chain([me]);
+            if !membership.has_quorum(ids) {
                 break;
             }
             let index = read.index.max(leader.term_start);

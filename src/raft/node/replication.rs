@@ -79,6 +79,11 @@ impl RaftNode {
         }
         // Rules 3 and 4.
         self.log.append_from_leader(entries)?;
+        // A configuration takes effect on append (thesis §4.1), and is undone with a truncated
+        // suffix.
+        let log = &self.log;
+        self.configs.retain_held(|i| log.term_at(i));
+        self.configs.appended(entries);
         // Only this far is our log known to equal the leader's; anything after may be stale.
         let match_index = prev_log_index + entries.len() as Index;
         // Rule 5.
@@ -106,10 +111,12 @@ impl RaftNode {
         resp: AppendEntriesResponse,
     ) -> Result<()> {
         let last_index = self.log.last_index();
+        let ticks = self.ticks;
         let Some(progress) = self.role.progress_mut(&from) else {
             return Ok(());
         };
         progress.recent_active = true;
+        progress.last_contact_tick = ticks;
         // Is this the answer to the latest request this follower answered so far?
         let newest = resp.seq >= progress.acked_seq;
         progress.acked_seq = progress.acked_seq.max(resp.seq);
@@ -156,7 +163,9 @@ impl RaftNode {
         }
         self.maybe_commit()?;
         self.check_reads();
-        self.maybe_send_append(&from, false)
+        self.maybe_send_append(&from, false)?;
+        self.maybe_send_timeout_now(&from);
+        Ok(())
     }
 
     pub(super) fn tick_leader(&mut self) -> Result<()> {
@@ -166,8 +175,9 @@ impl RaftNode {
             self.config.election_ticks_min,
             self.config.rpc_timeout_ticks,
         );
-        let quorum = self.quorum();
         let check_quorum = self.config.check_quorum;
+        self.maybe_abandon_transfer();
+        let (me, membership) = (&self.config.id, self.configs.latest());
         let Role::Leader(leader) = &mut self.role else {
             return Ok(());
         };
@@ -184,13 +194,21 @@ impl RaftNode {
         leader.quorum_elapsed += 1;
         if leader.quorum_elapsed >= election_ticks {
             leader.quorum_elapsed = 0;
-            let active = 1 + leader.progress.values().filter(|p| p.recent_active).count();
+            let active: Vec<&NodeId> = leader
+                .progress
+                .iter()
+                .filter(|(_, p)| p.recent_active)
+                .map(|(id, _)| id)
+                .chain([me])
+                .collect();
+            let has_quorum = membership.is_some_and(|m| m.has_quorum(active.iter().copied()));
             for p in leader.progress.values_mut() {
                 p.recent_active = false;
             }
-            if check_quorum && active < quorum {
+            if check_quorum && !has_quorum {
                 log::warn!(
-                    "{} steps down: heard from only {active} of the {quorum} nodes needed",
+                    "{} steps down: it has not heard from a majority of the voters for an \
+                     election timeout",
                     self.config.id
                 );
                 let term = self.current_term;
@@ -208,12 +226,17 @@ impl RaftNode {
     /// Appends a new entry of our term to our own log.
     pub(super) fn append_own_entry(&mut self, command: Vec<u8>) -> Result<Index> {
         let index = self.log.last_index() + 1;
-        self.log.append(&[Entry { index, term: self.current_term, command }])?;
+        let entry = Entry { index, term: self.current_term, command };
+        self.log.append(std::slice::from_ref(&entry))?;
+        if entry.is_internal() {
+            self.configs.appended(std::slice::from_ref(&entry));
+            self.sync_progress();
+        }
         Ok(index)
     }
 
     pub(super) fn broadcast_append(&mut self, heartbeat: bool) -> Result<()> {
-        for peer in self.config.peers.clone() {
+        for peer in self.other_members() {
             self.maybe_send_append(&peer, heartbeat)?;
         }
         Ok(())
@@ -284,14 +307,28 @@ impl RaftNode {
 
     /// §5.3/§5.4.2: commit the highest index stored durably on a majority, if it is of our term.
     pub(super) fn maybe_commit(&mut self) -> Result<()> {
-        let quorum = self.quorum();
+        let Some(membership) = self.configs.latest() else {
+            return Ok(());
+        };
         let Role::Leader(leader) = &self.role else {
             return Ok(());
         };
-        let mut matches: Vec<Index> = leader.progress.values().map(|p| p.match_index).collect();
-        matches.push(leader.self_match);
+        // The match index of every voter of the configuration in force (this leader's own is
+        // how far its disk has the log; a leader removing itself does not count, §4.2.2;
+        // learners never count).
+        let mut matches: Vec<Index> = membership
+            .voters
+            .keys()
+            .map(|v| match leader.progress.get(v) {
+                _ if *v == self.config.id => leader.self_match,
+                Some(p) => p.match_index,
+                None => 0,
+            })
+            .collect();
         matches.sort_unstable_by(|a, b| b.cmp(a));
-        let majority_index = matches[quorum - 1];
+        let Some(&majority_index) = matches.get(membership.quorum() - 1) else {
+            return Ok(());
+        };
         // Figure 8: counting replicas commits only entries of the current term.
         if majority_index > self.log.commit_index
             && self.log.term_at(majority_index) == Some(self.current_term)
@@ -299,6 +336,7 @@ impl RaftNode {
             self.log.commit_index = majority_index;
             self.emit_committed()?;
             self.check_reads();
+            self.step_down_if_removed()?;
         }
         Ok(())
     }

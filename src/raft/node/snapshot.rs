@@ -23,6 +23,11 @@ impl RaftNode {
         self.log.storage.set_snapshot(meta)?;
         let through = meta.index.saturating_sub(trailing);
         if through >= self.log.first_index() {
+            // The configuration entry in force at `through` may be among those compacted away.
+            if let Some(m) = self.configs.at(through).cloned() {
+                self.log.storage.save_membership_base(through, &m)?;
+                self.configs.rebase(through, m);
+            }
             self.log.storage.compact(through)?;
         }
         Ok(())
@@ -54,7 +59,17 @@ impl RaftNode {
             // We already have (and applied) everything it covers: committed entries match.
             self.log.commit_index
         } else {
+            if let Some(m) = req.membership.clone() {
+                self.log.storage.save_membership_base(meta.index, &m)?;
+            }
             self.log.storage.install_snapshot(meta)?;
+            match req.membership {
+                Some(m) => self.configs.rebase(meta.index, m),
+                None => {
+                    let log = &self.log;
+                    self.configs.retain_held(|i| log.term_at(i));
+                }
+            }
             self.log.commit_index = meta.index;
             self.log.last_applied = meta.index;
             self.out.restore = Some(meta);
@@ -70,11 +85,12 @@ impl RaftNode {
         from: NodeId,
         resp: InstallSnapshotResponse,
     ) -> Result<()> {
-        let last_index = self.log.last_index();
+        let (last_index, ticks) = (self.log.last_index(), self.ticks);
         let Some(progress) = self.role.progress_mut(&from) else {
             return Ok(());
         };
         progress.recent_active = true;
+        progress.last_contact_tick = ticks;
         progress.pending_snapshot = None;
         progress.inflight = None;
         progress.record_match(resp.match_index, last_index);
@@ -88,6 +104,7 @@ impl RaftNode {
     /// not while a request is in flight, unless a heartbeat is due and the last one was lost).
     pub(super) fn maybe_send_snapshot(&mut self, peer: &NodeId, heartbeat: bool) -> Result<()> {
         let (ticks, snapshot) = (self.ticks, self.log.storage.snapshot());
+        let membership = snapshot.and_then(|s| self.configs.at(s.index).cloned());
         let Role::Leader(leader) = &mut self.role else {
             return Ok(());
         };
@@ -109,6 +126,7 @@ impl RaftNode {
         let message = Message::InstallSnapshot(InstallSnapshot {
             last_included_index: snapshot.index,
             last_included_term: snapshot.term,
+            membership,
         });
         self.send(peer.clone(), message);
         Ok(())

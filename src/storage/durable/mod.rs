@@ -66,7 +66,7 @@ use super::Syncer;
 use super::snapshot::SnapshotStore;
 use super::wal::{self, Checkpoint, RecordRef, SEGMENT_HEADER_LEN, SEGMENT_MAGIC};
 use crate::error::{Error, Result};
-use crate::raft::{Entry, EntryLog, HardState, Index, SnapshotMeta, Storage, Term};
+use crate::raft::{Entry, EntryLog, HardState, Index, Membership, SnapshotMeta, Storage, Term};
 use sync::SyncState;
 
 /// How a [`DurableStorage`] writes.
@@ -158,6 +158,8 @@ pub struct DurableStorage {
     log: EntryLog,
     /// The latest snapshot recorded.
     snapshot: Option<SnapshotMeta>,
+    /// The configuration in force at the start of the log (see `Storage::membership_base`).
+    membership: Option<(Index, Membership)>,
     /// The snapshot files, in `<dir>/snapshots`.
     snapshots: SnapshotStore,
     /// Full segments, oldest first.
@@ -207,6 +209,7 @@ impl DurableStorage {
             compacted: self.log.offset(),
             compacted_term: self.log.offset_term(),
             last_index: self.last_index(),
+            membership: self.membership.clone(),
         }
     }
 
@@ -453,6 +456,17 @@ impl Storage for DurableStorage {
         self.sync.add_garbage(self.log.remove_through(meta.index, meta.term));
         self.snapshot = Some(meta);
         self.mark_unneeded_segments();
+        Ok(())
+    }
+
+    fn membership_base(&self) -> Option<(Index, Membership)> {
+        self.membership.clone()
+    }
+
+    fn save_membership_base(&mut self, index: Index, membership: &Membership) -> Result<()> {
+        let json = crate::storage::wal::membership_json(membership);
+        self.write(RecordRef::Membership { index, json: &json })?;
+        self.membership = Some((index, membership.clone()));
         Ok(())
     }
 }

@@ -47,7 +47,7 @@ use super::{
     Active, DurableOptions, DurableStorage, SNAPSHOT_DIR, SegmentInfo, create_segment, io_error,
 };
 use crate::error::{Error, Result};
-use crate::raft::{EntryLog, HardState, Index, SnapshotMeta, Storage};
+use crate::raft::{EntryLog, HardState, Index, Membership, SnapshotMeta, Storage};
 use crate::storage::snapshot::{self, SnapshotStore};
 use crate::storage::wal::{self, RecordRef, SEGMENT_HEADER_LEN, SEGMENT_MAGIC};
 
@@ -278,6 +278,7 @@ impl DurableStorage {
             hard_state: replay.hard_state,
             log: EntryLog::new(entries, replay.offset, replay.offset_term),
             snapshot: replay.snapshot,
+            membership: replay.membership,
             snapshots,
             sealed,
             active,
@@ -303,6 +304,15 @@ impl DurableStorage {
         }
         self.sync.all_durable(self.write_seq);
         Ok(())
+    }
+
+    /// The configuration in force at `index` (held in the log): the latest configuration entry at
+    /// or before it, else the saved base.
+    fn membership_at(&self, index: Index) -> Result<Option<Membership>> {
+        let lo = self.first_index();
+        let entries = self.entries(lo, index.min(self.last_index()) + 1, usize::MAX)?;
+        let latest = entries.iter().rev().find_map(|e| e.membership());
+        Ok(latest.or_else(|| self.membership_base().map(|(_, m)| m)))
     }
 
     /// Compares the snapshot the log records with the snapshot files (see the module docs);
@@ -332,6 +342,26 @@ impl DurableStorage {
             )));
         }
         let Some(newer) = newer else { return Ok(None) };
+        if self.term(newer.index) != Some(newer.term) {
+            // A snapshot received from a leader whose install record did not reach the disk: the
+            // node never acknowledged it (that waits for the record), and installing it now would
+            // leave the configuration it carried unknown. Discard it; the leader sends it again.
+            let path = self.snapshots.path(newer);
+            log::warn!(
+                "snapshot file {} was received from a leader but never recorded (the node stopped \
+                 first): discarding it; the leader will send it again",
+                path.display()
+            );
+            fs::remove_file(&path)
+                .map_err(|e| io_error("cannot remove unrecorded snapshot file", &path, e))?;
+            return Ok(None);
+        }
+        // Our own snapshot, whose records did not reach the disk: the log still holds every entry
+        // it covers, so the configuration in force at its index is known; keep it before the
+        // entries go.
+        if let Some(m) = self.membership_at(newer.index)? {
+            self.save_membership_base(newer.index, &m)?;
+        }
         log::warn!(
             "snapshot file {} is newer than the snapshot the WAL records ({:?}): the node stopped \
              between writing it and recording it; installing it now",

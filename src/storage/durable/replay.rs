@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 
 use super::{SegmentInfo, TornTail, io_error};
 use crate::error::{Error, Result};
-use crate::raft::{Entry, HardState, Index, SnapshotMeta, Term};
+use crate::raft::{Entry, HardState, Index, Membership, SnapshotMeta, Term};
 use crate::storage::wal::{self, Checkpoint, Record, SEGMENT_HEADER_LEN, ScanEnd, Scanned};
 
 /// What to do about the log's damage: part of every message that reports it.
@@ -277,6 +277,8 @@ fn starts_with_checkpoint(buf: &[u8], first_seq: u64) -> bool {
 pub(crate) struct Replay {
     pub(crate) hard_state: HardState,
     pub(crate) snapshot: Option<SnapshotMeta>,
+    /// The configuration in force at the start of the log (latest membership record).
+    pub(crate) membership: Option<(Index, Membership)>,
     /// The compaction point: entries `<= offset` are gone on purpose.
     pub(crate) offset: Index,
     /// Term of entry `offset`.
@@ -314,6 +316,7 @@ impl Replay {
             compacted: self.offset,
             compacted_term: self.offset_term,
             last_index: self.last_index(),
+            membership: self.membership.clone(),
         }
     }
 
@@ -362,6 +365,7 @@ impl Replay {
                 segment.note_cut(from - 1);
             }
             Record::Snapshot(meta) => self.apply_snapshot(meta)?,
+            Record::Membership(index, m) => self.membership = Some((index, m)),
             Record::Compact { index, term } => self.apply_compact(index, term)?,
             Record::InstallSnapshot { meta, kept } => {
                 self.apply_install(meta, kept)?;
@@ -379,6 +383,7 @@ impl Replay {
         if first_record {
             self.hard_state = cp.hard_state;
             self.snapshot = cp.snapshot;
+            self.membership = cp.membership;
             self.offset = cp.compacted;
             self.offset_term = cp.compacted_term;
             self.base = cp.last_index;
