@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::raft::{Config, NodeId};
+use crate::raft::{Config, Membership, NodeId};
 
 /// Everything a server needs to know.
 #[derive(Debug, Clone)]
@@ -13,8 +13,14 @@ pub struct ServerConfig {
     pub id: NodeId,
     /// Address to listen on (`127.0.0.1:8080`).
     pub addr: String,
-    /// Peers: id -> address.
+    /// The other members of a brand-new cluster (`--peers`): id -> address. Used once, to
+    /// bootstrap: afterwards the members are the configuration in the log.
     pub peers: BTreeMap<NodeId, String>,
+    /// Addresses of existing members to join through (`--join`): the node starts empty, does not
+    /// bootstrap, and waits for a leader to send it a configuration that contains it.
+    pub join: Vec<String>,
+    /// The cluster id of the cluster joined (learned from a member at start).
+    pub join_cluster_id: Option<String>,
     /// Length of one tick of the core's logical clock.
     pub tick: Duration,
     /// Heartbeat interval.
@@ -55,6 +61,8 @@ impl ServerConfig {
             id: id.into(),
             addr: addr.into(),
             peers,
+            join: Vec::new(),
+            join_cluster_id: None,
             tick: Duration::from_millis(10),
             heartbeat: Duration::from_millis(50),
             election_timeout: (Duration::from_millis(300), Duration::from_millis(600)),
@@ -74,7 +82,8 @@ impl ServerConfig {
     /// The core's configuration, in ticks.
     pub fn raft_config(&self) -> Config {
         let ticks = |d: Duration| (d.as_millis() / self.tick.as_millis().max(1)).max(1) as u64;
-        let mut c = Config::new(self.id.clone(), self.peers.keys().cloned().collect());
+        let mut c = Config::new(self.id.clone(), Vec::new());
+        c.bootstrap = self.bootstrap_membership();
         c.heartbeat_ticks = ticks(self.heartbeat);
         c.election_ticks_min = ticks(self.election_timeout.0);
         c.election_ticks_max = ticks(self.election_timeout.1).max(c.election_ticks_min + 1);
@@ -83,4 +92,26 @@ impl ServerConfig {
         c.seed = self.seed;
         c
     }
+
+    /// The first configuration of a brand-new cluster: this node and `peers`, all voters; `None`
+    /// for a node that joins an existing cluster.
+    pub fn bootstrap_membership(&self) -> Option<Membership> {
+        if !self.join.is_empty() {
+            return None;
+        }
+        let mut voters = self.peers.clone();
+        voters.insert(self.id.clone(), self.addr.clone());
+        Some(Membership::of_voters(cluster_id_for(&voters), voters))
+    }
+}
+
+/// The id of a cluster bootstrapped with these members: a digest of their ids and addresses, so
+/// that every initial member computes the same one, and a node started with other `--peers`
+/// belongs to another cluster (its peer messages are refused). 16 hex digits.
+pub fn cluster_id_for(members: &BTreeMap<NodeId, String>) -> String {
+    let text: String = members.iter().map(|(id, addr)| format!("{id}={addr}\n")).collect();
+    let a = crc32fast::hash(text.as_bytes());
+    let mut h = crc32fast::Hasher::new_with_initial(0x5241_4654);
+    h.update(text.as_bytes());
+    format!("{a:08x}{:08x}", h.finalize())
 }

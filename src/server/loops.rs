@@ -106,9 +106,7 @@ pub fn sync(node: &Node, rx: &Receiver<SyncJob>) {
         // Messages that waited for the disk (a candidate's RequestVotes).
         for job in jobs {
             for env in job.output.after_sync {
-                if let Some(tx) = node.peer_tx.get(&env.to) {
-                    let _ = tx.try_send(env);
-                }
+                let _ = node.send_to_peer(env);
             }
         }
     }

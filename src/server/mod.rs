@@ -78,12 +78,11 @@ impl Server {
         let mut server = Server { node: Arc::new(node), threads: Vec::new(), http: None };
         let threads = &mut server.threads;
         for (id, rx) in queues.peers {
-            let addr = server.node.config.peers.get(&id).cloned().unwrap_or_default();
             let (n, t) = (server.node.clone(), transport.clone());
-            threads.push(spawn(format!("peer-{id}"), move || {
-                peer::replicate(&n, &id, &addr, &rx, &*t)
-            })?);
+            threads.push(spawn(format!("peer-{id}"), move || peer::replicate(&n, &id, &rx, &*t))?);
         }
+        let (n, t, new_peers) = (server.node.clone(), transport.clone(), queues.new_peers);
+        threads.push(spawn("peers".into(), move || peer::spawn_new_peers(&n, &new_peers, &t))?);
         let n = server.node.clone();
         threads.push(spawn("apply".into(), move || loops::apply(&n, &queues.apply))?);
         let n = server.node.clone();

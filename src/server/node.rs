@@ -54,10 +54,29 @@ pub enum ApplyMsg {
     Restore(SnapshotMeta),
 }
 
+/// The other members of the configuration in force, as the shell reaches them.
+#[derive(Default)]
+struct Links {
+    /// The index of the configuration these links follow.
+    config_index: Index,
+    /// The cluster's id (from the configuration), checked on every peer request.
+    cluster_id: String,
+    /// id → address and queue.
+    peers: BTreeMap<NodeId, Link>,
+}
+
+/// How one member is reached.
+struct Link {
+    addr: String,
+    tx: Sender<Envelope>,
+}
+
 /// The receiving ends of a node's queues, handed to the threads that serve them.
 pub struct Queues {
-    /// One per peer, for its replication thread.
-    pub peers: BTreeMap<NodeId, Receiver<Envelope>>,
+    /// One per member at start, for its replication thread.
+    pub peers: Vec<(NodeId, Receiver<Envelope>)>,
+    /// Queues of members added later, for the thread that spawns their replication threads.
+    pub new_peers: Receiver<(NodeId, Receiver<Envelope>)>,
     /// For the apply thread.
     pub apply: Receiver<ApplyMsg>,
     /// For the sync thread.
@@ -77,8 +96,12 @@ pub struct Node {
     pub(super) pending: Mutex<Pending>,
     /// Makes storage durable, without the Raft lock.
     pub(super) syncer: Arc<dyn Syncer>,
-    /// Each peer's bounded queue, drained by its replication thread.
-    pub(super) peer_tx: BTreeMap<NodeId, Sender<Envelope>>,
+    /// The other members (from the configuration in force): where each is, and its bounded
+    /// queue, drained by its replication thread. Lock order: Raft, then `links`.
+    links: RwLock<Links>,
+    /// Hands the queue of a member that joined the configuration to the thread that spawns its
+    /// replication thread (`peers` in [`super::Server`]).
+    spawn_tx: Sender<(NodeId, Receiver<Envelope>)>,
     /// Committed entries and snapshots to install, for the apply thread.
     apply_tx: Sender<ApplyMsg>,
     /// Syncs and the messages waiting on them, for the sync thread.
@@ -120,13 +143,9 @@ impl Node {
         let snapshots = snapshots.map(Arc::new);
         let kv = snapshot::load_state_machine(raft.storage().snapshot(), snapshots.as_deref())?;
         let snapshot_state = SnapshotState::new(kv.applied_index());
-        let mut peers = BTreeMap::new();
-        let mut peer_tx = BTreeMap::new();
-        for id in config.peers.keys() {
-            let (tx, rx) = bounded(PEER_QUEUE);
-            peer_tx.insert(id.clone(), tx);
-            peers.insert(id.clone(), rx);
-        }
+        let (spawn_tx, new_peers) = unbounded();
+        let mut links = Links::default();
+        let peers = links.follow(&config.id, &raft);
         let (apply_tx, apply) = unbounded();
         let (sync_tx, sync) = unbounded();
         let node = Node {
@@ -134,7 +153,8 @@ impl Node {
             kv: RwLock::new(kv),
             pending: Mutex::new(Pending::default()),
             syncer,
-            peer_tx,
+            links: RwLock::new(links),
+            spawn_tx,
             apply_tx,
             sync_tx,
             snapshots,
@@ -147,7 +167,7 @@ impl Node {
             started: Instant::now(),
             config,
         };
-        Ok((node, Queues { peers, apply, sync }))
+        Ok((node, Queues { peers, new_peers, apply, sync }))
     }
 
     /// The node is stopping: loops end, waiting clients are failed.
@@ -155,12 +175,39 @@ impl Node {
         self.shutdown.load(Ordering::SeqCst)
     }
 
-    /// Address of a node id (ours or a peer's).
+    /// Address of a node id (ours or a member's).
     pub fn addr_of(&self, id: &NodeId) -> Option<String> {
         if *id == self.config.id {
             Some(self.config.addr.clone())
         } else {
-            self.config.peers.get(id).cloned()
+            self.links.read().peers.get(id).map(|l| l.addr.clone())
+        }
+    }
+
+    /// The cluster's id: from the configuration in force (empty until a joining node has one).
+    pub fn cluster_id(&self) -> String {
+        self.links.read().cluster_id.clone()
+    }
+
+    /// Queues a message for its receiver's replication thread without waiting; false if the
+    /// queue is full or the receiver is not a member.
+    pub(super) fn send_to_peer(&self, env: Envelope) -> Result<(), TrySendError<Envelope>> {
+        match self.links.read().peers.get(&env.to) {
+            Some(link) => link.tx.try_send(env),
+            None => Err(TrySendError::Disconnected(env)),
+        }
+    }
+
+    /// Follows a configuration change (called under the Raft lock): a queue for each new
+    /// member, whose replication thread the `peers` thread starts; removed members' queues are
+    /// dropped, which ends their threads.
+    fn follow_membership(&self, raft: &RaftNode) {
+        if self.links.read().config_index == raft.config_index() {
+            return;
+        }
+        let added = self.links.write().follow(&self.config.id, raft);
+        for (id, rx) in added {
+            let _ = self.spawn_tx.send((id, rx));
         }
     }
 
@@ -184,12 +231,12 @@ impl Node {
     /// Sends what can leave now, and queues applies — called with the Raft lock held; nothing here
     /// blocks. Returns the rest of the output for `Node::queue_sync` after unlocking.
     pub(super) fn route(&self, raft: &mut RaftNode, mut out: Output) -> Output {
+        self.follow_membership(raft);
         for env in out.messages.drain(..) {
-            let Some(tx) = self.peer_tx.get(&env.to) else { continue };
             let carries_entries =
                 matches!(&env.message, Message::AppendEntries(a) if !a.entries.is_empty());
             let to = env.to.clone();
-            if let Err(TrySendError::Full(_)) = tx.try_send(env) {
+            if let Err(TrySendError::Full(_)) = self.send_to_peer(env) {
                 log::debug!("queue to {to} is full: message dropped");
                 // The peer is slow or gone; its queue is full. Forget the request so the core
                 // resends from the last known match when the peer answers again.
@@ -319,7 +366,13 @@ impl Node {
             last_applied,
             last_log_index: s.last_log_index,
             keys,
-            peers: self.config.peers.clone(),
+            peers: self
+                .links
+                .read()
+                .peers
+                .iter()
+                .map(|(id, l)| (id.clone(), l.addr.clone()))
+                .collect(),
             uptime_secs: self.started.elapsed().as_secs(),
             rpcs_sent: self.rpcs_sent.load(Ordering::Relaxed),
             rpcs_received: self.rpcs_received.load(Ordering::Relaxed),
@@ -341,6 +394,29 @@ impl Node {
     }
 }
 
+impl Links {
+    /// Brings the links in line with the configuration in force on `raft`; returns the queues
+    /// of members that were not linked before.
+    fn follow(&mut self, me: &NodeId, raft: &RaftNode) -> Vec<(NodeId, Receiver<Envelope>)> {
+        self.config_index = raft.config_index();
+        let Some(m) = raft.membership() else { return Vec::new() };
+        self.cluster_id = m.cluster_id.clone();
+        self.peers.retain(|id, _| m.contains(id));
+        let mut added = Vec::new();
+        for (id, addr, _) in m.members().filter(|(id, _, _)| *id != me) {
+            match self.peers.get_mut(id) {
+                Some(link) => link.addr = addr.clone(),
+                None => {
+                    let (tx, rx) = bounded(PEER_QUEUE);
+                    self.peers.insert(id.clone(), Link { addr: addr.clone(), tx });
+                    added.push((id.clone(), rx));
+                }
+            }
+        }
+        added
+    }
+}
+
 impl RpcHandler for Node {
     /// A peer's request: step it, then answer with the response once what it promises is durable.
     /// `None` when the core chose not to answer (a vote request ignored while a leader is alive).
@@ -351,12 +427,9 @@ impl RpcHandler for Node {
                 envelope.to, self.config.id
             )));
         }
-        if !self.config.peers.contains_key(&envelope.from) {
-            return Err(Error::BadRequest(format!(
-                "{:?} is not a member of this cluster",
-                envelope.from
-            )));
-        }
+        // Not checked against the configuration (thesis §4.1: a leader may already count us
+        // before we know it; a joining node has no configuration yet). Strangers are refused
+        // before this, by the cluster id and the peer secret.
         if envelope.message.is_response() {
             return Err(Error::BadRequest("expected a request, got a response".into()));
         }

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use parking_lot::RwLock;
 
 use super::node::Node;
@@ -22,17 +22,45 @@ use crate::api::{SnapshotChunkReply, encode_path_segment};
 use crate::error::{Error, Result};
 use crate::raft::{Envelope, Message, NodeId, SnapshotMeta};
 
-/// The replication thread for peer `id` at `addr` (`peer-{id}`): sends what the core queued for
-/// it, one call at a time, and steps the answers. Runs until shutdown.
-pub fn replicate(
-    node: &Node,
-    id: &NodeId,
-    addr: &str,
-    rx: &Receiver<Envelope>,
-    transport: &dyn Transport,
+/// The `peers` thread: starts a replication thread for each member that joins the
+/// configuration, and waits for them all at shutdown.
+pub fn spawn_new_peers(
+    node: &Arc<Node>,
+    rx: &Receiver<(NodeId, Receiver<Envelope>)>,
+    transport: &Arc<dyn Transport>,
 ) {
+    let mut threads = Vec::new();
     while !node.is_shutdown() {
-        let Ok(env) = rx.recv_timeout(Duration::from_millis(100)) else { continue };
+        let Ok((id, queue)) = rx.recv_timeout(Duration::from_millis(100)) else { continue };
+        let (n, t) = (node.clone(), transport.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("peer-{id}"))
+            .spawn(move || replicate(&n, &id, &queue, &*t));
+        match spawned {
+            Ok(handle) => threads.push(handle),
+            Err(e) => log::error!("cannot start a replication thread: {e}"),
+        }
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+}
+
+/// The replication thread for member `id` (`peer-{id}`): sends what the core queued for it, one
+/// call at a time, to its address in the configuration in force, and steps the answers. Runs
+/// until shutdown, or until `id` leaves the configuration (its queue is dropped).
+pub fn replicate(node: &Node, id: &NodeId, rx: &Receiver<Envelope>, transport: &dyn Transport) {
+    while !node.is_shutdown() {
+        let env = match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(env) => env,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => {
+                log::info!("{id} left the configuration: its replication thread ends");
+                return;
+            }
+        };
+        let Some(addr) = node.addr_of(id) else { continue };
+        let addr = addr.as_str();
         node.rpcs_sent.fetch_add(1, Ordering::Relaxed);
         let result = match &env.message {
             Message::InstallSnapshot(m) => {
