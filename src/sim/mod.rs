@@ -29,6 +29,7 @@
 mod disk;
 mod lab;
 mod net;
+pub mod script;
 mod sync;
 mod trace;
 
@@ -132,7 +133,8 @@ pub struct SimCluster {
     pub aborted_reads: Vec<(NodeId, u64)>,
     /// Highest term in which each node was seen leading: (term -> leader), checked for uniqueness.
     leaders: BTreeMap<Term, NodeId>,
-    configure: fn(&mut Config),
+    /// Adjusts every node's [`Config`], at start and on every restart.
+    configure: Box<dyn Fn(&mut Config)>,
     /// Take a snapshot on every node each time it applies a multiple of this index (like the
     /// MIT lab's service), keeping `snapshot_trailing` entries in the log.
     pub snapshot_every: Option<u64>,
@@ -154,7 +156,7 @@ impl SimCluster {
     }
 
     /// Like [`SimCluster::new`], with a hook to adjust each node's [`Config`].
-    pub fn with_config(n: usize, seed: u64, configure: fn(&mut Config)) -> Self {
+    pub fn with_config(n: usize, seed: u64, configure: impl Fn(&mut Config) + 'static) -> Self {
         eprintln!("simulation seed {seed} (replay with RAFT_SEED={seed})");
         let ids: Vec<NodeId> = (1..=n).map(|i| format!("n{i}")).collect();
         let mut cluster = SimCluster {
@@ -185,7 +187,7 @@ impl SimCluster {
             reads: Vec::new(),
             aborted_reads: Vec::new(),
             leaders: BTreeMap::new(),
-            configure,
+            configure: Box::new(configure),
             snapshot_every: None,
             snapshot_trailing: 0,
             snapshots: BTreeMap::new(),
