@@ -226,7 +226,10 @@ fn event_line(event: &Event) -> String {
         Event::Read { id, read, index } => {
             format!("{id} confirms read {read}: serve it once {index} is applied")
         }
-        Event::Crash { id, lost } => format!("{id} crashes, losing {lost} unsynced writes"),
+        Event::Crash { id, lost } => {
+            let writes = if *lost == 1 { "write" } else { "writes" };
+            format!("{id} crashes, losing {lost} unsynced {writes}")
+        }
         Event::Start(id) => format!("{id} starts again from what its disk holds"),
     }
 }
