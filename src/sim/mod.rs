@@ -16,9 +16,10 @@
 //! durable. So a core that acknowledged before its disk had the entry, or counted its own unsynced
 //! entries towards a commit, loses committed entries here, and the checks below fail.
 //!
-//! Scripted tests (`trace.rs`) switch the network and the disk to manual: messages wait until
-//! [`SimCluster::deliver_where`], fsyncs until [`SimCluster::sync`], and every step is recorded as
-//! [`Event`]s for them to print.
+//! Scripted tests switch the network and the disk to manual (`trace.rs`): messages wait until
+//! they are delivered, fsyncs until [`SimCluster::sync`], and every step is recorded as [`Event`]s
+//! for them to print. [`script`] runs the scripts of `tests/scripts/` this way and compares what
+//! they print with what they expect.
 //!
 //! The cluster also plays the role of the MIT 6.5840 lab's `applyCh` checker: every applied entry
 //! is compared with what every other node applied at that index, and a node must apply indexes in
