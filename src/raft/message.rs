@@ -151,6 +151,18 @@ pub enum Message {
 }
 
 impl Message {
+    /// Every name [`Message::kind`] returns (a new variant goes in both).
+    pub const KINDS: &'static [&'static str] = &[
+        "PreVote",
+        "PreVoteResponse",
+        "RequestVote",
+        "RequestVoteResponse",
+        "AppendEntries",
+        "AppendEntriesResponse",
+        "InstallSnapshot",
+        "InstallSnapshotResponse",
+    ];
+
     /// The message's name as scripts and logs print it; a PreVote and its answer are named
     /// apart from the real vote.
     pub fn kind(&self) -> &'static str {
@@ -326,7 +338,7 @@ mod tests {
             seq: 7,
         };
         assert_eq!(
-            env(Message::AppendEntriesResponse(reject)).to_string(),
+            env(Message::AppendEntriesResponse(reject.clone())).to_string(),
             "n2->n1 AppendEntriesResponse term=3 reject conflict_term=2 conflict_index=4 seq=7"
         );
         let append = AppendEntries {
@@ -340,14 +352,20 @@ mod tests {
             seq: 4,
         };
         assert_eq!(
-            env(Message::AppendEntries(append)).to_string(),
+            env(Message::AppendEntries(append.clone())).to_string(),
             "n2->n1 AppendEntries term=3 prev=5@2 entries=[6@3 7@3] commit=5 seq=4"
         );
         let pre_vote = RequestVote { last_log_index: 7, last_log_term: 3, pre_vote: true };
         assert_eq!(
-            env(Message::RequestVote(pre_vote)).to_string(),
+            env(Message::RequestVote(pre_vote.clone())).to_string(),
             "n2->n1 PreVote term=3 last=7@3"
         );
+        let kinds = [
+            Message::RequestVote(pre_vote).kind(),
+            Message::AppendEntries(append).kind(),
+            Message::AppendEntriesResponse(reject).kind(),
+        ];
+        assert!(kinds.iter().all(|k| Message::KINDS.contains(k)), "{kinds:?}");
     }
 
     #[test]

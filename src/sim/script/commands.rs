@@ -9,18 +9,6 @@ use crate::raft::{Config, Envelope, Message, NodeId};
 use crate::sim::net::InFlight;
 use crate::sim::{Event, SimCluster};
 
-/// Message names a `type=` filter accepts (as [`Message::kind`] prints them).
-const KINDS: &[&str] = &[
-    "PreVote",
-    "PreVoteResponse",
-    "RequestVote",
-    "RequestVoteResponse",
-    "AppendEntries",
-    "AppendEntriesResponse",
-    "InstallSnapshot",
-    "InstallSnapshotResponse",
-];
-
 /// Runs a script's blocks one after the other, over one cluster.
 #[derive(Default)]
 pub(super) struct Runner {
@@ -316,8 +304,9 @@ impl Filter {
             None => None,
             Some(list) => {
                 let kinds: Vec<String> = list.split(',').map(String::from).collect();
-                if let Some(bad) = kinds.iter().find(|k| !KINDS.contains(&k.as_str())) {
-                    return Err(format!("unknown message type `{bad}` (known: {KINDS:?})"));
+                if let Some(bad) = kinds.iter().find(|k| !Message::KINDS.contains(&k.as_str())) {
+                    let known = Message::KINDS;
+                    return Err(format!("unknown message type `{bad}` (known: {known:?})"));
                 }
                 Some(kinds)
             }

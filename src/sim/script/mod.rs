@@ -266,6 +266,9 @@ mod tests {
         let err = run("cluster n=3\n\ntick n1 bogus=1\n").unwrap_err();
         assert!(err.contains("bogus"), "{err}");
         assert!(run("tick n1\n").unwrap_err().contains("cluster"));
+        let err = run("cluster n=3\n\ndeliver type=Heartbeat\n").unwrap_err();
+        assert!(err.contains("unknown message type `Heartbeat`"), "{err}");
+        assert!(run("cluster n=3\n\ndeliver to=n7\n").unwrap_err().contains("unknown node"));
     }
 
     #[test]
