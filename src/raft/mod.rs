@@ -76,6 +76,22 @@
 //! without a committed entry; the simulation's Leader Completeness check and
 //! `tests/raft_durability.rs` then fail (both breaks were tried on purpose).
 //!
+//! ## Watching it run
+//!
+//! The scripts in `tests/scripts/` drive a simulated cluster one message, one tick, one fsync at
+//! a time and print everything that happens: each delivered message, what the node did about it
+//! (a change of role or term, entries appended or truncated, messages sent or held for the disk,
+//! entries applied), and every node's status after each step, such as
+//! `n2@3 follower(n1) vote=n1 last=7@3 commit=7 applied=7`. There is one per part of the
+//! algorithm: `election.txt` (§5.2, §5.4.1), `prevote.txt` (thesis §9.6), `check_quorum.txt`
+//! (thesis §6.2), `conflicting_append.txt` (§5.3, fast backtracking), `read_index.txt` (thesis
+//! §6.4), `snapshot_install.txt` (§7) and `persist_before_ack.txt`. Read them beside the paper:
+//! the comments say what to look at. `tests/scripts.rs` compares each with the output it
+//! expects, so they are tests as well; when the core changes on purpose,
+//! `UPDATE_SCRIPTS=1 cargo test --release --test scripts` rewrites the expected outputs, and the
+//! diff shows, message by message, what the change did. The MIT 6.5840 ports (`tests/raft_*.rs`)
+//! are the second layer: seeded random schedules checking the invariants below.
+//!
 //! ## What this implementation adds to Figure 2, and why
 //!
 //! - **No-op on election** (§5.4.2, §8): a new leader appends an empty entry of its term. Figure 8

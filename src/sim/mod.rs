@@ -16,9 +16,10 @@
 //! durable. So a core that acknowledged before its disk had the entry, or counted its own unsynced
 //! entries towards a commit, loses committed entries here, and the checks below fail.
 //!
-//! Scripted tests (`trace.rs`) switch the network and the disk to manual: messages wait until
-//! [`SimCluster::deliver_where`], fsyncs until [`SimCluster::sync`], and every step is recorded as
-//! [`Event`]s for them to print.
+//! Scripted tests switch the network and the disk to manual (`trace.rs`): messages wait until
+//! they are delivered, fsyncs until [`SimCluster::sync`], and every step is recorded as [`Event`]s
+//! for them to print. [`script`] runs the scripts of `tests/scripts/` this way and compares what
+//! they print with what they expect.
 //!
 //! The cluster also plays the role of the MIT 6.5840 lab's `applyCh` checker: every applied entry
 //! is compared with what every other node applied at that index, and a node must apply indexes in
@@ -30,6 +31,7 @@ mod disk;
 mod lab;
 mod members;
 mod net;
+pub mod script;
 mod sync;
 mod trace;
 
@@ -133,7 +135,8 @@ pub struct SimCluster {
     pub aborted_reads: Vec<(NodeId, u64)>,
     /// Highest term in which each node was seen leading: (term -> leader), checked for uniqueness.
     leaders: BTreeMap<Term, NodeId>,
-    configure: fn(&mut Config),
+    /// Adjusts every node's [`Config`], at start and on every restart.
+    configure: Box<dyn Fn(&mut Config)>,
     /// Take a snapshot on every node each time it applies a multiple of this index (like the
     /// MIT lab's service), keeping `snapshot_trailing` entries in the log.
     pub snapshot_every: Option<u64>,
@@ -160,7 +163,7 @@ impl SimCluster {
     }
 
     /// Like [`SimCluster::new`], with a hook to adjust each node's [`Config`].
-    pub fn with_config(n: usize, seed: u64, configure: fn(&mut Config)) -> Self {
+    pub fn with_config(n: usize, seed: u64, configure: impl Fn(&mut Config) + 'static) -> Self {
         eprintln!("simulation seed {seed} (replay with RAFT_SEED={seed})");
         let ids: Vec<NodeId> = (1..=n).map(|i| format!("n{i}")).collect();
         let mut cluster = SimCluster {
@@ -191,7 +194,7 @@ impl SimCluster {
             reads: Vec::new(),
             aborted_reads: Vec::new(),
             leaders: BTreeMap::new(),
-            configure,
+            configure: Box::new(configure),
             snapshot_every: None,
             snapshot_trailing: 0,
             snapshots: BTreeMap::new(),

@@ -90,6 +90,11 @@ impl SimCluster {
         true
     }
 
+    /// The messages `id` holds until its disk syncs, oldest first.
+    pub(super) fn held(&self, id: &NodeId) -> Vec<&Envelope> {
+        self.syncs.get(id).map_or(Vec::new(), |s| s.waiting.iter().flat_map(|w| &w.1).collect())
+    }
+
     /// True while an output of `id` waits for its disk.
     pub fn waits_for_sync(&self, id: &NodeId) -> bool {
         self.syncs.get(id).is_some_and(|s| !s.waiting.is_empty())

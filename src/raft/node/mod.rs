@@ -233,6 +233,12 @@ impl RaftNode {
         matches!(self.role, Role::Leader(_))
     }
 
+    /// The role and its data (read-only): tests and scripts tell a pre-candidate from a candidate
+    /// by it, and a leader's per-follower progress.
+    pub fn role(&self) -> &Role {
+        &self.role
+    }
+
     /// The leader as far as this node knows.
     pub fn leader(&self) -> Option<NodeId> {
         match &self.role {
