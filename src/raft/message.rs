@@ -175,6 +175,7 @@ impl Message {
         "AppendEntriesResponse",
         "InstallSnapshot",
         "InstallSnapshotResponse",
+        "TimeoutNow",
     ];
 
     /// The message's name as scripts and logs print it; a PreVote and its answer are named
@@ -183,6 +184,7 @@ impl Message {
         match self {
             Message::RequestVote(m) if m.pre_vote => "PreVote",
             Message::RequestVote(_) => "RequestVote",
+            Message::TimeoutNow => "TimeoutNow",
             Message::RequestVoteResponse(m) if m.pre_vote => "PreVoteResponse",
             Message::RequestVoteResponse(_) => "RequestVoteResponse",
             Message::AppendEntries(_) => "AppendEntries",
@@ -266,7 +268,10 @@ impl fmt::Display for Envelope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}->{} {} term={}", self.from, self.to, self.message.kind(), self.term)?;
         match &self.message {
-            Message::RequestVote(m) => write!(f, " last={}@{}", m.last_log_index, m.last_log_term),
+            Message::RequestVote(m) => {
+                write!(f, " last={}@{}", m.last_log_index, m.last_log_term)?;
+                f.write_str(if m.transfer { " transfer" } else { "" })
+            }
             Message::RequestVoteResponse(m) => {
                 f.write_str(if m.vote_granted { " granted" } else { " rejected" })
             }
@@ -291,6 +296,7 @@ impl fmt::Display for Envelope {
                 write!(f, " last={}@{}", m.last_included_index, m.last_included_term)
             }
             Message::InstallSnapshotResponse(m) => write!(f, " match={}", m.match_index),
+            Message::TimeoutNow => Ok(()),
         }
     }
 }
@@ -369,7 +375,8 @@ mod tests {
             env(Message::AppendEntries(append.clone())).to_string(),
             "n2->n1 AppendEntries term=3 prev=5@2 entries=[6@3 7@3] commit=5 seq=4"
         );
-        let pre_vote = RequestVote { last_log_index: 7, last_log_term: 3, pre_vote: true };
+        let pre_vote =
+            RequestVote { last_log_index: 7, last_log_term: 3, pre_vote: true, transfer: false };
         assert_eq!(
             env(Message::RequestVote(pre_vote.clone())).to_string(),
             "n2->n1 PreVote term=3 last=7@3"

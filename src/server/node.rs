@@ -65,6 +65,16 @@ struct Links {
     peers: BTreeMap<NodeId, Link>,
 }
 
+/// What became of a message for a member's queue.
+pub(super) enum Queued {
+    /// It waits for the member's replication thread.
+    Yes,
+    /// The queue is full (the member is slow or gone): dropped.
+    Full,
+    /// No such member in the configuration in force: dropped.
+    NotMember,
+}
+
 /// How one member is reached.
 struct Link {
     addr: String,
@@ -189,12 +199,14 @@ impl Node {
         self.links.read().cluster_id.clone()
     }
 
-    /// Queues a message for its receiver's replication thread without waiting; false if the
-    /// queue is full or the receiver is not a member.
-    pub(super) fn send_to_peer(&self, env: Envelope) -> Result<(), TrySendError<Envelope>> {
-        match self.links.read().peers.get(&env.to) {
-            Some(link) => link.tx.try_send(env),
-            None => Err(TrySendError::Disconnected(env)),
+    /// Queues a message for its receiver's replication thread without waiting.
+    pub(super) fn send_to_peer(&self, env: Envelope) -> Queued {
+        let links = self.links.read();
+        let Some(link) = links.peers.get(&env.to) else { return Queued::NotMember };
+        match link.tx.try_send(env) {
+            Ok(()) => Queued::Yes,
+            Err(TrySendError::Full(_)) => Queued::Full,
+            Err(TrySendError::Disconnected(_)) => Queued::NotMember,
         }
     }
 
@@ -236,7 +248,7 @@ impl Node {
             let carries_entries =
                 matches!(&env.message, Message::AppendEntries(a) if !a.entries.is_empty());
             let to = env.to.clone();
-            if let Err(TrySendError::Full(_)) = self.send_to_peer(env) {
+            if let Queued::Full = self.send_to_peer(env) {
                 log::debug!("queue to {to} is full: message dropped");
                 // The peer is slow or gone; its queue is full. Forget the request so the core
                 // resends from the last known match when the peer answers again.

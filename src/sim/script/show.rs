@@ -213,10 +213,19 @@ fn event_line(event: &Event) -> String {
         Event::Drop(m, why) => format!("{m} (dropped: {why})"),
         Event::Sync { id, .. } => format!("{id} fsyncs"),
         Event::Apply(id, entry) => {
-            let command = if entry.is_noop() {
-                "(no-op)".into()
-            } else {
-                String::from_utf8_lossy(&entry.command).into_owned()
+            let command = match entry.membership() {
+                Some(m) => {
+                    let ids = |set: &std::collections::BTreeMap<String, String>| {
+                        set.keys().cloned().collect::<Vec<_>>().join(" ")
+                    };
+                    format!(
+                        "(configuration: voters [{}] learners [{}])",
+                        ids(&m.voters),
+                        ids(&m.learners)
+                    )
+                }
+                None if entry.is_noop() => "(no-op)".into(),
+                None => String::from_utf8_lossy(&entry.command).into_owned(),
             };
             format!("{id} applies {entry} {command}")
         }
