@@ -25,7 +25,7 @@ use super::spawn;
 use crate::api::{GetReply, PutRequest, SnapshotChunkReply, WriteReply};
 use crate::error::{Error, Result};
 use crate::kv::Command;
-use crate::raft::Envelope;
+use crate::raft::{Envelope, MAX_INDEX, MAX_TERM};
 
 const FORWARDED: &str = "X-Raftlabkv-Forwarded";
 
@@ -395,6 +395,18 @@ fn snapshot_chunk(node: &Node, request: &mut Request, query: &str) -> Result<Rep
     let from = percent_decode(param("from")?)?;
     let meta = crate::raft::SnapshotMeta { index: number("index")?, term: number("term")? };
     let (offset, total) = (number("offset")?, number("total")?);
+    // The same bounds as for any peer message (`Envelope::validate`), and a chunk inside its file.
+    if meta.index > MAX_INDEX || meta.term > MAX_TERM {
+        return Err(Error::BadRequest(format!(
+            "snapshot chunk names index {} term {}, above the largest allowed",
+            meta.index, meta.term
+        )));
+    }
+    if offset > total {
+        return Err(Error::BadRequest(format!(
+            "snapshot chunk at offset {offset} is past the end of its {total}-byte file"
+        )));
+    }
     let body = read_body(request, node.config.snapshot_chunk_bytes.max(1 << 20) * 2)?;
     let received = node.handle_snapshot_chunk(&from, meta, offset, total, &body)?;
     Ok(Reply::json(200, &SnapshotChunkReply { received }))
