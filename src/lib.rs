@@ -62,6 +62,7 @@
 //! | HTTP routes, status codes, limits | `server/http.rs`, `error.rs` |
 //! | the JSON bodies on the wire, `/status`, key escaping in paths | `api.rs` |
 //! | follower → leader forwarding | `server/http.rs`: `forward` |
+//! | peer authentication (`--peer-secret-file`, HMAC), the cluster id check | `server/auth.rs`; `server/config.rs`: `cluster_id_for` |
 //! | the client's retry rules | `client/mod.rs` (module docs) |
 //! | the MIT 6.5840 tests | `tests/raft_*.rs` over `sim/` (`sim/disk.rs`: a write is durable only once a simulated fsync covers it) |
 //! | the core driven by hand, in 200 lines | `examples/three_nodes.rs` |

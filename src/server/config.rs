@@ -1,9 +1,12 @@
-//! A server's configuration: addresses, timeouts, limits, snapshot policy, and how they become
-//! the core's tick counts.
+//! A server's configuration: addresses, timeouts, limits, snapshot policy, the cluster id and
+//! peer secret, and how they become the core's tick counts.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
+
+use super::auth::{PeerAuth, PeerSecret};
 use crate::raft::{Config, NodeId};
 
 /// Everything a server needs to know.
@@ -42,6 +45,12 @@ pub struct ServerConfig {
     pub snapshot_trailing: u64,
     /// Size of the pieces a snapshot is sent in.
     pub snapshot_chunk_bytes: usize,
+    /// The cluster's id, sent with every peer request (`X-Raft-Cluster`); a node refuses peer
+    /// requests from another cluster. Defaults to [`cluster_id_for`] this node and its peers.
+    pub cluster_id: String,
+    /// The shared secret peer requests are signed with (`--peer-secret-file`); None: peer
+    /// endpoints are open to anyone who can reach the port.
+    pub peer_secret: Option<PeerSecret>,
 }
 
 impl ServerConfig {
@@ -51,9 +60,14 @@ impl ServerConfig {
         addr: impl Into<String>,
         peers: BTreeMap<NodeId, String>,
     ) -> Self {
+        let (id, addr) = (id.into(), addr.into());
+        let mut members: Vec<(String, String)> = peers.clone().into_iter().collect();
+        members.push((id.clone(), addr.clone()));
         ServerConfig {
-            id: id.into(),
-            addr: addr.into(),
+            cluster_id: cluster_id_for(&members),
+            peer_secret: None,
+            id,
+            addr,
             peers,
             tick: Duration::from_millis(10),
             heartbeat: Duration::from_millis(50),
@@ -71,6 +85,11 @@ impl ServerConfig {
         }
     }
 
+    /// How this node signs and checks peer requests.
+    pub fn peer_auth(&self) -> PeerAuth {
+        PeerAuth::new(self.id.clone(), self.cluster_id.clone(), self.peer_secret.clone())
+    }
+
     /// The core's configuration, in ticks.
     pub fn raft_config(&self) -> Config {
         let ticks = |d: Duration| (d.as_millis() / self.tick.as_millis().max(1)).max(1) as u64;
@@ -82,5 +101,44 @@ impl ServerConfig {
         c.max_append_entries = self.max_append_entries.max(1);
         c.seed = self.seed;
         c
+    }
+}
+
+/// A cluster id for the members `(id, address)` a cluster is bootstrapped with: the first 16 hex
+/// digits of the SHA-256 of their sorted `id=addr` lines. Every node computes the same id from the
+/// same member list, whatever its order; a node started with another cluster's `--peers` gets
+/// another id, and its peers refuse it instead of letting it merge the two clusters. Nodes that
+/// reach each other at different addresses (through proxies, say) must be given one id instead
+/// (`--cluster-id`).
+pub fn cluster_id_for(members: &[(String, String)]) -> String {
+    let mut lines: Vec<String> =
+        members.iter().map(|(id, addr)| format!("{id}={addr}\n")).collect();
+    lines.sort();
+    let digest = Sha256::digest(lines.concat().as_bytes());
+    super::auth::hex(&digest[..8])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_ids_depend_on_the_members_not_their_order() {
+        let m = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+            list.iter().map(|(i, a)| (i.to_string(), a.to_string())).collect()
+        };
+        let a = cluster_id_for(&m(&[("n1", "h:1"), ("n2", "h:2"), ("n3", "h:3")]));
+        assert_eq!(a.len(), 16);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(a, cluster_id_for(&m(&[("n3", "h:3"), ("n1", "h:1"), ("n2", "h:2")])));
+        assert_ne!(a, cluster_id_for(&m(&[("n1", "h:1"), ("n2", "h:2"), ("n3", "h:4")])));
+        assert_ne!(a, cluster_id_for(&m(&[("n1", "h:1"), ("n2", "h:2")])));
+        assert_ne!(a, cluster_id_for(&m(&[("n1", "h:1"), ("n2", "h:2"), ("n4", "h:3")])));
+        // Every node of a cluster computes the same id from its own view.
+        let peers: BTreeMap<String, String> = [("n2", "h:2"), ("n3", "h:3")]
+            .iter()
+            .map(|(i, a)| (i.to_string(), a.to_string()))
+            .collect();
+        assert_eq!(ServerConfig::new("n1", "h:1", peers).cluster_id, a);
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! | file | job |
 //! |---|---|
-//! | `config.rs` | [`ServerConfig`]: addresses, timeouts, limits |
+//! | `config.rs` | [`ServerConfig`]: addresses, timeouts, limits, cluster id, peer secret |
+//! | `auth.rs` | signing and checking peer requests (`--peer-secret-file`), the cluster id check |
 //! | `node.rs` | [`Node`]: the state every thread shares, the lock rule, the client operations, the peer RPC handler |
 //! | `loops.rs` | the `ticker`, `apply` and `sync` threads |
 //! | `peer.rs` | the per-peer replication threads and the transports they call through |
@@ -26,6 +27,7 @@
 //!
 //! One rule (spelled out in [`node`]): **lock, step or tick, route, unlock, then act.**
 
+pub mod auth;
 pub mod config;
 pub mod http;
 pub mod loops;
@@ -59,7 +61,16 @@ impl Server {
     /// [`crate::storage::open`] returned (without a snapshot store the node never snapshots).
     pub fn start(config: ServerConfig, storage: NodeStorage) -> Result<Server> {
         let listener = Listener::bind(&config.addr)?;
-        let transport = Arc::new(peer::HttpTransport::new(config.rpc_timeout));
+        if config.peer_secret.is_none() {
+            log::warn!(
+                "{}: NO PEER SECRET (--peer-secret-file): the peer endpoints (/raft/*) accept Raft \
+                 messages from anyone who can reach {}; one forged message can depose the \
+                 leader. Use a secret unless this port is reachable only by the cluster.",
+                config.id,
+                config.addr
+            );
+        }
+        let transport = Arc::new(peer::HttpTransport::new(config.rpc_timeout, config.peer_auth()));
         let mut server = Self::start_with_transport(config, storage, transport)?;
         let spawned = listener.spawn(&server.node, &mut server.threads);
         server.http = Some(listener);

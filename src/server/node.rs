@@ -26,6 +26,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, unbounded};
 use parking_lot::{Mutex, RwLock};
 
+use super::auth::PeerAuth;
 use super::config::ServerConfig;
 use super::peer::RpcHandler;
 use super::pending::Pending;
@@ -69,6 +70,8 @@ pub struct Queues {
 pub struct Node {
     /// Configuration.
     pub config: ServerConfig,
+    /// Signs the requests this node sends to peers (forwarding) and checks the ones it receives.
+    pub(super) auth: PeerAuth,
     /// The consensus core. Held only to step/tick/propose/read and route the output.
     pub(super) raft: Mutex<RaftNode>,
     /// The state machine (read by HTTP workers, written by the apply thread).
@@ -130,6 +133,7 @@ impl Node {
         let (apply_tx, apply) = unbounded();
         let (sync_tx, sync) = unbounded();
         let node = Node {
+            auth: config.peer_auth(),
             raft: Mutex::new(raft),
             kv: RwLock::new(kv),
             pending: Mutex::new(Pending::default()),

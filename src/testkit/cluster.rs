@@ -10,6 +10,8 @@ use serde_json::Value;
 
 use super::proxy::{LinkMode, LinkProxy};
 use crate::api::Status;
+use crate::server::auth::{PeerAuth, PeerSecret};
+use crate::server::config::cluster_id_for;
 
 /// How to start a cluster.
 #[derive(Debug, Clone)]
@@ -45,6 +47,9 @@ pub struct Cluster {
     proxies: BTreeMap<(usize, usize), LinkProxy>,
     options: ClusterOptions,
     agent: ureq::Agent,
+    cluster_id: String,
+    /// The peer secret every node was given, if any.
+    secret: Option<PeerSecret>,
 }
 
 /// A free loopback port for a node to listen on, chosen below Linux's ephemeral range
@@ -89,6 +94,11 @@ impl Cluster {
                 }
             }
         }
+        // The nodes reach each other through proxies, each at its own addresses, so the id each
+        // would derive from its --peers would differ: give them one, from the real addresses.
+        let members: Vec<(String, String)> =
+            addrs.iter().enumerate().map(|(i, a)| (format!("node{}", i + 1), a.clone())).collect();
+        let cluster_id = cluster_id_for(&members);
         let mut nodes = Vec::new();
         for i in 0..n {
             let id = format!("node{}", i + 1);
@@ -103,6 +113,8 @@ impl Cluster {
                 addrs[i].clone(),
                 "--peers".into(),
                 peers.join(","),
+                "--cluster-id".into(),
+                cluster_id.clone(),
             ];
             if options.data_dirs {
                 args.push("--data-dir".into());
@@ -117,11 +129,43 @@ impl Cluster {
             .timeout_connect(Duration::from_millis(500))
             .timeout(Duration::from_secs(10))
             .build();
-        let mut cluster = Cluster { nodes, proxies, options, agent };
+        let secret = None;
+        let mut cluster = Cluster { nodes, proxies, options, agent, cluster_id, secret };
         for i in 0..n {
             cluster.restart(i)?;
         }
         Ok(cluster)
+    }
+
+    /// The id every node was given (`--cluster-id`).
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    /// Signs peer requests as node `i` of this cluster does (with its secret, if it has one):
+    /// for tests that speak to the peer endpoints, or send forwarded requests, themselves.
+    pub fn peer_auth(&self, i: usize) -> PeerAuth {
+        PeerAuth::new(self.nodes[i].id.clone(), self.cluster_id.clone(), self.secret.clone())
+    }
+
+    /// A peer request to node `to`, signed by `auth` (see [`Cluster::peer_auth`]), with extra
+    /// `headers`; never panics (status 0 when there was no answer).
+    pub fn peer_call(
+        &self,
+        to: usize,
+        auth: &PeerAuth,
+        method: &str,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let url = format!("http://{}{}", self.nodes[to].addr, path);
+        let mut req =
+            auth.sign(method, path, body.as_bytes()).apply(self.agent.request(method, &url));
+        for (name, value) in headers {
+            req = req.set(name, value);
+        }
+        answer(if body.is_empty() { req.call() } else { req.send_string(body) })
     }
 
     /// The work directory.
@@ -328,6 +372,11 @@ pub fn call(agent: &ureq::Agent, method: &str, url: &str, body: Option<&Value>) 
         Some(b) => req.set("Content-Type", "application/json").send_string(&b.to_string()),
         None => req.call(),
     };
+    answer(result)
+}
+
+/// The [`Answer`] for a ureq result.
+fn answer(result: Result<ureq::Response, ureq::Error>) -> Answer {
     let response = match result {
         Ok(r) => r,
         Err(ureq::Error::Status(_, r)) => r,
