@@ -20,6 +20,7 @@ fn cluster(name: &str, extra: &[&str]) -> Cluster {
         work_dir,
         data_dirs: false,
         extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        peer_secret: true,
     })
     .expect("start cluster")
 }

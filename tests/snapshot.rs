@@ -99,6 +99,7 @@ impl TestCluster {
             work_dir: work_dir.clone(),
             data_dirs: true,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            peer_secret: true,
         })
         .expect("start cluster");
         TestCluster { c, work_dir }

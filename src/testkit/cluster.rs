@@ -26,6 +26,10 @@ pub struct ClusterOptions {
     pub data_dirs: bool,
     /// Extra flags for every node.
     pub extra_args: Vec<String>,
+    /// Give the cluster a peer secret (`work_dir/peer-secret`, passed to every node with
+    /// `--peer-secret-file`), as `start_cluster.sh` does; otherwise its peer endpoints are open.
+    /// Tests that speak to the peer endpoints themselves sign with [`Cluster::peer_auth`].
+    pub peer_secret: bool,
 }
 
 /// One node process.
@@ -66,6 +70,24 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// Writes a fresh random peer secret (32 bytes, base64) to `dir/peer-secret`, mode 600.
+fn write_secret(dir: &Path) -> std::io::Result<(PeerSecret, PathBuf)> {
+    use base64::Engine as _;
+    use std::io::Write as _;
+    let bytes: [u8; 32] = rand::random();
+    let text = base64::engine::general_purpose::STANDARD.encode(bytes);
+    let path = dir.join("peer-secret");
+    let _ = std::fs::remove_file(&path);
+    let mut file = std::fs::OpenOptions::new();
+    file.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+    writeln!(file.open(&path)?, "{text}")?;
+    let secret = PeerSecret::from_bytes(text.as_bytes())
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok((secret, path))
+}
+
 /// An HTTP answer: status and parsed JSON (Null if the body was not JSON).
 #[derive(Debug, Clone)]
 pub struct Answer {
@@ -99,6 +121,12 @@ impl Cluster {
         let members: Vec<(String, String)> =
             addrs.iter().enumerate().map(|(i, a)| (format!("node{}", i + 1), a.clone())).collect();
         let cluster_id = cluster_id_for(&members);
+        let (secret, secret_file) = if options.peer_secret {
+            let (secret, file) = write_secret(&options.work_dir)?;
+            (Some(secret), Some(file))
+        } else {
+            (None, None)
+        };
         let mut nodes = Vec::new();
         for i in 0..n {
             let id = format!("node{}", i + 1);
@@ -116,6 +144,10 @@ impl Cluster {
                 "--cluster-id".into(),
                 cluster_id.clone(),
             ];
+            if let Some(file) = &secret_file {
+                args.push("--peer-secret-file".into());
+                args.push(file.display().to_string());
+            }
             if options.data_dirs {
                 args.push("--data-dir".into());
                 args.push(options.work_dir.join(&id).display().to_string());
@@ -129,7 +161,6 @@ impl Cluster {
             .timeout_connect(Duration::from_millis(500))
             .timeout(Duration::from_secs(10))
             .build();
-        let secret = None;
         let mut cluster = Cluster { nodes, proxies, options, agent, cluster_id, secret };
         for i in 0..n {
             cluster.restart(i)?;
