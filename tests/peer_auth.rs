@@ -361,3 +361,67 @@ fn a_node_of_another_cluster_is_refused_and_disturbs_nobody() {
     assert_eq!(terms(&c), before, "the stray node changed a term");
     assert_eq!(c.call(l, "POST", "/kv/put", Some(&json!({"key": "k", "value": "v"}))).status, 200);
 }
+
+/// A missing, empty or short secret file stops the server before it serves anything.
+#[test]
+fn a_server_refuses_to_start_with_a_bad_secret_file() {
+    let dir = std::env::temp_dir().join(format!("raftlabkv-peerauth-files-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("work dir");
+    std::fs::write(dir.join("empty"), "\n").expect("write");
+    std::fs::write(dir.join("short"), "fifteen bytes!!\n").expect("write");
+    for (file, says) in
+        [("missing", "cannot read"), ("empty", "is empty"), ("short", "at least 16")]
+    {
+        let port = raftlabkv::testkit::cluster::free_port().expect("port");
+        let child = Command::new(env!("CARGO_BIN_EXE_raftlabkv-server"))
+            .args(["--id", "solo", "--addr", &format!("127.0.0.1:{port}"), "--in-memory"])
+            .arg("--peer-secret-file")
+            .arg(dir.join(file))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let mut child = KillOnDrop(child);
+        let status =
+            poll_every(POLL, Duration::from_secs(10), || child.0.try_wait().ok().flatten())
+                .expect("the server still runs after 10 s");
+        let mut stderr = String::new();
+        if let Some(mut e) = child.0.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+        }
+        assert!(!status.success(), "{file}: exited with {status}");
+        assert!(stderr.contains("invalid_config") && stderr.contains(says), "{file}: {stderr}");
+    }
+    // A good secret that others may read: the server starts, and says so.
+    let open = dir.join("world-readable");
+    std::fs::write(&open, "sixteen bytes at least\n").expect("write");
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o644);
+    std::fs::set_permissions(&open, mode).expect("chmod");
+    let port = raftlabkv::testkit::cluster::free_port().expect("port");
+    let log_path = dir.join("server.log");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let _server = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_raftlabkv-server"))
+            .args(["--id", "solo", "--addr", &format!("127.0.0.1:{port}"), "--in-memory"])
+            .arg("--peer-secret-file")
+            .arg(&open)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn"),
+    );
+    let warned = poll_every(POLL, Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        (text.contains("readable by its group or by others") && text.contains("serving on"))
+            .then_some(())
+    });
+    assert!(
+        warned.is_some(),
+        "no warning: {}",
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
