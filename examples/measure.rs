@@ -29,6 +29,7 @@ fn cluster(name: &str, extra: &[&str]) -> Cluster {
         work_dir,
         data_dirs: true,
         extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        peer_secret: false,
     })
     .expect("start cluster")
 }

@@ -54,6 +54,7 @@ fn cluster(name: &str, extra: &[&str]) -> Run {
         work_dir: work_dir.clone(),
         data_dirs: true,
         extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        peer_secret: false,
     })
     .expect("start cluster");
     c.wait_leader(&c.all(), Duration::from_secs(10)).expect("a leader");

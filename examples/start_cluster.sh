@@ -5,7 +5,9 @@
 #
 # Builds the release binaries if needed, starts node1..node3 with data dirs under ./data/,
 # prints their URLs and PIDs, and stops every node on Ctrl-C, on SIGTERM, or when the shell that
-# started it goes away. Env: DATA_DIR (./data), EXTRA_FLAGS (passed to every node).
+# started it goes away. The cluster's peer secret is $DATA_DIR/peer-secret (made on first start,
+# mode 600, kept for restarts): only its nodes can speak Raft to each other.
+# Env: DATA_DIR (./data), EXTRA_FLAGS (passed to every node).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BASE=${1:-8080}
@@ -30,6 +32,12 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 mkdir -p "$DATA_DIR"
+SECRET="$DATA_DIR/peer-secret"
+if [ ! -s "$SECRET" ]; then
+  (umask 077 && head -c 32 /dev/urandom | base64 >"$SECRET")
+  echo "made the cluster's peer secret: $SECRET"
+fi
+chmod 600 "$SECRET"
 SERVERS=""
 for i in 1 2 3; do
   peers=""
@@ -38,7 +46,7 @@ for i in 1 2 3; do
   done
   # shellcheck disable=SC2086
   "$BIN" --id "node$i" --addr "127.0.0.1:$((BASE + i - 1))" --peers "$peers" \
-    --data-dir "$DATA_DIR/node$i" ${EXTRA_FLAGS:-} >"$DATA_DIR/node$i.log" 2>&1 &
+    --data-dir "$DATA_DIR/node$i" --peer-secret-file "$SECRET" ${EXTRA_FLAGS:-} >"$DATA_DIR/node$i.log" 2>&1 &
   PIDS+=("$!")
   SERVERS="${SERVERS:+$SERVERS,}127.0.0.1:$((BASE + i - 1))"
   echo "node$i  http://127.0.0.1:$((BASE + i - 1))  pid $!  log $DATA_DIR/node$i.log"

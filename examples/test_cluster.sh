@@ -2,7 +2,8 @@
 # End-to-end check of a fresh local 3-node cluster, through the command-line client:
 # put/get/delete/getall through different nodes, the hello_client example (the client library),
 # kill the leader, check that a new leader is elected and the data survived, restart the killed
-# node and check it catches up. First, the three_nodes example (the Raft core stepped by hand).
+# node and check it catches up. The nodes share a peer secret; a forged peer request is refused.
+# First, the three_nodes example (the Raft core stepped by hand).
 # Exits non-zero at the first failed step. Env: BASE_PORT (18480).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,12 +27,14 @@ fail() { echo "FAIL: $*" >&2; for i in 1 2 3; do echo "--- node$i log (tail)"; t
 ok() { echo "ok: $*"; }
 addr() { echo "127.0.0.1:$((BASE + $1 - 1))"; }
 ALL="$(addr 1),$(addr 2),$(addr 3)"
+SECRET="$WORK/peer-secret"
+(umask 077 && head -c 32 /dev/urandom | base64 >"$SECRET")
 
 start_node() {
   local i=$1 peers="" j
   for j in 1 2 3; do [ "$j" = "$i" ] || peers="${peers:+$peers,}node$j=$(addr "$j")"; done
   "$BIN" --id "node$i" --addr "$(addr "$i")" --peers "$peers" --data-dir "$WORK/node$i" \
-    >>"$WORK/node$i.log" 2>&1 &
+    --peer-secret-file "$SECRET" >>"$WORK/node$i.log" 2>&1 &
   PID[$i]=$!
 }
 # field JSON KEY: a top-level field of a JSON object
@@ -57,6 +60,27 @@ ok "three_nodes example: n1 leads, the command is applied on n1, n2, n3"
 for i in 1 2 3; do start_node "$i"; done
 L=$(wait_leader 1 2 3) || fail "no leader elected within 10 s"
 ok "node$L leads"
+
+# An unsigned RequestVote with a huge term: refused (401) before it is parsed; nobody's term moves.
+term_of() { field "$(python3 -c 'import json,sys; print(json.dumps(json.loads(sys.argv[1])[0]["status"]))' "$("$CLIENT" --servers "$(addr "$1")" --json status)")" term; }
+before=$(term_of "$L")
+forged='{"from":"node2","to":"node1","term":9223372036854775000,"message":{"type":"RequestVote","last_log_index":99,"last_log_term":1}}'
+# The right cluster id (cluster_id_for: SHA-256 of the sorted id=addr lines), but no MAC.
+code=$(python3 - "$forged" "$(addr 1)" "$(addr 2)" "$(addr 3)" <<'PY'
+import hashlib, sys, urllib.request, urllib.error
+lines = sorted(f"node{i}={a}\n" for i, a in enumerate(sys.argv[2:], 1))
+cluster = hashlib.sha256("".join(lines).encode()).hexdigest()[:16]
+req = urllib.request.Request(f"http://{sys.argv[2]}/raft/requestVote", data=sys.argv[1].encode(),
+                             headers={"X-Raft-From": "node2", "X-Raft-Cluster": cluster})
+try:
+    print(urllib.request.urlopen(req, timeout=5).status)
+except urllib.error.HTTPError as e:
+    print(e.code, e.read().decode())
+PY
+) || fail "could not send the forged request"
+[[ "$code" == "401 "*'"error":"unauthorized"'* ]] || fail "a forged, unsigned RequestVote got $code"
+[ "$(wait_leader 1 2 3)" = "$L" ] && [ "$(term_of "$L")" = "$before" ] || fail "the forged RequestVote moved the term"
+ok "an unsigned peer request is refused (401) and changes no term"
 
 out=$(kv "$(addr 1)" put "greeting" "hello raft world") || fail "put via node1: $out"
 [ "$(field "$out" status)" = ok ] || fail "put answered $out"

@@ -6,6 +6,8 @@
 //! | error | status | meaning for the caller |
 //! |---|---|---|
 //! | `BadRequest` | 400 | the request is malformed; do not retry it unchanged |
+//! | `Unauthorized` | 401 | a peer request without valid credentials (no or a wrong `X-Raft-Auth`, a stale timestamp; see `server::auth`) |
+//! | `WrongCluster` | 403 | a peer request from a node of another cluster (`X-Raft-Cluster` differs) |
 //! | `NotFound` | 404 | the key (or route) does not exist |
 //! | `MethodNotAllowed` | 405 | wrong HTTP method for the route |
 //! | `Conflict` | 409 | the request conflicts with one in progress (a membership change not yet committed, a leadership transfer under way): retry once it is done |
@@ -37,6 +39,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// Malformed input: bad JSON, a missing field, a bad key, garbage on a peer endpoint.
     BadRequest(String),
+    /// A peer request that could not be authenticated: identity headers missing, no or a wrong
+    /// MAC, a stale timestamp (`server::auth`). Refused before its body is parsed.
+    Unauthorized(String),
+    /// A peer request from a node that belongs to another cluster: its cluster id differs.
+    /// (403, not 409: 409 means "a change is in progress" for membership changes.)
+    WrongCluster(String),
     /// The key or route does not exist.
     NotFound(String),
     /// The route exists but not with this HTTP method.
@@ -73,6 +81,8 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::BadRequest(_) => "bad_request",
+            Error::Unauthorized(_) => "unauthorized",
+            Error::WrongCluster(_) => "wrong_cluster",
             Error::NotFound(_) => "not_found",
             Error::MethodNotAllowed(_) => "method_not_allowed",
             Error::TooLarge(_) => "too_large",
@@ -91,6 +101,8 @@ impl Error {
     pub fn status(&self) -> u16 {
         match self {
             Error::BadRequest(_) => 400,
+            Error::Unauthorized(_) => 401,
+            Error::WrongCluster(_) => 403,
             Error::NotFound(_) => 404,
             Error::MethodNotAllowed(_) => 405,
             Error::TooLarge(_) => 413,
@@ -108,6 +120,8 @@ impl Error {
             Error::NotLeader { leader: Some(_) } => "not the leader; retry at the leader it names",
             Error::NotLeader { leader: None } => "not the leader, and no leader is known; retry",
             Error::BadRequest(m)
+            | Error::Unauthorized(m)
+            | Error::WrongCluster(m)
             | Error::NotFound(m)
             | Error::MethodNotAllowed(m)
             | Error::TooLarge(m)
@@ -126,6 +140,8 @@ impl Error {
     pub fn from_status(status: u16, message: String) -> Error {
         match status {
             400 => Error::BadRequest(message),
+            401 => Error::Unauthorized(message),
+            403 => Error::WrongCluster(message),
             404 => Error::NotFound(message),
             405 => Error::MethodNotAllowed(message),
             409 => Error::Conflict(message),
@@ -175,6 +191,8 @@ mod tests {
     fn every_error_round_trips_through_its_status() {
         for e in [
             Error::BadRequest("a".into()),
+            Error::Unauthorized("u".into()),
+            Error::WrongCluster("w".into()),
             Error::NotFound("b".into()),
             Error::MethodNotAllowed("c".into()),
             Error::TooLarge("d".into()),

@@ -95,6 +95,7 @@ fn cluster(name: &str, extra: &[&str]) -> TestCluster {
         work_dir: dir.0.clone(),
         data_dirs: true,
         extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        peer_secret: true,
     })
     .expect("start cluster");
     TestCluster { cluster, _dir: dir }

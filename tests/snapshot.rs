@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use raftlabkv::server::auth::PeerAuth;
 use raftlabkv::testkit::cluster::call;
 use raftlabkv::testkit::poll_every;
 use raftlabkv::testkit::{Cluster, ClusterOptions, env_u64};
@@ -98,6 +99,7 @@ impl TestCluster {
             work_dir: work_dir.clone(),
             data_dirs: true,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            peer_secret: true,
         })
         .expect("start cluster");
         TestCluster { c, work_dir }
@@ -329,15 +331,15 @@ impl Ledger {
     }
 }
 
-/// A put sent to node `addr` only: marked as already forwarded, so a node that does not lead
-/// refuses it (503) instead of forwarding it to the leader.
-fn put(agent: &ureq::Agent, addr: &str, key: &str, value: &str) -> Outcome {
+/// A put sent to node `addr` only: marked as already forwarded (and so signed as a peer's), so a
+/// node that does not lead refuses it (503) instead of forwarding it to the leader.
+fn put(agent: &ureq::Agent, auth: &PeerAuth, addr: &str, key: &str, value: &str) -> Outcome {
     let body = json!({ "key": key, "value": value }).to_string();
-    let result = agent
+    let request = agent
         .post(&format!("http://{addr}/kv/put"))
         .set("Content-Type", "application/json")
-        .set("X-Raftlabkv-Forwarded", "test-writer")
-        .send_string(&body);
+        .set("X-Raftlabkv-Forwarded", auth.node_id());
+    let result = auth.sign("POST", "/kv/put", body.as_bytes()).apply(request).send_string(&body);
     let status = match result {
         Ok(r) => r.status(),
         Err(ureq::Error::Status(status, _)) => status,
@@ -362,6 +364,8 @@ fn find_leader(agent: &ureq::Agent, addrs: &[String]) -> Option<usize> {
 /// requests, so a write forwarded to a killed leader would hang for the forwarding timeout.
 struct Load<'a> {
     addrs: &'a [String],
+    /// Signs the puts: they carry the forwarded marker, so they are peer requests.
+    auth: &'a PeerAuth,
     /// Writer `w` owns the keys at positions `w, w + clients, ...`.
     keys: &'a [String],
     clients: usize,
@@ -420,7 +424,7 @@ fn run_load(load: &Load<'_>, ctl: &LoadControl) -> Ledger {
                             value.push(char::from(b'a' + (value.len() % 26) as u8));
                         }
                         let node = ctl.target.load(Ordering::Relaxed) % n;
-                        let outcome = put(&agent, &load.addrs[node], key, &value);
+                        let outcome = put(&agent, load.auth, &load.addrs[node], key, &value);
                         ledger.keys.entry(key.clone()).or_default().push((value, outcome));
                         if outcome == Outcome::Acked {
                             ctl.acked.fetch_add(1, Ordering::Relaxed);
@@ -486,8 +490,10 @@ fn data_dirs_stay_bounded_under_sustained_writes() {
     );
     let leader = c.leader();
     let addrs = c.addrs();
+    let auth = c.peer_auth(0);
     let key_names = keys("k", n_keys);
-    let load = Load { addrs: &addrs, keys: &key_names, clients, puts, value_len, tag: "v" };
+    let load =
+        Load { addrs: &addrs, auth: &auth, keys: &key_names, clients, puts, value_len, tag: "v" };
     let ctl = LoadControl::new(leader);
     let dirs: Vec<PathBuf> = c.all().into_iter().map(|i| c.data_dir(i)).collect();
     let sampling = AtomicBool::new(true);
@@ -569,9 +575,11 @@ fn follower_killed_during_writes_catches_up_through_a_snapshot() {
     let f = (leader + 1) % 3;
     let fid = c.nodes[f].id.clone();
     let addrs = c.addrs();
+    let auth = c.peer_auth(0);
     let key_names = keys("k", 1000);
     let load = Load {
         addrs: &addrs,
+        auth: &auth,
         keys: &key_names,
         clients: 16,
         puts: writes,
@@ -649,18 +657,34 @@ fn wiped_follower_catches_up_completely() {
     let leader = c.leader();
     let f = (leader + 2) % 3;
     let addrs = c.addrs();
+    let auth = c.peer_auth(0);
     let key_names = keys("k", 1000);
     let ctl = LoadControl::new(leader);
-    let first_phase =
-        Load { addrs: &addrs, keys: &key_names, clients: 16, puts: 5000, value_len: 64, tag: "a" };
+    let first_phase = Load {
+        addrs: &addrs,
+        auth: &auth,
+        keys: &key_names,
+        clients: 16,
+        puts: 5000,
+        value_len: 64,
+        tag: "a",
+    };
     let mut ledger = run_load(&first_phase, &ctl);
     c.kill(f);
     std::fs::remove_dir_all(c.data_dir(f)).expect("wipe the data dir");
     let restarted = Instant::now();
     c.restart(f).expect("restart the wiped follower");
     let addrs = c.addrs();
-    let second_phase =
-        Load { addrs: &addrs, keys: &key_names, clients: 16, puts: 2000, value_len: 64, tag: "b" };
+    let auth = c.peer_auth(0);
+    let second_phase = Load {
+        addrs: &addrs,
+        auth: &auth,
+        keys: &key_names,
+        clients: 16,
+        puts: 2000,
+        value_len: 64,
+        tag: "b",
+    };
     ledger.merge(run_load(&second_phase, &ctl));
     let state = c.converged_state(Duration::from_secs(60));
     let verdict = ledger.check(&state);
@@ -691,9 +715,11 @@ fn kill_during_snapshot_creation_loses_nothing_acknowledged() {
     );
     let leader = c.leader();
     let addrs = c.addrs();
+    let auth = c.peer_auth(0);
     let key_names = keys("k", 1000);
     let load = Load {
         addrs: &addrs,
+        auth: &auth,
         keys: &key_names,
         clients: 16,
         puts: u64::MAX,
@@ -792,11 +818,19 @@ fn kill_during_snapshot_installation_then_converge() {
     let f = (leader + 1) % 3;
     let fid = c.nodes[f].id.clone();
     let addrs = c.addrs();
+    let auth = c.peer_auth(0);
     let ctl = LoadControl::new(leader);
     let big = keys("big", 20_000);
     let started = Instant::now();
-    let populate =
-        Load { addrs: &addrs, keys: &big, clients: 32, puts: 20_000, value_len: 1000, tag: "p" };
+    let populate = Load {
+        addrs: &addrs,
+        auth: &auth,
+        keys: &big,
+        clients: 32,
+        puts: 20_000,
+        value_len: 1000,
+        tag: "p",
+    };
     let mut ledger = run_load(&populate, &ctl);
     eprintln!("populated 20,000 keys of 1 KB in {:.1?}", started.elapsed());
     let churn_keys = keys("small", 100);
@@ -808,8 +842,10 @@ fn kill_during_snapshot_installation_then_converge() {
         let f_last = c.status_u64(leader, "lastLogIndex").expect("leader status");
         let tag = format!("c{round}");
         let addrs = c.addrs();
+        let auth = c.peer_auth(0);
         let load = Load {
             addrs: &addrs,
+            auth: &auth,
             keys: &churn_keys,
             clients: 16,
             puts: 2 * threshold + trailing + batch,

@@ -12,6 +12,7 @@ use std::time::Duration;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use raftlabkv::server::auth::PeerSecret;
 use raftlabkv::server::{Server, ServerConfig};
 use raftlabkv::storage::{self, DurableOptions, StorageChoice};
 
@@ -78,6 +79,18 @@ struct Args {
     /// Log entries kept behind a snapshot, so slightly lagging followers catch up from the log.
     #[arg(long, default_value_t = 1_000)]
     snapshot_trailing: u64,
+    /// A file holding the cluster's shared peer secret (at least 16 bytes; surrounding whitespace
+    /// is trimmed), the same file on every node: peer requests are then signed with it
+    /// (HMAC-SHA256) and unsigned ones refused. Without it the peer endpoints are open to anyone
+    /// who can reach --addr. Make one with `head -c 32 /dev/urandom | base64 > F; chmod 600 F`.
+    #[arg(long)]
+    peer_secret_file: Option<PathBuf>,
+    /// The cluster's id, sent with every peer request; peer requests from another cluster are
+    /// refused. Default: derived from this node's --id and --addr and the --peers list, which is
+    /// the same on every node as long as all nodes name each other by the same addresses; set it
+    /// (the same on every node) when they do not, e.g. through proxies.
+    #[arg(long)]
+    cluster_id: Option<String>,
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, default_value = "info")]
     log_level: log::LevelFilter,
@@ -144,6 +157,18 @@ fn run(args: Args) -> Result<(), String> {
     config.max_append_entries = args.max_append_entries.max(1);
     config.snapshot_threshold = args.snapshot_threshold;
     config.snapshot_trailing = args.snapshot_trailing;
+    if let Some(cluster_id) = &args.cluster_id {
+        let ok = |c: char| c.is_ascii_alphanumeric() || "-._".contains(c);
+        if cluster_id.is_empty() || cluster_id.len() > 64 || !cluster_id.chars().all(ok) {
+            return Err(format!(
+                "bad --cluster-id {cluster_id:?}: 1 to 64 letters, digits, '-', '.' or '_'"
+            ));
+        }
+        config.cluster_id = cluster_id.clone();
+    }
+    if let Some(path) = &args.peer_secret_file {
+        config.peer_secret = Some(PeerSecret::from_file(path).map_err(|e| e.to_string())?);
+    }
 
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
     ctrlc::set_handler(move || {
@@ -174,7 +199,12 @@ fn run(args: Args) -> Result<(), String> {
         log::info!("{id}: {report}");
     }
     let server = Server::start(config, storage).map_err(|e| e.to_string())?;
-    log::info!("{id} serving on http://{}", args.addr);
+    log::info!(
+        "{id} serving on http://{} (cluster {}, peer requests {})",
+        args.addr,
+        server.node().config.cluster_id,
+        if server.node().config.peer_secret.is_some() { "signed" } else { "NOT authenticated" }
+    );
     let _ = stop_rx.recv();
     log::info!("{id} stopping");
     server.stop();

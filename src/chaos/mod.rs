@@ -255,6 +255,7 @@ pub fn run(config: &ChaosConfig) -> std::io::Result<ChaosReport> {
         work_dir: work_dir.clone(),
         data_dirs: true,
         extra_args: config.server_flags.clone(),
+        peer_secret: true,
     })?;
     let clock = Clock::new();
     let names: Vec<String> = cluster.nodes.iter().map(|n| n.id.clone()).collect();

@@ -88,8 +88,8 @@ impl Frozen {
     }
 
     /// The snapshot encoding of this state (see [`KvStore::encode_snapshot`]).
-    pub fn encode(&self, members: &[String]) -> Vec<u8> {
-        encode_map(&self.map, self.index, self.term, members)
+    pub fn encode(&self, cluster: &serde_json::Value) -> Vec<u8> {
+        encode_map(&self.map, self.index, self.term, cluster)
     }
 }
 
@@ -206,11 +206,12 @@ impl KvStore {
     }
 
     /// Serialises the whole state (for a snapshot): a JSON header line with the applied index and
-    /// term, the cluster members and the key count, then every pair as
+    /// term, the cluster's configuration at that index (opaque here: the server's, see
+    /// [`snapshot_cluster`]) and the key count, then every pair as
     /// `[u32 LE key length][key][u32 LE value length][value]`. The snapshot file adds its own
     /// checksum around this.
-    pub fn encode_snapshot(&self, members: &[String]) -> Vec<u8> {
-        encode_map(&self.all(), self.applied_index, self.applied_term, members)
+    pub fn encode_snapshot(&self, cluster: &serde_json::Value) -> Vec<u8> {
+        encode_map(&self.all(), self.applied_index, self.applied_term, cluster)
     }
 
     /// Rebuilds a store from [`KvStore::encode_snapshot`] output; errors name the byte offset.
@@ -263,13 +264,13 @@ fn encode_map(
     map: &BTreeMap<String, String>,
     index: Index,
     term: Term,
-    members: &[String],
+    cluster: &serde_json::Value,
 ) -> Vec<u8> {
     let header = serde_json::json!({
         "format": SNAPSHOT_FORMAT,
         "index": index,
         "term": term,
-        "members": members,
+        "cluster": cluster,
         "keys": map.len(),
     });
     let mut out = header.to_string().into_bytes();
@@ -283,6 +284,14 @@ fn encode_map(
         out.extend_from_slice(v.as_bytes());
     }
     out
+}
+
+/// The `cluster` field of a snapshot's header (what [`KvStore::encode_snapshot`] was given), if
+/// the snapshot has one.
+pub fn snapshot_cluster(bytes: &[u8]) -> Option<serde_json::Value> {
+    let newline = bytes.iter().position(|&b| b == b'\n')?;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[..newline]).ok()?;
+    Some(header.get_mut("cluster")?.take()).filter(|v| !v.is_null())
 }
 
 /// Version tag of the snapshot encoding.
@@ -319,7 +328,9 @@ mod tests {
             let c = Command::Put { key: k.to_string(), value: v.to_string() };
             kv.apply(&Entry { index: i as Index + 1, term: 3, command: c.encode() }).unwrap();
         }
-        let bytes = kv.encode_snapshot(&["n1".into(), "n2".into()]);
+        let cluster = serde_json::json!({"voters": {"n1": "a:1"}});
+        let bytes = kv.encode_snapshot(&cluster);
+        assert_eq!(snapshot_cluster(&bytes), Some(cluster));
         let back = KvStore::decode_snapshot(&bytes).unwrap();
         assert_eq!(back.all(), kv.all());
         assert_eq!((back.applied_index(), back.applied_term()), (3, 3));
@@ -352,7 +363,7 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         assert_eq!(*kv.all(), expect);
-        let restored = KvStore::decode_snapshot(&frozen.encode(&[])).unwrap();
+        let restored = KvStore::decode_snapshot(&frozen.encode(&serde_json::Value::Null)).unwrap();
         assert_eq!(restored.get("a").map(String::as_str), Some("1"));
         assert_eq!((restored.applied_index(), restored.len()), (3, 3));
         // While the frozen state is alive there is no merging and no second freeze.

@@ -218,18 +218,51 @@ pub struct Envelope {
     pub message: Message,
 }
 
+/// The largest term a peer may name. Terms only grow, one election at a time: a node pushed to
+/// `u64::MAX` could never campaign again (its next term would overflow), and nothing could ever
+/// out-vote a term no node can exceed, so one forged message would leave the cluster without a
+/// leader for good, and the damage would be on disk. Half the range is far beyond any real
+/// cluster (a new term every millisecond for 290 million years) and leaves the rest as headroom,
+/// so anything above it is refused as bad input.
+pub const MAX_TERM: Term = u64::MAX / 2;
+
+/// The largest log index a peer may name, for the same reason as [`MAX_TERM`]: a log said to
+/// reach `u64::MAX` could never grow past it, and `index + 1` arithmetic near the limit would
+/// overflow.
+pub const MAX_INDEX: Index = u64::MAX / 2;
+
 impl Envelope {
     /// Checks what a well-behaved peer always satisfies, so a garbled or forged message is refused
-    /// as bad input instead of reaching the log: entries contiguous after `prev_log_index`, terms
-    /// never above the sender's term nor decreasing.
+    /// as bad input instead of reaching the log: no term above [`MAX_TERM`] and no index above
+    /// [`MAX_INDEX`], entries contiguous after `prev_log_index`, terms never above the sender's
+    /// term nor decreasing.
     pub fn validate(&self) -> Result<(), String> {
         let term = self.term;
+        if term > MAX_TERM {
+            return Err(format!("term {term} is above the largest allowed term {MAX_TERM}"));
+        }
+        let index = |name: &str, i: Index| {
+            if i > MAX_INDEX {
+                Err(format!("{name} {i} is above the largest allowed index {MAX_INDEX}"))
+            } else {
+                Ok(())
+            }
+        };
         match &self.message {
-            Message::RequestVote(rv) if rv.last_log_term > term => Err(format!(
-                "last_log_term {} is above the message's term {term}",
-                rv.last_log_term
-            )),
+            Message::RequestVote(rv) => {
+                index("last_log_index", rv.last_log_index)?;
+                if rv.last_log_term > term {
+                    return Err(format!(
+                        "last_log_term {} is above the message's term {term}",
+                        rv.last_log_term
+                    ));
+                }
+                Ok(())
+            }
             Message::AppendEntries(ae) => {
+                index("leader_commit", ae.leader_commit)?;
+                let last = ae.prev_log_index.checked_add(ae.entries.len() as Index);
+                index("prev_log_index + entries", last.unwrap_or(Index::MAX))?;
                 if ae.prev_log_term > term {
                     return Err(format!("prev_log_term {} is above term {term}", ae.prev_log_term));
                 }
@@ -246,10 +279,27 @@ impl Envelope {
                 }
                 Ok(())
             }
-            Message::InstallSnapshot(is) if is.last_included_term > term => {
-                Err(format!("last_included_term {} is above term {term}", is.last_included_term))
+            Message::AppendEntriesResponse(r) => {
+                index("match_index", r.match_index)?;
+                index("conflict_index", r.conflict_index)?;
+                match r.conflict_term {
+                    Some(t) if t > MAX_TERM => Err(format!("conflict_term {t} is too large")),
+                    _ => Ok(()),
+                }
             }
-            _ => Ok(()),
+            Message::InstallSnapshot(is) => {
+                index("last_included_index", is.last_included_index)?;
+                if is.last_included_term > term {
+                    return Err(format!(
+                        "last_included_term {} is above term {term}",
+                        is.last_included_term
+                    ));
+                }
+                Ok(())
+            }
+            Message::InstallSnapshotResponse(r) => index("match_index", r.match_index),
+            Message::TimeoutNow => Ok(()),
+            Message::RequestVoteResponse(_) => Ok(()),
         }
     }
 }
@@ -406,5 +456,97 @@ mod tests {
         let json = serde_json::to_string(&env).unwrap();
         let back: Envelope = serde_json::from_str(&json).unwrap();
         assert_eq!(back, env);
+    }
+
+    fn vote(term: Term, last_log_index: Index, last_log_term: Term) -> Envelope {
+        Envelope {
+            from: "node1".into(),
+            to: "node2".into(),
+            term,
+            message: Message::RequestVote(RequestVote {
+                last_log_index,
+                last_log_term,
+                pre_vote: false,
+                transfer: false,
+            }),
+        }
+    }
+
+    fn append(term: Term, prev: Index, entries: usize, leader_commit: Index) -> Envelope {
+        let entries = (0..entries as Index)
+            .map(|i| Entry { index: prev + 1 + i, term, command: Vec::new() })
+            .collect();
+        Envelope {
+            from: "node1".into(),
+            to: "node2".into(),
+            term,
+            message: Message::AppendEntries(AppendEntries {
+                prev_log_index: prev,
+                prev_log_term: 0,
+                entries,
+                leader_commit,
+                seq: 1,
+            }),
+        }
+    }
+
+    #[test]
+    fn terms_and_indexes_a_node_could_not_exceed_are_refused() {
+        // At the bound: still fine (a node there can still count upward for ages).
+        assert_eq!(vote(MAX_TERM, MAX_INDEX, 1).validate(), Ok(()));
+        assert_eq!(append(MAX_TERM, MAX_INDEX - 2, 2, MAX_INDEX).validate(), Ok(()));
+        // Above it, each field on its own.
+        for bad in [
+            vote(MAX_TERM + 1, 0, 0),
+            vote(u64::MAX - 1, 0, 0),
+            vote(u64::MAX, 0, 0),
+            vote(3, MAX_INDEX + 1, 1),
+            append(3, MAX_INDEX + 1, 0, 0),
+            append(3, MAX_INDEX - 1, 2, 0),
+            append(3, u64::MAX - 1, 5, 0),
+            append(3, 0, 0, MAX_INDEX + 1),
+            append(MAX_TERM + 1, 0, 1, 0),
+        ] {
+            let refused = bad.validate();
+            assert!(refused.is_err(), "accepted {bad:?}");
+        }
+        let response = |match_index, conflict_index, conflict_term| Envelope {
+            from: "node2".into(),
+            to: "node1".into(),
+            term: 3,
+            message: Message::AppendEntriesResponse(AppendEntriesResponse {
+                success: false,
+                match_index,
+                conflict_term,
+                conflict_index,
+                seq: 1,
+            }),
+        };
+        assert_eq!(response(5, 6, Some(2)).validate(), Ok(()));
+        assert!(response(MAX_INDEX + 1, 0, None).validate().is_err());
+        assert!(response(0, u64::MAX, None).validate().is_err());
+        assert!(response(0, 0, Some(u64::MAX)).validate().is_err());
+        let snapshot = |index, term| Envelope {
+            from: "node1".into(),
+            to: "node2".into(),
+            term: 9,
+            message: Message::InstallSnapshot(InstallSnapshot {
+                last_included_index: index,
+                last_included_term: term,
+                membership: None,
+            }),
+        };
+        assert_eq!(snapshot(100, 9).validate(), Ok(()));
+        assert!(snapshot(MAX_INDEX + 1, 9).validate().is_err());
+        assert!(snapshot(100, 10).validate().is_err());
+        let installed = Envelope {
+            from: "node2".into(),
+            to: "node1".into(),
+            term: 9,
+            message: Message::InstallSnapshotResponse(InstallSnapshotResponse {
+                match_index: u64::MAX,
+            }),
+        };
+        assert!(installed.validate().is_err());
     }
 }

@@ -153,6 +153,7 @@ pub use message::{
     InstallSnapshotResponse, Message, NodeId, RequestVote, RequestVoteResponse, SnapshotMeta, Term,
     base64,
 };
+pub use message::{MAX_INDEX, MAX_TERM};
 pub use node::RaftNode;
 pub use output::{Output, PeerProgress, ReadState, Status, SyncPoint};
 pub use role::Role;

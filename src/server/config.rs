@@ -1,9 +1,12 @@
-//! A server's configuration: addresses, timeouts, limits, snapshot policy, and how they become
-//! the core's tick counts.
+//! A server's configuration: addresses, timeouts, limits, snapshot policy, the cluster id and
+//! peer secret, and how they become the core's tick counts.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
+
+use super::auth::{PeerAuth, PeerSecret};
 use crate::raft::{Config, Membership, NodeId};
 
 /// Everything a server needs to know.
@@ -19,8 +22,6 @@ pub struct ServerConfig {
     /// Addresses of existing members to join through (`--join`): the node starts empty, does not
     /// bootstrap, and waits for a leader to send it a configuration that contains it.
     pub join: Vec<String>,
-    /// The cluster id of the cluster joined (learned from a member at start).
-    pub join_cluster_id: Option<String>,
     /// Length of one tick of the core's logical clock.
     pub tick: Duration,
     /// Heartbeat interval.
@@ -48,6 +49,12 @@ pub struct ServerConfig {
     pub snapshot_trailing: u64,
     /// Size of the pieces a snapshot is sent in.
     pub snapshot_chunk_bytes: usize,
+    /// The cluster's id, sent with every peer request (`X-Raft-Cluster`); a node refuses peer
+    /// requests from another cluster. Defaults to [`cluster_id_for`] this node and its peers.
+    pub cluster_id: String,
+    /// The shared secret peer requests are signed with (`--peer-secret-file`); None: peer
+    /// endpoints are open to anyone who can reach the port.
+    pub peer_secret: Option<PeerSecret>,
 }
 
 impl ServerConfig {
@@ -57,12 +64,16 @@ impl ServerConfig {
         addr: impl Into<String>,
         peers: BTreeMap<NodeId, String>,
     ) -> Self {
+        let (id, addr) = (id.into(), addr.into());
+        let mut members: Vec<(String, String)> = peers.clone().into_iter().collect();
+        members.push((id.clone(), addr.clone()));
         ServerConfig {
-            id: id.into(),
-            addr: addr.into(),
+            cluster_id: cluster_id_for(&members),
+            peer_secret: None,
+            id,
+            addr,
             peers,
             join: Vec::new(),
-            join_cluster_id: None,
             tick: Duration::from_millis(10),
             heartbeat: Duration::from_millis(50),
             election_timeout: (Duration::from_millis(300), Duration::from_millis(600)),
@@ -77,6 +88,11 @@ impl ServerConfig {
             snapshot_trailing: 1_000,
             snapshot_chunk_bytes: 1 << 20,
         }
+    }
+
+    /// How this node signs and checks peer requests.
+    pub fn peer_auth(&self) -> PeerAuth {
+        PeerAuth::new(self.id.clone(), self.cluster_id.clone(), self.peer_secret.clone())
     }
 
     /// The core's configuration, in ticks.
@@ -101,17 +117,45 @@ impl ServerConfig {
         }
         let mut voters = self.peers.clone();
         voters.insert(self.id.clone(), self.addr.clone());
-        Some(Membership::of_voters(cluster_id_for(&voters), voters))
+        Some(Membership::of_voters(self.cluster_id.clone(), voters))
     }
 }
 
-/// The id of a cluster bootstrapped with these members: a digest of their ids and addresses, so
-/// that every initial member computes the same one, and a node started with other `--peers`
-/// belongs to another cluster (its peer messages are refused). 16 hex digits.
-pub fn cluster_id_for(members: &BTreeMap<NodeId, String>) -> String {
-    let text: String = members.iter().map(|(id, addr)| format!("{id}={addr}\n")).collect();
-    let a = crc32fast::hash(text.as_bytes());
-    let mut h = crc32fast::Hasher::new_with_initial(0x5241_4654);
-    h.update(text.as_bytes());
-    format!("{a:08x}{:08x}", h.finalize())
+/// A cluster id for the members `(id, address)` a cluster is bootstrapped with: the first 16 hex
+/// digits of the SHA-256 of their sorted `id=addr` lines. Every node computes the same id from the
+/// same member list, whatever its order; a node started with another cluster's `--peers` gets
+/// another id, and its peers refuse it instead of letting it merge the two clusters. Nodes that
+/// reach each other at different addresses (through proxies, say) must be given one id instead
+/// (`--cluster-id`).
+pub fn cluster_id_for(members: &[(String, String)]) -> String {
+    let mut lines: Vec<String> =
+        members.iter().map(|(id, addr)| format!("{id}={addr}\n")).collect();
+    lines.sort();
+    let digest = Sha256::digest(lines.concat().as_bytes());
+    super::auth::hex(&digest[..8])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_ids_depend_on_the_members_not_their_order() {
+        let m = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+            list.iter().map(|(i, a)| (i.to_string(), a.to_string())).collect()
+        };
+        let a = cluster_id_for(&m(&[("n1", "h:1"), ("n2", "h:2"), ("n3", "h:3")]));
+        assert_eq!(a.len(), 16);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(a, cluster_id_for(&m(&[("n3", "h:3"), ("n1", "h:1"), ("n2", "h:2")])));
+        assert_ne!(a, cluster_id_for(&m(&[("n1", "h:1"), ("n2", "h:2"), ("n3", "h:4")])));
+        assert_ne!(a, cluster_id_for(&m(&[("n1", "h:1"), ("n2", "h:2")])));
+        assert_ne!(a, cluster_id_for(&m(&[("n1", "h:1"), ("n2", "h:2"), ("n4", "h:3")])));
+        // Every node of a cluster computes the same id from its own view.
+        let peers: BTreeMap<String, String> = [("n2", "h:2"), ("n3", "h:3")]
+            .iter()
+            .map(|(i, a)| (i.to_string(), a.to_string()))
+            .collect();
+        assert_eq!(ServerConfig::new("n1", "h:1", peers).cluster_id, a);
+    }
 }

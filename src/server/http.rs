@@ -7,6 +7,9 @@
 //! follower forwards it to the leader and relays the answer (a forwarded request carries
 //! `X-Raftlabkv-Forwarded`, and is never forwarded twice: a follower answers it with
 //! [`Error::NotLeader`]).
+//!
+//! Peer requests — `/raft/*` and forwarded client requests — are checked by [`super::auth`]
+//! before their bodies are parsed: 401 without valid credentials, 403 from another cluster.
 
 use std::borrow::Cow;
 use std::io::Read;
@@ -18,6 +21,7 @@ use percent_encoding::percent_decode_str;
 use serde::Serialize;
 use tiny_http::{Header, Method, Request, Response};
 
+use super::auth::PendingCheck;
 use super::node::Node;
 use super::peer::RpcHandler;
 use super::pool_kick::{self, Activity};
@@ -25,7 +29,7 @@ use super::spawn;
 use crate::api::{GetReply, PutRequest, SnapshotChunkReply, WriteReply};
 use crate::error::{Error, Result};
 use crate::kv::Command;
-use crate::raft::Envelope;
+use crate::raft::{Envelope, MAX_INDEX, MAX_TERM};
 
 const FORWARDED: &str = "X-Raftlabkv-Forwarded";
 
@@ -126,10 +130,67 @@ fn route(node: &Node, request: &mut Request) -> Reply {
     let url = request.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
     let method = request.method().clone();
-    let stale = query.split('&').any(|kv| kv == "consistency=stale");
-    let forwarded = request.headers().iter().any(|h| h.field.equiv(FORWARDED));
+    let result = if path.starts_with("/raft/") {
+        peer_route(node, request, &method, &url, path, query)
+    } else {
+        client_route(node, request, &method, &url, path, query)
+    };
+    result.unwrap_or_else(|e| Reply::error(&e))
+}
 
-    let result = if let Some(raw_key) = path.strip_prefix("/kv/get/") {
+/// The value of header `name` (the first, if it is repeated).
+fn header<'r>(request: &'r Request, name: &str) -> Option<&'r str> {
+    let matches = |h: &&Header| h.field.as_str().as_str().eq_ignore_ascii_case(name);
+    request.headers().iter().find(matches).map(|h| h.value.as_str())
+}
+
+/// The peer endpoints. Their headers are checked first ([`super::auth`]: identity, cluster,
+/// timestamp; 401 or 403), then the body is read and its MAC verified before it is parsed.
+fn peer_route(
+    node: &Node,
+    request: &mut Request,
+    method: &Method,
+    url: &str,
+    path: &str,
+    query: &str,
+) -> Result<Reply> {
+    let check = node.auth.check_headers(method.as_str(), url, |name| header(request, name))?;
+    match path {
+        "/raft/requestVote" | "/raft/appendEntries" | "/raft/installSnapshot" => {
+            only(method, Method::Post)?;
+            peer_rpc(node, request, path, check)
+        }
+        "/raft/snapshotChunk" => {
+            only(method, Method::Post)?;
+            snapshot_chunk(node, request, query, check)
+        }
+        _ => Err(Error::NotFound(format!("no route {path}"))),
+    }
+}
+
+fn client_route(
+    node: &Node,
+    request: &mut Request,
+    method: &Method,
+    url: &str,
+    path: &str,
+    query: &str,
+) -> Result<Reply> {
+    let stale = query.split('&').any(|kv| kv == "consistency=stale");
+    let forwarded = header(request, FORWARDED).is_some();
+    // A forwarded request comes from a peer: it is checked as one before anything else. A put's
+    // MAC is verified once its body is read; the other routes have no body.
+    let mut signed = None;
+    if forwarded {
+        let check = node.auth.check_headers(method.as_str(), url, |name| header(request, name))?;
+        if path == "/kv/put" {
+            signed = Some(check);
+        } else {
+            check.verify(&read_body(request, 0)?)?;
+        }
+    }
+    let method = method.clone();
+    if let Some(raw_key) = path.strip_prefix("/kv/get/") {
         only(&method, Method::Get)
             .and_then(|_| decode_key(raw_key, node))
             .and_then(|key| get(node, request, &key, stale, forwarded))
@@ -139,7 +200,7 @@ fn route(node: &Node, request: &mut Request) -> Reply {
         })
     } else {
         match path {
-            "/kv/put" => only(&method, Method::Post).and_then(|_| put(node, request, forwarded)),
+            "/kv/put" => only(&method, Method::Post).and_then(|_| put(node, request, signed)),
             "/kv/all" => {
                 only(&method, Method::Get).and_then(|_| all(node, request, stale, forwarded))
             }
@@ -147,16 +208,9 @@ fn route(node: &Node, request: &mut Request) -> Reply {
                 Err(Error::BadRequest("the key is missing from the path".into()))
             }
             "/status" => only(&method, Method::Get).map(|_| Reply::json(200, &node.status())),
-            "/raft/requestVote" | "/raft/appendEntries" | "/raft/installSnapshot" => {
-                only(&method, Method::Post).and_then(|_| peer_rpc(node, request, path))
-            }
-            "/raft/snapshotChunk" => {
-                only(&method, Method::Post).and_then(|_| snapshot_chunk(node, request, query))
-            }
             _ => Err(Error::NotFound(format!("no route {path}"))),
         }
-    };
-    result.unwrap_or_else(|e| Reply::error(&e))
+    }
 }
 
 fn only(method: &Method, want: Method) -> Result<()> {
@@ -269,9 +323,15 @@ fn barrier_or_forward(
     }
 }
 
-fn put(node: &Node, request: &mut Request, forwarded: bool) -> Result<Reply> {
+/// `POST /kv/put`; `signed` when a peer forwarded it (its MAC is checked before the body is
+/// parsed).
+fn put(node: &Node, request: &mut Request, signed: Option<PendingCheck<'_>>) -> Result<Reply> {
     let limit = 6 * (node.config.max_key_bytes + node.config.max_value_bytes) + 1024;
     let body = read_body(request, limit)?;
+    let forwarded = signed.is_some();
+    if let Some(check) = signed {
+        check.verify(&body)?;
+    }
     let PutRequest { key, value } = serde_json::from_slice(&body).map_err(|e| {
         Error::BadRequest(format!("body must be JSON {{\"key\":..,\"value\":..}}: {e}"))
     })?;
@@ -309,15 +369,27 @@ fn write(
     }
 }
 
-/// Relays a client request to the leader and its answer back.
+/// Relays a client request to the leader, signed as a peer request ([`super::auth`]), and its
+/// answer back.
 fn forward(request: &Request, leader_addr: &str, body: &[u8], node: &Node) -> Result<Reply> {
     let url = format!("http://{leader_addr}{}", request.url());
     let is_write = *request.method() != Method::Get;
     let agent = forward_agent(node, is_write);
+    let method = request.method().as_str();
     let req = agent
-        .request(request.method().as_str(), &url)
+        .request(method, &url)
         .set(FORWARDED, &node.config.id)
         .set("Content-Type", "application/json");
+    // Sign the path and query exactly as ureq sends them: it normalises the URL first.
+    let sent = req
+        .request_url()
+        .map_err(|e| Error::BadRequest(format!("cannot forward {}: {e}", request.url())))?;
+    let sent = sent.as_url();
+    let path = match sent.query() {
+        Some(q) => format!("{}?{q}", sent.path()),
+        None => sent.path().to_string(),
+    };
+    let req = node.auth.sign(method, &path, body).apply(req);
     let result = if body.is_empty() { req.call() } else { req.send_bytes(body) };
     let response = match result {
         Ok(r) => r,
@@ -369,10 +441,24 @@ fn forward_agent(node: &Node, is_write: bool) -> ureq::Agent {
     }
 }
 
-fn peer_rpc(node: &Node, request: &mut Request, path: &str) -> Result<Reply> {
+/// A Raft RPC: the body is read, its MAC verified, and only then parsed.
+fn peer_rpc(
+    node: &Node,
+    request: &mut Request,
+    path: &str,
+    check: PendingCheck<'_>,
+) -> Result<Reply> {
     let body = read_body(request, MAX_PEER_BODY)?;
+    let signer = check.verify(&body)?;
     let envelope: Envelope = serde_json::from_slice(&body)
         .map_err(|e| Error::BadRequest(format!("not a Raft message: {e}")))?;
+    // Authenticated, but contradicting itself: bad input from a member.
+    if envelope.from != signer {
+        return Err(Error::BadRequest(format!(
+            "a message from {:?} sent (and signed) by {signer:?}",
+            envelope.from
+        )));
+    }
     let expected = super::peer::rpc_path(&envelope.message);
     if expected != path {
         return Err(Error::BadRequest(format!("this message belongs on {expected}")));
@@ -381,8 +467,16 @@ fn peer_rpc(node: &Node, request: &mut Request, path: &str) -> Result<Reply> {
     Ok(Reply::json(200, &reply))
 }
 
-/// `POST /raft/snapshotChunk?from=&index=&term=&offset=&total=` with the raw bytes as body.
-fn snapshot_chunk(node: &Node, request: &mut Request, query: &str) -> Result<Reply> {
+/// `POST /raft/snapshotChunk?from=&index=&term=&offset=&total=` with the raw bytes as body
+/// (MAC-verified before the query is believed).
+fn snapshot_chunk(
+    node: &Node,
+    request: &mut Request,
+    query: &str,
+    check: PendingCheck<'_>,
+) -> Result<Reply> {
+    let body = read_body(request, node.config.snapshot_chunk_bytes.max(1 << 20) * 2)?;
+    let signer = check.verify(&body)?;
     let param = |name: &str| {
         query
             .split('&')
@@ -393,9 +487,25 @@ fn snapshot_chunk(node: &Node, request: &mut Request, query: &str) -> Result<Rep
         param(name)?.parse().map_err(|_| Error::BadRequest(format!("snapshot chunk: bad '{name}'")))
     };
     let from = percent_decode(param("from")?)?;
+    if from != signer {
+        return Err(Error::BadRequest(format!(
+            "a snapshot chunk from {from:?} sent (and signed) by {signer:?}"
+        )));
+    }
     let meta = crate::raft::SnapshotMeta { index: number("index")?, term: number("term")? };
     let (offset, total) = (number("offset")?, number("total")?);
-    let body = read_body(request, node.config.snapshot_chunk_bytes.max(1 << 20) * 2)?;
+    // The same bounds as for any peer message (`Envelope::validate`), and a chunk inside its file.
+    if meta.index > MAX_INDEX || meta.term > MAX_TERM {
+        return Err(Error::BadRequest(format!(
+            "snapshot chunk names index {} term {}, above the largest allowed",
+            meta.index, meta.term
+        )));
+    }
+    if offset > total {
+        return Err(Error::BadRequest(format!(
+            "snapshot chunk at offset {offset} is past the end of its {total}-byte file"
+        )));
+    }
     let received = node.handle_snapshot_chunk(&from, meta, offset, total, &body)?;
     Ok(Reply::json(200, &SnapshotChunkReply { received }))
 }

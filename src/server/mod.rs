@@ -2,7 +2,8 @@
 //!
 //! | file | job |
 //! |---|---|
-//! | `config.rs` | [`ServerConfig`]: addresses, timeouts, limits |
+//! | `config.rs` | [`ServerConfig`]: addresses, timeouts, limits, cluster id, peer secret |
+//! | `auth.rs` | signing and checking peer requests (`--peer-secret-file`), the cluster id check |
 //! | `node.rs` | [`Node`]: the state every thread shares, the lock rule, the client operations, the peer RPC handler |
 //! | `loops.rs` | the `ticker`, `apply` and `sync` threads |
 //! | `peer.rs` | the per-peer replication threads and the transports they call through |
@@ -26,6 +27,7 @@
 //!
 //! One rule (spelled out in [`node`]): **lock, step or tick, route, unlock, then act.**
 
+pub mod auth;
 pub mod config;
 pub mod http;
 pub mod loops;
@@ -45,6 +47,7 @@ use std::thread::JoinHandle;
 use crate::error::{Error, Result};
 use crate::storage::NodeStorage;
 use http::Listener;
+use node::Queues;
 use peer::Transport;
 
 /// A running node: its threads and shared state.
@@ -59,8 +62,20 @@ impl Server {
     /// [`crate::storage::open`] returned (without a snapshot store the node never snapshots).
     pub fn start(config: ServerConfig, storage: NodeStorage) -> Result<Server> {
         let listener = Listener::bind(&config.addr)?;
-        let transport = Arc::new(peer::HttpTransport::new(config.rpc_timeout));
-        let mut server = Self::start_with_transport(config, storage, transport)?;
+        if config.peer_secret.is_none() {
+            log::warn!(
+                "{}: NO PEER SECRET (--peer-secret-file): the peer endpoints (/raft/*) accept Raft \
+                 messages from anyone who can reach {}; one forged message can depose the \
+                 leader. Use a secret unless this port is reachable only by the cluster.",
+                config.id,
+                config.addr
+            );
+        }
+        let (node, queues) = Node::new(config, storage)?;
+        // After the node read its log: it signs with the cluster id kept there.
+        let auth = node.config.peer_auth();
+        let transport = Arc::new(peer::HttpTransport::new(node.config.rpc_timeout, auth));
+        let mut server = Self::run(node, queues, transport)?;
         let spawned = listener.spawn(&server.node, &mut server.threads);
         server.http = Some(listener);
         spawned?;
@@ -75,6 +90,11 @@ impl Server {
         transport: Arc<dyn Transport>,
     ) -> Result<Server> {
         let (node, queues) = Node::new(config, storage)?;
+        Self::run(node, queues, transport)
+    }
+
+    /// Starts the threads of a node.
+    fn run(node: Node, queues: Queues, transport: Arc<dyn Transport>) -> Result<Server> {
         let mut server = Server { node: Arc::new(node), threads: Vec::new(), http: None };
         let threads = &mut server.threads;
         for (id, rx) in queues.peers {

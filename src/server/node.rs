@@ -26,6 +26,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, unbounded};
 use parking_lot::{Mutex, RwLock};
 
+use super::auth::PeerAuth;
 use super::config::ServerConfig;
 use super::peer::RpcHandler;
 use super::pending::Pending;
@@ -59,8 +60,6 @@ pub enum ApplyMsg {
 struct Links {
     /// The index of the configuration these links follow.
     config_index: Index,
-    /// The cluster's id (from the configuration), checked on every peer request.
-    cluster_id: String,
     /// id → address and queue.
     peers: BTreeMap<NodeId, Link>,
 }
@@ -98,6 +97,8 @@ pub struct Queues {
 pub struct Node {
     /// Configuration.
     pub config: ServerConfig,
+    /// Signs the requests this node sends to peers (forwarding) and checks the ones it receives.
+    pub(super) auth: PeerAuth,
     /// The consensus core. Held only to step/tick/propose/read and route the output.
     pub(super) raft: Mutex<RaftNode>,
     /// The state machine (read by HTTP workers, written by the apply thread).
@@ -147,11 +148,29 @@ impl Node {
     /// A node over `storage`, with its queues (no threads yet). Recovery: the state machine
     /// starts from the latest snapshot, and the log replays the rest as the leader tells us what
     /// is committed.
-    pub fn new(config: ServerConfig, storage: NodeStorage) -> Result<(Node, Queues)> {
+    pub fn new(mut config: ServerConfig, storage: NodeStorage) -> Result<(Node, Queues)> {
         let NodeStorage { log, syncer, snapshots, report: _ } = storage;
-        let raft = RaftNode::new(config.raft_config(), log)?;
+        let mut raft = RaftNode::new(config.raft_config(), log)?;
         let snapshots = snapshots.map(Arc::new);
-        let kv = snapshot::load_state_machine(raft.storage().snapshot(), snapshots.as_deref())?;
+        let snapshot = raft.storage().snapshot();
+        let (kv, cluster) = snapshot::load_state_machine(snapshot, snapshots.as_deref())?;
+        if let (Some(meta), Some(m)) = (snapshot, cluster) {
+            raft.restore_membership(meta.index, m)?;
+        }
+        // The cluster id is the one the cluster was bootstrapped with, kept in the log's
+        // configuration; the flags only matter for a node that has none yet.
+        if let Some(m) = raft.membership()
+            && m.cluster_id != config.cluster_id
+            && !m.cluster_id.is_empty()
+        {
+            log::info!(
+                "{}: cluster id {} (from the log; the flags would give {})",
+                config.id,
+                m.cluster_id,
+                config.cluster_id
+            );
+            config.cluster_id = m.cluster_id.clone();
+        }
         let snapshot_state = SnapshotState::new(kv.applied_index());
         let (spawn_tx, new_peers) = unbounded();
         let mut links = Links::default();
@@ -159,6 +178,7 @@ impl Node {
         let (apply_tx, apply) = unbounded();
         let (sync_tx, sync) = unbounded();
         let node = Node {
+            auth: config.peer_auth(),
             raft: Mutex::new(raft),
             kv: RwLock::new(kv),
             pending: Mutex::new(Pending::default()),
@@ -194,9 +214,9 @@ impl Node {
         }
     }
 
-    /// The cluster's id: from the configuration in force (empty until a joining node has one).
-    pub fn cluster_id(&self) -> String {
-        self.links.read().cluster_id.clone()
+    /// The cluster's id (from the log's configuration once there is one).
+    pub fn cluster_id(&self) -> &str {
+        &self.config.cluster_id
     }
 
     /// Queues a message for its receiver's replication thread without waiting.
@@ -412,7 +432,6 @@ impl Links {
     fn follow(&mut self, me: &NodeId, raft: &RaftNode) -> Vec<(NodeId, Receiver<Envelope>)> {
         self.config_index = raft.config_index();
         let Some(m) = raft.membership() else { return Vec::new() };
-        self.cluster_id = m.cluster_id.clone();
         self.peers.retain(|id, _| m.contains(id));
         let mut added = Vec::new();
         for (id, addr, _) in m.members().filter(|(id, _, _)| *id != me) {

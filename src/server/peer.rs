@@ -16,6 +16,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use parking_lot::RwLock;
 
+use super::auth::PeerAuth;
 use super::node::Node;
 use super::snapshot;
 use crate::api::{SnapshotChunkReply, encode_path_segment};
@@ -131,34 +132,61 @@ pub fn rpc_path(message: &Message) -> &'static str {
     }
 }
 
-/// Peer RPCs over HTTP/1.1 with keep-alive, JSON bodies.
+/// Peer RPCs over HTTP/1.1 with keep-alive, JSON bodies, each request signed
+/// ([`super::auth`]).
 pub struct HttpTransport {
     agent: ureq::Agent,
+    auth: PeerAuth,
+    /// Peers that refused our credentials, logged once each (a handful: one per peer address).
+    refused: parking_lot::Mutex<std::collections::HashSet<String>>,
 }
 
 impl HttpTransport {
-    /// A transport whose calls give up after `timeout` (a black-holed peer costs at most that).
-    pub fn new(timeout: Duration) -> Self {
+    /// A transport whose calls give up after `timeout` (a black-holed peer costs at most that),
+    /// signing its requests with `auth`.
+    pub fn new(timeout: Duration, auth: PeerAuth) -> Self {
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(timeout.min(Duration::from_millis(500)))
             .timeout(timeout)
             .max_idle_connections_per_host(4)
             .build();
-        HttpTransport { agent }
+        HttpTransport { agent, auth, refused: Default::default() }
+    }
+}
+
+impl HttpTransport {
+    /// A failed call as [`Error::Unavailable`]; a peer refusing our credentials or our cluster id
+    /// (401, 403) is logged loudly, once per peer: it will not work until an operator fixes it.
+    fn failed(&self, addr: &str, what: &str, e: ureq::Error) -> Error {
+        if let ureq::Error::Status(status @ (401 | 403), response) = e {
+            let body = response.into_string().unwrap_or_default();
+            if self.refused.lock().insert(addr.to_string()) {
+                log::error!(
+                    "{}: the peer at {addr} refuses our {what}s with {status}: {body} (is \
+                     --peer-secret-file the same file on every node, and --peers the same \
+                     cluster?)",
+                    self.auth.node_id()
+                );
+            }
+            return Error::Unavailable(format!("{what} to {addr} refused ({status}): {body}"));
+        }
+        Error::Unavailable(format!("{what} to {addr} failed: {e}"))
     }
 }
 
 impl Transport for HttpTransport {
     fn call(&self, addr: &str, envelope: &Envelope) -> Result<Option<Envelope>> {
-        let url = format!("http://{addr}{}", rpc_path(&envelope.message));
+        let path = rpc_path(&envelope.message);
+        let url = format!("http://{addr}{path}");
         let body = serde_json::to_vec(envelope)
             .map_err(|e| Error::Internal(format!("cannot encode RPC: {e}")))?;
+        let request = self.agent.post(&url).set("Content-Type", "application/json");
         let response = self
-            .agent
-            .post(&url)
-            .set("Content-Type", "application/json")
+            .auth
+            .sign("POST", path, &body)
+            .apply(request)
             .send_bytes(&body)
-            .map_err(|e| Error::Unavailable(format!("RPC to {addr} failed: {e}")))?;
+            .map_err(|e| self.failed(addr, "RPC", e))?;
         let reply: Option<Envelope> = serde_json::from_reader(response.into_reader())
             .map_err(|e| Error::Unavailable(format!("bad RPC response from {addr}: {e}")))?;
         Ok(reply)
@@ -173,18 +201,23 @@ impl Transport for HttpTransport {
         total: u64,
         bytes: &[u8],
     ) -> Result<u64> {
-        let url = format!(
-            "http://{addr}/raft/snapshotChunk?from={}&index={}&term={}&offset={offset}&total={total}",
+        // Only unreserved characters and %XX escapes: sent exactly as signed.
+        let path = format!(
+            "/raft/snapshotChunk?from={}&index={}&term={}&offset={offset}&total={total}",
             encode_path_segment(&envelope.from),
             meta.index,
             meta.term
         );
-        let response = self
+        let request = self
             .agent
-            .post(&url)
-            .set("Content-Type", "application/octet-stream")
+            .post(&format!("http://{addr}{path}"))
+            .set("Content-Type", "application/octet-stream");
+        let response = self
+            .auth
+            .sign("POST", &path, bytes)
+            .apply(request)
             .send_bytes(bytes)
-            .map_err(|e| Error::Unavailable(format!("snapshot chunk to {addr} failed: {e}")))?;
+            .map_err(|e| self.failed(addr, "snapshot chunk", e))?;
         let reply: SnapshotChunkReply =
             serde_json::from_reader(response.into_reader()).map_err(|e| {
                 Error::Unavailable(format!("bad snapshot chunk answer from {addr}: {e}"))

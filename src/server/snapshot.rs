@@ -37,7 +37,7 @@ use super::peer::Transport;
 use super::spawn;
 use crate::error::{Error, Result};
 use crate::kv::{Frozen, KvStore};
-use crate::raft::{Envelope, Index, SnapshotMeta};
+use crate::raft::{Envelope, Index, Membership, SnapshotMeta};
 use crate::storage::SnapshotStore;
 
 /// Bookkeeping of the snapshot thread.
@@ -59,8 +59,8 @@ impl SnapshotState {
 pub fn load_state_machine(
     meta: Option<SnapshotMeta>,
     store: Option<&SnapshotStore>,
-) -> Result<KvStore> {
-    let Some(meta) = meta else { return Ok(KvStore::new()) };
+) -> Result<(KvStore, Option<Membership>)> {
+    let Some(meta) = meta else { return Ok((KvStore::new(), None)) };
     let store = store.ok_or_else(|| {
         Error::Storage(format!(
             "the log starts after snapshot {} but there are no snapshot files",
@@ -68,7 +68,10 @@ pub fn load_state_machine(
         ))
     })?;
     let started = Instant::now();
-    let kv = KvStore::decode_snapshot(&store.read(meta)?)?;
+    let bytes = store.read(meta)?;
+    let kv = KvStore::decode_snapshot(&bytes)?;
+    let cluster = crate::kv::snapshot_cluster(&bytes).and_then(|v| serde_json::from_value(v).ok());
+    drop(bytes);
     if kv.applied_index() != meta.index {
         return Err(Error::Storage(format!(
             "snapshot file for index {} holds state at index {}",
@@ -82,7 +85,7 @@ pub fn load_state_machine(
         kv.len(),
         started.elapsed()
     );
-    Ok(kv)
+    Ok((kv, cluster))
 }
 
 /// Apply thread: if enough was applied since the last snapshot, freeze the map and hand it to a
@@ -146,14 +149,14 @@ fn write(
     frozen: &Frozen,
 ) -> Result<(SnapshotMeta, [Duration; 4])> {
     let meta = SnapshotMeta { index: frozen.index, term: frozen.term };
-    // For people reading the file: who the members were (the configuration itself travels
-    // with InstallSnapshot and is kept in the WAL; see `raft::Storage::membership_base`).
-    let members: Vec<String> = match node.raft.lock().membership() {
-        Some(m) => m.members().map(|(id, _, _)| id.clone()).collect(),
-        None => Vec::new(),
+    // The configuration in force at the snapshot's index travels in its data, so a node that
+    // installs the file without recording it (it stopped in between) still knows it.
+    let cluster = match node.raft.lock().membership_at(meta.index) {
+        Some(m) => serde_json::to_value(m).unwrap_or_default(),
+        None => serde_json::Value::Null,
     };
     let mut lap = Lap(Instant::now());
-    let data = frozen.encode(&members);
+    let data = frozen.encode(&cluster);
     let encoded = lap.next();
     store.write(meta, &data)?;
     drop(data);
@@ -171,7 +174,7 @@ pub(super) fn restore(node: &Node, meta: SnapshotMeta) {
         node.fatal(&Error::Storage("asked to restore a snapshot without snapshot files".into()));
     };
     let kv = match load_state_machine(Some(meta), Some(store)) {
-        Ok(kv) => kv,
+        Ok((kv, _)) => kv,
         Err(e) => node.fatal(&e),
     };
     *node.kv.write() = kv;

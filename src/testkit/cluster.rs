@@ -10,6 +10,8 @@ use serde_json::Value;
 
 use super::proxy::{LinkMode, LinkProxy};
 use crate::api::Status;
+use crate::server::auth::{PeerAuth, PeerSecret};
+use crate::server::config::cluster_id_for;
 
 /// How to start a cluster.
 #[derive(Debug, Clone)]
@@ -24,6 +26,10 @@ pub struct ClusterOptions {
     pub data_dirs: bool,
     /// Extra flags for every node.
     pub extra_args: Vec<String>,
+    /// Give the cluster a peer secret (`work_dir/peer-secret`, passed to every node with
+    /// `--peer-secret-file`), as `start_cluster.sh` does; otherwise its peer endpoints are open.
+    /// Tests that speak to the peer endpoints themselves sign with [`Cluster::peer_auth`].
+    pub peer_secret: bool,
 }
 
 /// One node process.
@@ -45,6 +51,9 @@ pub struct Cluster {
     proxies: BTreeMap<(usize, usize), LinkProxy>,
     options: ClusterOptions,
     agent: ureq::Agent,
+    cluster_id: String,
+    /// The peer secret every node was given, if any.
+    secret: Option<PeerSecret>,
 }
 
 /// A free loopback port for a node to listen on, chosen below Linux's ephemeral range
@@ -59,6 +68,24 @@ pub fn free_port() -> std::io::Result<u16> {
         }
     }
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Writes a fresh random peer secret (32 bytes, base64) to `dir/peer-secret`, mode 600.
+fn write_secret(dir: &Path) -> std::io::Result<(PeerSecret, PathBuf)> {
+    use base64::Engine as _;
+    use std::io::Write as _;
+    let bytes: [u8; 32] = rand::random();
+    let text = base64::engine::general_purpose::STANDARD.encode(bytes);
+    let path = dir.join("peer-secret");
+    let _ = std::fs::remove_file(&path);
+    let mut file = std::fs::OpenOptions::new();
+    file.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+    writeln!(file.open(&path)?, "{text}")?;
+    let secret = PeerSecret::from_bytes(text.as_bytes())
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok((secret, path))
 }
 
 /// An HTTP answer: status and parsed JSON (Null if the body was not JSON).
@@ -89,6 +116,17 @@ impl Cluster {
                 }
             }
         }
+        // The nodes reach each other through proxies, each at its own addresses, so the id each
+        // would derive from its --peers would differ: give them one, from the real addresses.
+        let members: Vec<(String, String)> =
+            addrs.iter().enumerate().map(|(i, a)| (format!("node{}", i + 1), a.clone())).collect();
+        let cluster_id = cluster_id_for(&members);
+        let (secret, secret_file) = if options.peer_secret {
+            let (secret, file) = write_secret(&options.work_dir)?;
+            (Some(secret), Some(file))
+        } else {
+            (None, None)
+        };
         let mut nodes = Vec::new();
         for i in 0..n {
             let id = format!("node{}", i + 1);
@@ -103,7 +141,13 @@ impl Cluster {
                 addrs[i].clone(),
                 "--peers".into(),
                 peers.join(","),
+                "--cluster-id".into(),
+                cluster_id.clone(),
             ];
+            if let Some(file) = &secret_file {
+                args.push("--peer-secret-file".into());
+                args.push(file.display().to_string());
+            }
             if options.data_dirs {
                 args.push("--data-dir".into());
                 args.push(options.work_dir.join(&id).display().to_string());
@@ -117,11 +161,42 @@ impl Cluster {
             .timeout_connect(Duration::from_millis(500))
             .timeout(Duration::from_secs(10))
             .build();
-        let mut cluster = Cluster { nodes, proxies, options, agent };
+        let mut cluster = Cluster { nodes, proxies, options, agent, cluster_id, secret };
         for i in 0..n {
             cluster.restart(i)?;
         }
         Ok(cluster)
+    }
+
+    /// The id every node was given (`--cluster-id`).
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    /// Signs peer requests as node `i` of this cluster does (with its secret, if it has one):
+    /// for tests that speak to the peer endpoints, or send forwarded requests, themselves.
+    pub fn peer_auth(&self, i: usize) -> PeerAuth {
+        PeerAuth::new(self.nodes[i].id.clone(), self.cluster_id.clone(), self.secret.clone())
+    }
+
+    /// A peer request to node `to`, signed by `auth` (see [`Cluster::peer_auth`]), with extra
+    /// `headers`; never panics (status 0 when there was no answer).
+    pub fn peer_call(
+        &self,
+        to: usize,
+        auth: &PeerAuth,
+        method: &str,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let url = format!("http://{}{}", self.nodes[to].addr, path);
+        let mut req =
+            auth.sign(method, path, body.as_bytes()).apply(self.agent.request(method, &url));
+        for (name, value) in headers {
+            req = req.set(name, value);
+        }
+        answer(if body.is_empty() { req.call() } else { req.send_string(body) })
     }
 
     /// The work directory.
@@ -328,6 +403,11 @@ pub fn call(agent: &ureq::Agent, method: &str, url: &str, body: Option<&Value>) 
         Some(b) => req.set("Content-Type", "application/json").send_string(&b.to_string()),
         None => req.call(),
     };
+    answer(result)
+}
+
+/// The [`Answer`] for a ureq result.
+fn answer(result: Result<ureq::Response, ureq::Error>) -> Answer {
     let response = match result {
         Ok(r) => r,
         Err(ureq::Error::Status(_, r)) => r,

@@ -253,6 +253,26 @@ impl RaftNode {
         self.configs.latest()
     }
 
+    /// The configuration in force at `index` (for a snapshot taken there).
+    pub fn membership_at(&self, index: Index) -> Option<&Membership> {
+        self.configs.at(index)
+    }
+
+    /// The state machine was loaded from a snapshot through `index` whose data carried the
+    /// configuration in force there. If storage's configuration base is older (the node stopped
+    /// between receiving the snapshot and recording its configuration), adopt the snapshot's:
+    /// configuration entries at or below `index` are no longer in the log to tell.
+    pub fn restore_membership(&mut self, index: Index, membership: Membership) -> Result<()> {
+        let base = self.log.storage.membership_base().map_or(0, |(i, _)| i);
+        if base >= index || index < self.log.first_index().saturating_sub(1) {
+            return Ok(());
+        }
+        log::info!("{} takes the configuration of snapshot {index} from its data", self.config.id);
+        self.log.storage.save_membership_base(index, &membership)?;
+        self.configs.rebase(index, membership);
+        Ok(())
+    }
+
     /// The index of the configuration in force (0 if none).
     pub fn config_index(&self) -> Index {
         self.configs.latest_index()

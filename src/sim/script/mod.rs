@@ -229,9 +229,9 @@ mod tests {
         (stabilize)\n\
         status n1\n\
         ---\n\
-        n1@1 leader last=1@1 commit=1 applied=1\n  \
-        n1 progress n2 match=1 next=2\n  \
-        n1 progress n3 match=1 next=2\n";
+        n1@2 leader last=2@2 commit=2 applied=2\n  \
+        n1 progress n2 match=2 next=3\n  \
+        n1 progress n3 match=2 next=3\n";
 
     #[test]
     fn script_matching_output_passes_and_comments_pass_through() {
@@ -241,21 +241,21 @@ mod tests {
 
     #[test]
     fn script_mutated_output_fails_with_a_diff_and_the_update_command() {
-        let mutated = SCRIPT.replace("commit=1 applied=1", "commit=0 applied=1");
+        let mutated = SCRIPT.replace("commit=2 applied=2", "commit=0 applied=2");
         let err = check(&mutated, false).unwrap_err();
-        assert!(err.contains("- n1@1 leader last=1@1 commit=0 applied=1"), "{err}");
-        assert!(err.contains("+ n1@1 leader last=1@1 commit=1 applied=1"), "{err}");
+        assert!(err.contains("- n1@2 leader last=2@2 commit=0 applied=2"), "{err}");
+        assert!(err.contains("+ n1@2 leader last=2@2 commit=2 applied=2"), "{err}");
         assert!(err.contains(UPDATE_COMMAND), "{err}");
         // A line the expected output lacks fails too, and so does a missing one.
         assert!(check(&format!("{SCRIPT}n2@1 follower\n"), false).is_err());
-        assert!(check(&SCRIPT.replace("  n1 progress n3 match=1 next=2\n", ""), false).is_err());
+        assert!(check(&SCRIPT.replace("  n1 progress n3 match=2 next=3\n", ""), false).is_err());
     }
 
     #[test]
     fn script_update_fills_in_missing_outputs() {
         let bare = "# A leader is elected.\ncluster n=3\n(campaign n1)\n(stabilize)\nstatus n1\n";
         assert_eq!(check(bare, true), Ok(Some(SCRIPT.to_string())));
-        let rewritten = check(&SCRIPT.replace("commit=1", "commit=9"), true).unwrap();
+        let rewritten = check(&SCRIPT.replace("commit=2", "commit=9"), true).unwrap();
         assert_eq!(rewritten.as_deref(), Some(SCRIPT));
     }
 

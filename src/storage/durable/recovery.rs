@@ -342,24 +342,13 @@ impl DurableStorage {
             )));
         }
         let Some(newer) = newer else { return Ok(None) };
-        if self.term(newer.index) != Some(newer.term) {
-            // A snapshot received from a leader whose install record did not reach the disk: the
-            // node never acknowledged it (that waits for the record), and installing it now would
-            // leave the configuration it carried unknown. Discard it; the leader sends it again.
-            let path = self.snapshots.path(newer);
-            log::warn!(
-                "snapshot file {} was received from a leader but never recorded (the node stopped \
-                 first): discarding it; the leader will send it again",
-                path.display()
-            );
-            fs::remove_file(&path)
-                .map_err(|e| io_error("cannot remove unrecorded snapshot file", &path, e))?;
-            return Ok(None);
-        }
         // Our own snapshot, whose records did not reach the disk: the log still holds every entry
         // it covers, so the configuration in force at its index is known; keep it before the
-        // entries go.
-        if let Some(m) = self.membership_at(newer.index)? {
+        // entries go. (A snapshot received from a leader carries its configuration in its data;
+        // the server hands it to the core when it loads the state machine from it.)
+        if self.term(newer.index) == Some(newer.term)
+            && let Some(m) = self.membership_at(newer.index)?
+        {
             self.save_membership_base(newer.index, &m)?;
         }
         log::warn!(
