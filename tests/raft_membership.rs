@@ -650,14 +650,14 @@ fn membership_churn() {
 
 /// The churn schedule: random steps, each followed by a random pause.
 mod churn {
-    use std::collections::BTreeSet;
+    use std::collections::{BTreeMap, BTreeSet};
 
     use super::*;
 
     /// Node ids the schedule may create in all (the cluster starts with 3).
     const MAX_NODES: usize = 8;
     /// Steps per schedule.
-    const STEPS: usize = 120;
+    const STEPS: usize = 250;
 
     struct Churn {
         c: SimCluster,
@@ -666,6 +666,8 @@ mod churn {
         /// Nodes that were ever in a configuration (never added again once removed).
         ever: BTreeSet<NodeId>,
         proposed: u64,
+        /// Per kind of change: (accepted, tried).
+        changes: BTreeMap<&'static str, (u32, u32)>,
     }
 
     pub fn run(seed: u64) {
@@ -676,7 +678,7 @@ mod churn {
             c.snapshot_trailing = 5;
         }
         let ever = c.ids.iter().cloned().collect();
-        let mut s = Churn { c, dead: BTreeSet::new(), ever, proposed: 0 };
+        let mut s = Churn { c, dead: BTreeSet::new(), ever, proposed: 0, changes: BTreeMap::new() };
         for _ in 0..STEPS {
             s.step();
             let pause = 1 + s.c.rand(40);
@@ -687,42 +689,54 @@ mod churn {
     }
 
     impl Churn {
+        fn count(&mut self, kind: &'static str, accepted: bool) {
+            let e = self.changes.entry(kind).or_default();
+            e.0 += u32::from(accepted);
+            e.1 += 1;
+        }
+
+        fn change(&mut self, kind: &'static str, change: MembershipChange) {
+            let ok = self.c.change_membership(change, false).is_ok();
+            self.count(kind, ok);
+        }
+
         fn step(&mut self) {
             match self.c.rand(100) {
-                0..=34 => {
+                0..=29 => {
                     self.proposed += 1;
                     let command = format!("c{}", self.proposed).into_bytes();
                     self.c.propose_to_leader(&command);
                 }
-                35..=44 => {
+                30..=36 => {
                     let n = self.c.random_node();
                     self.c.crash(&n);
                 }
-                45..=52 => self.restart_all(),
-                53..=59 => {
+                37..=44 => self.restart_all(),
+                45..=49 => {
                     let (mut a, mut b) = (Vec::new(), Vec::new());
                     for n in self.c.ids.clone() {
                         if self.c.rand(2) == 0 { a.push(n) } else { b.push(n) }
                     }
                     self.c.partition(&[a, b]);
                 }
-                60..=64 => self.c.heal(),
-                65..=71 => self.add_learner(),
-                72..=78 => {
+                50..=56 => self.c.heal(),
+                57..=65 => self.add_learner(),
+                66..=76 => {
                     if let Some(n) = self.pick(|c, l| learners(c, l)) {
-                        let _ = self.c.change_membership(promote(&n), false);
+                        self.change("promote", promote(&n));
                     }
                 }
-                79..=84 => self.remove_live(),
-                85..=89 => self.replace(),
-                90..=93 => {
+                77..=82 => self.remove_live(),
+                83..=86 => self.replace(),
+                87..=93 => {
                     for n in self.dead.clone() {
-                        let _ = self.c.change_membership(remove(&n), false);
+                        self.change("remove-dead", remove(&n));
                     }
                 }
                 _ => {
                     let to = self.pick(|c, l| voters(c, l));
-                    let _ = self.c.transfer_leadership(to.as_deref());
+                    let ok = self.c.transfer_leadership(to.as_deref()).is_ok();
+                    self.count("transfer", ok);
                 }
             }
         }
@@ -753,13 +767,15 @@ mod churn {
             }
         }
 
-        /// True if a dead node is still in some running node's configuration.
+        /// True if a dead node is still in the configuration of the leader or of a running member
+        /// of it (or no leader is known). Removed nodes' stale configurations do not count: with
+        /// their removal committed, they cannot win an election.
         fn dead_in_a_config(&self) -> bool {
-            self.c
-                .ids
-                .iter()
-                .filter_map(|n| self.c.membership_of(n))
-                .any(|m| self.dead.iter().any(|d| m.contains(d)))
+            let Some(l) = self.c.current_leader() else { return true };
+            let Some(m) = self.c.membership_of(&l) else { return true };
+            let holders = m.members().map(|(n, _, _)| n.clone()).chain([l.clone()]);
+            let configs: Vec<_> = holders.filter_map(|n| self.c.membership_of(&n)).collect();
+            configs.iter().any(|m| self.dead.iter().any(|d| m.contains(d)))
         }
 
         /// Adds a learner: a node that joined but was never a member, or a new one.
@@ -776,7 +792,7 @@ mod churn {
                 }
                 None => return,
             };
-            let _ = self.c.change_membership(add_learner(&n), false);
+            self.change("add", add_learner(&n));
         }
 
         /// Removes a live member. Not while a dead member is still configured anywhere: the
@@ -786,12 +802,16 @@ mod churn {
             if self.dead_in_a_config() {
                 return;
             }
+            // Keep a few voters for the rest of the schedule: remove a voter only from three.
             if let Some(n) = self.pick(|c, l| {
                 let mut all = voters(c, l);
+                if all.len() < 3 {
+                    all.clear();
+                }
                 all.extend(learners(c, l));
                 all
             }) {
-                let _ = self.c.change_membership(remove(&n), false);
+                self.change("remove", remove(&n));
             }
         }
 
@@ -815,6 +835,7 @@ mod churn {
             let Some(victim) = self.pick(|c, l| voters(c, l)) else { return };
             self.c.wipe(&victim);
             self.dead.insert(victim);
+            self.count("wipe", true);
             self.add_learner();
         }
 
@@ -846,6 +867,16 @@ mod churn {
                     c.seed
                 );
             }
+            eprintln!(
+                "seed {}: changes (accepted, tried) {:?}; final voters {:?}, learners {:?}, term \
+                 {}, {index} entries, {} snapshots installed",
+                c.seed,
+                self.changes,
+                voters(c, &l),
+                learners(c, &l),
+                c.node(&l).map_or(0, |n| n.term()),
+                c.snapshots_installed
+            );
         }
     }
 }
