@@ -9,7 +9,9 @@
 //! over seeds. Leadership transfer is in `tests/raft_transfer.rs`.
 
 use raftlabkv::Error;
-use raftlabkv::raft::{Config, Envelope, Index, MembershipChange, NodeId, Term};
+use raftlabkv::raft::{
+    Config, Envelope, Index, MembershipChange, Message, NodeId, RequestVote, Term,
+};
 use raftlabkv::sim::{SimCluster, secs, seed_from_env, seeds_from_env};
 
 fn id(s: &str) -> NodeId {
@@ -261,6 +263,65 @@ fn learners_never_campaign_or_make_a_majority() {
     commit_on(&mut c, "a-voter-is-back", &running, &mut log);
     let new_leader = leader(&c);
     assert!(!learners.contains(&new_leader), "learner {new_leader} leads (seed {})", c.seed);
+}
+
+/// A node that may not campaign (here a learner whose promotion has not reached it yet) still
+/// votes once its leader is gone: its election timer must not keep renewing a lease on a leader
+/// it no longer hears from. Two voters and a caught-up learner n3; n1 commits n3's promotion with
+/// n2 alone and crashes; n2 and n3 are a majority of the new configuration, so n3 must answer
+/// n2's PreVotes, whenever they come. (Found by the churn, seed 115417: n3 ignored them forever.)
+#[test]
+fn a_node_that_cannot_campaign_still_votes_when_its_leader_is_gone() {
+    let mut c = SimCluster::new(2, seed_from_env(114));
+    c.check_one_leader(secs(5.0));
+    let n3 = c.add_node("n3");
+    c.change_and_commit(add_learner(&n3), secs(10.0)).expect("add n3");
+    wait_caught_up(&mut c, &n3);
+    let top = leader(&c);
+    let other = voters(&c, &top).into_iter().find(|n| *n != top).expect("two voters");
+    c.manual();
+    c.stabilize();
+    let index = c.change_membership(promote(&n3), false).expect("promote n3");
+    settle_within(&mut c, &[&top, &other]);
+    assert!(c.node(&top).is_some_and(|n| n.log().commit_index >= index), "not committed");
+    c.crash(&top);
+    c.drop_where(|e| e.to == n3);
+    assert_eq!(c.node(&n3).map(|n| n.member_state()), Some("learner"));
+    let (last_index, last_term) = {
+        let log = c.node(&other).expect("running").log();
+        (log.last_index(), log.last_term())
+    };
+    let term = c.node(&other).map_or(0, |n| n.term());
+    for tick in 0..secs(2.0) {
+        c.tick_node(&n3);
+        if tick < 60 {
+            continue; // n3's lease on n1 runs out.
+        }
+        let pre_vote = RequestVote {
+            last_log_index: last_index,
+            last_log_term: last_term,
+            pre_vote: true,
+            transfer: false,
+        };
+        let env = Envelope {
+            from: other.clone(),
+            to: n3.clone(),
+            term: term + 1,
+            message: Message::RequestVote(pre_vote),
+        };
+        c.inject(env);
+        c.deliver_where(|e| e.to == n3);
+        let answered = c.drop_where(|e| {
+            e.from == n3 && matches!(&e.message, Message::RequestVoteResponse(r) if r.vote_granted)
+        });
+        assert_eq!(
+            answered, 1,
+            "n3 ignored a PreVote {} ticks after its leader went (seed {})",
+            tick, c.seed
+        );
+    }
+    c.automatic();
+    c.check_one_leader(secs(5.0));
 }
 
 // ----- 3. replace a dead member ------------------------------------------------------------------
@@ -689,6 +750,29 @@ mod churn {
     }
 
     impl Churn {
+        fn dump(&self) {
+            for n in &self.c.ids {
+                match self.c.node(n) {
+                    None => eprintln!("{n}: down (dead: {})", self.dead.contains(n)),
+                    Some(x) => {
+                        let st = x.status();
+                        eprintln!(
+                            "{n}: {} term {} {} voters {:?} learners {:?} cfg@{} last {}/{} commit {}",
+                            st.role,
+                            st.term,
+                            st.member_state,
+                            st.membership.as_ref().map(|m| m.voters.keys().collect::<Vec<_>>()),
+                            st.membership.as_ref().map(|m| m.learners.keys().collect::<Vec<_>>()),
+                            st.config_index,
+                            st.last_log_index,
+                            st.last_log_term,
+                            st.commit_index
+                        );
+                    }
+                }
+            }
+        }
+
         fn count(&mut self, kind: &'static str, accepted: bool) {
             let e = self.changes.entry(kind).or_default();
             e.0 += u32::from(accepted);
@@ -845,6 +929,9 @@ mod churn {
             self.c.heal();
             self.c.net.drop_rate = 0.0;
             self.restart_all();
+            if !self.c.run_until(secs(10.0), |c| c.current_leader().is_some()) {
+                self.dump();
+            }
             self.c.check_one_leader(secs(10.0));
             for n in self.dead.clone() {
                 match self.c.change_and_commit(remove(&n), secs(20.0)) {

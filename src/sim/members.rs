@@ -134,6 +134,12 @@ impl SimCluster {
         dropped.len()
     }
 
+    /// Puts a message of the test's own making on the network, as if `env.from` had sent it (a
+    /// forged or replayed message, or one a test needs at a precise moment).
+    pub fn inject(&mut self, env: crate::raft::Envelope) {
+        self.send(env);
+    }
+
     /// Manual mode: delivers the messages between members of `group` and completes their
     /// fsyncs until nothing among them is left to do; messages from or to anyone else are
     /// dropped (a partition around `group`, during which no time passes).
