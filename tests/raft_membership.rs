@@ -944,16 +944,27 @@ mod churn {
             let mut members = voters(c, &l);
             members.extend(learners(c, &l));
             let index = c.one(b"final".to_vec(), members.len(), true);
-            let l = leader(c);
-            let reference: Vec<_> = c.applied(&l).expect("leads").range(..=index).collect();
+            // `one` counts any running node; wait for the members themselves. (The leader may
+            // have just stepped down: its own removal was the last change.)
+            let done = |c: &SimCluster| {
+                members.iter().all(|m| c.applied(m).is_some_and(|a| a.contains_key(&index)))
+            };
+            assert!(
+                c.run_until(secs(5.0), done),
+                "not every member applied {index} (seed {})",
+                c.seed
+            );
+            let reference: Vec<_> =
+                c.applied(&members[0]).expect("running").range(..=index).collect();
             for m in &members {
                 let mine: Vec<_> = c.applied(m).expect("running").range(..=index).collect();
                 assert_eq!(
                     mine, reference,
-                    "{m} and {l} applied different commands (seed {})",
-                    c.seed
+                    "{m} and {} applied different commands (seed {})",
+                    members[0], c.seed
                 );
             }
+            let l = c.check_one_leader(secs(5.0));
             eprintln!(
                 "seed {}: changes (accepted, tried) {:?}; final voters {:?}, learners {:?}, term \
                  {}, {index} entries, {} snapshots installed",
