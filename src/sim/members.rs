@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::SimCluster;
 use crate::error::{Error, Result};
-use crate::raft::{Index, Membership, MembershipChange, NodeId};
+use crate::raft::{Index, Membership, MembershipChange, NodeId, Term};
 
 impl SimCluster {
     /// Starts a new, empty node that joins the cluster (it bootstraps nothing and waits for a
@@ -26,6 +26,15 @@ impl SimCluster {
         let mut leaders = self.leaders();
         leaders.sort_by_key(|(_, t)| *t);
         leaders.pop().map(|(id, _)| id)
+    }
+
+    /// Proposes `command` on `id` and returns the core's answer (why it refused, if it did:
+    /// [`SimCluster::propose`] only says whether it accepted).
+    pub fn try_propose(&mut self, id: &NodeId, command: Vec<u8>) -> Result<(Index, Term)> {
+        let node = self.nodes.get_mut(id).ok_or(Error::NotLeader { leader: None })?;
+        let (index, term, out) = node.propose(command)?;
+        self.handle_output(id, out);
+        Ok((index, term))
     }
 
     /// Proposes a configuration change on the current leader; returns its index.
@@ -123,6 +132,12 @@ impl SimCluster {
             self.note(|| super::Event::Drop(env, "dropped by the test"));
         }
         dropped.len()
+    }
+
+    /// Puts a message of the test's own making on the network, as if `env.from` had sent it (a
+    /// forged or replayed message, or one a test needs at a precise moment).
+    pub fn inject(&mut self, env: crate::raft::Envelope) {
+        self.send(env);
     }
 
     /// Manual mode: delivers the messages between members of `group` and completes their

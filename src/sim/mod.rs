@@ -145,6 +145,8 @@ pub struct SimCluster {
     /// Each node's latest snapshot: its meta and the state machine (applied commands) it holds.
     /// Kept across crashes, like a snapshot file.
     snapshots: BTreeMap<NodeId, (SnapshotMeta, BTreeMap<Index, Vec<u8>>)>,
+    /// The nodes the cluster was created with: every founder bootstraps this configuration.
+    founders: Vec<NodeId>,
     /// Nodes that start empty and wait to be sent a configuration (added to a running cluster,
     /// or wiped): they do not bootstrap one of their own.
     joiners: BTreeSet<NodeId>,
@@ -199,6 +201,7 @@ impl SimCluster {
             snapshot_trailing: 0,
             snapshots: BTreeMap::new(),
             previous_snapshots: BTreeMap::new(),
+            founders: ids.clone(),
             joiners: BTreeSet::new(),
             incoming_snapshot: BTreeMap::new(),
             snapshots_installed: 0,
@@ -211,7 +214,10 @@ impl SimCluster {
     }
 
     fn config_for(&mut self, id: &NodeId) -> Config {
-        let peers = self.ids.iter().filter(|p| *p != id).cloned().collect();
+        // The bootstrap configuration is the founding members (a server's `--peers` flags), not
+        // whoever has joined since: a founder that crashed before its bootstrap entry was synced
+        // writes the same entry again when it restarts.
+        let peers = self.founders.iter().filter(|p| *p != id).cloned().collect();
         let mut config = Config::new(id.clone(), peers);
         config.seed = self.rng.r#gen();
         (self.configure)(&mut config);

@@ -32,6 +32,11 @@ impl SyncState {
     pub(super) fn new(synced: u64) -> Self {
         SyncState { synced, waiting: VecDeque::new(), running: None }
     }
+
+    /// True if outputs wait for the disk but no fsync is running (manual mode left them so).
+    pub(super) fn idle_with_waiters(&self) -> bool {
+        self.running.is_none() && !self.waiting.is_empty()
+    }
 }
 
 impl SimCluster {
@@ -53,7 +58,7 @@ impl SimCluster {
     }
 
     /// Starts an fsync of everything `id` has written so far.
-    fn start_fsync(&mut self, id: &NodeId) {
+    pub(super) fn start_fsync(&mut self, id: &NodeId) {
         let Some(through) = self.nodes.get(id).map(|n| n.storage().write_seq()) else { return };
         let disk = &self.disk;
         let max = if disk.slow_sync_rate > 0.0 && self.rng.gen_bool(disk.slow_sync_rate.min(1.0)) {

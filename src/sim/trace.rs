@@ -65,6 +65,21 @@ impl SimCluster {
         self.trace.get_or_insert_with(Vec::new);
     }
 
+    /// Leaves manual mode: messages are delivered and fsyncs complete on the clock again, and
+    /// recording stops. Outputs still waiting for a disk start their fsync now; the messages in
+    /// the network arrive from the next tick on.
+    pub fn automatic(&mut self) {
+        self.manual_delivery = false;
+        self.disk.manual = false;
+        self.trace = None;
+        for id in self.ids.clone() {
+            let idle = self.syncs.get(&id).is_some_and(|s| s.idle_with_waiters());
+            if idle {
+                self.start_fsync(&id);
+            }
+        }
+    }
+
     /// Records an event when recording.
     pub(super) fn note(&mut self, event: impl FnOnce() -> Event) {
         if let Some(trace) = &mut self.trace {

@@ -146,10 +146,14 @@ impl RaftNode {
         if let Role::Leader(_) = self.role {
             self.tick_leader()?;
         } else {
-            self.election_elapsed += 1;
+            self.election_elapsed = self.election_elapsed.saturating_add(1);
             if self.election_elapsed >= self.election_timeout && !self.can_campaign() {
-                // Learners, removed nodes and nodes still joining never start elections.
-                self.election_elapsed = 0;
+                // Learners, removed nodes and nodes still joining never start elections. Their
+                // timer keeps counting all the same: `election_elapsed` is also how long ago we
+                // heard from a leader, which decides whether we ignore vote requests (check
+                // quorum's lease). Restarting it here would renew a lease on a leader that is
+                // gone, and a learner whose promotion has not reached it yet, needed for a
+                // majority, would ignore the candidates most of the time (churn seed 115417).
             } else if self.election_elapsed >= self.election_timeout {
                 if self.config.pre_vote {
                     self.become_pre_candidate()?;
