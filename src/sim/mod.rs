@@ -44,7 +44,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::raft::Storage;
-use crate::raft::{Config, Entry, Index, NodeId, Output, RaftNode, SnapshotMeta, Term};
+use crate::raft::{Config, Entry, Index, Membership, NodeId, Output, RaftNode, SnapshotMeta, Term};
 pub use disk::DiskConfig;
 use disk::{Disk, SimStorage};
 use net::InFlight;
@@ -150,8 +150,9 @@ pub struct SimCluster {
     /// Nodes that start empty and wait to be sent a configuration (added to a running cluster,
     /// or wiped): they do not bootstrap one of their own.
     joiners: BTreeSet<NodeId>,
-    /// Each node's snapshot before its latest one (a crash may discard the latest, unrecorded).
-    previous_snapshots: BTreeMap<NodeId, (SnapshotMeta, BTreeMap<Index, Vec<u8>>)>,
+    /// The configuration each node's latest snapshot was taken under (kept in the snapshot's
+    /// data by the server).
+    snapshot_memberships: BTreeMap<NodeId, Membership>,
     /// A snapshot that arrived with an InstallSnapshot, waiting for the node to accept it.
     incoming_snapshot: BTreeMap<NodeId, (SnapshotMeta, BTreeMap<Index, Vec<u8>>)>,
     /// Snapshots installed on followers (count).
@@ -200,7 +201,7 @@ impl SimCluster {
             snapshot_every: None,
             snapshot_trailing: 0,
             snapshots: BTreeMap::new(),
-            previous_snapshots: BTreeMap::new(),
+            snapshot_memberships: BTreeMap::new(),
             founders: ids.clone(),
             joiners: BTreeSet::new(),
             incoming_snapshot: BTreeMap::new(),
@@ -236,6 +237,7 @@ impl SimCluster {
         let synced = storage.write_seq();
         // As the durable storage does when it opens: a snapshot file newer than the snapshot the
         // log records (the node crashed before that record was synced) is installed now.
+        let mut installed = None;
         if let Some((file, _)) = self.snapshots.get(id).cloned()
             && storage.snapshot().is_none_or(|s| s.index < file.index)
         {
@@ -247,17 +249,17 @@ impl SimCluster {
                 if let Some(m) = entries.iter().rev().find_map(|e| e.membership()).or(base) {
                     storage.save_membership_base(file.index, &m).expect("membership base");
                 }
-                storage.install_snapshot(file).expect("install the snapshot file");
-            } else {
-                // Received from a leader but never recorded (never acknowledged): discarded.
-                match self.previous_snapshots.remove(id) {
-                    Some(previous) => self.snapshots.insert(id.clone(), previous),
-                    None => self.snapshots.remove(id),
-                };
             }
+            storage.install_snapshot(file).expect("install the snapshot file");
+            installed = Some(file);
         }
         let config = self.config_for(id);
-        let node = RaftNode::new(config, Box::new(storage)).expect("valid simulated config");
+        let mut node = RaftNode::new(config, Box::new(storage)).expect("valid simulated config");
+        // As the server does when it loads the state machine: the snapshot's data carries the
+        // configuration in force at its index.
+        if let (Some(file), Some(m)) = (installed, self.snapshot_memberships.get(id)) {
+            node.restore_membership(file.index, m.clone()).expect("restore the configuration");
+        }
         // The state machine restarts from the node's snapshot, as a server loads its file.
         let restored = match (self.snapshots.get(id), node.storage().snapshot()) {
             (Some((meta, data)), Some(s)) if *meta == s => data.clone(),
@@ -303,7 +305,7 @@ impl SimCluster {
         self.crash(id);
         self.disks.insert(id.clone(), Arc::default());
         self.snapshots.remove(id);
-        self.previous_snapshots.remove(id);
+        self.snapshot_memberships.remove(id);
         // An empty node rejoins the cluster it belonged to: it must not bootstrap a new one.
         self.joiners.insert(id.clone());
     }
@@ -486,12 +488,13 @@ impl SimCluster {
         }
     }
 
-    /// Stores a node's new snapshot "file", keeping the one before it (as the server keeps older
-    /// snapshot files until the new one is recorded).
+    /// Stores a node's new snapshot "file", with the configuration in force at its index.
     fn keep_snapshot(&mut self, id: &NodeId, meta: SnapshotMeta, data: BTreeMap<Index, Vec<u8>>) {
-        if let Some(old) = self.snapshots.insert(id.clone(), (meta, data)) {
-            self.previous_snapshots.insert(id.clone(), old);
-        }
+        self.snapshots.insert(id.clone(), (meta, data));
+        match self.nodes.get(id).and_then(|n| n.membership_at(meta.index)) {
+            Some(m) => self.snapshot_memberships.insert(id.clone(), m.clone()),
+            None => self.snapshot_memberships.remove(id),
+        };
     }
 
     /// Number of log entries a node's storage holds (what compaction bounds).
