@@ -8,7 +8,7 @@
 //! | `DELETE /kv/delete/{key}` | — | [`WriteReply`] |
 //! | `GET /kv/all` | — | [`AllReply`] `{"k":"v",...}` |
 //! | `GET /status` | — | [`Status`] |
-//! | `POST /raft/snapshotChunk` | raw bytes | [`SnapshotChunkReply`] `{"received"}` |
+//! | `POST /raft/snapshotChunk` | [`SnapshotChunk`]: query and raw bytes | [`SnapshotChunkReply`] `{"received"}` |
 //!
 //! Every error is an [`ErrorBody`] `{"error": code, "message": text}` (plus `"leader"` on a
 //! `not_leader` 503), written by [`Error::to_json`] with the status of [`Error::status`].
@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 pub use crate::error::LeaderHint;
-use crate::raft::{Index, NodeId, Term};
+use crate::raft::{Index, NodeId, SnapshotMeta, Term};
 
 /// What is escaped in a path segment: every byte but the unreserved `A-Z a-z 0-9 - . _ ~`
 /// (RFC 3986), so `/`, `%`, `?`, `#`, spaces and all non-ASCII bytes become `%XX`.
@@ -84,6 +84,39 @@ impl<'a> WriteReply<'a> {
 
 /// `GET /kv/all` answer: every key and its value.
 pub type AllReply = BTreeMap<String, String>;
+
+/// One piece of a snapshot file on its way from the leader to a follower, ahead of the
+/// InstallSnapshot that names the snapshot: `POST /raft/snapshotChunk?`[`query`](Self::query)
+/// with `data` as the body, answered with a [`SnapshotChunkReply`]. The one shape of a chunk
+/// from the sending peer thread through the transport to the receiving node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotChunk<'a> {
+    /// The sender (the leader): only members may send.
+    pub from: &'a str,
+    /// The snapshot the bytes belong to.
+    pub snapshot: SnapshotMeta,
+    /// Where in the snapshot file `data` starts.
+    pub offset: u64,
+    /// The whole file's length, header included (the chunk that reaches it completes the file).
+    pub total: u64,
+    /// The file's bytes at `offset`.
+    pub data: &'a [u8],
+}
+
+impl SnapshotChunk<'_> {
+    /// Everything but the data, as the request's query string (without the `?`):
+    /// `from=&index=&term=&offset=&total=`, `from` percent-encoded.
+    pub fn query(&self) -> String {
+        format!(
+            "from={}&index={}&term={}&offset={}&total={}",
+            encode_path_segment(self.from),
+            self.snapshot.index,
+            self.snapshot.term,
+            self.offset,
+            self.total
+        )
+    }
+}
 
 /// `POST /raft/snapshotChunk` answer: how many bytes of the snapshot the receiver holds now,
 /// which is where the next chunk starts.
@@ -261,6 +294,13 @@ mod tests {
             assert_eq!(encode_path_segment(&c).to_string(), want, "byte {b:#04x}");
         }
         assert_eq!(encode_path_segment("ü/€").to_string(), "%C3%BC%2F%E2%82%AC");
+    }
+
+    #[test]
+    fn a_snapshot_chunk_query_names_everything_but_the_data() {
+        let snapshot = SnapshotMeta { index: 9, term: 2 };
+        let chunk = SnapshotChunk { from: "n/1", snapshot, offset: 36, total: 100, data: b"x" };
+        assert_eq!(chunk.query(), "from=n%2F1&index=9&term=2&offset=36&total=100");
     }
 
     #[test]

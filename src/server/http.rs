@@ -22,10 +22,10 @@ use super::node::Node;
 use super::peer::RpcHandler;
 use super::pool_kick::{self, Activity};
 use super::spawn;
-use crate::api::{GetReply, PutRequest, SnapshotChunkReply, WriteReply};
+use crate::api::{GetReply, PutRequest, SnapshotChunk, SnapshotChunkReply, WriteReply};
 use crate::error::{Error, Result};
 use crate::kv::Command;
-use crate::raft::Envelope;
+use crate::raft::{Envelope, SnapshotMeta};
 
 const FORWARDED: &str = "X-Raftlabkv-Forwarded";
 
@@ -381,7 +381,8 @@ fn peer_rpc(node: &Node, request: &mut Request, path: &str) -> Result<Reply> {
     Ok(Reply::json(200, &reply))
 }
 
-/// `POST /raft/snapshotChunk?from=&index=&term=&offset=&total=` with the raw bytes as body.
+/// `POST /raft/snapshotChunk?from=&index=&term=&offset=&total=` with the raw bytes as body: a
+/// [`SnapshotChunk`] (the query [`SnapshotChunk::query`] writes).
 fn snapshot_chunk(node: &Node, request: &mut Request, query: &str) -> Result<Reply> {
     let param = |name: &str| {
         query
@@ -393,10 +394,11 @@ fn snapshot_chunk(node: &Node, request: &mut Request, query: &str) -> Result<Rep
         param(name)?.parse().map_err(|_| Error::BadRequest(format!("snapshot chunk: bad '{name}'")))
     };
     let from = percent_decode(param("from")?)?;
-    let meta = crate::raft::SnapshotMeta { index: number("index")?, term: number("term")? };
+    let snapshot = SnapshotMeta { index: number("index")?, term: number("term")? };
     let (offset, total) = (number("offset")?, number("total")?);
-    let body = read_body(request, node.config.snapshot_chunk_bytes.max(1 << 20) * 2)?;
-    let received = node.handle_snapshot_chunk(&from, meta, offset, total, &body)?;
+    let data = read_body(request, node.config.snapshot_chunk_bytes.max(1 << 20) * 2)?;
+    let chunk = SnapshotChunk { from: &from, snapshot, offset, total, data: &data };
+    let received = node.handle_snapshot_chunk(&chunk)?;
     Ok(Reply::json(200, &SnapshotChunkReply { received }))
 }
 

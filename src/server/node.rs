@@ -30,7 +30,7 @@ use super::config::ServerConfig;
 use super::peer::RpcHandler;
 use super::pending::Pending;
 use super::snapshot::{self, SnapshotState};
-use crate::api::Status;
+use crate::api::{SnapshotChunk, Status};
 use crate::error::{Error, LeaderHint, Result};
 use crate::kv::{Command, KvStore};
 use crate::raft::{Entry, Envelope, Index, Message, NodeId, Output, RaftNode, SnapshotMeta, Term};
@@ -393,14 +393,7 @@ impl RpcHandler for Node {
         Ok(reply)
     }
 
-    fn handle_snapshot_chunk(
-        &self,
-        from: &str,
-        meta: SnapshotMeta,
-        offset: u64,
-        total: u64,
-        bytes: &[u8],
-    ) -> Result<u64> {
-        snapshot::receive_chunk(self, from, meta, offset, total, bytes)
+    fn handle_snapshot_chunk(&self, chunk: &SnapshotChunk) -> Result<u64> {
+        snapshot::receive_chunk(self, chunk)
     }
 }

@@ -18,7 +18,7 @@ use parking_lot::RwLock;
 
 use super::node::Node;
 use super::snapshot;
-use crate::api::{SnapshotChunkReply, encode_path_segment};
+use crate::api::{SnapshotChunk, SnapshotChunkReply};
 use crate::error::{Error, Result};
 use crate::raft::{Envelope, Message, NodeId, SnapshotMeta};
 
@@ -77,18 +77,10 @@ pub trait Transport: Send + Sync {
     /// `None` if it chose not to answer.
     fn call(&self, addr: &str, envelope: &Envelope) -> Result<Option<Envelope>>;
 
-    /// Sends one chunk of the snapshot `meta` (the file's bytes at `offset`, of `total`) ahead of
-    /// `envelope`, the InstallSnapshot it belongs to. Returns how many bytes the receiver now
-    /// holds, which is where the next chunk starts (a restart or resume if it differs).
-    fn send_snapshot_chunk(
-        &self,
-        addr: &str,
-        envelope: &Envelope,
-        meta: SnapshotMeta,
-        offset: u64,
-        total: u64,
-        bytes: &[u8],
-    ) -> Result<u64>;
+    /// Sends one chunk of a snapshot to node `to` at `addr`, ahead of the InstallSnapshot it
+    /// belongs to. Returns how many bytes the receiver now holds, which is where the next chunk
+    /// starts (a restart or resume if it differs).
+    fn send_snapshot_chunk(&self, addr: &str, to: &NodeId, chunk: &SnapshotChunk) -> Result<u64>;
 }
 
 /// The HTTP path of a request message.
@@ -135,26 +127,13 @@ impl Transport for HttpTransport {
         Ok(reply)
     }
 
-    fn send_snapshot_chunk(
-        &self,
-        addr: &str,
-        envelope: &Envelope,
-        meta: SnapshotMeta,
-        offset: u64,
-        total: u64,
-        bytes: &[u8],
-    ) -> Result<u64> {
-        let url = format!(
-            "http://{addr}/raft/snapshotChunk?from={}&index={}&term={}&offset={offset}&total={total}",
-            encode_path_segment(&envelope.from),
-            meta.index,
-            meta.term
-        );
+    fn send_snapshot_chunk(&self, addr: &str, _to: &NodeId, chunk: &SnapshotChunk) -> Result<u64> {
+        let url = format!("http://{addr}/raft/snapshotChunk?{}", chunk.query());
         let response = self
             .agent
             .post(&url)
             .set("Content-Type", "application/octet-stream")
-            .send_bytes(bytes)
+            .send_bytes(chunk.data)
             .map_err(|e| Error::Unavailable(format!("snapshot chunk to {addr} failed: {e}")))?;
         let reply: SnapshotChunkReply =
             serde_json::from_reader(response.into_reader()).map_err(|e| {
@@ -170,14 +149,7 @@ pub trait RpcHandler: Send + Sync {
     fn handle_rpc(&self, envelope: Envelope) -> Result<Option<Envelope>>;
 
     /// Stores one chunk of an incoming snapshot; returns the bytes held so far.
-    fn handle_snapshot_chunk(
-        &self,
-        from: &str,
-        meta: SnapshotMeta,
-        offset: u64,
-        total: u64,
-        bytes: &[u8],
-    ) -> Result<u64>;
+    fn handle_snapshot_chunk(&self, chunk: &SnapshotChunk) -> Result<u64>;
 }
 
 /// In-process transport: "addresses" name handlers registered in a shared table. Links can be cut
@@ -230,23 +202,12 @@ impl Transport for LocalTransport {
         Ok(reply)
     }
 
-    fn send_snapshot_chunk(
-        &self,
-        addr: &str,
-        envelope: &Envelope,
-        meta: SnapshotMeta,
-        offset: u64,
-        total: u64,
-        bytes: &[u8],
-    ) -> Result<u64> {
-        if self.cut.read().contains(&(envelope.from.clone(), envelope.to.clone())) {
-            return Err(Error::Unavailable(format!(
-                "link {} -> {} is cut",
-                envelope.from, envelope.to
-            )));
+    fn send_snapshot_chunk(&self, addr: &str, to: &NodeId, chunk: &SnapshotChunk) -> Result<u64> {
+        if self.cut.read().contains(&(chunk.from.to_string(), to.clone())) {
+            return Err(Error::Unavailable(format!("link {} -> {to} is cut", chunk.from)));
         }
         let handler = self.nodes.read().get(addr).and_then(Weak::upgrade);
         let handler = handler.ok_or_else(|| Error::Unavailable(format!("nothing at {addr}")))?;
-        handler.handle_snapshot_chunk(&envelope.from, meta, offset, total, bytes)
+        handler.handle_snapshot_chunk(chunk)
     }
 }

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use super::node::Node;
 use super::peer::Transport;
 use super::spawn;
+use crate::api::SnapshotChunk;
 use crate::error::{Error, Result};
 use crate::kv::{Frozen, KvStore};
 use crate::raft::{Envelope, Index, SnapshotMeta};
@@ -207,8 +208,9 @@ pub(super) fn send(
     let mut offset = 0;
     let started = Instant::now();
     while offset < total && !node.is_shutdown() {
-        let chunk = store.read_chunk(meta, offset, node.config.snapshot_chunk_bytes)?;
-        let next = transport.send_snapshot_chunk(addr, env, meta, offset, total, &chunk)?;
+        let data = store.read_chunk(meta, offset, node.config.snapshot_chunk_bytes)?;
+        let chunk = SnapshotChunk { from: &env.from, snapshot: meta, offset, total, data: &data };
+        let next = transport.send_snapshot_chunk(addr, &env.to, &chunk)?;
         // The follower says how much it holds: continue from there (resume or restart).
         if next <= offset && next != 0 {
             return Err(Error::Unavailable(format!(
@@ -227,14 +229,8 @@ pub(super) fn send(
 }
 
 /// HTTP worker (follower): one chunk of a snapshot; returns how many bytes are held now.
-pub(super) fn receive_chunk(
-    node: &Node,
-    from: &str,
-    meta: SnapshotMeta,
-    offset: u64,
-    total: u64,
-    bytes: &[u8],
-) -> Result<u64> {
+pub(super) fn receive_chunk(node: &Node, chunk: &SnapshotChunk) -> Result<u64> {
+    let SnapshotChunk { from, snapshot, offset, total, data } = *chunk;
     if !node.config.peers.contains_key(from) {
         return Err(Error::BadRequest(format!("{from:?} is not a member of this cluster")));
     }
@@ -242,7 +238,7 @@ pub(super) fn receive_chunk(
         .snapshots
         .as_deref()
         .ok_or_else(|| Error::Unavailable("this node keeps no snapshot files".into()))?;
-    match store.receive_chunk(meta, offset, total, bytes) {
+    match store.receive_chunk(snapshot, offset, total, data) {
         Ok(received) => Ok(received),
         // A stale, duplicate or out-of-order chunk: tell the sender where to continue.
         Err(e) => crate::storage::snapshot::expected_offset(&e).ok_or(e),
