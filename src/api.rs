@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 pub use crate::error::LeaderHint;
+pub use crate::raft::PeerProgress;
 use crate::raft::{Index, NodeId, SnapshotMeta, Term};
 
 /// What is escaped in a path segment: every byte but the unreserved `A-Z a-z 0-9 - . _ ~`
@@ -214,35 +215,9 @@ pub struct Status {
     /// Index of the latest snapshot (0: none).
     #[serde(default)]
     pub snapshot_index: Index,
-    /// On the leader: each follower's replication progress.
+    /// On the leader: each follower's replication progress (the core's own [`PeerProgress`]).
     #[serde(default)]
     pub progress: BTreeMap<NodeId, PeerProgress>,
-}
-
-/// A leader's view of one follower, in [`Status::progress`] (the core's
-/// [`crate::raft::PeerProgress`], on the wire).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PeerProgress {
-    /// Next entry to send.
-    pub next_index: Index,
-    /// Highest entry known to be stored there.
-    pub match_index: Index,
-    /// An AppendEntries (or snapshot) awaits its answer.
-    pub inflight: bool,
-    /// Index of the snapshot being sent, if any.
-    pub snapshot: Option<Index>,
-}
-
-impl From<crate::raft::PeerProgress> for PeerProgress {
-    fn from(p: crate::raft::PeerProgress) -> Self {
-        PeerProgress {
-            next_index: p.next_index,
-            match_index: p.match_index,
-            inflight: p.inflight,
-            snapshot: p.snapshot,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -271,15 +246,14 @@ mod tests {
     }
 
     #[test]
-    fn the_core_progress_and_the_wire_progress_agree() {
-        let core = crate::raft::PeerProgress {
-            next_index: 5,
-            match_index: 4,
-            inflight: true,
-            snapshot: Some(3),
-        };
-        let wire = serde_json::to_value(PeerProgress::from(core.clone())).expect("encode");
-        assert_eq!(wire, serde_json::to_value(core).expect("encode"));
+    fn the_core_progress_is_the_wire_progress() {
+        let core =
+            PeerProgress { next_index: 5, match_index: 4, inflight: true, snapshot: Some(3) };
+        let wire = serde_json::to_value(&core).expect("encode");
+        let want =
+            serde_json::json!({"nextIndex": 5, "matchIndex": 4, "inflight": true, "snapshot": 3});
+        assert_eq!(wire, want);
+        assert_eq!(serde_json::from_value::<PeerProgress>(wire).expect("decode"), core);
     }
 
     #[test]

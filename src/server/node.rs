@@ -327,7 +327,7 @@ impl Node {
             entries_applied: self.entries_applied.load(Ordering::Relaxed),
             first_log_index: s.first_log_index,
             snapshot_index: s.snapshot.map_or(0, |m| m.index),
-            progress: s.progress.into_iter().map(|(id, p)| (id, p.into())).collect(),
+            progress: s.progress,
         }
     }
 
