@@ -67,7 +67,7 @@
 //! | the core driven by hand, in 200 lines | `examples/three_nodes.rs` |
 //! | the client library in 90 lines | `examples/hello_client.rs` |
 //! | real-process tests, partitions via proxies | `tests/cluster.rs`, `tests/crash.rs`, `tests/snapshot.rs`, `testkit/` |
-//! | snapshots: taking, sending, installing | `server/snapshot.rs`, `storage/snapshot.rs`, `raft/node/snapshot.rs`: `snapshot_taken`, `maybe_send_snapshot`, `handle_install_snapshot` |
+//! | snapshots: taking, sending, installing | `server/snapshot.rs`, `storage/snapshot/` (files, format, chunked transfer), `raft/node/snapshot.rs`: `snapshot_taken`, `maybe_send_snapshot`, `handle_install_snapshot` |
 //! | chaos runs and linearizability checks | `chaos/`, `check/`, `tests/chaos.rs`, `tests/sim_kv.rs` |
 
 // The product: what the server and client binaries are made of.
