@@ -56,7 +56,7 @@
 //! | log replication, the consistency check, truncation | `raft/node/replication.rs`: `maybe_send_append`, `handle_append_entries`; `raft/log.rs`: `append_from_leader` |
 //! | when an entry is committed (Figure 8) | `raft/node/replication.rs`: `maybe_commit` |
 //! | linearizable reads (ReadIndex) | `raft/node/read.rs`: `read`, `check_reads`; `server/node.rs`: `linearizable_barrier` |
-//! | what is fsynced when (group commit) | `storage/durable/sync.rs` (module docs), `server/loops.rs`: `sync`; `server/node.rs`: `handle_rpc` |
+//! | what is fsynced when (group commit) | `storage/durable/sync.rs` (module docs), `server/loops.rs`: `sync`; `server/peer.rs`: `handle_rpc` |
 //! | the on-disk format, crash recovery | `storage/wal.rs`, `storage/durable/replay.rs` (the rules), `storage/durable/recovery.rs` (`open`) |
 //! | printing a data dir (`raftlabkv-server dump`) | `storage/dump.rs` |
 //! | HTTP routes, status codes, limits | `server/http.rs`, `error.rs` |

@@ -18,10 +18,9 @@ use percent_encoding::percent_decode_str;
 use serde::Serialize;
 use tiny_http::{Header, Method, Request, Response};
 
-use super::node::Node;
-use super::peer::RpcHandler;
+use super::node::{Node, spawn};
 use super::pool_kick::{self, Activity};
-use super::spawn;
+use super::transport::{RpcHandler, rpc_path};
 use crate::api::{GetReply, PutRequest, SnapshotChunk, SnapshotChunkReply, WriteReply};
 use crate::error::{Error, Result};
 use crate::kv::Command;
@@ -373,7 +372,7 @@ fn peer_rpc(node: &Node, request: &mut Request, path: &str) -> Result<Reply> {
     let body = read_body(request, MAX_PEER_BODY)?;
     let envelope: Envelope = serde_json::from_slice(&body)
         .map_err(|e| Error::BadRequest(format!("not a Raft message: {e}")))?;
-    let expected = super::peer::rpc_path(&envelope.message);
+    let expected = rpc_path(&envelope.message);
     if expected != path {
         return Err(Error::BadRequest(format!("this message belongs on {expected}")));
     }

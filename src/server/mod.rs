@@ -3,15 +3,20 @@
 //! | file | job |
 //! |---|---|
 //! | `config.rs` | [`ServerConfig`]: addresses, timeouts, limits |
-//! | `node.rs` | [`Node`]: the state every thread shares, the lock rule, the client operations, the peer RPC handler |
+//! | `node.rs` | [`Node`]: the state every thread shares, the lock rule, the client operations |
 //! | `loops.rs` | the `ticker`, `apply` and `sync` threads |
-//! | `peer.rs` | the per-peer replication threads and the transports they call through |
+//! | `peer.rs` | talking to peers: the per-peer replication threads, and the node's answer to a peer's RPC |
+//! | `transport.rs` | how a peer RPC travels: over HTTP, or in-process for tests |
 //! | `http.rs` | the HTTP listener, its workers and routes, request forwarding |
 //! | `pool_kick.rs` | a workaround for a tiny_http pool bug, run by the listener |
 //! | `pending.rs` | client requests waiting for a commit or a confirmed read |
 //! | `snapshot.rs` | taking, sending, receiving and loading snapshots |
 //!
-//! This file only wires them together: [`Server::start`] and [`Server::stop`].
+//! This file only wires them together: [`Server::start`] and [`Server::stop`]. Among the others
+//! imports run one way (`tests/layering.rs` checks): `config`, `pending`, `pool_kick` and
+//! `transport` import none of them; `node` imports `config` and `pending`; `snapshot` imports
+//! `node` and `transport`; `peer`, `loops` and `http` import from those and from nothing above
+//! them.
 //!
 //! ```text
 //!            clients                                   peers
@@ -34,6 +39,7 @@ pub mod peer;
 pub mod pending;
 pub mod pool_kick;
 pub mod snapshot;
+pub mod transport;
 
 pub use config::ServerConfig;
 pub use node::{Node, WriteOk};
@@ -45,7 +51,8 @@ use std::thread::JoinHandle;
 use crate::error::{Error, Result};
 use crate::storage::NodeStorage;
 use http::Listener;
-use peer::Transport;
+use node::spawn;
+use transport::Transport;
 
 /// A running node: its threads and shared state.
 pub struct Server {
@@ -59,7 +66,7 @@ impl Server {
     /// [`crate::storage::open`] returned (without a snapshot store the node never snapshots).
     pub fn start(config: ServerConfig, storage: NodeStorage) -> Result<Server> {
         let listener = Listener::bind(&config.addr)?;
-        let transport = Arc::new(peer::HttpTransport::new(config.rpc_timeout));
+        let transport = Arc::new(transport::HttpTransport::new(config.rpc_timeout));
         let mut server = Self::start_with_transport(config, storage, transport)?;
         let spawned = listener.spawn(&server.node, &mut server.threads);
         server.http = Some(listener);
@@ -68,7 +75,7 @@ impl Server {
     }
 
     /// Starts a node's core threads over any transport (no HTTP listener: tests call
-    /// [`Node`] methods directly, e.g. through [`peer::LocalTransport`]).
+    /// [`Node`] methods directly, e.g. through [`transport::LocalTransport`]).
     pub fn start_with_transport(
         config: ServerConfig,
         storage: NodeStorage,
@@ -131,12 +138,4 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop_threads();
     }
-}
-
-/// Starts a named thread (`peer-node2`, `ticker`, `http-3`, so logs and panics say who spoke).
-fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name(name.clone())
-        .spawn(f)
-        .map_err(|e| Error::Internal(format!("cannot start thread {name}: {e}")))
 }

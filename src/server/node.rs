@@ -4,7 +4,7 @@
 //! # The lock rule
 //!
 //! **Lock, step or tick, route, unlock, then act.** Every thread goes through `Node::with_raft`
-//! (or the same steps spelled out, in [`Node::handle_rpc`]):
+//! (or the same steps spelled out, in the peer RPC handler in [`super::peer`]):
 //!
 //! 1. lock the core and call `tick`, `step`, `propose`, `read` or `persisted`;
 //! 2. still under the lock, `Node::route` the output with non-blocking channel operations only
@@ -21,16 +21,15 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, unbounded};
 use parking_lot::{Mutex, RwLock};
 
 use super::config::ServerConfig;
-use super::peer::RpcHandler;
 use super::pending::Pending;
-use super::snapshot::{self, SnapshotState};
-use crate::api::{SnapshotChunk, Status};
+use crate::api::Status;
 use crate::error::{Error, LeaderHint, Result};
 use crate::kv::{Command, KvStore};
 use crate::raft::{Entry, Envelope, Index, Message, NodeId, Output, RaftNode, SnapshotMeta, Term};
@@ -92,7 +91,7 @@ pub struct Node {
     /// Peer RPCs this node sent (requests only), for `/status`.
     pub(super) rpcs_sent: AtomicU64,
     /// Peer RPCs this node answered.
-    rpcs_received: AtomicU64,
+    pub(super) rpcs_received: AtomicU64,
     /// Log entries applied to the state machine since start.
     pub(super) entries_applied: AtomicU64,
     /// Set once by [`super::Server::stop`]: every loop ends at its next check.
@@ -110,6 +109,21 @@ pub struct WriteOk {
     pub term: Term,
 }
 
+/// Bookkeeping of the snapshot thread.
+pub struct SnapshotState {
+    /// Index of the latest snapshot taken or installed (or where the state machine started).
+    pub last_index: Index,
+    /// A snapshot is being written now (one at a time).
+    pub in_progress: bool,
+}
+
+impl SnapshotState {
+    /// Starts counting from `index`.
+    pub fn new(index: Index) -> Self {
+        SnapshotState { last_index: index, in_progress: false }
+    }
+}
+
 impl Node {
     /// A node over `storage`, with its queues (no threads yet). Recovery: the state machine
     /// starts from the latest snapshot, and the log replays the rest as the leader tells us what
@@ -118,7 +132,7 @@ impl Node {
         let NodeStorage { log, syncer, snapshots, report: _ } = storage;
         let raft = RaftNode::new(config.raft_config(), log)?;
         let snapshots = snapshots.map(Arc::new);
-        let kv = snapshot::load_state_machine(raft.storage().snapshot(), snapshots.as_deref())?;
+        let kv = load_state_machine(raft.storage().snapshot(), snapshots.as_deref())?;
         let snapshot_state = SnapshotState::new(kv.applied_index());
         let mut peers = BTreeMap::new();
         let mut peer_tx = BTreeMap::new();
@@ -341,59 +355,43 @@ impl Node {
     }
 }
 
-impl RpcHandler for Node {
-    /// A peer's request: step it, then answer with the response once what it promises is durable.
-    /// `None` when the core chose not to answer (a vote request ignored while a leader is alive).
-    fn handle_rpc(&self, envelope: Envelope) -> Result<Option<Envelope>> {
-        if envelope.to != self.config.id {
-            return Err(Error::BadRequest(format!(
-                "message for {:?} sent to {:?}",
-                envelope.to, self.config.id
-            )));
-        }
-        if !self.config.peers.contains_key(&envelope.from) {
-            return Err(Error::BadRequest(format!(
-                "{:?} is not a member of this cluster",
-                envelope.from
-            )));
-        }
-        if envelope.message.is_response() {
-            return Err(Error::BadRequest("expected a request, got a response".into()));
-        }
-        self.rpcs_received.fetch_add(1, Ordering::Relaxed);
-        if let Message::InstallSnapshot(m) = &envelope.message {
-            // The snapshot's bytes came in chunks; they must be complete and intact before the
-            // core may act on them.
-            let meta = SnapshotMeta { index: m.last_included_index, term: m.last_included_term };
-            snapshot::accept_file(self, meta)?;
-        }
-        let from = envelope.from.clone();
-        let (reply, rest) = {
-            let mut raft = self.raft.lock();
-            let mut out = match raft.step(envelope) {
-                Ok(out) => out,
-                Err(e @ Error::BadRequest(_)) => return Err(e),
-                Err(e) => self.fatal(&e),
-            };
-            let is_reply = |m: &Envelope| m.to == from && m.message.is_response();
-            let reply = match out.after_sync.iter().position(is_reply) {
-                Some(p) => Some(out.after_sync.remove(p)),
-                None => out.messages.iter().position(is_reply).map(|p| out.messages.remove(p)),
-            };
-            let rest = self.route(&mut raft, out);
-            (reply, rest)
-        };
-        let sync = rest.sync;
-        self.queue_sync(rest);
-        // The reply may promise durable state (a vote, stored entries): wait for the disk.
-        // Concurrent handlers share fsyncs.
-        if let Some(point) = sync {
-            self.syncer.sync_through(point.write_seq).unwrap_or_else(|e| self.fatal(&e));
-        }
-        Ok(reply)
-    }
+// ----- helpers the node's threads share -----------------------------------------------------------
 
-    fn handle_snapshot_chunk(&self, chunk: &SnapshotChunk) -> Result<u64> {
-        snapshot::receive_chunk(self, chunk)
+/// The state machine a node starts with: the snapshot its storage names, or empty. Also what the
+/// apply thread loads when the core installs a leader's snapshot ([`super::snapshot`]).
+pub fn load_state_machine(
+    meta: Option<SnapshotMeta>,
+    store: Option<&SnapshotStore>,
+) -> Result<KvStore> {
+    let Some(meta) = meta else { return Ok(KvStore::new()) };
+    let store = store.ok_or_else(|| {
+        Error::Storage(format!(
+            "the log starts after snapshot {} but there are no snapshot files",
+            meta.index
+        ))
+    })?;
+    let started = Instant::now();
+    let kv = KvStore::decode_snapshot(&store.read(meta)?)?;
+    if kv.applied_index() != meta.index {
+        return Err(Error::Storage(format!(
+            "snapshot file for index {} holds state at index {}",
+            meta.index,
+            kv.applied_index()
+        )));
     }
+    log::info!(
+        "state machine loaded from snapshot {} ({} keys) in {:?}",
+        meta.index,
+        kv.len(),
+        started.elapsed()
+    );
+    Ok(kv)
+}
+
+/// Starts a named thread (`peer-node2`, `ticker`, `http-3`, so logs and panics say who spoke).
+pub(super) fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(f)
+        .map_err(|e| Error::Internal(format!("cannot start thread {name}: {e}")))
 }

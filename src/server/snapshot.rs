@@ -1,10 +1,11 @@
 //! Snapshots in the shell: taking them without stopping the node, shipping them to followers in
-//! chunks, and loading them into the state machine.
+//! chunks, and installing a received one in the state machine (loading the one a node starts
+//! from is `node::load_state_machine`).
 //!
 //! **Taking one.** After applying entries, the apply thread checks whether `snapshot_threshold`
 //! entries were applied since the last snapshot. If so it freezes the state machine
-//! ([`KvStore::freeze`], O(1): the snapshot shares the map, later writes go to an overlay that is
-//! merged back afterwards), and a `snapshot` thread encodes the frozen state, writes the file
+//! ([`KvStore::freeze`], O(1): the snapshot shares the map, later writes go to an overlay that
+//! is merged back afterwards), and a `snapshot` thread encodes the frozen state, writes the file
 //! atomically ([`SnapshotStore::write`]), and only then tells the core ([`RaftNode::snapshot_taken`]),
 //! which records it and compacts the log, keeping `snapshot_trailing` entries.
 //!
@@ -28,63 +29,18 @@
 //! (checksum) before stepping the message into its core; only then is its state replaced.
 //!
 //! [`RaftNode::snapshot_taken`]: crate::raft::RaftNode::snapshot_taken
+//! [`KvStore::freeze`]: crate::kv::KvStore::freeze
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::node::Node;
-use super::peer::Transport;
-use super::spawn;
+use super::node::{Node, load_state_machine, spawn};
+use super::transport::Transport;
 use crate::api::SnapshotChunk;
 use crate::error::{Error, Result};
-use crate::kv::{Frozen, KvStore};
-use crate::raft::{Envelope, Index, SnapshotMeta};
+use crate::kv::Frozen;
+use crate::raft::{Envelope, SnapshotMeta};
 use crate::storage::SnapshotStore;
-
-/// Bookkeeping of the snapshot thread.
-pub struct SnapshotState {
-    /// Index of the latest snapshot taken or installed (or where the state machine started).
-    pub last_index: Index,
-    /// A snapshot is being written now (one at a time).
-    pub in_progress: bool,
-}
-
-impl SnapshotState {
-    /// Starts counting from `index`.
-    pub fn new(index: Index) -> Self {
-        SnapshotState { last_index: index, in_progress: false }
-    }
-}
-
-/// The state machine a node starts with: the snapshot its storage names, or empty.
-pub fn load_state_machine(
-    meta: Option<SnapshotMeta>,
-    store: Option<&SnapshotStore>,
-) -> Result<KvStore> {
-    let Some(meta) = meta else { return Ok(KvStore::new()) };
-    let store = store.ok_or_else(|| {
-        Error::Storage(format!(
-            "the log starts after snapshot {} but there are no snapshot files",
-            meta.index
-        ))
-    })?;
-    let started = Instant::now();
-    let kv = KvStore::decode_snapshot(&store.read(meta)?)?;
-    if kv.applied_index() != meta.index {
-        return Err(Error::Storage(format!(
-            "snapshot file for index {} holds state at index {}",
-            meta.index,
-            kv.applied_index()
-        )));
-    }
-    log::info!(
-        "state machine loaded from snapshot {} ({} keys) in {:?}",
-        meta.index,
-        kv.len(),
-        started.elapsed()
-    );
-    Ok(kv)
-}
 
 /// Apply thread: if enough was applied since the last snapshot, freeze the map and hand it to a
 /// `snapshot` thread.

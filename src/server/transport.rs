@@ -1,0 +1,158 @@
+//! Peer transport: how an [`Envelope`] reaches another node and its answer comes back.
+//!
+//! A [`Transport`] is a blocking request/response call. [`HttpTransport`] POSTs JSON to
+//! `/raft/requestVote`, `/raft/appendEntries` or `/raft/installSnapshot` with `ureq`, and snapshot
+//! chunks to `/raft/snapshotChunk`; [`LocalTransport`] calls another node in the same process
+//! (tests of the threaded shell without sockets). On the receiving side sits an [`RpcHandler`]:
+//! the node (its implementation is in [`super::peer`]).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::RwLock;
+
+use crate::api::{SnapshotChunk, SnapshotChunkReply};
+use crate::error::{Error, Result};
+use crate::raft::{Envelope, Message, NodeId};
+
+/// Sends one RPC and waits for its response.
+pub trait Transport: Send + Sync {
+    /// Delivers `envelope` to the node at `addr` and returns that node's response envelope, or
+    /// `None` if it chose not to answer.
+    fn call(&self, addr: &str, envelope: &Envelope) -> Result<Option<Envelope>>;
+
+    /// Sends one chunk of a snapshot to node `to` at `addr`, ahead of the InstallSnapshot it
+    /// belongs to. Returns how many bytes the receiver now holds, which is where the next chunk
+    /// starts (a restart or resume if it differs).
+    fn send_snapshot_chunk(&self, addr: &str, to: &NodeId, chunk: &SnapshotChunk) -> Result<u64>;
+}
+
+/// The HTTP path of a request message.
+pub fn rpc_path(message: &Message) -> &'static str {
+    match message {
+        Message::RequestVote(_) | Message::RequestVoteResponse(_) => "/raft/requestVote",
+        Message::AppendEntries(_) | Message::AppendEntriesResponse(_) => "/raft/appendEntries",
+        Message::InstallSnapshot(_) | Message::InstallSnapshotResponse(_) => {
+            "/raft/installSnapshot"
+        }
+    }
+}
+
+/// Peer RPCs over HTTP/1.1 with keep-alive, JSON bodies.
+pub struct HttpTransport {
+    agent: ureq::Agent,
+}
+
+impl HttpTransport {
+    /// A transport whose calls give up after `timeout` (a black-holed peer costs at most that).
+    pub fn new(timeout: Duration) -> Self {
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(timeout.min(Duration::from_millis(500)))
+            .timeout(timeout)
+            .max_idle_connections_per_host(4)
+            .build();
+        HttpTransport { agent }
+    }
+}
+
+impl Transport for HttpTransport {
+    fn call(&self, addr: &str, envelope: &Envelope) -> Result<Option<Envelope>> {
+        let url = format!("http://{addr}{}", rpc_path(&envelope.message));
+        let body = serde_json::to_vec(envelope)
+            .map_err(|e| Error::Internal(format!("cannot encode RPC: {e}")))?;
+        let response = self
+            .agent
+            .post(&url)
+            .set("Content-Type", "application/json")
+            .send_bytes(&body)
+            .map_err(|e| Error::Unavailable(format!("RPC to {addr} failed: {e}")))?;
+        let reply: Option<Envelope> = serde_json::from_reader(response.into_reader())
+            .map_err(|e| Error::Unavailable(format!("bad RPC response from {addr}: {e}")))?;
+        Ok(reply)
+    }
+
+    fn send_snapshot_chunk(&self, addr: &str, _to: &NodeId, chunk: &SnapshotChunk) -> Result<u64> {
+        let url = format!("http://{addr}/raft/snapshotChunk?{}", chunk.query());
+        let response = self
+            .agent
+            .post(&url)
+            .set("Content-Type", "application/octet-stream")
+            .send_bytes(chunk.data)
+            .map_err(|e| Error::Unavailable(format!("snapshot chunk to {addr} failed: {e}")))?;
+        let reply: SnapshotChunkReply =
+            serde_json::from_reader(response.into_reader()).map_err(|e| {
+                Error::Unavailable(format!("bad snapshot chunk answer from {addr}: {e}"))
+            })?;
+        Ok(reply.received)
+    }
+}
+
+/// Something that can answer peer RPCs: the server's node.
+pub trait RpcHandler: Send + Sync {
+    /// Handles one peer request and returns the response envelope, if there is one.
+    fn handle_rpc(&self, envelope: Envelope) -> Result<Option<Envelope>>;
+
+    /// Stores one chunk of an incoming snapshot; returns the bytes held so far.
+    fn handle_snapshot_chunk(&self, chunk: &SnapshotChunk) -> Result<u64>;
+}
+
+/// In-process transport: "addresses" name handlers registered in a shared table. Links can be cut
+/// to test partitions without sockets.
+#[derive(Default, Clone)]
+pub struct LocalTransport {
+    nodes: Arc<RwLock<HashMap<String, Weak<dyn RpcHandler>>>>,
+    cut: Arc<RwLock<HashSet<(NodeId, NodeId)>>>,
+}
+
+impl LocalTransport {
+    /// An empty network.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes `handler` reachable at `addr`.
+    pub fn register(&self, addr: &str, handler: Weak<dyn RpcHandler>) {
+        self.nodes.write().insert(addr.to_string(), handler);
+    }
+
+    /// Cuts (or restores) the directed link `from -> to`.
+    pub fn set_cut(&self, from: &NodeId, to: &NodeId, cut: bool) {
+        let key = (from.clone(), to.clone());
+        if cut {
+            self.cut.write().insert(key);
+        } else {
+            self.cut.write().remove(&key);
+        }
+    }
+}
+
+impl Transport for LocalTransport {
+    fn call(&self, addr: &str, envelope: &Envelope) -> Result<Option<Envelope>> {
+        let cut = self.cut.read();
+        if cut.contains(&(envelope.from.clone(), envelope.to.clone())) {
+            return Err(Error::Unavailable(format!(
+                "link {} -> {} is cut",
+                envelope.from, envelope.to
+            )));
+        }
+        let back_cut = cut.contains(&(envelope.to.clone(), envelope.from.clone()));
+        drop(cut);
+        let handler = self.nodes.read().get(addr).and_then(Weak::upgrade);
+        let handler = handler.ok_or_else(|| Error::Unavailable(format!("nothing at {addr}")))?;
+        let reply = handler.handle_rpc(envelope.clone())?;
+        if back_cut {
+            return Err(Error::Unavailable("reply lost: link is cut".into()));
+        }
+        Ok(reply)
+    }
+
+    fn send_snapshot_chunk(&self, addr: &str, to: &NodeId, chunk: &SnapshotChunk) -> Result<u64> {
+        if self.cut.read().contains(&(chunk.from.to_string(), to.clone())) {
+            return Err(Error::Unavailable(format!("link {} -> {to} is cut", chunk.from)));
+        }
+        let handler = self.nodes.read().get(addr).and_then(Weak::upgrade);
+        let handler = handler.ok_or_else(|| Error::Unavailable(format!("nothing at {addr}")))?;
+        handler.handle_snapshot_chunk(chunk)
+    }
+}
