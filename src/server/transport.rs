@@ -125,21 +125,26 @@ impl LocalTransport {
             self.cut.write().remove(&key);
         }
     }
+
+    /// The directed link `from -> to` is cut.
+    fn is_cut(&self, from: &str, to: &str) -> bool {
+        self.cut.read().contains(&(from.to_string(), to.to_string()))
+    }
+
+    /// The handler at `addr`, unless the link `from -> to` is cut or nothing is there.
+    fn reach(&self, addr: &str, from: &str, to: &str) -> Result<Arc<dyn RpcHandler>> {
+        if self.is_cut(from, to) {
+            return Err(Error::Unavailable(format!("link {from} -> {to} is cut")));
+        }
+        let handler = self.nodes.read().get(addr).and_then(Weak::upgrade);
+        handler.ok_or_else(|| Error::Unavailable(format!("nothing at {addr}")))
+    }
 }
 
 impl Transport for LocalTransport {
     fn call(&self, addr: &str, envelope: &Envelope) -> Result<Option<Envelope>> {
-        let cut = self.cut.read();
-        if cut.contains(&(envelope.from.clone(), envelope.to.clone())) {
-            return Err(Error::Unavailable(format!(
-                "link {} -> {} is cut",
-                envelope.from, envelope.to
-            )));
-        }
-        let back_cut = cut.contains(&(envelope.to.clone(), envelope.from.clone()));
-        drop(cut);
-        let handler = self.nodes.read().get(addr).and_then(Weak::upgrade);
-        let handler = handler.ok_or_else(|| Error::Unavailable(format!("nothing at {addr}")))?;
+        let handler = self.reach(addr, &envelope.from, &envelope.to)?;
+        let back_cut = self.is_cut(&envelope.to, &envelope.from);
         let reply = handler.handle_rpc(envelope.clone())?;
         if back_cut {
             return Err(Error::Unavailable("reply lost: link is cut".into()));
@@ -148,11 +153,6 @@ impl Transport for LocalTransport {
     }
 
     fn send_snapshot_chunk(&self, addr: &str, to: &NodeId, chunk: &SnapshotChunk) -> Result<u64> {
-        if self.cut.read().contains(&(chunk.from.to_string(), to.clone())) {
-            return Err(Error::Unavailable(format!("link {} -> {to} is cut", chunk.from)));
-        }
-        let handler = self.nodes.read().get(addr).and_then(Weak::upgrade);
-        let handler = handler.ok_or_else(|| Error::Unavailable(format!("nothing at {addr}")))?;
-        handler.handle_snapshot_chunk(chunk)
+        self.reach(addr, chunk.from, to)?.handle_snapshot_chunk(chunk)
     }
 }
