@@ -246,14 +246,16 @@ impl Node {
 
     // ----- client operations ----------------------------------------------------------------------
 
-    /// Refuses a client operation with [`Error::NotLeader`] unless this node leads. Called under
-    /// the Raft lock, so the answer holds for the propose or read that follows it.
-    fn check_leader(&self, raft: &RaftNode) -> Result<()> {
-        if raft.is_leader() {
-            return Ok(());
+    /// The core refuses a client operation on a follower with [`Error::NotLeader`] naming the
+    /// leader by id: add the address clients reach it at (a leader we know no address of is no
+    /// hint).
+    fn with_leader_addr(&self, e: Error) -> Error {
+        match e {
+            Error::NotLeader { leader: Some(LeaderHint { id, .. }) } => {
+                Error::NotLeader { leader: self.addr_of(&id).map(|addr| LeaderHint { id, addr }) }
+            }
+            e => e,
         }
-        let leader = raft.leader().and_then(|id| Some(LeaderHint { addr: self.addr_of(&id)?, id }));
-        Err(Error::NotLeader { leader })
     }
 
     /// Proposes a command and waits until it is applied (200), replaced (503) or the wait times
@@ -261,13 +263,14 @@ impl Node {
     /// layer forwards instead).
     pub fn write(&self, command: &Command) -> Result<WriteOk> {
         let (tx, rx) = bounded(1);
-        let index = self.with_raft(|raft| {
-            self.check_leader(raft)?;
-            let (index, term, out) = raft.propose(command.encode())?;
-            // Registered under the Raft lock: the entry cannot be applied before we wait for it.
-            self.pending.lock().add_write(index, term, tx);
-            Ok((index, out))
-        })?;
+        let index = self
+            .with_raft(|raft| {
+                let (index, term, out) = raft.propose(command.encode())?;
+                // Registered under the Raft lock: the entry cannot be applied before we wait for it.
+                self.pending.lock().add_write(index, term, tx);
+                Ok((index, out))
+            })
+            .map_err(|e| self.with_leader_addr(e))?;
         match rx.recv_timeout(self.config.request_timeout) {
             Ok(Ok((index, term))) => Ok(WriteOk { index, term }),
             Ok(Err(e)) => Err(e),
@@ -288,13 +291,9 @@ impl Node {
         let id = self.next_read_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = bounded(1);
         self.pending.lock().add_read(id, tx);
-        let started = self.with_raft(|raft| {
-            self.check_leader(raft)?;
-            Ok(((), raft.read(id)?))
-        });
-        if let Err(e) = started {
+        if let Err(e) = self.with_raft(|raft| Ok(((), raft.read(id)?))) {
             self.pending.lock().remove_read(id);
-            return Err(e);
+            return Err(self.with_leader_addr(e));
         }
         match rx.recv_timeout(self.config.request_timeout) {
             Ok(result) => result.map(|_| ()),
