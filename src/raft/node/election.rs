@@ -41,11 +41,7 @@ impl RaftNode {
         if self.quorum() == 1 {
             return self.become_leader();
         }
-        let request = Message::RequestVote(RequestVote {
-            last_log_index: self.log.last_index(),
-            last_log_term: self.log.last_term(),
-            pre_vote: false,
-        });
+        let request = self.vote_request(false);
         for peer in self.config.peers.clone() {
             // The vote for ourselves must be durable before anyone can count on it.
             self.send_after_sync(peer, request.clone());
@@ -61,11 +57,7 @@ impl RaftNode {
         if self.quorum() == 1 {
             return self.become_candidate();
         }
-        let request = Message::RequestVote(RequestVote {
-            last_log_index: self.log.last_index(),
-            last_log_term: self.log.last_term(),
-            pre_vote: true,
-        });
+        let request = self.vote_request(true);
         for peer in self.config.peers.clone() {
             let env = Envelope {
                 from: self.config.id.clone(),
@@ -76,6 +68,15 @@ impl RaftNode {
             self.out.messages.push(env);
         }
         Ok(())
+    }
+
+    /// A RequestVote (or PreVote) for our log as it stands.
+    fn vote_request(&self, pre_vote: bool) -> Message {
+        Message::RequestVote(RequestVote {
+            last_log_index: self.log.last_index(),
+            last_log_term: self.log.last_term(),
+            pre_vote,
+        })
     }
 
     /// What both kinds of campaign start with: the candidate role with our own vote, a fresh
