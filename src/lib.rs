@@ -59,7 +59,7 @@
 //! | what is fsynced when (group commit) | `storage/durable/sync.rs` (module docs), `server/loops.rs`: `sync`; `server/peer.rs`: `handle_rpc` |
 //! | the on-disk format, crash recovery | `storage/wal.rs`, `storage/durable/replay.rs` (the rules), `storage/durable/recovery.rs` (`open`) |
 //! | printing a data dir (`raftlabkv-server dump`) | `storage/dump.rs` |
-//! | HTTP routes, status codes, limits | `server/http.rs`, `error.rs` |
+//! | HTTP routes, status codes, limits | `api.rs` (the route table), `server/http.rs`: `route`; `error.rs` (the status table) |
 //! | the JSON bodies on the wire, `/status`, key escaping in paths | `api.rs` |
 //! | follower → leader forwarding | `server/http.rs`: `forward` |
 //! | the client's retry rules | `client/mod.rs` (module docs) |

@@ -10,7 +10,7 @@
 //! | `http.rs` | the HTTP listener, its workers and routes, request forwarding |
 //! | `pool_kick.rs` | a workaround for a tiny_http pool bug, run by the listener |
 //! | `pending.rs` | client requests waiting for a commit or a confirmed read |
-//! | `snapshot.rs` | taking, sending, receiving and loading snapshots |
+//! | `snapshot.rs` | taking, sending, receiving and installing snapshots |
 //!
 //! This file only wires them together: [`Server::start`] and [`Server::stop`]. Among the others
 //! imports run one way (`tests/layering.rs` checks): `config`, `pending`, `pool_kick` and
@@ -18,16 +18,7 @@
 //! `node` and `transport`; `peer`, `loops` and `http` import from those and from nothing above
 //! them.
 //!
-//! ```text
-//!            clients                                   peers
-//!               |                                        ^
-//!        [tiny_http pool: http-1..N] --step/propose-->   |  [peer-nodeX] one per peer: channel in,
-//!               |                      \                 |   blocking ureq out, response -> step
-//!               v                       v                |
-//!   [ticker] -> Mutex<RaftNode> -- route (under the lock, non-blocking) --> peer channels
-//!                     |                                   \--> apply channel --> [apply] -> KvStore
-//!                     +-- sync jobs --> [sync]: fsync (group commit), then persisted() / votes
-//! ```
+//! The threads and how they meet are drawn once, in the [crate docs](crate).
 //!
 //! One rule (spelled out in [`node`]): **lock, step or tick, route, unlock, then act.**
 
