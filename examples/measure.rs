@@ -14,8 +14,8 @@
 
 use std::time::{Duration, Instant};
 
+use raftlabkv::api::{PutRequest, Status};
 use raftlabkv::testkit::{Cluster, ClusterOptions};
-use serde_json::json;
 
 fn cluster(name: &str, extra: &[&str]) -> Cluster {
     let bin =
@@ -56,7 +56,7 @@ fn election() {
         let mut new = None;
         while Instant::now() < deadline {
             if let Some(l) =
-                rest.iter().copied().find(|&i| c.status(i).is_some_and(|s| s["isLeader"] == true))
+                rest.iter().copied().find(|&i| c.node_status(i).is_some_and(|s| s.is_leader))
             {
                 new = Some(l);
                 break;
@@ -86,7 +86,8 @@ fn latency() {
     let value = "v".repeat(100);
     let mut lat = Vec::new();
     for i in 0..1000 {
-        let body = json!({ "key": format!("key-{i}"), "value": value }).to_string();
+        let put = PutRequest { key: format!("key-{i}").into(), value: value.as_str().into() };
+        let body = serde_json::to_string(&put).expect("encode a put");
         let t0 = Instant::now();
         let r = agent.post(&url).set("Content-Type", "application/json").send_string(&body);
         lat.push(t0.elapsed().as_secs_f64() * 1000.0);
@@ -103,17 +104,23 @@ fn latency() {
     );
 }
 
-fn total(c: &Cluster, field: &str) -> u64 {
-    c.all().iter().filter_map(|&i| c.status(i)).map(|s| s[field].as_u64().unwrap_or(0)).sum()
+/// The sum of one `/status` counter over the nodes that answer.
+fn total(c: &Cluster, field: fn(&Status) -> u64) -> u64 {
+    c.all().iter().filter_map(|&i| c.node_status(i)).map(|s| field(&s)).sum()
+}
+
+/// Entries node `i` has applied since it started (0 if it does not answer).
+fn applied(c: &Cluster, i: usize) -> u64 {
+    c.node_status(i).map_or(0, |s| s.entries_applied)
 }
 
 fn idle() {
     let c = cluster("idle", &[]);
     c.wait_leader(&c.all(), Duration::from_secs(10)).expect("leader");
     std::thread::sleep(Duration::from_secs(1));
-    let (r0, t0) = (total(&c, "rpcsSent"), Instant::now());
+    let (r0, t0) = (total(&c, |s| s.rpcs_sent), Instant::now());
     std::thread::sleep(Duration::from_secs(5));
-    let (r1, secs) = (total(&c, "rpcsSent"), t0.elapsed().as_secs_f64());
+    let (r1, secs) = (total(&c, |s| s.rpcs_sent), t0.elapsed().as_secs_f64());
     println!(
         "idle 3-node cluster: {:.1} peer RPCs per second (all nodes, requests)",
         (r1 - r0) as f64 / secs
@@ -125,10 +132,7 @@ fn fsync() {
     let l = c.wait_leader(&c.all(), Duration::from_secs(10)).expect("leader");
     let client =
         std::env::var("CLIENT_BIN").unwrap_or_else(|_| "target/release/raftlabkv-client".into());
-    let (f0, a0) = (
-        total(&c, "fsyncs"),
-        c.status(l).map(|s| s["entriesApplied"].as_u64().unwrap_or(0)).unwrap_or(0),
-    );
+    let (f0, a0) = (total(&c, |s| s.fsyncs), applied(&c, l));
     let out = std::process::Command::new(client)
         .args([
             "--servers",
@@ -144,10 +148,7 @@ fn fsync() {
         .output()
         .expect("run the bench");
     print!("{}", String::from_utf8_lossy(&out.stdout));
-    let (f1, a1) = (
-        total(&c, "fsyncs"),
-        c.status(l).map(|s| s["entriesApplied"].as_u64().unwrap_or(0)).unwrap_or(0),
-    );
+    let (f1, a1) = (total(&c, |s| s.fsyncs), applied(&c, l));
     let writes = (a1 - a0).max(1);
     println!(
         "64 clients: {writes} committed writes, {} fsyncs on 3 nodes: {:.3} fsyncs per write per node",
@@ -178,7 +179,7 @@ fn recovery() {
         .output()
         .expect("run the bench");
     print!("{}", String::from_utf8_lossy(&out.stdout));
-    let keys_before = c.status(l).map(|s| s["keys"].as_u64().unwrap_or(0)).unwrap_or(0);
+    let keys_before = c.node_status(l).map_or(0, |s| s.keys);
     for i in c.all() {
         c.kill(i);
     }
@@ -192,9 +193,8 @@ fn recovery() {
     loop {
         let url = format!("http://{}/status", c.nodes[l].addr);
         if let Ok(r) = agent.get(&url).call() {
-            let s: serde_json::Value =
-                serde_json::from_str(&r.into_string().unwrap_or_default()).unwrap_or_default();
-            if s["keys"].as_u64() == Some(keys_before) {
+            let s = serde_json::from_str::<Status>(&r.into_string().unwrap_or_default());
+            if s.is_ok_and(|s| s.keys == keys_before) {
                 break;
             }
         }

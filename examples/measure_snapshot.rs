@@ -101,12 +101,12 @@ fn mib(bytes: u64) -> f64 {
 fn settle(c: &Cluster, within: Duration) -> u64 {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
-        let statuses: Option<Vec<_>> = c.all().into_iter().map(|i| c.status(i)).collect();
+        let statuses: Option<Vec<_>> = c.all().into_iter().map(|i| c.node_status(i)).collect();
         if let Some(s) = statuses
-            && let Some(leader) = s.iter().find(|s| s["isLeader"] == true)
+            && let Some(leader) = s.iter().find(|s| s.is_leader)
         {
-            let commit = leader["commitIndex"].as_u64().unwrap_or(0);
-            if s.iter().all(|s| s["lastApplied"].as_u64() == Some(commit)) {
+            let commit = leader.commit_index;
+            if s.iter().all(|s| s.last_applied == commit) {
                 return commit;
             }
         }
@@ -204,7 +204,7 @@ fn populate(run: &Run, keys: u64) {
 fn catchup_on(run: &mut Run) {
     let leader = run.c.wait_leader(&run.c.all(), Duration::from_secs(10)).expect("leader");
     let f = (leader + 1) % 3;
-    let keys = run.c.status(leader).map(|s| s["keys"].as_u64().unwrap_or(0)).unwrap_or(0);
+    let keys = run.c.node_status(leader).map_or(0, |s| s.keys);
     let commit = settle(&run.c, Duration::from_secs(120));
     run.c.kill(f);
     let dir = run.work_dir.join(&run.c.nodes[f].id);
@@ -213,10 +213,8 @@ fn catchup_on(run: &mut Run) {
     run.c.restart(f).expect("restart");
     let deadline = t0 + Duration::from_secs(1800);
     loop {
-        let s = run.c.status(f);
-        if s.as_ref().is_some_and(|s| {
-            s["lastApplied"].as_u64() >= Some(commit) && s["keys"].as_u64() == Some(keys)
-        }) {
+        let s = run.c.node_status(f);
+        if s.is_some_and(|s| s.last_applied >= commit && s.keys == keys) {
             break;
         }
         assert!(Instant::now() < deadline, "the wiped follower did not catch up");

@@ -8,7 +8,7 @@
 //! | `DELETE /kv/delete/{key}` | — | [`WriteReply`] |
 //! | `GET /kv/all` | — | [`AllReply`] `{"k":"v",...}` |
 //! | `GET /status` | — | [`Status`] |
-//! | `POST /raft/snapshotChunk` | raw bytes | [`SnapshotChunkReply`] `{"received"}` |
+//! | `POST /raft/snapshotChunk` | [`SnapshotChunk`]: query and raw bytes | [`SnapshotChunkReply`] `{"received"}` |
 //!
 //! Every error is an [`ErrorBody`] `{"error": code, "message": text}` (plus `"leader"` on a
 //! `not_leader` 503), written by [`Error::to_json`] with the status of [`Error::status`].
@@ -29,7 +29,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 pub use crate::error::LeaderHint;
-use crate::raft::{Index, NodeId, Term};
+pub use crate::raft::PeerProgress;
+use crate::raft::{Index, NodeId, SnapshotMeta, Term};
 
 /// What is escaped in a path segment: every byte but the unreserved `A-Z a-z 0-9 - . _ ~`
 /// (RFC 3986), so `/`, `%`, `?`, `#`, spaces and all non-ASCII bytes become `%XX`.
@@ -84,6 +85,39 @@ impl<'a> WriteReply<'a> {
 
 /// `GET /kv/all` answer: every key and its value.
 pub type AllReply = BTreeMap<String, String>;
+
+/// One piece of a snapshot file on its way from the leader to a follower, ahead of the
+/// InstallSnapshot that names the snapshot: `POST /raft/snapshotChunk?`[`query`](Self::query)
+/// with `data` as the body, answered with a [`SnapshotChunkReply`]. The one shape of a chunk
+/// from the sending peer thread through the transport to the receiving node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotChunk<'a> {
+    /// The sender (the leader): only members may send.
+    pub from: &'a str,
+    /// The snapshot the bytes belong to.
+    pub snapshot: SnapshotMeta,
+    /// Where in the snapshot file `data` starts.
+    pub offset: u64,
+    /// The whole file's length, header included (the chunk that reaches it completes the file).
+    pub total: u64,
+    /// The file's bytes at `offset`.
+    pub data: &'a [u8],
+}
+
+impl SnapshotChunk<'_> {
+    /// Everything but the data, as the request's query string (without the `?`):
+    /// `from=&index=&term=&offset=&total=`, `from` percent-encoded.
+    pub fn query(&self) -> String {
+        format!(
+            "from={}&index={}&term={}&offset={}&total={}",
+            encode_path_segment(self.from),
+            self.snapshot.index,
+            self.snapshot.term,
+            self.offset,
+            self.total
+        )
+    }
+}
 
 /// `POST /raft/snapshotChunk` answer: how many bytes of the snapshot the receiver holds now,
 /// which is where the next chunk starts.
@@ -181,39 +215,9 @@ pub struct Status {
     /// Index of the latest snapshot (0: none).
     #[serde(default)]
     pub snapshot_index: Index,
-    /// On the leader: each follower's replication progress.
+    /// On the leader: each follower's replication progress (the core's own [`PeerProgress`]).
     #[serde(default)]
     pub progress: BTreeMap<NodeId, PeerProgress>,
-}
-
-/// A leader's view of one follower, in [`Status::progress`] (the core's
-/// [`crate::raft::PeerProgress`], on the wire).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PeerProgress {
-    /// Next entry to send.
-    pub next_index: Index,
-    /// Highest entry known to be stored there.
-    pub match_index: Index,
-    /// An AppendEntries (or snapshot) awaits its answer.
-    pub inflight: bool,
-    /// Index of the snapshot being sent, if any.
-    pub snapshot: Option<Index>,
-    /// Ticks since this member last answered.
-    #[serde(default)]
-    pub last_contact_ticks: u64,
-}
-
-impl From<crate::raft::PeerProgress> for PeerProgress {
-    fn from(p: crate::raft::PeerProgress) -> Self {
-        PeerProgress {
-            next_index: p.next_index,
-            match_index: p.match_index,
-            inflight: p.inflight,
-            snapshot: p.snapshot,
-            last_contact_ticks: p.last_contact_ticks,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -242,16 +246,19 @@ mod tests {
     }
 
     #[test]
-    fn the_core_progress_and_the_wire_progress_agree() {
-        let core = crate::raft::PeerProgress {
+    fn the_core_progress_is_the_wire_progress() {
+        let core = PeerProgress {
             next_index: 5,
             match_index: 4,
             inflight: true,
             snapshot: Some(3),
             last_contact_ticks: 7,
         };
-        let wire = serde_json::to_value(PeerProgress::from(core.clone())).expect("encode");
-        assert_eq!(wire, serde_json::to_value(core).expect("encode"));
+        let wire = serde_json::to_value(&core).expect("encode");
+        let want = serde_json::json!({"nextIndex": 5, "matchIndex": 4, "inflight": true,
+            "snapshot": 3, "lastContactTicks": 7});
+        assert_eq!(wire, want);
+        assert_eq!(serde_json::from_value::<PeerProgress>(wire).expect("decode"), core);
     }
 
     #[test]
@@ -266,6 +273,13 @@ mod tests {
             assert_eq!(encode_path_segment(&c).to_string(), want, "byte {b:#04x}");
         }
         assert_eq!(encode_path_segment("ü/€").to_string(), "%C3%BC%2F%E2%82%AC");
+    }
+
+    #[test]
+    fn a_snapshot_chunk_query_names_everything_but_the_data() {
+        let snapshot = SnapshotMeta { index: 9, term: 2 };
+        let chunk = SnapshotChunk { from: "n/1", snapshot, offset: 36, total: 100, data: b"x" };
+        assert_eq!(chunk.query(), "from=n%2F1&index=9&term=2&offset=36&total=100");
     }
 
     #[test]

@@ -27,7 +27,9 @@ use std::fmt;
 pub struct LeaderHint {
     /// The leader's node id (a `raft::NodeId`).
     pub id: String,
-    /// Where the refusing node reaches the leader (`host:port`), which also serves clients.
+    /// Where the refusing node reaches the leader (`host:port`), which also serves clients. The
+    /// consensus core knows ids only and leaves it empty; the server fills it in before the
+    /// error leaves the node (and drops a hint whose address it does not know).
     pub addr: String,
 }
 

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use raftlabkv::kv::Command;
-use raftlabkv::server::peer::LocalTransport;
+use raftlabkv::server::transport::LocalTransport;
 use raftlabkv::server::{Server, ServerConfig};
 use raftlabkv::storage::{self, StorageChoice};
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use raftlabkv::Error;
 use raftlabkv::kv::Command;
-use raftlabkv::server::peer::{LocalTransport, RpcHandler};
+use raftlabkv::server::transport::{LocalTransport, RpcHandler};
 use raftlabkv::server::{Server, ServerConfig};
 use raftlabkv::storage::{self, StorageChoice};
 

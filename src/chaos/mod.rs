@@ -102,6 +102,8 @@ use std::time::{Duration, Instant};
 use crate::check::{KvInput, KvOutput, Operation, Verdict, history_to_json};
 use crate::testkit::{Cluster, ClusterOptions};
 pub use nemesis::{Event, FaultKind, Nemesis, Recovery};
+use sampler::Sample;
+use workload::Recorded;
 pub use workload::{Checked, Clock, WorkloadConfig, WorkloadStats, secs};
 
 /// A chaos run's settings.
@@ -319,46 +321,69 @@ pub fn run(config: &ChaosConfig) -> std::io::Result<ChaosReport> {
         let mut recorded = clients.join().expect("clients panicked");
         events.push(Event { at: clock.now(), what: "clients stopped".into() });
 
-        // Convergence, then one last linearizable read that must see the converged state.
-        match converge(&cluster, Duration::from_secs(15)) {
-            Ok(state) => {
-                events.push(Event {
-                    at: clock.now(),
-                    what: "every node caught up, same state".into(),
-                });
-                let (ops, last) = workload::read_all(
-                    &servers,
-                    &keys,
-                    &clock,
-                    0,
-                    config.request_timeout,
-                    Duration::from_secs(10),
-                );
-                recorded.ops.extend(ops);
-                let expected: std::collections::BTreeMap<String, String> =
-                    state.into_iter().filter(|(k, _)| keys.contains(k)).collect();
-                match last {
-                    Some(map) if map == expected => {}
-                    Some(map) => report.failures.push(format!(
-                        "the final linearizable read {map:?} differs from every node's local state {expected:?}"
-                    )),
-                    None => report.failures.push("the final linearizable read failed for 10 s".into()),
-                }
-            }
-            Err(why) => report.failures.push(format!("no convergence within 15 s: {why}")),
+        let ends = (&servers[..], &keys[..]);
+        if let Err(why) = final_read(&cluster, config, ends, &clock, &mut recorded, &mut events) {
+            report.failures.push(why);
         }
         stop_sampler.store(true, Ordering::SeqCst);
         let samples = sampler.join().expect("sampler panicked");
         (recorded, samples, events)
     });
     drop(cluster); // kills the nodes
+    judge(&mut report, recorded, &samples, nemesis_events, (&names, &keys));
+    finish(report, started)
+}
 
+/// Convergence, then one last linearizable read that must see the converged state. Its
+/// operations join `recorded`; `servers` and `keys` are the cluster's and the workload's.
+fn final_read(
+    cluster: &Cluster,
+    config: &ChaosConfig,
+    (servers, keys): (&[String], &[String]),
+    clock: &Clock,
+    recorded: &mut Recorded,
+    events: &mut Vec<Event>,
+) -> Result<(), String> {
+    let state = converge(cluster, Duration::from_secs(15))
+        .map_err(|why| format!("no convergence within 15 s: {why}"))?;
+    events.push(Event { at: clock.now(), what: "every node caught up, same state".into() });
+    let (ops, last) = workload::read_all(
+        servers,
+        keys,
+        clock,
+        0,
+        config.request_timeout,
+        Duration::from_secs(10),
+    );
+    recorded.ops.extend(ops);
+    let expected: std::collections::BTreeMap<String, String> =
+        state.into_iter().filter(|(k, _)| keys.contains(k)).collect();
+    match last {
+        Some(map) if map == expected => Ok(()),
+        Some(map) => Err(format!(
+            "the final linearizable read {map:?} differs from every node's local state {expected:?}"
+        )),
+        None => Err("the final linearizable read failed for 10 s".into()),
+    }
+}
+
+/// Fills the report from what the run recorded, and judges it: two leaders in one term, a heal
+/// without a write after it, a workload that got nothing through, a history that is not
+/// linearizable. `names` are the nodes', `keys` the workload's.
+fn judge(
+    report: &mut ChaosReport,
+    recorded: Recorded,
+    samples: &[Sample],
+    nemesis_events: Vec<Event>,
+    (names, keys): (&[String], &[String]),
+) {
+    let config = &report.config;
     report.stats = recorded.stats;
     report.history = recorded.ops;
     report.max_term = samples.iter().map(|s| s.term).max().unwrap_or(0);
     report.max_ops_per_key =
-        workload::ops_per_key(&report.history, &keys).values().copied().max().unwrap_or(0);
-    for (term, nodes) in sampler::two_leaders(&samples) {
+        workload::ops_per_key(&report.history, keys).values().copied().max().unwrap_or(0);
+    for (term, nodes) in sampler::two_leaders(samples) {
         let who: Vec<&str> = nodes.iter().map(|&i| names[i].as_str()).collect();
         report.failures.push(format!("two leaders in term {term}: {}", who.join(" and ")));
     }
@@ -375,7 +400,7 @@ pub fn run(config: &ChaosConfig) -> std::io::Result<ChaosReport> {
         report.failures.push("the workload got no acknowledged write or no successful read".into());
     }
     let mut timeline = nemesis_events;
-    timeline.extend(sampler::leader_events(&samples, &names));
+    timeline.extend(sampler::leader_events(samples, names));
     timeline.sort_by_key(|e| e.at);
     report.timeline = timeline;
 
@@ -391,7 +416,6 @@ pub fn run(config: &ChaosConfig) -> std::io::Result<ChaosReport> {
         )),
     }
     report.checked = Some(checked);
-    finish(report, started)
 }
 
 /// Waits until every node's log is fully committed and applied, all at the same index, with the

@@ -262,42 +262,9 @@ impl<'a> Nemesis<'a> {
     /// [`Nemesis::heal`] to undo.
     fn inject(&mut self, kind: FaultKind, hold: Duration, end: Instant) {
         let n = self.cluster.nodes.len();
-        let mut all = self.cluster.all();
         match kind {
-            FaultKind::Partition => {
-                let mode =
-                    if self.rng.gen_bool(0.5) { LinkMode::Refuse } else { LinkMode::Blackhole };
-                let mode_name = if mode == LinkMode::Refuse { "refuse" } else { "black hole" };
-                let leader = self.leader();
-                let (side, what) = match leader {
-                    Some(l) if self.rng.gen_bool(0.4) => (vec![l], "isolate the leader"),
-                    _ => {
-                        all.shuffle(&mut self.rng);
-                        let k = self.rng.gen_range(1..=n / 2);
-                        (all[..k].to_vec(), "partition")
-                    }
-                };
-                let other: Vec<usize> =
-                    self.cluster.all().into_iter().filter(|i| !side.contains(i)).collect();
-                self.cluster.partition(&[side.clone(), other.clone()], mode);
-                let text =
-                    format!("{what} ({mode_name}): {} | {}", self.names(&side), self.names(&other));
-                self.note(text);
-            }
-            FaultKind::Pause => {
-                let target = self.leader().unwrap_or_else(|| self.rng.gen_range(0..n));
-                let hold = self.draw((Duration::from_secs(1), Duration::from_secs(5)));
-                self.cluster.pause(target);
-                self.note(format!(
-                    "SIGSTOP {} (leader) for {:.1}s",
-                    self.name(target),
-                    hold.as_secs_f64()
-                ));
-                sleep_until(end, hold);
-                self.cluster.resume(target);
-                self.note(format!("SIGCONT {}", self.name(target)));
-                return;
-            }
+            FaultKind::Partition => self.partition(),
+            FaultKind::Pause => return self.pause(end),
             FaultKind::Kill => {
                 let target = self.rng.gen_range(0..n);
                 self.cluster.kill(target);
@@ -313,47 +280,8 @@ impl<'a> Nemesis<'a> {
                 sleep_until(end, down);
                 return;
             }
-            FaultKind::Restart => {
-                let target = self
-                    .leader()
-                    .filter(|_| self.rng.gen_bool(0.5))
-                    .unwrap_or_else(|| self.rng.gen_range(0..n));
-                let code = self.cluster.terminate(target, Duration::from_secs(10));
-                let how = match code {
-                    Some(c) => format!("exit code {c}"),
-                    None => "no clean exit within 10 s: killed".into(),
-                };
-                self.note(format!("SIGTERM {} ({how}), restart", self.name(target)));
-                if let Err(e) = self.cluster.restart(target) {
-                    self.note(format!("could not restart {}: {e}", self.name(target)));
-                }
-            }
-            FaultKind::OneWay => {
-                let x = self
-                    .leader()
-                    .filter(|_| self.rng.gen_bool(0.5))
-                    .unwrap_or_else(|| self.rng.gen_range(0..n));
-                let outgoing = self.rng.gen_bool(0.5);
-                let mode =
-                    if self.rng.gen_bool(0.5) { LinkMode::Refuse } else { LinkMode::Blackhole };
-                for j in 0..n {
-                    if j != x {
-                        let (from, to) = if outgoing { (x, j) } else { (j, x) };
-                        self.cluster.set_link(from, to, mode);
-                    }
-                }
-                let text = format!(
-                    "one-way cut ({}): {} {}",
-                    if mode == LinkMode::Refuse { "refuse" } else { "black hole" },
-                    self.name(x),
-                    if outgoing {
-                        "cannot reach the others (they reach it)"
-                    } else {
-                        "cannot be reached (it reaches the others)"
-                    }
-                );
-                self.note(text);
-            }
+            FaultKind::Restart => self.restart_one(),
+            FaultKind::OneWay => self.one_way_cut(),
             FaultKind::Delay => {
                 let base_ms = self.rng.gen_range(20..200);
                 let jitter_ms = self.rng.gen_range(0..=base_ms / 2);
@@ -380,6 +308,85 @@ impl<'a> Nemesis<'a> {
             }
         }
         sleep_until(end, hold);
+    }
+
+    /// Splits the cluster in two (or isolates the leader), links refusing or black-holed.
+    fn partition(&mut self) {
+        let n = self.cluster.nodes.len();
+        let mut all = self.cluster.all();
+        let mode = if self.rng.gen_bool(0.5) { LinkMode::Refuse } else { LinkMode::Blackhole };
+        let mode_name = if mode == LinkMode::Refuse { "refuse" } else { "black hole" };
+        let leader = self.leader();
+        let (side, what) = match leader {
+            Some(l) if self.rng.gen_bool(0.4) => (vec![l], "isolate the leader"),
+            _ => {
+                all.shuffle(&mut self.rng);
+                let k = self.rng.gen_range(1..=n / 2);
+                (all[..k].to_vec(), "partition")
+            }
+        };
+        let other: Vec<usize> =
+            self.cluster.all().into_iter().filter(|i| !side.contains(i)).collect();
+        self.cluster.partition(&[side.clone(), other.clone()], mode);
+        let text = format!("{what} ({mode_name}): {} | {}", self.names(&side), self.names(&other));
+        self.note(text);
+    }
+
+    /// SIGSTOPs the leader (or any node) for 1-5 s, never past `end`, then SIGCONTs it.
+    fn pause(&mut self, end: Instant) {
+        let n = self.cluster.nodes.len();
+        let target = self.leader().unwrap_or_else(|| self.rng.gen_range(0..n));
+        let hold = self.draw((Duration::from_secs(1), Duration::from_secs(5)));
+        self.cluster.pause(target);
+        self.note(format!("SIGSTOP {} (leader) for {:.1}s", self.name(target), hold.as_secs_f64()));
+        sleep_until(end, hold);
+        self.cluster.resume(target);
+        self.note(format!("SIGCONT {}", self.name(target)));
+    }
+
+    /// The leader (if there is one) or, as often, a random node.
+    fn leader_half_the_time(&mut self) -> usize {
+        let n = self.cluster.nodes.len();
+        self.leader().filter(|_| self.rng.gen_bool(0.5)).unwrap_or_else(|| self.rng.gen_range(0..n))
+    }
+
+    /// SIGTERMs the leader or a random node, and restarts it.
+    fn restart_one(&mut self) {
+        let target = self.leader_half_the_time();
+        let code = self.cluster.terminate(target, Duration::from_secs(10));
+        let how = match code {
+            Some(c) => format!("exit code {c}"),
+            None => "no clean exit within 10 s: killed".into(),
+        };
+        self.note(format!("SIGTERM {} ({how}), restart", self.name(target)));
+        if let Err(e) = self.cluster.restart(target) {
+            self.note(format!("could not restart {}: {e}", self.name(target)));
+        }
+    }
+
+    /// Cuts every link out of one node, or every link into it, one way only.
+    fn one_way_cut(&mut self) {
+        let n = self.cluster.nodes.len();
+        let x = self.leader_half_the_time();
+        let outgoing = self.rng.gen_bool(0.5);
+        let mode = if self.rng.gen_bool(0.5) { LinkMode::Refuse } else { LinkMode::Blackhole };
+        for j in 0..n {
+            if j != x {
+                let (from, to) = if outgoing { (x, j) } else { (j, x) };
+                self.cluster.set_link(from, to, mode);
+            }
+        }
+        let text = format!(
+            "one-way cut ({}): {} {}",
+            if mode == LinkMode::Refuse { "refuse" } else { "black hole" },
+            self.name(x),
+            if outgoing {
+                "cannot reach the others (they reach it)"
+            } else {
+                "cannot be reached (it reaches the others)"
+            }
+        );
+        self.note(text);
     }
 
     /// Every directed link, or those of one random node, or half of them at random.

@@ -41,51 +41,16 @@ pub fn parse_porcupine_kv(text: &str) -> Result<Vec<Operation>, String> {
             continue;
         }
         let err = |msg: String| format!("line {line_no}: {msg}");
-        let map = parse_map(line).map_err(err)?;
-        let field = |name: &str| -> Result<&Value, String> {
-            map.iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v)
-                .ok_or_else(|| err(format!("missing :{name}")))
-        };
-        let process = match field("process")? {
-            Value::Int(p) if *p >= 0 => *p as u64,
-            Value::Keyword(_) => continue, // the nemesis
-            other => return Err(err(format!(":process must be a number, got {other:?}"))),
-        };
-        let kind = keyword(field("type")?).ok_or_else(|| err(":type must be a keyword".into()))?;
-        let f = keyword(field("f")?).ok_or_else(|| err(":f must be a keyword".into()))?;
-        let key = match field("key")? {
-            Value::Str(s) => s.clone(),
-            Value::Int(n) => n.to_string(),
-            other => return Err(err(format!(":key must be a string, got {other:?}"))),
-        };
-        let value = match map.iter().find(|(k, _)| k == "value").map(|(_, v)| v) {
-            None | Some(Value::Nil) => None,
-            Some(Value::Str(s)) => Some(s.clone()),
-            Some(Value::Int(n)) => Some(n.to_string()),
-            Some(other) => return Err(err(format!(":value must be a string, got {other:?}"))),
-        };
-
-        match kind {
+        let Some(record) = Record::parse(line).map_err(err)? else { continue };
+        let process = record.process;
+        match record.kind.as_str() {
             "invoke" => {
                 if let Some((_, at)) = pending.get(&process) {
                     return Err(err(format!(
                         "process {process} invokes while its operation from line {at} is pending"
                     )));
                 }
-                let input = match f {
-                    "get" => KvInput::Get { key },
-                    "put" | "append" => {
-                        let value = value.ok_or_else(|| err(format!(":{f} needs a :value")))?;
-                        if f == "put" {
-                            KvInput::Put { key, value }
-                        } else {
-                            KvInput::Append { key, value }
-                        }
-                    }
-                    other => return Err(err(format!("unknown :f :{other}"))),
-                };
+                let input = record.input().map_err(err)?;
                 pending.insert(process, (ops.len(), line_no));
                 ops.push(Some(Operation {
                     client_id: process,
@@ -102,35 +67,106 @@ pub fn parse_porcupine_kv(text: &str) -> Result<Vec<Operation>, String> {
                 let slot = ops
                     .get_mut(idx)
                     .ok_or_else(|| err("internal: lost pending operation".into()))?;
-                let Some(op) = slot.as_mut() else {
-                    return Err(err("internal: pending operation already removed".into()));
-                };
-                let invoked_f = match op.input {
-                    KvInput::Get { .. } => "get",
-                    KvInput::Put { .. } => "put",
-                    _ => "append",
-                };
-                if invoked_f != f || op.input.key() != Some(key.as_str()) {
-                    return Err(err(format!(
-                        "completion :{f} {key:?} does not match the invoke on line {at}"
-                    )));
-                }
-                match kind {
-                    "ok" => {
-                        op.return_time = Some(line_no as u64);
-                        op.output = match f {
-                            "get" => KvOutput::Value(value),
-                            _ => KvOutput::Ok,
-                        };
-                    }
-                    "fail" => *slot = None,
-                    _ => {} // info: stays Unknown with no return
-                }
+                record.complete(slot, at, line_no).map_err(err)?;
             }
             other => return Err(err(format!("unknown :type :{other}"))),
         }
     }
     Ok(ops.into_iter().flatten().collect())
+}
+
+/// One line of a history: an event of one process.
+struct Record {
+    process: u64,
+    /// `:type`: `invoke`, `ok`, `fail` or `info`.
+    kind: String,
+    /// `:f`: `get`, `put` or `append`.
+    f: String,
+    key: String,
+    value: Option<String>,
+}
+
+impl Record {
+    /// The record on `line`; `None` for the nemesis's (whose `:process` is a keyword).
+    fn parse(line: &str) -> Result<Option<Record>, String> {
+        let map = parse_map(line)?;
+        let field = |name: &str| -> Result<&Value, String> {
+            map.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v)
+                .ok_or_else(|| format!("missing :{name}"))
+        };
+        let process = match field("process")? {
+            Value::Int(p) if *p >= 0 => *p as u64,
+            Value::Keyword(_) => return Ok(None), // the nemesis
+            other => return Err(format!(":process must be a number, got {other:?}")),
+        };
+        let kind = keyword(field("type")?).ok_or(":type must be a keyword")?.to_string();
+        let f = keyword(field("f")?).ok_or(":f must be a keyword")?.to_string();
+        let key = match field("key")? {
+            Value::Str(s) => s.clone(),
+            Value::Int(n) => n.to_string(),
+            other => return Err(format!(":key must be a string, got {other:?}")),
+        };
+        let value = match map.iter().find(|(k, _)| k == "value").map(|(_, v)| v) {
+            None | Some(Value::Nil) => None,
+            Some(Value::Str(s)) => Some(s.clone()),
+            Some(Value::Int(n)) => Some(n.to_string()),
+            Some(other) => return Err(format!(":value must be a string, got {other:?}")),
+        };
+        Ok(Some(Record { process, kind, f, key, value }))
+    }
+
+    /// What an `:invoke` asks for.
+    fn input(self) -> Result<KvInput, String> {
+        let Record { f, key, value, .. } = self;
+        match f.as_str() {
+            "get" => Ok(KvInput::Get { key }),
+            "put" | "append" => {
+                let value = value.ok_or_else(|| format!(":{f} needs a :value"))?;
+                if f == "put" {
+                    Ok(KvInput::Put { key, value })
+                } else {
+                    Ok(KvInput::Append { key, value })
+                }
+            }
+            other => Err(format!("unknown :f :{other}")),
+        }
+    }
+
+    /// Completes the operation in `slot`, invoked on line `at`, with this `:ok`, `:fail` or
+    /// `:info` on line `line_no`.
+    fn complete(
+        self,
+        slot: &mut Option<Operation>,
+        at: usize,
+        line_no: usize,
+    ) -> Result<(), String> {
+        let Some(op) = slot.as_mut() else {
+            return Err("internal: pending operation already removed".into());
+        };
+        let invoked_f = match op.input {
+            KvInput::Get { .. } => "get",
+            KvInput::Put { .. } => "put",
+            _ => "append",
+        };
+        let (f, key) = (self.f.as_str(), self.key.as_str());
+        if invoked_f != f || op.input.key() != Some(key) {
+            return Err(format!("completion :{f} {key:?} does not match the invoke on line {at}"));
+        }
+        match self.kind.as_str() {
+            "ok" => {
+                op.return_time = Some(line_no as u64);
+                op.output = match f {
+                    "get" => KvOutput::Value(self.value),
+                    _ => KvOutput::Ok,
+                };
+            }
+            "fail" => *slot = None,
+            _ => {} // info: stays Unknown with no return
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

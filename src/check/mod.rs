@@ -546,7 +546,7 @@ fn shrink(
 ) -> Vec<Projected> {
     let deadline = deadline.min(Instant::now() + Duration::from_secs(2) + spent * 2);
     let attempt_budget = (spent * 2).max(Duration::from_millis(50));
-    // Some(true): still illegal; Some(false): legal or undecided in time; None: out of time.
+    // See `StillIllegal`.
     let still_illegal = |keep: &[bool]| -> Option<bool> {
         let now = Instant::now();
         if now >= deadline {
@@ -558,13 +558,25 @@ fn shrink(
         let result = check_key(&refs, &model.initial_value, attempt_deadline, MEMORY_LIMIT);
         Some(result == KeyResult::Illegal)
     };
-    let is_read = |i: usize| entries[i].entry.op.is_read();
+    let mut keep = cut_at_first_violation(entries, &still_illegal);
+    drop_reads(entries, &mut keep, &still_illegal);
+    drop_last_writes(entries, &mut keep);
+    keep_bounding_reads(entries, &mut keep);
+    entries.iter().zip(&keep).filter(|(_, k)| **k).map(|(p, _)| p.clone()).collect()
+}
 
-    // 1. Cut at the earliest time the violation is already visible. For a cutoff T, keep the
-    //    writes called before T and the reads that returned before T. If the whole history has a
-    //    linearization, ordering by linearization points puts every kept read (point < T) before
-    //    every dropped write (point >= T), so dropping those writes changes no kept read: the cut
-    //    history is linearizable too. Illegality is therefore monotone in T: binary search.
+/// Whether a shrunk history (the entries marked in its argument) is still illegal: `Some(true)`
+/// yes, `Some(false)` legal or undecided in time, `None` out of time.
+type StillIllegal<'a> = dyn Fn(&[bool]) -> Option<bool> + 'a;
+
+/// Shrinking, step 1. Cut at the earliest time the violation is already visible. For a cutoff T,
+/// keep the writes called before T and the reads that returned before T. If the whole history has a
+/// linearization, ordering by linearization points puts every kept read (point < T) before every
+/// dropped write (point >= T), so dropping those writes changes no kept read: the cut history is
+/// linearizable too. Illegality is therefore monotone in T: binary search. Returns which entries to
+/// keep.
+fn cut_at_first_violation(entries: &[Projected], still_illegal: &StillIllegal) -> Vec<bool> {
+    let is_read = |i: usize| entries[i].entry.op.is_read();
     let keep_at = |t: u64| -> Vec<bool> {
         (0..entries.len())
             .map(|i| {
@@ -598,10 +610,14 @@ fn shrink(
             keep = keep_at(cuts[hi]);
         }
     }
+    keep
+}
 
-    // 2. Delta debugging over the remaining reads: try dropping chunks, halving the chunk size.
-    //    Only reads: dropping a write, even one with unknown outcome, can make a read
-    //    unexplainable, so the result would no longer be a witness against the original.
+/// Shrinking, step 2. Delta debugging over the remaining reads: try dropping chunks, halving the
+/// chunk size. Only reads: dropping a write, even one with unknown outcome, can make a read
+/// unexplainable, so the result would no longer be a witness against the original.
+fn drop_reads(entries: &[Projected], keep: &mut [bool], still_illegal: &StillIllegal) {
+    let is_read = |i: usize| entries[i].entry.op.is_read();
     let mut candidates: Vec<usize> =
         (0..entries.len()).filter(|&i| keep[i] && is_read(i)).collect();
     let mut chunk = candidates.len().div_ceil(2).max(1);
@@ -612,7 +628,7 @@ fn shrink(
             for &c in &candidates[i..end] {
                 keep[c] = false;
             }
-            match still_illegal(&keep) {
+            match still_illegal(keep) {
                 Some(true) => {
                     candidates.drain(i..end);
                 }
@@ -632,9 +648,12 @@ fn shrink(
         }
         chunk = chunk.div_ceil(2);
     }
+}
 
-    // 3. Drop writes that must be linearized last (called after every other remaining operation
-    //    returned): no read can depend on them, so removing them keeps the history illegal.
+/// Shrinking, step 3. Drop writes that must be linearized last (called after every other remaining
+/// operation returned): no read can depend on them, so removing them keeps the history illegal.
+fn drop_last_writes(entries: &[Projected], keep: &mut [bool]) {
+    let is_read = |i: usize| entries[i].entry.op.is_read();
     loop {
         let live: Vec<usize> = (0..entries.len()).filter(|&i| keep[i]).collect();
         let Some(&last) = live.iter().max_by_key(|&&i| entries[i].entry.call) else {
@@ -651,10 +670,12 @@ fn shrink(
         }
         keep[last] = false;
     }
+}
 
-    // 4. A kept put whose return time came from a read of its value keeps that read: checked
-    //    again on its own, the witness must give the put the same bound. (Adding a read to an
-    //    illegal history keeps it illegal.)
+/// Shrinking, step 4. A kept put whose return time came from a read of its value keeps that read:
+/// checked again on its own, the witness must give the put the same bound. (Adding a read to an
+/// illegal history keeps it illegal.)
+fn keep_bounding_reads(entries: &[Projected], keep: &mut [bool]) {
     for i in 0..entries.len() {
         if keep[i]
             && let Some(read) = entries[i].bounded_by
@@ -662,6 +683,4 @@ fn shrink(
             keep[read] = true;
         }
     }
-
-    entries.iter().zip(&keep).filter(|(_, k)| **k).map(|(p, _)| p.clone()).collect()
 }

@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rand::distributions::Alphanumeric;
@@ -219,26 +220,7 @@ struct ThreadResult {
 
 /// Runs a bench: finds the target, populates if asked, measures, and reports.
 pub fn run(config: &BenchConfig) -> Result<BenchReport> {
-    if config.clients == 0 {
-        return Err(Error::BadRequest("--clients must be at least 1".into()));
-    }
-    if config.keys == 0 {
-        return Err(Error::BadRequest("--keys must be at least 1".into()));
-    }
-    if config.clients > MAX_CLIENTS {
-        return Err(Error::BadRequest(format!("--clients must be at most {MAX_CLIENTS}")));
-    }
-    if config.keys > MAX_KEYS {
-        return Err(Error::BadRequest(format!("--keys must be at most {MAX_KEYS}")));
-    }
-    if config.value_size > MAX_VALUE_SIZE {
-        return Err(Error::BadRequest(format!(
-            "--value-size must be at most {MAX_VALUE_SIZE} bytes"
-        )));
-    }
-    if !(0.0..=1.0).contains(&config.read_ratio) {
-        return Err(Error::BadRequest("--read-ratio must be between 0 and 1".into()));
-    }
+    check(config)?;
     let target = match &config.target {
         Some(t) => normalize_addr(t),
         None => Client::new(config.servers.clone()).leader()?,
@@ -288,26 +270,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport> {
             std::thread::Builder::new().name("bench".into()).spawn(move || worker.run())
         })
         .collect();
-    let mut total = ThreadResult::default();
-    let mut spawn_error = None;
-    for h in handles {
-        let h = match h {
-            Ok(h) => h,
-            Err(e) => {
-                spawn_error = Some(e);
-                continue;
-            }
-        };
-        let r = h.join().map_err(|_| Error::Internal("a bench thread panicked".into()))?;
-        total.requests += r.requests;
-        total.latencies_ns.extend(r.latencies_ns);
-        for (k, n) in r.errors {
-            *total.errors.entry(k).or_default() += n;
-        }
-    }
-    if let Some(e) = spawn_error {
-        return Err(Error::Internal(format!("cannot start a bench thread: {e}")));
-    }
+    let total = join(handles)?;
     let elapsed = started.elapsed().as_secs_f64();
     let ok = total.latencies_ns.len() as u64;
     Ok(BenchReport {
@@ -326,6 +289,57 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport> {
         errors: total.errors,
         latency_us: latency(total.latencies_ns),
     })
+}
+
+/// Refuses a configuration the bench cannot run (or should not: the limits keep a typo from
+/// starting a million threads).
+fn check(config: &BenchConfig) -> Result<()> {
+    if config.clients == 0 {
+        return Err(Error::BadRequest("--clients must be at least 1".into()));
+    }
+    if config.keys == 0 {
+        return Err(Error::BadRequest("--keys must be at least 1".into()));
+    }
+    if config.clients > MAX_CLIENTS {
+        return Err(Error::BadRequest(format!("--clients must be at most {MAX_CLIENTS}")));
+    }
+    if config.keys > MAX_KEYS {
+        return Err(Error::BadRequest(format!("--keys must be at most {MAX_KEYS}")));
+    }
+    if config.value_size > MAX_VALUE_SIZE {
+        return Err(Error::BadRequest(format!(
+            "--value-size must be at most {MAX_VALUE_SIZE} bytes"
+        )));
+    }
+    if !(0.0..=1.0).contains(&config.read_ratio) {
+        return Err(Error::BadRequest("--read-ratio must be between 0 and 1".into()));
+    }
+    Ok(())
+}
+
+/// Waits for the bench threads and adds up what they measured.
+fn join(handles: Vec<std::io::Result<JoinHandle<ThreadResult>>>) -> Result<ThreadResult> {
+    let mut total = ThreadResult::default();
+    let mut spawn_error = None;
+    for h in handles {
+        let h = match h {
+            Ok(h) => h,
+            Err(e) => {
+                spawn_error = Some(e);
+                continue;
+            }
+        };
+        let r = h.join().map_err(|_| Error::Internal("a bench thread panicked".into()))?;
+        total.requests += r.requests;
+        total.latencies_ns.extend(r.latencies_ns);
+        for (k, n) in r.errors {
+            *total.errors.entry(k).or_default() += n;
+        }
+    }
+    match spawn_error {
+        Some(e) => Err(Error::Internal(format!("cannot start a bench thread: {e}"))),
+        None => Ok(total),
+    }
 }
 
 /// Writes every key once, spread over `clients` threads, each with a retrying client pinned to

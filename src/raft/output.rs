@@ -114,8 +114,9 @@ pub struct Status {
     pub transfer: Option<NodeId>,
 }
 
-/// A leader's view of one follower, for `/status`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// A leader's view of one follower. The shell shows it as is in `/status` (the wire type
+/// `api::Status::progress`), hence the serde names.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PeerProgress {
     /// Next entry to send.

@@ -22,14 +22,13 @@ use serde::Serialize;
 use tiny_http::{Header, Method, Request, Response};
 
 use super::auth::PendingCheck;
-use super::node::Node;
-use super::peer::RpcHandler;
+use super::node::{Node, spawn};
 use super::pool_kick::{self, Activity};
-use super::spawn;
-use crate::api::{GetReply, PutRequest, SnapshotChunkReply, WriteReply};
+use super::transport::{RpcHandler, rpc_path};
+use crate::api::{GetReply, PutRequest, SnapshotChunk, SnapshotChunkReply, WriteReply};
 use crate::error::{Error, Result};
 use crate::kv::Command;
-use crate::raft::{Envelope, MAX_INDEX, MAX_TERM};
+use crate::raft::{Envelope, MAX_INDEX, MAX_TERM, SnapshotMeta};
 
 const FORWARDED: &str = "X-Raftlabkv-Forwarded";
 
@@ -459,7 +458,7 @@ fn peer_rpc(
             envelope.from
         )));
     }
-    let expected = super::peer::rpc_path(&envelope.message);
+    let expected = rpc_path(&envelope.message);
     if expected != path {
         return Err(Error::BadRequest(format!("this message belongs on {expected}")));
     }
@@ -468,7 +467,8 @@ fn peer_rpc(
 }
 
 /// `POST /raft/snapshotChunk?from=&index=&term=&offset=&total=` with the raw bytes as body
-/// (MAC-verified before the query is believed).
+/// (MAC-verified before the query is believed): a [`SnapshotChunk`] (the query
+/// [`SnapshotChunk::query`] writes).
 fn snapshot_chunk(
     node: &Node,
     request: &mut Request,
@@ -492,13 +492,13 @@ fn snapshot_chunk(
             "a snapshot chunk from {from:?} sent (and signed) by {signer:?}"
         )));
     }
-    let meta = crate::raft::SnapshotMeta { index: number("index")?, term: number("term")? };
+    let snapshot = SnapshotMeta { index: number("index")?, term: number("term")? };
     let (offset, total) = (number("offset")?, number("total")?);
     // The same bounds as for any peer message (`Envelope::validate`), and a chunk inside its file.
-    if meta.index > MAX_INDEX || meta.term > MAX_TERM {
+    if snapshot.index > MAX_INDEX || snapshot.term > MAX_TERM {
         return Err(Error::BadRequest(format!(
             "snapshot chunk names index {} term {}, above the largest allowed",
-            meta.index, meta.term
+            snapshot.index, snapshot.term
         )));
     }
     if offset > total {
@@ -506,7 +506,8 @@ fn snapshot_chunk(
             "snapshot chunk at offset {offset} is past the end of its {total}-byte file"
         )));
     }
-    let received = node.handle_snapshot_chunk(&from, meta, offset, total, &body)?;
+    let chunk = SnapshotChunk { from: &from, snapshot, offset, total, data: &body };
+    let received = node.handle_snapshot_chunk(&chunk)?;
     Ok(Reply::json(200, &SnapshotChunkReply { received }))
 }
 

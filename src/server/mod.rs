@@ -4,26 +4,22 @@
 //! |---|---|
 //! | `config.rs` | [`ServerConfig`]: addresses, timeouts, limits, cluster id, peer secret |
 //! | `auth.rs` | signing and checking peer requests (`--peer-secret-file`), the cluster id check |
-//! | `node.rs` | [`Node`]: the state every thread shares, the lock rule, the client operations, the peer RPC handler |
+//! | `node.rs` | [`Node`]: the state every thread shares, the lock rule, the client operations |
 //! | `loops.rs` | the `ticker`, `apply` and `sync` threads |
-//! | `peer.rs` | the per-peer replication threads and the transports they call through |
+//! | `peer.rs` | talking to peers: the per-peer replication threads, and the node's answer to a peer's RPC |
+//! | `transport.rs` | how a peer RPC travels: over HTTP, or in-process for tests |
 //! | `http.rs` | the HTTP listener, its workers and routes, request forwarding |
 //! | `pool_kick.rs` | a workaround for a tiny_http pool bug, run by the listener |
 //! | `pending.rs` | client requests waiting for a commit or a confirmed read |
-//! | `snapshot.rs` | taking, sending, receiving and loading snapshots |
+//! | `snapshot.rs` | taking, sending, receiving and installing snapshots |
 //!
-//! This file only wires them together: [`Server::start`] and [`Server::stop`].
+//! This file only wires them together: [`Server::start`] and [`Server::stop`]. Among the others
+//! imports run one way (`tests/layering.rs` checks): `config`, `pending`, `pool_kick` and
+//! `transport` import none of them; `node` imports `config` and `pending`; `snapshot` imports
+//! `node` and `transport`; `peer`, `loops` and `http` import from those and from nothing above
+//! them.
 //!
-//! ```text
-//!            clients                                   peers
-//!               |                                        ^
-//!        [tiny_http pool: http-1..N] --step/propose-->   |  [peer-nodeX] one per peer: channel in,
-//!               |                      \                 |   blocking ureq out, response -> step
-//!               v                       v                |
-//!   [ticker] -> Mutex<RaftNode> -- route (under the lock, non-blocking) --> peer channels
-//!                     |                                   \--> apply channel --> [apply] -> KvStore
-//!                     +-- sync jobs --> [sync]: fsync (group commit), then persisted() / votes
-//! ```
+//! The threads and how they meet are drawn once, in the [crate docs](crate).
 //!
 //! One rule (spelled out in [`node`]): **lock, step or tick, route, unlock, then act.**
 
@@ -36,6 +32,7 @@ pub mod peer;
 pub mod pending;
 pub mod pool_kick;
 pub mod snapshot;
+pub mod transport;
 
 pub use config::ServerConfig;
 pub use node::{Node, WriteOk};
@@ -47,8 +44,8 @@ use std::thread::JoinHandle;
 use crate::error::{Error, Result};
 use crate::storage::NodeStorage;
 use http::Listener;
-use node::Queues;
-use peer::Transport;
+use node::{Queues, spawn};
+use transport::Transport;
 
 /// A running node: its threads and shared state.
 pub struct Server {
@@ -74,7 +71,7 @@ impl Server {
         let (node, queues) = Node::new(config, storage)?;
         // After the node read its log: it signs with the cluster id kept there.
         let auth = node.config.peer_auth();
-        let transport = Arc::new(peer::HttpTransport::new(node.config.rpc_timeout, auth));
+        let transport = Arc::new(transport::HttpTransport::new(node.config.rpc_timeout, auth));
         let mut server = Self::run(node, queues, transport)?;
         let spawned = listener.spawn(&server.node, &mut server.threads);
         server.http = Some(listener);
@@ -83,7 +80,7 @@ impl Server {
     }
 
     /// Starts a node's core threads over any transport (no HTTP listener: tests call
-    /// [`Node`] methods directly, e.g. through [`peer::LocalTransport`]).
+    /// [`Node`] methods directly, e.g. through [`transport::LocalTransport`]).
     pub fn start_with_transport(
         config: ServerConfig,
         storage: NodeStorage,
@@ -150,12 +147,4 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop_threads();
     }
-}
-
-/// Starts a named thread (`peer-node2`, `ticker`, `http-3`, so logs and panics say who spoke).
-fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name(name.clone())
-        .spawn(f)
-        .map_err(|e| Error::Internal(format!("cannot start thread {name}: {e}")))
 }

@@ -4,7 +4,7 @@
 //! # The lock rule
 //!
 //! **Lock, step or tick, route, unlock, then act.** Every thread goes through `Node::with_raft`
-//! (or the same steps spelled out, in [`Node::handle_rpc`]):
+//! (or the same steps spelled out, in the peer RPC handler in [`super::peer`]):
 //!
 //! 1. lock the core and call `tick`, `step`, `propose`, `read` or `persisted`;
 //! 2. still under the lock, `Node::route` the output with non-blocking channel operations only
@@ -21,6 +21,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, unbounded};
@@ -28,13 +29,13 @@ use parking_lot::{Mutex, RwLock};
 
 use super::auth::PeerAuth;
 use super::config::ServerConfig;
-use super::peer::RpcHandler;
 use super::pending::Pending;
-use super::snapshot::{self, SnapshotState};
 use crate::api::Status;
 use crate::error::{Error, LeaderHint, Result};
 use crate::kv::{Command, KvStore};
-use crate::raft::{Entry, Envelope, Index, Message, NodeId, Output, RaftNode, SnapshotMeta, Term};
+use crate::raft::{
+    Entry, Envelope, Index, Membership, Message, NodeId, Output, RaftNode, SnapshotMeta, Term,
+};
 use crate::storage::{NodeStorage, SnapshotStore, Syncer};
 
 /// Capacity of each peer's queue: a slow peer fills its own and loses messages, nobody waits.
@@ -126,7 +127,7 @@ pub struct Node {
     /// Peer RPCs this node sent (requests only), for `/status`.
     pub(super) rpcs_sent: AtomicU64,
     /// Peer RPCs this node answered.
-    rpcs_received: AtomicU64,
+    pub(super) rpcs_received: AtomicU64,
     /// Log entries applied to the state machine since start.
     pub(super) entries_applied: AtomicU64,
     /// Set once by [`super::Server::stop`]: every loop ends at its next check.
@@ -144,6 +145,21 @@ pub struct WriteOk {
     pub term: Term,
 }
 
+/// Bookkeeping of the snapshot thread.
+pub struct SnapshotState {
+    /// Index of the latest snapshot taken or installed (or where the state machine started).
+    pub last_index: Index,
+    /// A snapshot is being written now (one at a time).
+    pub in_progress: bool,
+}
+
+impl SnapshotState {
+    /// Starts counting from `index`.
+    pub fn new(index: Index) -> Self {
+        SnapshotState { last_index: index, in_progress: false }
+    }
+}
+
 impl Node {
     /// A node over `storage`, with its queues (no threads yet). Recovery: the state machine
     /// starts from the latest snapshot, and the log replays the rest as the leader tells us what
@@ -153,7 +169,7 @@ impl Node {
         let mut raft = RaftNode::new(config.raft_config(), log)?;
         let snapshots = snapshots.map(Arc::new);
         let snapshot = raft.storage().snapshot();
-        let (kv, cluster) = snapshot::load_state_machine(snapshot, snapshots.as_deref())?;
+        let (kv, cluster) = load_state_machine(snapshot, snapshots.as_deref())?;
         if let (Some(meta), Some(m)) = (snapshot, cluster) {
             raft.restore_membership(meta.index, m)?;
         }
@@ -311,14 +327,16 @@ impl Node {
 
     // ----- client operations ----------------------------------------------------------------------
 
-    /// Refuses a client operation with [`Error::NotLeader`] unless this node leads. Called under
-    /// the Raft lock, so the answer holds for the propose or read that follows it.
-    fn check_leader(&self, raft: &RaftNode) -> Result<()> {
-        if raft.is_leader() {
-            return Ok(());
+    /// The core refuses a client operation on a follower with [`Error::NotLeader`] naming the
+    /// leader by id: add the address clients reach it at (a leader we know no address of is no
+    /// hint).
+    fn with_leader_addr(&self, e: Error) -> Error {
+        match e {
+            Error::NotLeader { leader: Some(LeaderHint { id, .. }) } => {
+                Error::NotLeader { leader: self.addr_of(&id).map(|addr| LeaderHint { id, addr }) }
+            }
+            e => e,
         }
-        let leader = raft.leader().and_then(|id| Some(LeaderHint { addr: self.addr_of(&id)?, id }));
-        Err(Error::NotLeader { leader })
     }
 
     /// Proposes a command and waits until it is applied (200), replaced (503) or the wait times
@@ -326,13 +344,14 @@ impl Node {
     /// layer forwards instead).
     pub fn write(&self, command: &Command) -> Result<WriteOk> {
         let (tx, rx) = bounded(1);
-        let index = self.with_raft(|raft| {
-            self.check_leader(raft)?;
-            let (index, term, out) = raft.propose(command.encode())?;
-            // Registered under the Raft lock: the entry cannot be applied before we wait for it.
-            self.pending.lock().add_write(index, term, tx);
-            Ok((index, out))
-        })?;
+        let index = self
+            .with_raft(|raft| {
+                let (index, term, out) = raft.propose(command.encode())?;
+                // Registered under the Raft lock: the entry cannot be applied before we wait for it.
+                self.pending.lock().add_write(index, term, tx);
+                Ok((index, out))
+            })
+            .map_err(|e| self.with_leader_addr(e))?;
         match rx.recv_timeout(self.config.request_timeout) {
             Ok(Ok((index, term))) => Ok(WriteOk { index, term }),
             Ok(Err(e)) => Err(e),
@@ -353,13 +372,9 @@ impl Node {
         let id = self.next_read_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = bounded(1);
         self.pending.lock().add_read(id, tx);
-        let started = self.with_raft(|raft| {
-            self.check_leader(raft)?;
-            Ok(((), raft.read(id)?))
-        });
-        if let Err(e) = started {
+        if let Err(e) = self.with_raft(|raft| Ok(((), raft.read(id)?))) {
             self.pending.lock().remove_read(id);
-            return Err(e);
+            return Err(self.with_leader_addr(e));
         }
         match rx.recv_timeout(self.config.request_timeout) {
             Ok(result) => result.map(|_| ()),
@@ -412,7 +427,7 @@ impl Node {
             entries_applied: self.entries_applied.load(Ordering::Relaxed),
             first_log_index: s.first_log_index,
             snapshot_index: s.snapshot.map_or(0, |m| m.index),
-            progress: s.progress.into_iter().map(|(id, p)| (id, p.into())).collect(),
+            progress: s.progress,
         }
     }
 
@@ -448,63 +463,47 @@ impl Links {
     }
 }
 
-impl RpcHandler for Node {
-    /// A peer's request: step it, then answer with the response once what it promises is durable.
-    /// `None` when the core chose not to answer (a vote request ignored while a leader is alive).
-    fn handle_rpc(&self, envelope: Envelope) -> Result<Option<Envelope>> {
-        if envelope.to != self.config.id {
-            return Err(Error::BadRequest(format!(
-                "message for {:?} sent to {:?}",
-                envelope.to, self.config.id
-            )));
-        }
-        // Not checked against the configuration (thesis §4.1: a leader may already count us
-        // before we know it; a joining node has no configuration yet). Strangers are refused
-        // before this, by the cluster id and the peer secret.
-        if envelope.message.is_response() {
-            return Err(Error::BadRequest("expected a request, got a response".into()));
-        }
-        self.rpcs_received.fetch_add(1, Ordering::Relaxed);
-        if let Message::InstallSnapshot(m) = &envelope.message {
-            // The snapshot's bytes came in chunks; they must be complete and intact before the
-            // core may act on them.
-            let meta = SnapshotMeta { index: m.last_included_index, term: m.last_included_term };
-            snapshot::accept_file(self, meta)?;
-        }
-        let from = envelope.from.clone();
-        let (reply, rest) = {
-            let mut raft = self.raft.lock();
-            let mut out = match raft.step(envelope) {
-                Ok(out) => out,
-                Err(e @ Error::BadRequest(_)) => return Err(e),
-                Err(e) => self.fatal(&e),
-            };
-            let is_reply = |m: &Envelope| m.to == from && m.message.is_response();
-            let reply = match out.after_sync.iter().position(is_reply) {
-                Some(p) => Some(out.after_sync.remove(p)),
-                None => out.messages.iter().position(is_reply).map(|p| out.messages.remove(p)),
-            };
-            let rest = self.route(&mut raft, out);
-            (reply, rest)
-        };
-        let sync = rest.sync;
-        self.queue_sync(rest);
-        // The reply may promise durable state (a vote, stored entries): wait for the disk.
-        // Concurrent handlers share fsyncs.
-        if let Some(point) = sync {
-            self.syncer.sync_through(point.write_seq).unwrap_or_else(|e| self.fatal(&e));
-        }
-        Ok(reply)
-    }
+// ----- helpers the node's threads share -----------------------------------------------------------
 
-    fn handle_snapshot_chunk(
-        &self,
-        from: &str,
-        meta: SnapshotMeta,
-        offset: u64,
-        total: u64,
-        bytes: &[u8],
-    ) -> Result<u64> {
-        snapshot::receive_chunk(self, from, meta, offset, total, bytes)
+/// The state machine a node starts with: the snapshot its storage names, or empty. Also what the
+/// apply thread loads when the core installs a leader's snapshot ([`super::snapshot`]).
+pub fn load_state_machine(
+    meta: Option<SnapshotMeta>,
+    store: Option<&SnapshotStore>,
+) -> Result<(KvStore, Option<Membership>)> {
+    let Some(meta) = meta else { return Ok((KvStore::new(), None)) };
+    let store = store.ok_or_else(|| {
+        Error::Storage(format!(
+            "the log starts after snapshot {} but there are no snapshot files",
+            meta.index
+        ))
+    })?;
+    let started = Instant::now();
+    let bytes = store.read(meta)?;
+    let kv = KvStore::decode_snapshot(&bytes)?;
+    // The configuration in force at the snapshot's index, which the snapshot carries.
+    let cluster = crate::kv::snapshot_cluster(&bytes).and_then(|v| serde_json::from_value(v).ok());
+    drop(bytes);
+    if kv.applied_index() != meta.index {
+        return Err(Error::Storage(format!(
+            "snapshot file for index {} holds state at index {}",
+            meta.index,
+            kv.applied_index()
+        )));
     }
+    log::info!(
+        "state machine loaded from snapshot {} ({} keys) in {:?}",
+        meta.index,
+        kv.len(),
+        started.elapsed()
+    );
+    Ok((kv, cluster))
+}
+
+/// Starts a named thread (`peer-node2`, `ticker`, `http-3`, so logs and panics say who spoke).
+pub(super) fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(f)
+        .map_err(|e| Error::Internal(format!("cannot start thread {name}: {e}")))
 }

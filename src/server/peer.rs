@@ -1,25 +1,23 @@
-//! Peer transport: how an [`Envelope`] reaches another node and its answer comes back.
+//! Talking to peers, both ways: the replication threads that send, and the handler that answers.
 //!
-//! A [`Transport`] is a blocking request/response call. [`HttpTransport`] POSTs JSON to
-//! `/raft/requestVote` or `/raft/appendEntries` with `ureq`; [`LocalTransport`] calls another node in
-//! the same process (tests of the threaded shell without sockets).
+//! **Out.** Each peer gets one replication thread ([`replicate`]): a dumb pipe that takes envelopes
+//! from its bounded channel, makes the call through a [`Transport`], and feeds the answer back into
+//! the node. The core decides what to send; a dead or slow peer only ever blocks its own thread.
 //!
-//! Each peer gets one replication thread ([`replicate`]): a dumb pipe that takes envelopes from its
-//! bounded channel, makes the call, and feeds the answer back into the node. The core decides what
-//! to send; a dead or slow peer only ever blocks its own thread.
+//! **In.** The node is the [`RpcHandler`] the HTTP routes (or a [`super::transport::LocalTransport`])
+//! hand a peer's request to: it steps the request, and answers once what the
+//! answer promises is on disk.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use parking_lot::RwLock;
 
-use super::auth::PeerAuth;
 use super::node::Node;
 use super::snapshot;
-use crate::api::{SnapshotChunkReply, encode_path_segment};
+use super::transport::{RpcHandler, Transport};
+use crate::api::SnapshotChunk;
 use crate::error::{Error, Result};
 use crate::raft::{Envelope, Message, NodeId, SnapshotMeta};
 
@@ -100,215 +98,56 @@ pub fn replicate(node: &Node, id: &NodeId, rx: &Receiver<Envelope>, transport: &
     }
 }
 
-/// Sends one RPC and waits for its response.
-pub trait Transport: Send + Sync {
-    /// Delivers `envelope` to the node at `addr` and returns that node's response envelope, or
-    /// `None` if it chose not to answer.
-    fn call(&self, addr: &str, envelope: &Envelope) -> Result<Option<Envelope>>;
-
-    /// Sends one chunk of the snapshot `meta` (the file's bytes at `offset`, of `total`) ahead of
-    /// `envelope`, the InstallSnapshot it belongs to. Returns how many bytes the receiver now
-    /// holds, which is where the next chunk starts (a restart or resume if it differs).
-    fn send_snapshot_chunk(
-        &self,
-        addr: &str,
-        envelope: &Envelope,
-        meta: SnapshotMeta,
-        offset: u64,
-        total: u64,
-        bytes: &[u8],
-    ) -> Result<u64>;
-}
-
-/// The HTTP path of a request message.
-pub fn rpc_path(message: &Message) -> &'static str {
-    match message {
-        Message::RequestVote(_) | Message::RequestVoteResponse(_) => "/raft/requestVote",
-        Message::AppendEntries(_) | Message::AppendEntriesResponse(_) => "/raft/appendEntries",
-        Message::InstallSnapshot(_) | Message::InstallSnapshotResponse(_) => {
-            "/raft/installSnapshot"
-        }
-        Message::TimeoutNow => "/raft/timeoutNow",
-    }
-}
-
-/// Peer RPCs over HTTP/1.1 with keep-alive, JSON bodies, each request signed
-/// ([`super::auth`]).
-pub struct HttpTransport {
-    agent: ureq::Agent,
-    auth: PeerAuth,
-    /// Peers that refused our credentials, logged once each (a handful: one per peer address).
-    refused: parking_lot::Mutex<std::collections::HashSet<String>>,
-}
-
-impl HttpTransport {
-    /// A transport whose calls give up after `timeout` (a black-holed peer costs at most that),
-    /// signing its requests with `auth`.
-    pub fn new(timeout: Duration, auth: PeerAuth) -> Self {
-        let agent = ureq::AgentBuilder::new()
-            .timeout_connect(timeout.min(Duration::from_millis(500)))
-            .timeout(timeout)
-            .max_idle_connections_per_host(4)
-            .build();
-        HttpTransport { agent, auth, refused: Default::default() }
-    }
-}
-
-impl HttpTransport {
-    /// A failed call as [`Error::Unavailable`]; a peer refusing our credentials or our cluster id
-    /// (401, 403) is logged loudly, once per peer: it will not work until an operator fixes it.
-    fn failed(&self, addr: &str, what: &str, e: ureq::Error) -> Error {
-        if let ureq::Error::Status(status @ (401 | 403), response) = e {
-            let body = response.into_string().unwrap_or_default();
-            if self.refused.lock().insert(addr.to_string()) {
-                log::error!(
-                    "{}: the peer at {addr} refuses our {what}s with {status}: {body} (is \
-                     --peer-secret-file the same file on every node, and --peers the same \
-                     cluster?)",
-                    self.auth.node_id()
-                );
-            }
-            return Error::Unavailable(format!("{what} to {addr} refused ({status}): {body}"));
-        }
-        Error::Unavailable(format!("{what} to {addr} failed: {e}"))
-    }
-}
-
-impl Transport for HttpTransport {
-    fn call(&self, addr: &str, envelope: &Envelope) -> Result<Option<Envelope>> {
-        let path = rpc_path(&envelope.message);
-        let url = format!("http://{addr}{path}");
-        let body = serde_json::to_vec(envelope)
-            .map_err(|e| Error::Internal(format!("cannot encode RPC: {e}")))?;
-        let request = self.agent.post(&url).set("Content-Type", "application/json");
-        let response = self
-            .auth
-            .sign("POST", path, &body)
-            .apply(request)
-            .send_bytes(&body)
-            .map_err(|e| self.failed(addr, "RPC", e))?;
-        let reply: Option<Envelope> = serde_json::from_reader(response.into_reader())
-            .map_err(|e| Error::Unavailable(format!("bad RPC response from {addr}: {e}")))?;
-        Ok(reply)
-    }
-
-    fn send_snapshot_chunk(
-        &self,
-        addr: &str,
-        envelope: &Envelope,
-        meta: SnapshotMeta,
-        offset: u64,
-        total: u64,
-        bytes: &[u8],
-    ) -> Result<u64> {
-        // Only unreserved characters and %XX escapes: sent exactly as signed.
-        let path = format!(
-            "/raft/snapshotChunk?from={}&index={}&term={}&offset={offset}&total={total}",
-            encode_path_segment(&envelope.from),
-            meta.index,
-            meta.term
-        );
-        let request = self
-            .agent
-            .post(&format!("http://{addr}{path}"))
-            .set("Content-Type", "application/octet-stream");
-        let response = self
-            .auth
-            .sign("POST", &path, bytes)
-            .apply(request)
-            .send_bytes(bytes)
-            .map_err(|e| self.failed(addr, "snapshot chunk", e))?;
-        let reply: SnapshotChunkReply =
-            serde_json::from_reader(response.into_reader()).map_err(|e| {
-                Error::Unavailable(format!("bad snapshot chunk answer from {addr}: {e}"))
-            })?;
-        Ok(reply.received)
-    }
-}
-
-/// Something that can answer peer RPCs: the server's node.
-pub trait RpcHandler: Send + Sync {
-    /// Handles one peer request and returns the response envelope, if there is one.
-    fn handle_rpc(&self, envelope: Envelope) -> Result<Option<Envelope>>;
-
-    /// Stores one chunk of an incoming snapshot; returns the bytes held so far.
-    fn handle_snapshot_chunk(
-        &self,
-        from: &str,
-        meta: SnapshotMeta,
-        offset: u64,
-        total: u64,
-        bytes: &[u8],
-    ) -> Result<u64>;
-}
-
-/// In-process transport: "addresses" name handlers registered in a shared table. Links can be cut
-/// to test partitions without sockets.
-#[derive(Default, Clone)]
-pub struct LocalTransport {
-    nodes: Arc<RwLock<HashMap<String, Weak<dyn RpcHandler>>>>,
-    cut: Arc<RwLock<std::collections::HashSet<(NodeId, NodeId)>>>,
-}
-
-impl LocalTransport {
-    /// An empty network.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Makes `handler` reachable at `addr`.
-    pub fn register(&self, addr: &str, handler: Weak<dyn RpcHandler>) {
-        self.nodes.write().insert(addr.to_string(), handler);
-    }
-
-    /// Cuts (or restores) the directed link `from -> to`.
-    pub fn set_cut(&self, from: &NodeId, to: &NodeId, cut: bool) {
-        let key = (from.clone(), to.clone());
-        if cut {
-            self.cut.write().insert(key);
-        } else {
-            self.cut.write().remove(&key);
-        }
-    }
-}
-
-impl Transport for LocalTransport {
-    fn call(&self, addr: &str, envelope: &Envelope) -> Result<Option<Envelope>> {
-        let cut = self.cut.read();
-        if cut.contains(&(envelope.from.clone(), envelope.to.clone())) {
-            return Err(Error::Unavailable(format!(
-                "link {} -> {} is cut",
-                envelope.from, envelope.to
+impl RpcHandler for Node {
+    /// A peer's request: step it, then answer with the response once what it promises is durable.
+    /// `None` when the core chose not to answer (a vote request ignored while a leader is alive).
+    fn handle_rpc(&self, envelope: Envelope) -> Result<Option<Envelope>> {
+        if envelope.to != self.config.id {
+            return Err(Error::BadRequest(format!(
+                "message for {:?} sent to {:?}",
+                envelope.to, self.config.id
             )));
         }
-        let back_cut = cut.contains(&(envelope.to.clone(), envelope.from.clone()));
-        drop(cut);
-        let handler = self.nodes.read().get(addr).and_then(Weak::upgrade);
-        let handler = handler.ok_or_else(|| Error::Unavailable(format!("nothing at {addr}")))?;
-        let reply = handler.handle_rpc(envelope.clone())?;
-        if back_cut {
-            return Err(Error::Unavailable("reply lost: link is cut".into()));
+        // Not checked against the configuration (thesis §4.1: a leader may already count us
+        // before we know it; a joining node has no configuration yet). Strangers are refused
+        // before this, by the cluster id and the peer secret.
+        if envelope.message.is_response() {
+            return Err(Error::BadRequest("expected a request, got a response".into()));
+        }
+        self.rpcs_received.fetch_add(1, Ordering::Relaxed);
+        if let Message::InstallSnapshot(m) = &envelope.message {
+            // The snapshot's bytes came in chunks; they must be complete and intact before the
+            // core may act on them.
+            let meta = SnapshotMeta { index: m.last_included_index, term: m.last_included_term };
+            snapshot::accept_file(self, meta)?;
+        }
+        let from = envelope.from.clone();
+        let (reply, rest) = {
+            let mut raft = self.raft.lock();
+            let mut out = match raft.step(envelope) {
+                Ok(out) => out,
+                Err(e @ Error::BadRequest(_)) => return Err(e),
+                Err(e) => self.fatal(&e),
+            };
+            let is_reply = |m: &Envelope| m.to == from && m.message.is_response();
+            let reply = match out.after_sync.iter().position(is_reply) {
+                Some(p) => Some(out.after_sync.remove(p)),
+                None => out.messages.iter().position(is_reply).map(|p| out.messages.remove(p)),
+            };
+            let rest = self.route(&mut raft, out);
+            (reply, rest)
+        };
+        let sync = rest.sync;
+        self.queue_sync(rest);
+        // The reply may promise durable state (a vote, stored entries): wait for the disk.
+        // Concurrent handlers share fsyncs.
+        if let Some(point) = sync {
+            self.syncer.sync_through(point.write_seq).unwrap_or_else(|e| self.fatal(&e));
         }
         Ok(reply)
     }
 
-    fn send_snapshot_chunk(
-        &self,
-        addr: &str,
-        envelope: &Envelope,
-        meta: SnapshotMeta,
-        offset: u64,
-        total: u64,
-        bytes: &[u8],
-    ) -> Result<u64> {
-        if self.cut.read().contains(&(envelope.from.clone(), envelope.to.clone())) {
-            return Err(Error::Unavailable(format!(
-                "link {} -> {} is cut",
-                envelope.from, envelope.to
-            )));
-        }
-        let handler = self.nodes.read().get(addr).and_then(Weak::upgrade);
-        let handler = handler.ok_or_else(|| Error::Unavailable(format!("nothing at {addr}")))?;
-        handler.handle_snapshot_chunk(&envelope.from, meta, offset, total, bytes)
+    fn handle_snapshot_chunk(&self, chunk: &SnapshotChunk) -> Result<u64> {
+        snapshot::receive_chunk(self, chunk)
     }
 }

@@ -1,10 +1,11 @@
 //! Snapshots in the shell: taking them without stopping the node, shipping them to followers in
-//! chunks, and loading them into the state machine.
+//! chunks, and installing a received one in the state machine (loading the one a node starts
+//! from is `node::load_state_machine`).
 //!
 //! **Taking one.** After applying entries, the apply thread checks whether `snapshot_threshold`
 //! entries were applied since the last snapshot. If so it freezes the state machine
-//! ([`KvStore::freeze`], O(1): the snapshot shares the map, later writes go to an overlay that is
-//! merged back afterwards), and a `snapshot` thread encodes the frozen state, writes the file
+//! ([`KvStore::freeze`], O(1): the snapshot shares the map, later writes go to an overlay that
+//! is merged back afterwards), and a `snapshot` thread encodes the frozen state, writes the file
 //! atomically ([`SnapshotStore::write`]), and only then tells the core ([`RaftNode::snapshot_taken`]),
 //! which records it and compacts the log, keeping `snapshot_trailing` entries.
 //!
@@ -28,65 +29,18 @@
 //! (checksum) before stepping the message into its core; only then is its state replaced.
 //!
 //! [`RaftNode::snapshot_taken`]: crate::raft::RaftNode::snapshot_taken
+//! [`KvStore::freeze`]: crate::kv::KvStore::freeze
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::node::Node;
-use super::peer::Transport;
-use super::spawn;
+use super::node::{Node, load_state_machine, spawn};
+use super::transport::Transport;
+use crate::api::SnapshotChunk;
 use crate::error::{Error, Result};
-use crate::kv::{Frozen, KvStore};
-use crate::raft::{Envelope, Index, Membership, SnapshotMeta};
+use crate::kv::Frozen;
+use crate::raft::{Envelope, SnapshotMeta};
 use crate::storage::SnapshotStore;
-
-/// Bookkeeping of the snapshot thread.
-pub struct SnapshotState {
-    /// Index of the latest snapshot taken or installed (or where the state machine started).
-    pub last_index: Index,
-    /// A snapshot is being written now (one at a time).
-    pub in_progress: bool,
-}
-
-impl SnapshotState {
-    /// Starts counting from `index`.
-    pub fn new(index: Index) -> Self {
-        SnapshotState { last_index: index, in_progress: false }
-    }
-}
-
-/// The state machine a node starts with: the snapshot its storage names, or empty.
-pub fn load_state_machine(
-    meta: Option<SnapshotMeta>,
-    store: Option<&SnapshotStore>,
-) -> Result<(KvStore, Option<Membership>)> {
-    let Some(meta) = meta else { return Ok((KvStore::new(), None)) };
-    let store = store.ok_or_else(|| {
-        Error::Storage(format!(
-            "the log starts after snapshot {} but there are no snapshot files",
-            meta.index
-        ))
-    })?;
-    let started = Instant::now();
-    let bytes = store.read(meta)?;
-    let kv = KvStore::decode_snapshot(&bytes)?;
-    let cluster = crate::kv::snapshot_cluster(&bytes).and_then(|v| serde_json::from_value(v).ok());
-    drop(bytes);
-    if kv.applied_index() != meta.index {
-        return Err(Error::Storage(format!(
-            "snapshot file for index {} holds state at index {}",
-            meta.index,
-            kv.applied_index()
-        )));
-    }
-    log::info!(
-        "state machine loaded from snapshot {} ({} keys) in {:?}",
-        meta.index,
-        kv.len(),
-        started.elapsed()
-    );
-    Ok((kv, cluster))
-}
 
 /// Apply thread: if enough was applied since the last snapshot, freeze the map and hand it to a
 /// `snapshot` thread.
@@ -213,8 +167,9 @@ pub(super) fn send(
     let mut offset = 0;
     let started = Instant::now();
     while offset < total && !node.is_shutdown() {
-        let chunk = store.read_chunk(meta, offset, node.config.snapshot_chunk_bytes)?;
-        let next = transport.send_snapshot_chunk(addr, env, meta, offset, total, &chunk)?;
+        let data = store.read_chunk(meta, offset, node.config.snapshot_chunk_bytes)?;
+        let chunk = SnapshotChunk { from: &env.from, snapshot: meta, offset, total, data: &data };
+        let next = transport.send_snapshot_chunk(addr, &env.to, &chunk)?;
         // The follower says how much it holds: continue from there (resume or restart).
         if next <= offset && next != 0 {
             return Err(Error::Unavailable(format!(
@@ -233,22 +188,16 @@ pub(super) fn send(
 }
 
 /// HTTP worker (follower): one chunk of a snapshot; returns how many bytes are held now.
-pub(super) fn receive_chunk(
-    node: &Node,
-    from: &str,
-    meta: SnapshotMeta,
-    offset: u64,
-    total: u64,
-    bytes: &[u8],
-) -> Result<u64> {
+pub(super) fn receive_chunk(node: &Node, chunk: &SnapshotChunk) -> Result<u64> {
+    let SnapshotChunk { from, snapshot, offset, total, data } = *chunk;
     // Any sender: a joining node has no configuration yet. Strangers are refused before this,
     // by the cluster id and the peer secret.
-    log::debug!("snapshot chunk {}@{offset} from {from}", meta.index);
+    log::debug!("snapshot chunk {}@{offset} from {from}", snapshot.index);
     let store = node
         .snapshots
         .as_deref()
         .ok_or_else(|| Error::Unavailable("this node keeps no snapshot files".into()))?;
-    match store.receive_chunk(meta, offset, total, bytes) {
+    match store.receive_chunk(snapshot, offset, total, data) {
         Ok(received) => Ok(received),
         // A stale, duplicate or out-of-order chunk: tell the sender where to continue.
         Err(e) => crate::storage::snapshot::expected_offset(&e).ok_or(e),

@@ -46,12 +46,7 @@ impl RaftNode {
         if self.wins_alone() {
             return self.become_leader();
         }
-        let request = Message::RequestVote(RequestVote {
-            last_log_index: self.log.last_index(),
-            last_log_term: self.log.last_term(),
-            pre_vote: false,
-            transfer,
-        });
+        let request = self.vote_request(false, transfer);
         for peer in self.other_voters() {
             // The vote for ourselves must be durable before anyone can count on it.
             self.send_after_sync(peer, request.clone());
@@ -67,12 +62,7 @@ impl RaftNode {
         if self.wins_alone() {
             return self.become_candidate();
         }
-        let request = Message::RequestVote(RequestVote {
-            last_log_index: self.log.last_index(),
-            last_log_term: self.log.last_term(),
-            pre_vote: true,
-            transfer: false,
-        });
+        let request = self.vote_request(true, false);
         for peer in self.other_voters() {
             let env = Envelope {
                 from: self.config.id.clone(),
@@ -83,6 +73,16 @@ impl RaftNode {
             self.out.messages.push(env);
         }
         Ok(())
+    }
+
+    /// A RequestVote (or PreVote) for our log as it stands.
+    fn vote_request(&self, pre_vote: bool, transfer: bool) -> Message {
+        Message::RequestVote(RequestVote {
+            last_log_index: self.log.last_index(),
+            last_log_term: self.log.last_term(),
+            pre_vote,
+            transfer,
+        })
     }
 
     /// What both kinds of campaign start with: the candidate role with our own vote, a fresh

@@ -29,7 +29,7 @@ use rand::{Rng, SeedableRng};
 
 use super::log::RaftLog;
 use super::role::{Follower, Role};
-use crate::error::{Error, Result};
+use crate::error::{Error, LeaderHint, Result};
 use crate::raft::Storage;
 use crate::raft::{
     Config, Configs, Entry, Envelope, HardState, Index, Membership, Message, NodeId, Output,
@@ -172,7 +172,7 @@ impl RaftNode {
     }
 
     /// Proposes a client command. On the leader it is appended and replicated; elsewhere it is
-    /// refused with [`Error::Unavailable`] (the caller forwards to the leader).
+    /// refused with [`Error::NotLeader`] (the caller forwards to the leader).
     /// Returns where the command will be committed if all goes well.
     pub fn propose(&mut self, command: Vec<u8>) -> Result<(Index, Term, Output)> {
         if !matches!(self.role, Role::Leader(_)) {
@@ -467,11 +467,11 @@ impl RaftNode {
         self.is_voter()
     }
 
+    /// The refusal of a follower or candidate: [`Error::NotLeader`] naming the leader it knows of
+    /// by id. The core knows no addresses: the hint's `addr` is left empty for the shell to fill.
     pub(super) fn not_leader_error(&self) -> Error {
-        match self.leader() {
-            Some(l) => Error::Unavailable(format!("not the leader; the leader is {l}")),
-            None => Error::Unavailable("no leader is known at the moment; retry".into()),
-        }
+        let leader = self.leader().map(|id| LeaderHint { id, addr: String::new() });
+        Error::NotLeader { leader }
     }
 
     /// Hands out the accumulated output, with a sync point if storage changed or messages wait.
@@ -487,5 +487,35 @@ impl RaftNode {
             });
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::{AppendEntries, MemStorage};
+
+    #[test]
+    fn a_follower_refuses_clients_naming_the_leader_it_knows_by_id() {
+        let peers = vec!["n2".to_string(), "n3".to_string()];
+        let mut node =
+            RaftNode::new(Config::new("n1", peers), Box::new(MemStorage::new())).expect("a node");
+        let refusal = |e: Error| match e {
+            Error::NotLeader { leader } => leader,
+            other => panic!("refused with {other:?}, not NotLeader"),
+        };
+        assert_eq!(refusal(node.propose(b"x".to_vec()).unwrap_err()), None, "no leader yet");
+        let heartbeat = AppendEntries {
+            prev_log_index: 0,
+            prev_log_term: 0,
+            entries: vec![],
+            leader_commit: 0,
+            seq: 1,
+        };
+        let message = Message::AppendEntries(heartbeat);
+        node.step(Envelope { from: "n2".into(), to: "n1".into(), term: 1, message }).unwrap();
+        let named = Some(LeaderHint { id: "n2".into(), addr: String::new() });
+        assert_eq!(refusal(node.propose(b"x".to_vec()).unwrap_err()), named);
+        assert_eq!(refusal(node.read(7).unwrap_err()), named);
     }
 }

@@ -10,7 +10,8 @@ use crate::raft::{Output, ReadState};
 
 impl RaftNode {
     /// Starts a linearizable read (ReadIndex): once a majority confirms this node still leads,
-    /// `Output::reads` carries `id` and the index the state machine must reach.
+    /// `Output::reads` carries `id` and the index the state machine must reach. Elsewhere:
+    /// [`crate::error::Error::NotLeader`].
     pub fn read(&mut self, id: u64) -> Result<Output> {
         let commit_index = self.log.commit_index;
         let Role::Leader(leader) = &mut self.role else {

@@ -170,6 +170,19 @@ fn wal_files(dir: &Path) -> Vec<PathBuf> {
     wal::list_segments(dir).unwrap().into_iter().map(|(_, p)| p).collect()
 }
 
+/// A closed WAL holding entries `1..=n` of term 1, in segments of `segment_size` bytes, and its
+/// segment files.
+fn closed_wal(n: Index, segment_size: u64) -> (TempDir, Vec<PathBuf>) {
+    let dir = TempDir::new().unwrap();
+    let mut d = open(dir.path(), segment_size);
+    for i in 1..=n {
+        d.append(&[entry(i, 1)]).unwrap();
+    }
+    drop(d);
+    let files = wal_files(dir.path());
+    (dir, files)
+}
+
 /// Copies the WAL and snapshot files of `from` into a new temporary directory.
 fn copy_dir(from: &Path) -> TempDir {
     let to = TempDir::new().unwrap();
@@ -461,13 +474,7 @@ fn a_bit_flip_in_the_middle_is_corruption_and_at_the_end_a_torn_tail() {
 
 #[test]
 fn damage_at_the_end_of_a_segment_that_is_not_the_last_is_corruption() {
-    let base = TempDir::new().unwrap();
-    let mut d = open(base.path(), 300);
-    for i in 1..=40 {
-        d.append(&[entry(i, 1)]).unwrap();
-    }
-    drop(d);
-    let files = wal_files(base.path());
+    let (base, files) = closed_wal(40, 300);
     assert!(files.len() > 2);
     let name = files[0].file_name().unwrap();
     let offsets = record_offsets(&files[0]);
@@ -488,13 +495,7 @@ fn damage_at_the_end_of_a_segment_that_is_not_the_last_is_corruption() {
 
 #[test]
 fn a_missing_segment_is_a_clear_error() {
-    let base = TempDir::new().unwrap();
-    let mut d = open(base.path(), 200);
-    for i in 1..=40 {
-        d.append(&[entry(i, 1)]).unwrap();
-    }
-    drop(d);
-    let files = wal_files(base.path());
+    let (base, files) = closed_wal(40, 200);
     assert!(files.len() >= 4);
     for gone in [0, 1, files.len() - 2] {
         let dir = copy_dir(base.path());

@@ -1,0 +1,192 @@
+//! Peer transport: how an [`Envelope`] reaches another node and its answer comes back.
+//!
+//! A [`Transport`] is a blocking request/response call. [`HttpTransport`] POSTs JSON to
+//! `/raft/requestVote`, `/raft/appendEntries` or `/raft/installSnapshot` with `ureq`, and snapshot
+//! chunks to `/raft/snapshotChunk`; [`LocalTransport`] calls another node in the same process
+//! (tests of the threaded shell without sockets). On the receiving side sits an [`RpcHandler`]:
+//! the node (its implementation is in [`super::peer`]).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::RwLock;
+
+use super::auth::PeerAuth;
+use crate::api::{SnapshotChunk, SnapshotChunkReply};
+use crate::error::{Error, Result};
+use crate::raft::{Envelope, Message, NodeId};
+
+/// Sends one RPC and waits for its response.
+pub trait Transport: Send + Sync {
+    /// Delivers `envelope` to the node at `addr` and returns that node's response envelope, or
+    /// `None` if it chose not to answer.
+    fn call(&self, addr: &str, envelope: &Envelope) -> Result<Option<Envelope>>;
+
+    /// Sends one chunk of a snapshot to node `to` at `addr`, ahead of the InstallSnapshot it
+    /// belongs to. Returns how many bytes the receiver now holds, which is where the next chunk
+    /// starts (a restart or resume if it differs).
+    fn send_snapshot_chunk(&self, addr: &str, to: &NodeId, chunk: &SnapshotChunk) -> Result<u64>;
+}
+
+/// The HTTP path of a request message.
+pub fn rpc_path(message: &Message) -> &'static str {
+    match message {
+        Message::RequestVote(_) | Message::RequestVoteResponse(_) => "/raft/requestVote",
+        Message::AppendEntries(_) | Message::AppendEntriesResponse(_) => "/raft/appendEntries",
+        Message::InstallSnapshot(_) | Message::InstallSnapshotResponse(_) => {
+            "/raft/installSnapshot"
+        }
+        Message::TimeoutNow => "/raft/timeoutNow",
+    }
+}
+
+/// Peer RPCs over HTTP/1.1 with keep-alive, JSON bodies, each request signed
+/// ([`super::auth`]).
+pub struct HttpTransport {
+    agent: ureq::Agent,
+    auth: PeerAuth,
+    /// Peers that refused our credentials, logged once each (a handful: one per peer address).
+    refused: parking_lot::Mutex<std::collections::HashSet<String>>,
+}
+
+impl HttpTransport {
+    /// A transport whose calls give up after `timeout` (a black-holed peer costs at most that),
+    /// signing its requests with `auth`.
+    pub fn new(timeout: Duration, auth: PeerAuth) -> Self {
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(timeout.min(Duration::from_millis(500)))
+            .timeout(timeout)
+            .max_idle_connections_per_host(4)
+            .build();
+        HttpTransport { agent, auth, refused: Default::default() }
+    }
+}
+
+impl HttpTransport {
+    /// A failed call as [`Error::Unavailable`]; a peer refusing our credentials or our cluster id
+    /// (401, 403) is logged loudly, once per peer: it will not work until an operator fixes it.
+    fn failed(&self, addr: &str, what: &str, e: ureq::Error) -> Error {
+        if let ureq::Error::Status(status @ (401 | 403), response) = e {
+            let body = response.into_string().unwrap_or_default();
+            if self.refused.lock().insert(addr.to_string()) {
+                log::error!(
+                    "{}: the peer at {addr} refuses our {what}s with {status}: {body} (is \
+                     --peer-secret-file the same file on every node, and --peers the same \
+                     cluster?)",
+                    self.auth.node_id()
+                );
+            }
+            return Error::Unavailable(format!("{what} to {addr} refused ({status}): {body}"));
+        }
+        Error::Unavailable(format!("{what} to {addr} failed: {e}"))
+    }
+}
+
+impl Transport for HttpTransport {
+    fn call(&self, addr: &str, envelope: &Envelope) -> Result<Option<Envelope>> {
+        let path = rpc_path(&envelope.message);
+        let url = format!("http://{addr}{path}");
+        let body = serde_json::to_vec(envelope)
+            .map_err(|e| Error::Internal(format!("cannot encode RPC: {e}")))?;
+        let request = self.agent.post(&url).set("Content-Type", "application/json");
+        let response = self
+            .auth
+            .sign("POST", path, &body)
+            .apply(request)
+            .send_bytes(&body)
+            .map_err(|e| self.failed(addr, "RPC", e))?;
+        let reply: Option<Envelope> = serde_json::from_reader(response.into_reader())
+            .map_err(|e| Error::Unavailable(format!("bad RPC response from {addr}: {e}")))?;
+        Ok(reply)
+    }
+
+    fn send_snapshot_chunk(&self, addr: &str, _to: &NodeId, chunk: &SnapshotChunk) -> Result<u64> {
+        // Only unreserved characters and %XX escapes: sent exactly as signed.
+        let path = format!("/raft/snapshotChunk?{}", chunk.query());
+        let request = self
+            .agent
+            .post(&format!("http://{addr}{path}"))
+            .set("Content-Type", "application/octet-stream");
+        let response = self
+            .auth
+            .sign("POST", &path, chunk.data)
+            .apply(request)
+            .send_bytes(chunk.data)
+            .map_err(|e| self.failed(addr, "snapshot chunk", e))?;
+        let reply: SnapshotChunkReply =
+            serde_json::from_reader(response.into_reader()).map_err(|e| {
+                Error::Unavailable(format!("bad snapshot chunk answer from {addr}: {e}"))
+            })?;
+        Ok(reply.received)
+    }
+}
+
+/// Something that can answer peer RPCs: the server's node.
+pub trait RpcHandler: Send + Sync {
+    /// Handles one peer request and returns the response envelope, if there is one.
+    fn handle_rpc(&self, envelope: Envelope) -> Result<Option<Envelope>>;
+
+    /// Stores one chunk of an incoming snapshot; returns the bytes held so far.
+    fn handle_snapshot_chunk(&self, chunk: &SnapshotChunk) -> Result<u64>;
+}
+
+/// In-process transport: "addresses" name handlers registered in a shared table. Links can be cut
+/// to test partitions without sockets.
+#[derive(Default, Clone)]
+pub struct LocalTransport {
+    nodes: Arc<RwLock<HashMap<String, Weak<dyn RpcHandler>>>>,
+    cut: Arc<RwLock<HashSet<(NodeId, NodeId)>>>,
+}
+
+impl LocalTransport {
+    /// An empty network.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes `handler` reachable at `addr`.
+    pub fn register(&self, addr: &str, handler: Weak<dyn RpcHandler>) {
+        self.nodes.write().insert(addr.to_string(), handler);
+    }
+
+    /// Cuts (or restores) the directed link `from -> to`.
+    pub fn set_cut(&self, from: &NodeId, to: &NodeId, cut: bool) {
+        let key = (from.clone(), to.clone());
+        if cut {
+            self.cut.write().insert(key);
+        } else {
+            self.cut.write().remove(&key);
+        }
+    }
+
+    /// The directed link `from -> to` is cut.
+    fn is_cut(&self, from: &str, to: &str) -> bool {
+        self.cut.read().contains(&(from.to_string(), to.to_string()))
+    }
+
+    /// The handler at `addr`, unless the link `from -> to` is cut or nothing is there.
+    fn reach(&self, addr: &str, from: &str, to: &str) -> Result<Arc<dyn RpcHandler>> {
+        if self.is_cut(from, to) {
+            return Err(Error::Unavailable(format!("link {from} -> {to} is cut")));
+        }
+        let handler = self.nodes.read().get(addr).and_then(Weak::upgrade);
+        handler.ok_or_else(|| Error::Unavailable(format!("nothing at {addr}")))
+    }
+}
+
+impl Transport for LocalTransport {
+    fn call(&self, addr: &str, envelope: &Envelope) -> Result<Option<Envelope>> {
+        let handler = self.reach(addr, &envelope.from, &envelope.to)?;
+        let back_cut = self.is_cut(&envelope.to, &envelope.from);
+        let reply = handler.handle_rpc(envelope.clone())?;
+        if back_cut {
+            return Err(Error::Unavailable("reply lost: link is cut".into()));
+        }
+        Ok(reply)
+    }
+
+    fn send_snapshot_chunk(&self, addr: &str, to: &NodeId, chunk: &SnapshotChunk) -> Result<u64> {
+        self.reach(addr, chunk.from, to)?.handle_snapshot_chunk(chunk)
+    }
+}
