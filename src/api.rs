@@ -218,6 +218,97 @@ pub struct Status {
     /// On the leader: each follower's replication progress (the core's own [`PeerProgress`]).
     #[serde(default)]
     pub progress: BTreeMap<NodeId, PeerProgress>,
+    /// The cluster's id (peer requests from another cluster are refused).
+    #[serde(default)]
+    pub cluster_id: String,
+    /// Index of the configuration in force (its log entry, or the snapshot that carried it).
+    #[serde(default)]
+    pub config_index: Index,
+    /// What this node is: `voter`, `learner`, `removed` (its log says so: it never campaigns) or
+    /// `joining` (no configuration yet).
+    #[serde(default)]
+    pub member_state: Cow<'static, str>,
+    /// Voting members: id -> address.
+    #[serde(default)]
+    pub voters: BTreeMap<NodeId, String>,
+    /// Learners (receive the log, never vote): id -> address.
+    #[serde(default)]
+    pub learners: BTreeMap<NodeId, String>,
+    /// On a leader handing over its leadership: the target.
+    #[serde(default)]
+    pub transfer: Option<NodeId>,
+}
+
+/// `POST /cluster/members` body: a new member. It joins as a learner unless `learner` is false.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddMemberRequest {
+    /// Its id.
+    pub id: NodeId,
+    /// Its address (`host:port`).
+    pub addr: String,
+    /// Join as a learner (the default).
+    #[serde(default = "yes")]
+    pub learner: bool,
+    /// Skip the strict check (loudly).
+    #[serde(default)]
+    pub force: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `PUT /cluster/members/{id}` body: the member's new address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateMemberRequest {
+    /// Its new address.
+    pub addr: String,
+}
+
+/// `POST /cluster/leader` body: the voter to hand leadership to (none: the most up to date).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferRequest {
+    /// The target.
+    #[serde(default)]
+    pub to: Option<NodeId>,
+}
+
+/// `POST /cluster/leader` answer: the new leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferReply {
+    /// Its id.
+    pub leader: NodeId,
+    /// Its address.
+    pub addr: String,
+}
+
+/// One member in `GET /cluster/members`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// Its id.
+    pub id: NodeId,
+    /// Its address.
+    pub addr: String,
+    /// `voter` or `learner`.
+    pub role: String,
+    /// On the leader's view: how far its log is known to match (the leader: its last index).
+    pub match_index: Option<Index>,
+    /// Milliseconds since the leader last heard from it (the leader itself: 0).
+    pub last_contact_ms: Option<u64>,
+}
+
+/// `GET /cluster/members` answer, and the answer to every membership change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembersReply {
+    /// The cluster's id.
+    pub cluster_id: String,
+    /// Index of the configuration in force.
+    pub config_index: Index,
+    /// Voters first, then learners.
+    pub members: Vec<MemberInfo>,
 }
 
 #[cfg(test)]

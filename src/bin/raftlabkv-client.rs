@@ -79,12 +79,70 @@ enum Cmd {
     Getall,
     /// Show each server's Raft status.
     Status,
+    /// List or change the cluster's members (through the leader).
+    #[command(subcommand)]
+    Member(MemberCmd),
+    /// Hand leadership to another voter.
+    #[command(subcommand)]
+    Leader(LeaderCmd),
     /// Run a load test and print throughput and latency percentiles.
     Bench(BenchArgs),
     /// Run concurrent clients against the cluster, record the history, and check that it is
     /// linearizable (exits 1 if it is not, or if that could not be decided).
     #[cfg(feature = "harness")]
     Verify(VerifyArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum MemberCmd {
+    /// The members as the leader sees them: a table (or --json).
+    List,
+    /// Add a member: `member add node4=127.0.0.1:8083`. With --learner it is added as a learner
+    /// only; without, it is added as a learner, waited for until it has caught up (start it with
+    /// `--join` meanwhile), and promoted.
+    Add {
+        /// `id=host:port`.
+        member: String,
+        /// Add it as a learner and stop there (promote it later).
+        #[arg(long)]
+        learner: bool,
+        /// Skip the strict quorum check.
+        #[arg(long)]
+        force: bool,
+        /// How long the one-step add waits for the learner to catch up.
+        #[arg(long, default_value = "60", value_parser = parse_secs)]
+        wait: Duration,
+    },
+    /// Promote a learner to voter (refused until it has caught up).
+    Promote {
+        /// The learner's id.
+        id: String,
+        /// Skip the strict quorum check.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Change a member's address: `member update node4=127.0.0.1:9083`.
+    Update {
+        /// `id=host:port`.
+        member: String,
+    },
+    /// Remove a member (the leader too: it steps down once the change commits).
+    Remove {
+        /// The member's id.
+        id: String,
+        /// Skip the strict quorum check.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum LeaderCmd {
+    /// Hand leadership to ID (default: the most up-to-date voter).
+    Transfer {
+        /// The voter to lead.
+        id: Option<String>,
+    },
 }
 
 #[cfg(feature = "harness")]
@@ -182,6 +240,12 @@ fn main() -> ExitCode {
     let command = match &cli.command {
         None => return interactive(&client(), options),
         Some(Cmd::Bench(args)) => return run_bench(&cli, args),
+        Some(Cmd::Member(cmd)) => return run_member(&client(), cmd, cli.json),
+        Some(Cmd::Leader(LeaderCmd::Transfer { id })) => {
+            return finish(client().transfer_leader(id.as_deref()), cli.json, |t| {
+                format!("{} leads now ({})", t.leader, t.addr)
+            });
+        }
         #[cfg(feature = "harness")]
         Some(Cmd::Verify(args)) => return run_verify(&cli, args),
         Some(Cmd::Put { key, value }) => Command::Put { key: key.clone(), value: value.join(" ") },
@@ -200,6 +264,76 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `member ...`: prints the members after the change (a table, or JSON).
+fn run_member(client: &Client, cmd: &MemberCmd, json: bool) -> ExitCode {
+    let split = |member: &str| -> Result<(String, String), raftlabkv::error::Error> {
+        match member.split_once('=') {
+            Some((id, addr)) if !id.is_empty() && !addr.is_empty() => {
+                Ok((id.to_string(), addr.to_string()))
+            }
+            _ => Err(raftlabkv::error::Error::BadRequest(format!(
+                "expected id=host:port, got {member:?}"
+            ))),
+        }
+    };
+    let result = match cmd {
+        MemberCmd::List => client.members(),
+        MemberCmd::Add { member, learner, force, wait } => split(member).and_then(|(id, addr)| {
+            if *learner || *force {
+                client.add_member(&id, &addr, true, *force)
+            } else {
+                client.add_and_promote(&id, &addr, *wait)
+            }
+        }),
+        MemberCmd::Promote { id, force } => client.promote_member(id, *force),
+        MemberCmd::Update { member } => {
+            split(member).and_then(|(id, addr)| client.update_member(&id, &addr))
+        }
+        MemberCmd::Remove { id, force } => client.remove_member(id, *force),
+    };
+    finish(result, json, members_table)
+}
+
+/// Prints a result as JSON or as `text` renders it; the exit code says whether it succeeded.
+fn finish<T: serde::Serialize>(
+    result: raftlabkv::error::Result<T>,
+    json: bool,
+    text: impl Fn(&T) -> String,
+) -> ExitCode {
+    match result {
+        Ok(value) if json => {
+            print_out(&serde_json::to_string(&value).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(value) => {
+            print_out(&text(&value));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            print_err(&e, json);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `ID  ADDRESS  ROLE  MATCH  LAST CONTACT` per member.
+fn members_table(m: &raftlabkv::api::MembersReply) -> String {
+    let mut out = format!("cluster {} (configuration at index {})\n", m.cluster_id, m.config_index);
+    out.push_str(&format!(
+        "{:<12} {:<22} {:<8} {:>10} {:>13}\n",
+        "ID", "ADDRESS", "ROLE", "MATCH", "LAST CONTACT"
+    ));
+    for member in &m.members {
+        let matched = member.match_index.map_or("-".to_string(), |i| i.to_string());
+        let contact = member.last_contact_ms.map_or("-".to_string(), |ms| format!("{ms} ms"));
+        out.push_str(&format!(
+            "{:<12} {:<22} {:<8} {:>10} {:>13}\n",
+            member.id, member.addr, member.role, matched, contact
+        ));
+    }
+    out.trim_end().to_string()
 }
 
 /// The interactive shell: one command per line until `exit` or end of input.

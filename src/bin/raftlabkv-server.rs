@@ -91,6 +91,12 @@ struct Args {
     /// (the same on every node) when they do not, e.g. through proxies.
     #[arg(long)]
     cluster_id: Option<String>,
+    /// Join an existing cluster through these members' addresses (`host:port,...`) instead of
+    /// bootstrapping one: start with an empty data dir, after `raftlabkv-client member add`. The
+    /// node learns the cluster id from them and waits, without campaigning, until the leader
+    /// sends it a configuration that contains it. Not needed on later restarts.
+    #[arg(long, value_delimiter = ',')]
+    join: Vec<String>,
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, default_value = "info")]
     log_level: log::LevelFilter,
@@ -166,6 +172,16 @@ fn run(args: Args) -> Result<(), String> {
         }
         config.cluster_id = cluster_id.clone();
     }
+    config.join =
+        args.join.iter().map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect();
+    if !config.join.is_empty() && !config.peers.is_empty() {
+        return Err(
+            "--join and --peers exclude each other: --peers bootstraps a new cluster".into()
+        );
+    }
+    if !config.join.is_empty() && args.cluster_id.is_none() {
+        config.cluster_id = learn_cluster_id(&config.join)?;
+    }
     if let Some(path) = &args.peer_secret_file {
         config.peer_secret = Some(PeerSecret::from_file(path).map_err(|e| e.to_string())?);
     }
@@ -206,9 +222,42 @@ fn run(args: Args) -> Result<(), String> {
         if server.node().config.peer_secret.is_some() { "signed" } else { "NOT authenticated" }
     );
     let _ = stop_rx.recv();
+    // A leader hands its leadership over first, so a rolling restart costs no election timeout.
+    if server.node().status().is_leader {
+        match server.node().transfer_leadership(None) {
+            Ok(t) => log::info!("{id} handed its leadership to {} before stopping", t.leader),
+            Err(e) => log::warn!("{id} stops without handing its leadership over: {e}"),
+        }
+    }
     log::info!("{id} stopping");
     server.stop();
     Ok(())
+}
+
+/// The cluster id of the cluster a joining node joins, from the first `--join` member that
+/// answers `/status`.
+fn learn_cluster_id(members: &[String]) -> Result<String, String> {
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(2)).build();
+    let mut errors = Vec::new();
+    for addr in members {
+        let status = agent
+            .get(&format!("http://{addr}/status"))
+            .call()
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.into_string().map_err(|e| e.to_string()))
+            .and_then(|text| {
+                serde_json::from_str::<raftlabkv::api::Status>(&text).map_err(|e| e.to_string())
+            });
+        match status {
+            Ok(s) if !s.cluster_id.is_empty() => return Ok(s.cluster_id),
+            Ok(_) => errors.push(format!("{addr}: no cluster id in its status")),
+            Err(e) => errors.push(format!("{addr}: {e}")),
+        }
+    }
+    Err(format!(
+        "cannot learn the cluster id from any --join member ({}); pass --cluster-id",
+        errors.join("; ")
+    ))
 }
 
 fn main() -> ExitCode {

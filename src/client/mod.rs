@@ -102,6 +102,7 @@
 //! Everything is blocking; there is no async runtime.
 
 pub mod bench;
+mod members;
 mod options;
 pub mod shell;
 

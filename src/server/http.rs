@@ -22,6 +22,7 @@ use serde::Serialize;
 use tiny_http::{Header, Method, Request, Response};
 
 use super::auth::PendingCheck;
+use super::members;
 use super::node::{Node, spawn};
 use super::pool_kick::{self, Activity};
 use super::transport::{RpcHandler, rpc_path};
@@ -155,7 +156,10 @@ fn peer_route(
 ) -> Result<Reply> {
     let check = node.auth.check_headers(method.as_str(), url, |name| header(request, name))?;
     match path {
-        "/raft/requestVote" | "/raft/appendEntries" | "/raft/installSnapshot" => {
+        "/raft/requestVote"
+        | "/raft/appendEntries"
+        | "/raft/installSnapshot"
+        | "/raft/timeoutNow" => {
             only(method, Method::Post)?;
             peer_rpc(node, request, path, check)
         }
@@ -182,13 +186,27 @@ fn client_route(
     let mut signed = None;
     if forwarded {
         let check = node.auth.check_headers(method.as_str(), url, |name| header(request, name))?;
-        if path == "/kv/put" {
+        if path == "/kv/put" || path.starts_with("/cluster/") {
             signed = Some(check);
         } else {
             check.verify(&read_body(request, 0)?)?;
         }
     }
     let method = method.clone();
+    if path.starts_with("/cluster/") {
+        let body = read_body(request, members::MAX_BODY)?;
+        if let Some(check) = signed {
+            check.verify(&body)?;
+        }
+        return match members::handle(node, &method, path, query, &body) {
+            Ok(answer) => Ok(Reply::json(200, &answer)),
+            // Nothing was proposed: the leader can take it.
+            Err(Error::NotLeader { leader: Some(leader) }) if !forwarded => {
+                forward(request, &leader.addr, &body, node)
+            }
+            Err(e) => Err(e),
+        };
+    }
     if let Some(raw_key) = path.strip_prefix("/kv/get/") {
         only(&method, Method::Get)
             .and_then(|_| decode_key(raw_key, node))

@@ -27,6 +27,7 @@ pub mod auth;
 pub mod config;
 pub mod http;
 pub mod loops;
+mod members;
 pub mod node;
 pub mod peer;
 pub mod pending;

@@ -168,6 +168,41 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// Adds a node (`node{n+1}`, on a new port, with a data dir if the cluster has them) that
+    /// joins the running cluster through the addresses of the first nodes (`--join`), and starts
+    /// it. Returns its index. Add it to the configuration with `raftlabkv-client member add` or
+    /// [`crate::client::Client::add_member`]; it is reached directly, without a proxy.
+    pub fn add_joining_node(&mut self) -> std::io::Result<usize> {
+        let i = self.nodes.len();
+        let id = format!("node{}", i + 1);
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        let join: Vec<String> = self.nodes.iter().map(|n| n.addr.clone()).collect();
+        let mut args = vec![
+            "--id".to_string(),
+            id.clone(),
+            "--addr".into(),
+            addr.clone(),
+            "--join".into(),
+            join.join(","),
+            "--cluster-id".into(),
+            self.cluster_id.clone(),
+        ];
+        if self.secret.is_some() {
+            args.push("--peer-secret-file".into());
+            args.push(self.options.work_dir.join("peer-secret").display().to_string());
+        }
+        if self.options.data_dirs {
+            args.push("--data-dir".into());
+            args.push(self.options.work_dir.join(&id).display().to_string());
+        } else {
+            args.push("--in-memory".into());
+        }
+        args.extend(self.options.extra_args.iter().cloned());
+        self.nodes.push(NodeProc { id, addr, child: None, args, paused: false });
+        self.restart(i)?;
+        Ok(i)
+    }
+
     /// The id every node was given (`--cluster-id`).
     pub fn cluster_id(&self) -> &str {
         &self.cluster_id
