@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The project's test command (README "Run the tests"; CI runs exactly this through .ci/run):
 #   1. every Rust test (unit, simulated-cluster, real-binary) in release mode, one build for all;
-#   2. the end-to-end cluster script.
+#   2. the end-to-end cluster scripts (test_cluster.sh, replace_node.sh).
 # Needs only the Rust toolchain and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --bins --quiet
 cargo test --release 2>&1
 bash examples/test_cluster.sh
+bash examples/replace_node.sh

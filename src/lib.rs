@@ -62,6 +62,9 @@
 //! | HTTP routes, status codes, limits | `api.rs` (the route table), `server/http.rs`: `route`; `error.rs` (the status table) |
 //! | the JSON bodies on the wire, `/status`, key escaping in paths | `api.rs` |
 //! | follower → leader forwarding | `server/http.rs`: `forward` |
+//! | membership: configuration entries, learners, single-server changes, removing the leader | `raft/membership.rs`, `raft/node/membership.rs`; the shell follows it in `server/node.rs` (`follow_membership`, `Links`); HTTP in `server/members.rs`; tests `tests/raft_membership/`, `tests/membership.rs`, `examples/replace_node.sh` |
+//! | leadership transfer, and on SIGTERM | `raft/node/membership.rs`: `transfer_leadership`, `handle_timeout_now`; `server/node.rs`: `transfer_leadership`; `bin/raftlabkv-server.rs`; `tests/raft_transfer.rs` |
+//! | joining a cluster (`--join`) | `server/config.rs`: `bootstrap_membership`; `bin/raftlabkv-server.rs`: `learn_cluster_id` |
 //! | peer authentication (`--peer-secret-file`, HMAC), the cluster id check | `server/auth.rs`; `server/config.rs`: `cluster_id_for` |
 //! | the client's retry rules | `client/mod.rs` (module docs) |
 //! | the core told message by message: elections, PreVote, check quorum, fast backtracking, ReadIndex, snapshots, persist-before-ack | `tests/scripts/*.txt`, run by `tests/scripts.rs` over `sim/script/` (format and commands in its docs); `UPDATE_SCRIPTS=1 cargo test --release --test scripts` rewrites the expected outputs |

@@ -10,8 +10,8 @@
 //! Time is divided into **terms** (`Term`), numbered upward. Each term begins with an election;
 //! at most one **leader** wins it. Only the leader accepts commands: it appends each to its log as
 //! an [`Entry`] `{index, term, command}` and replicates it to the **followers** with
-//! `AppendEntries`. Once an entry is stored on a **majority** — more than half of the whole
-//! cluster, the leader included, so 2 of 3, 3 of 4, 3 of 5 — it is **committed**: it will be in
+//! `AppendEntries`. Once an entry is stored on a **majority** — more than half of the voters of the
+//! configuration in force, the leader included, so 2 of 3, 3 of 4, 3 of 5 — it is **committed**: it will be in
 //! the log of every future leader, so it can be applied and the client answered.
 //!
 //! Why a majority? Any two majorities share a node. A candidate needs votes from a majority, and a
@@ -32,6 +32,8 @@
 //! | Candidates: votes from majority → leader | `handle_vote_response` → `become_leader` (`node/election.rs`) |
 //! | Leaders: heartbeats, replicate, advance commitIndex | `tick_leader`, `maybe_send_append`, `maybe_commit` (`node/replication.rs`) |
 //! | All servers: apply committed entries in order | `emit_committed` fills [`Output::apply`] (`node/replication.rs`, `output.rs`) |
+//! | Configuration changes, learners (thesis §4.1–4.2) | [`Membership`], [`Configs`] (`membership.rs`); `propose_membership`, `step_down_if_removed` (`node/membership.rs`) |
+//! | Leadership transfer (thesis §3.10) | `transfer_leadership`, `handle_timeout_now` (`node/membership.rs`); [`Message::TimeoutNow`] |
 //! | InstallSnapshot (§7, Figure 13) | [`InstallSnapshot`]; `maybe_send_snapshot`, `handle_install_snapshot`, `snapshot_taken` (`node/snapshot.rs`) |
 //! | ReadIndex (thesis §6.4) | `RaftNode::read`, `check_reads` (`node/read.rs`) |
 //!
@@ -41,12 +43,13 @@
 //! |---|---|
 //! | `mod.rs` | this essay |
 //! | `message.rs` | ids, terms, entries, the RPCs and their [`Envelope`] |
-//! | `config.rs` | [`Config`]: the node's id, peers and timeouts in ticks |
+//! | `config.rs` | [`Config`]: the node's id, its bootstrap configuration and timeouts in ticks |
+//! | `membership.rs` | [`Membership`], [`MembershipChange`], [`Configs`]: who votes, and the configurations in the log |
 //! | `output.rs` | what every input returns ([`Output`], [`SyncPoint`], [`ReadState`]) and [`Status`] |
 //! | `role.rs` | [`Role`]: follower, candidate, leader, each with its own data |
 //! | `log.rs` | [`RaftLog`]: the questions Raft asks of a log, and conflict-only truncation |
 //! | `storage.rs`, `entry_log.rs` | the [`Storage`] port the core writes through (its durable implementation is `crate::storage`, which depends on this module, never the reverse) and [`MemStorage`] |
-//! | `node/` | [`RaftNode`], one file per part of the paper: `election.rs`, `replication.rs`, `read.rs`, `snapshot.rs` |
+//! | `node/` | [`RaftNode`], one file per part of the paper: `election.rs`, `replication.rs`, `read.rs`, `snapshot.rs`, `membership.rs` |
 //!
 //! ## A deterministic core
 //!
@@ -117,6 +120,60 @@
 //!   behind it (keeping a few trailing entries), and a follower that needs compacted entries
 //!   receives the snapshot instead.
 //!
+//! ## Membership (thesis chapter 4)
+//!
+//! The cluster's members are a log entry too: a [`Membership`] (voters and learners, each with
+//! its address, and the cluster id) is the command of a *configuration entry*, marked by a
+//! leading zero byte no client command may start with. `--peers` only bootstraps: a brand-new
+//! node writes its first configuration as entry (1, term 1), identically on every initial member,
+//! as etcd does; afterwards a node's members are the latest configuration in its log.
+//!
+//! **Single-server changes (thesis §4.1), not joint consensus (§4.3).** Each change adds,
+//! promotes, removes or moves one server. Then any majority of the old voters and any majority of
+//! the new ones share a server, so the two configurations can never elect two leaders in one
+//! term, and no intermediate joint configuration is needed. We chose it because it is the
+//! simplest correct algorithm to read (one rule instead of two majorities), it is what etcd
+//! offers by default, and an operator's changes are one server at a time anyway (add, then
+//! promote, then remove). Two rules keep it safe (`node/membership.rs`):
+//! - *one change at a time*: a leader refuses a change (409) while an earlier configuration entry
+//!   is uncommitted, since two uncommitted single-server changes can add up to a two-server one;
+//! - *an entry of its own term first*: a new leader proposes a change only once it has committed
+//!   an entry of its term (its no-op). Without it, a leader can build its change on a
+//!   configuration that a concurrent, uncommitted change of an earlier leader replaces, and a
+//!   leader can be elected without a committed entry (Ongaro, raft-dev, "bug in single-server
+//!   membership changes", 2015). `tests/raft_membership/rules.rs` builds that scenario message by
+//!   message; with either rule switched off, the simulation's Leader Completeness check fails.
+//!
+//! **A configuration takes effect on append**, committed or not (§4.1): a server always uses the
+//! latest configuration in its log ([`Configs`]), and one in a conflicting suffix that a new
+//! leader truncates is undone with it. Waiting for the commit would not be safe either: a leader
+//! of the new configuration could not know when the others switch. It is safe because of the
+//! overlap above, and because a change is only proposed once the previous one is committed.
+//!
+//! **Learners** (§4.2.1) receive the log and snapshots but never vote and never count towards a
+//! commit, a ReadIndex round or check quorum; a new member joins as one and is promoted once it
+//! is within `PROMOTE_MAX_LAG` entries of the commit index, so adding a server never stalls
+//! commits. **Removing the leader** (§4.2.2): from the append on it does not count itself; it
+//! keeps replicating until the change commits, then steps down. **A removed server** (§4.2.3)
+//! never campaigns once its log says it was removed; before it knows, PreVote and check quorum
+//! keep its elections from deposing a leader that the others still hear from. A **strict check**
+//! refuses (412) a change after which the voters heard from within an election timeout would not
+//! be a quorum of the new configuration, unless forced.
+//!
+//! Compaction must not lose the configuration: the core saves the configuration in force at the
+//! start of the log ([`Storage::save_membership_base`]) before it compacts past, or installs a
+//! snapshot beyond, the entry that set it; InstallSnapshot carries the snapshot's configuration,
+//! and so does the snapshot file itself.
+//!
+//! ## Leadership transfer (thesis §3.10)
+//!
+//! [`RaftNode::transfer_leadership`]: the leader stops taking proposals (503, retryable), brings
+//! the target's log up to date, and sends it `TimeoutNow`; the target campaigns at once, skipping
+//! PreVote, with RequestVotes marked `transfer` so that voters inside their check-quorum lease
+//! answer them rather than ignore them. If no new leader is elected within an election timeout,
+//! the leader abandons the transfer and takes proposals again. A server that gets SIGTERM while
+//! it leads transfers first, so a rolling restart costs no election timeout.
+//!
 //! ## Invariants (checked in tests, `assert!`ed or refused where cheap)
 //!
 //! - *Election Safety*: at most one leader per term (the simulation checks every output).
@@ -128,7 +185,7 @@
 //!
 //! ## Caveats
 //!
-//! - Membership is fixed at start (no joint consensus, §6).
+//! - Membership changes are single-server only (no joint consensus, thesis §4.3).
 //! - Time is logical: the shell turns milliseconds into ticks. ReadIndex needs no clock
 //!   assumptions; no lease reads are served.
 
