@@ -207,6 +207,12 @@ fn new_cluster(cmd: &Command) -> Result<SimCluster, String> {
     });
     c.manual();
     c.snapshot_trailing = cmd.key("trailing")?.unwrap_or(0);
+    // Every founder wrote its bootstrap (term 1 and the configuration entry 1@1) as it started;
+    // a script begins once those writes are durable, from clean disks.
+    for id in c.ids.clone() {
+        c.sync(&id);
+    }
+    c.take_trace();
     Ok(c)
 }
 
