@@ -47,6 +47,8 @@ scripts!(
     read_index,
     snapshot_install,
     persist_before_ack,
+    membership,
+    leader_transfer,
 );
 
 #[test]
