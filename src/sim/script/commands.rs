@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
+use super::members;
 use super::show::{self, observe};
 use crate::raft::{Config, Envelope, Message, NodeId};
 use crate::sim::net::InFlight;
@@ -24,7 +25,7 @@ enum Kind {
 }
 
 /// One command line: its name and its words, `key=value` or positional.
-struct Command<'a> {
+pub(super) struct Command<'a> {
     name: &'a str,
     words: Vec<&'a str>,
 }
@@ -36,7 +37,7 @@ impl<'a> Command<'a> {
         Command { name, words: words.collect() }
     }
 
-    fn positional(&self) -> Vec<&'a str> {
+    pub(super) fn positional(&self) -> Vec<&'a str> {
         self.words.iter().copied().filter(|w| !w.contains('=')).collect()
     }
 
@@ -45,7 +46,7 @@ impl<'a> Command<'a> {
     }
 
     /// Refuses keys outside `allowed` and more than `max_positional` other words.
-    fn allow(&self, allowed: &[&str], max_positional: usize) -> Result<(), String> {
+    pub(super) fn allow(&self, allowed: &[&str], max_positional: usize) -> Result<(), String> {
         if let Some((key, _)) = self.keys().find(|(k, _)| !allowed.contains(k)) {
             return Err(format!(
                 "`{}` takes no argument `{key}` (it takes {allowed:?})",
@@ -58,7 +59,7 @@ impl<'a> Command<'a> {
         Ok(())
     }
 
-    fn key<T: FromStr>(&self, key: &str) -> Result<Option<T>, String> {
+    pub(super) fn key<T: FromStr>(&self, key: &str) -> Result<Option<T>, String> {
         match self.keys().find(|(k, _)| *k == key) {
             None => Ok(None),
             Some((_, v)) => v.parse().map(Some).map_err(|_| format!("bad value `{v}` for {key}")),
@@ -66,7 +67,7 @@ impl<'a> Command<'a> {
     }
 
     /// The nodes named by the plain arguments, or all of them when none is named.
-    fn nodes(&self, c: &SimCluster) -> Result<Vec<NodeId>, String> {
+    pub(super) fn nodes(&self, c: &SimCluster) -> Result<Vec<NodeId>, String> {
         let named = self.positional();
         if named.is_empty() {
             return Ok(c.ids.clone());
@@ -132,6 +133,13 @@ impl Runner {
             "partition" | "cut" | "heal" => links(c, cmd, out)?,
             "crash" | "restart" => crash(c, cmd, out)?,
             "snapshot" => snapshot(c, cmd, out)?,
+            "add-node" => members::add_node(c, cmd, out)?,
+            "change" => members::change(c, cmd, out)?,
+            "transfer" => members::transfer(c, cmd, out)?,
+            "members" => {
+                members::members(c, cmd, out)?;
+                return Ok(Kind::Query);
+            }
             "status" | "log" | "net" => {
                 show_state(c, cmd, out)?;
                 return Ok(Kind::Query);
@@ -207,6 +215,12 @@ fn new_cluster(cmd: &Command) -> Result<SimCluster, String> {
     });
     c.manual();
     c.snapshot_trailing = cmd.key("trailing")?.unwrap_or(0);
+    // Every founder wrote its bootstrap (term 1 and the configuration entry 1@1) as it started;
+    // a script begins once those writes are durable, from clean disks.
+    for id in c.ids.clone() {
+        c.sync(&id);
+    }
+    c.take_trace();
     Ok(c)
 }
 

@@ -24,8 +24,11 @@
 //! that changed anything, the one-line status of every node is printed (unless the block ends
 //! with a query such as `status`):
 //! `n2@3 follower(n1) vote=n1 last=7@3 commit=7 applied=7 unsynced=1`: node and term, role (and
-//! the leader it follows), its vote, the last entry of its log, commit and applied indexes,
-//! then its snapshot and the number of its writes no fsync has made durable yet, if any.
+//! the leader it follows), what it is in its configuration unless a voter (`learner`, `removed`,
+//! or `joining` before it has one), its vote, the last entry of its log, commit and applied
+//! indexes, then its snapshot and the number of its writes no fsync has made durable yet, if any.
+//! A script's cluster starts once every node's bootstrap (term 1 and the configuration entry
+//! 1@1) is on disk.
 //!
 //! The runner regenerates the whole file — comments verbatim, each block's commands followed by
 //! its fresh output — and compares it with the file. On a mismatch the test fails with a diff;
@@ -62,11 +65,15 @@
 //! | `partition NODES` | cuts the links between these nodes and the rest; `cut from=NODE to=NODE` cuts one direction; `heal` restores all |
 //! | `crash NODE`, `restart NODE` | a crash loses every unsynced write; restart starts the node from its disk |
 //! | `snapshot NODE` | the node's state machine saves a snapshot at what it applied; the log is compacted |
-//! | `status [NODES]`, `log [NODES]`, `net` | print the status (with a leader's progress), the logs, the messages in flight and held |
+//! | `add-node NODE` | a new node starts with an empty log (it bootstraps nothing and waits for a configuration that holds it) |
+//! | `change add NODE [learner\|voter] [force=true]`, `change promote NODE`, `change remove NODE` | one configuration change, proposed on the current leader (a refusal is printed) |
+//! | `transfer [NODE]` | the leader hands its leadership to NODE, or to the most up-to-date voter |
+//! | `status [NODES]`, `log [NODES]`, `members [NODES]`, `net` | print the status (with a leader's progress), the logs, the configuration each node has in force, the messages in flight and held |
 //!
 //! `KINDS` are message names as printed (`AppendEntries`, `PreVoteResponse`, …), comma-separated.
 
 mod commands;
+mod members;
 mod show;
 
 use std::path::Path;

@@ -51,14 +51,19 @@ pub(super) fn role_name(node: &RaftNode) -> String {
     }
 }
 
-/// `n2@3 follower(n1) vote=n1 last=7@3 commit=7 applied=7 [snapshot=5@2] [unsynced=2]`, or
-/// `n2 down`.
+/// `n2@3 follower(n1) [learner] vote=n1 last=7@3 commit=7 applied=7 [snapshot=5@2]
+/// [unsynced=2]`, or `n2 down`.
 pub(super) fn status_line(c: &SimCluster, id: &NodeId) -> String {
     let Some(node) = c.node(id) else {
         return format!("{id} down");
     };
     let s = node.status();
     let mut line = format!("{id}@{} {}", s.term, role_name(node));
+    // What it is in the configuration it has, unless a voter: learner, removed, joining.
+    let member = node.member_state();
+    if member != "voter" {
+        line.push_str(&format!(" {member}"));
+    }
     if !node.is_leader()
         && let Some(vote) = node.storage().hard_state().voted_for
     {
