@@ -73,6 +73,25 @@ fn a_lagging_learner_is_not_promoted() {
     assert!(voters(&c, &leader(&c)).contains(&n4));
 }
 
+/// A learner that has never answered (it is down from the start) is not promoted, even while
+/// the log is short enough for any lag to be within the limit.
+#[test]
+fn a_learner_that_never_answered_is_not_promoted() {
+    let mut c = SimCluster::new(3, seed_from_env(117));
+    c.check_one_leader(secs(5.0));
+    let n4 = c.add_node("n4");
+    c.crash(&n4);
+    c.change_and_commit(add_learner(&n4), secs(10.0)).expect("add n4");
+    match c.change_membership(promote(&n4), false) {
+        Err(Error::PreconditionFailed(m)) => assert!(m.contains("has not caught up"), "{m}"),
+        other => panic!("promoted a learner that never answered: {other:?} (seed {})", c.seed),
+    }
+    c.start(&n4);
+    wait_caught_up(&mut c, &n4);
+    c.change_and_commit(promote(&n4), secs(10.0)).expect("promote once it answered");
+    assert!(voters(&c, &leader(&c)).contains(&n4));
+}
+
 /// The strict check: with one of three voters down, removing another live voter would leave a
 /// configuration whose live voters are no quorum: PreconditionFailed; `force` overrides it.
 #[test]

@@ -96,7 +96,11 @@ impl RaftNode {
         };
         if let MembershipChange::Promote { id } = change {
             let matched = leader.progress.get(id).map_or(0, |p| p.match_index);
-            if matched + PROMOTE_MAX_LAG < commit_index || !heard(id) {
+            // It must hold the configuration that made it a learner (so it has answered at
+            // least once: a record created by that configuration counts as fresh contact), and
+            // be close to the commit index.
+            let holds_its_configuration = matched >= self.configs.latest_index();
+            if !holds_its_configuration || matched + PROMOTE_MAX_LAG < commit_index || !heard(id) {
                 return Err(Error::PreconditionFailed(format!(
                     "{id} has not caught up: it holds the log through {matched}, the commit index \
                      is {commit_index} (promotion needs it within {PROMOTE_MAX_LAG} entries and \
