@@ -88,7 +88,11 @@
 //! `n2@3 follower(n1) vote=n1 last=7@3 commit=7 applied=7`. There is one per part of the
 //! algorithm: `election.txt` (§5.2, §5.4.1), `prevote.txt` (thesis §9.6), `check_quorum.txt`
 //! (thesis §6.2), `conflicting_append.txt` (§5.3, fast backtracking), `read_index.txt` (thesis
-//! §6.4), `snapshot_install.txt` (§7) and `persist_before_ack.txt`. Read them beside the paper:
+//! §6.4), `snapshot_install.txt` (§7), `persist_before_ack.txt`, `membership.txt` (thesis
+//! §4.1–4.2.3: a learner joins and is promoted, the leader removes itself) and
+//! `leader_transfer.txt` (thesis §3.10, TimeoutNow). Every log begins with the entry 1@1, the
+//! cluster's first configuration, which each founding member writes as it bootstraps, so a first
+//! election is for term 2 and its no-op is entry 2. Read them beside the paper:
 //! the comments say what to look at. `tests/scripts.rs` compares each with the output it
 //! expects, so they are tests as well; when the core changes on purpose,
 //! `UPDATE_SCRIPTS=1 cargo test --release --test scripts` rewrites the expected outputs, and the

@@ -279,6 +279,21 @@ mod tests {
     }
 
     #[test]
+    fn script_membership_commands_check_their_arguments_and_print_refusals() {
+        let err = run("cluster n=3\n\nchange frob n4\n").unwrap_err();
+        assert!(err.starts_with("line 3:") && err.contains("`change` takes"), "{err}");
+        assert!(run("cluster n=3\n\nadd-node n1\n").unwrap_err().contains("exists already"));
+        // No leader yet: the change is refused as output, not as a script error.
+        let out = run("cluster n=3\n\nchange add n4 learner\ntransfer n2\n").unwrap();
+        assert!(out.contains("no leader to propose add n4 learner"), "{out}");
+        assert!(out.contains("no leader to transfer leadership"), "{out}");
+        let out = run("cluster n=3\n(campaign n1)\n(stabilize)\n\ntransfer n9\nmembers n1\n");
+        let out = out.unwrap();
+        assert!(out.contains("n1 refuses to transfer its leadership to n9: "), "{out}");
+        assert!(out.contains("n1 configuration at 1 (committed): voters [n1 n2 n3]"), "{out}");
+    }
+
+    #[test]
     fn script_diff_shows_only_changed_hunks() {
         let a = "1\n2\n3\n4\n5\n6\n7\n8\n9\n";
         let b = "1\n2\n3\n4\nfive\n6\n7\n8\n9\n";
