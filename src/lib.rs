@@ -57,7 +57,7 @@
 //! | when an entry is committed (Figure 8) | `raft/node/replication.rs`: `maybe_commit` |
 //! | linearizable reads (ReadIndex) | `raft/node/read.rs`: `read`, `check_reads`; `server/node.rs`: `linearizable_barrier` |
 //! | what is fsynced when (group commit) | `storage/durable/sync.rs` (module docs), `server/loops.rs`: `sync`; `server/peer.rs`: `handle_rpc` |
-//! | the on-disk format, crash recovery | `storage/wal.rs`, `storage/durable/replay.rs` (the rules), `storage/durable/recovery.rs` (`open`) |
+//! | the on-disk format, crash recovery | `storage/wal/mod.rs`, `storage/durable/replay.rs` (the rules), `storage/durable/recovery.rs` (`open`) |
 //! | printing a data dir (`raftlabkv-server dump`) | `storage/dump.rs` |
 //! | HTTP routes, status codes, limits | `api.rs` (the route table), `server/http.rs`: `route`; `error.rs` (the status table) |
 //! | the JSON bodies on the wire, `/status`, key escaping in paths | `api.rs` |

@@ -238,7 +238,7 @@ fn last_segment(dir: &Path) -> PathBuf {
 }
 
 /// The records of a segment as (byte offset of the frame, payload length), read with the format
-/// of `src/storage/wal.rs` (8-byte magic, then `len:u32 crc:u32 payload` frames, little-endian).
+/// of `src/storage/wal/mod.rs` (8-byte magic, then `len:u32 crc:u32 payload` frames, little-endian).
 /// Panics unless the file is exactly a header and whole frames with good CRCs.
 fn frames(buf: &[u8]) -> Vec<(usize, usize)> {
     assert!(buf.len() >= 8 && &buf[..7] == b"RLKVWAL", "not a WAL segment");
