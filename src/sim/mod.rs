@@ -241,15 +241,7 @@ impl SimCluster {
         if let Some((file, _)) = self.snapshots.get(id).cloned()
             && storage.snapshot().is_none_or(|s| s.index < file.index)
         {
-            if storage.term(file.index) == Some(file.term) {
-                // Its own snapshot: the log still holds the configuration in force there.
-                let lo = storage.first_index();
-                let entries = storage.entries(lo, file.index + 1, usize::MAX).expect("entries");
-                let base = storage.membership_base().map(|(_, m)| m);
-                if let Some(m) = entries.iter().rev().find_map(|e| e.membership()).or(base) {
-                    storage.save_membership_base(file.index, &m).expect("membership base");
-                }
-            }
+            // Its configuration is restored from the snapshot's data below, as the server does.
             storage.install_snapshot(file).expect("install the snapshot file");
             installed = Some(file);
         }

@@ -47,7 +47,7 @@ use super::{
     Active, DurableOptions, DurableStorage, SNAPSHOT_DIR, SegmentInfo, create_segment, io_error,
 };
 use crate::error::{Error, Result};
-use crate::raft::{EntryLog, HardState, Index, Membership, SnapshotMeta, Storage};
+use crate::raft::{EntryLog, HardState, Index, SnapshotMeta, Storage};
 use crate::storage::snapshot::{self, SnapshotStore};
 use crate::storage::wal::{self, RecordRef, SEGMENT_HEADER_LEN, SEGMENT_MAGIC};
 
@@ -306,15 +306,6 @@ impl DurableStorage {
         Ok(())
     }
 
-    /// The configuration in force at `index` (held in the log): the latest configuration entry at
-    /// or before it, else the saved base.
-    fn membership_at(&self, index: Index) -> Result<Option<Membership>> {
-        let lo = self.first_index();
-        let entries = self.entries(lo, index.min(self.last_index()) + 1, usize::MAX)?;
-        let latest = entries.iter().rev().find_map(|e| e.membership());
-        Ok(latest.or_else(|| self.membership_base().map(|(_, m)| m)))
-    }
-
     /// Compares the snapshot the log records with the snapshot files (see the module docs);
     /// returns the meta of a newer file it installed.
     fn reconcile_snapshot_files(&mut self) -> Result<Option<SnapshotMeta>> {
@@ -342,15 +333,9 @@ impl DurableStorage {
             )));
         }
         let Some(newer) = newer else { return Ok(None) };
-        // Our own snapshot, whose records did not reach the disk: the log still holds every entry
-        // it covers, so the configuration in force at its index is known; keep it before the
-        // entries go. (A snapshot received from a leader carries its configuration in its data;
-        // the server hands it to the core when it loads the state machine from it.)
-        if self.term(newer.index) == Some(newer.term)
-            && let Some(m) = self.membership_at(newer.index)?
-        {
-            self.save_membership_base(newer.index, &m)?;
-        }
+        // Its entries go: the configuration in force at its index travels in the snapshot's
+        // data, and the server hands it to the core when it loads the state machine
+        // (`RaftNode::restore_membership`).
         log::warn!(
             "snapshot file {} is newer than the snapshot the WAL records ({:?}): the node stopped \
              between writing it and recording it; installing it now",
