@@ -165,3 +165,92 @@ fn transfer_and_remove_the_leader() {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(c.node_status(new).map(|s| (s.term, s.is_leader)), term.map(|t| (t, true)));
 }
+
+/// Quorum lost for good (README "When a quorum is lost for good"): node2 and node3 are gone;
+/// node1 restarts with `--force-new-cluster` as the only voter of a new cluster, keeps every
+/// acknowledged write, says so loudly, refuses the old members' messages (another cluster id),
+/// and grows again with a fresh member through `--join`. The flag is refused where it makes no
+/// sense.
+#[test]
+fn force_a_survivor_into_a_new_cluster() {
+    let mut c = cluster("force");
+    leader(&c, &c.all());
+    let cl = client(&c, &[0, 1, 2]);
+    for i in 0..30 {
+        cl.put(&format!("k{i}"), &format!("v{i}")).expect("put");
+    }
+    let old_id = c.cluster_id().to_string();
+    for i in c.all() {
+        c.kill(i);
+    }
+
+    c.args_mut(0).push("--force-new-cluster".into());
+    c.restart(0).expect("restart node1 forced");
+    assert_eq!(leader(&c, &[0]), 0, "the survivor leads alone");
+    let status = c.node_status(0).expect("status");
+    assert_eq!(status.voters.keys().collect::<Vec<_>>(), vec!["node1"]);
+    assert!(status.learners.is_empty());
+    assert_ne!(status.cluster_id, old_id, "a new cluster id");
+    let log = std::fs::read_to_string(c.log_path(0)).unwrap_or_default();
+    assert!(log.contains("--force-new-cluster: this node is now the ONLY voter"), "{log}");
+    let solo = client(&c, &[0]);
+    for i in 0..30 {
+        assert_eq!(solo.get(&format!("k{i}")).expect("get"), Some(format!("v{i}")), "k{i}");
+    }
+    solo.put("after", "force").expect("a write commits on the one-node cluster");
+
+    // An old member back with its old data is another cluster: refused, no term change.
+    c.restart(1).expect("restart node2 with its old data");
+    let term = c.node_status(0).map(|s| s.term);
+    assert!(eventually(Duration::from_secs(10), || {
+        let log = std::fs::read_to_string(c.log_path(0)).unwrap_or_default();
+        log.contains("REFUSING peer requests from \"node2\"")
+    }));
+    solo.put("still", "leader").expect("put");
+    // An observation window (not a timing assertion): several election timeouts pass.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(c.node_status(0).map(|s| (s.term, s.is_leader)), term.map(|t| (t, true)));
+    c.kill(1);
+
+    // Restarted without the flag, it stays what it became.
+    assert_eq!(c.terminate(0, Duration::from_secs(10)), Some(0));
+    c.args_mut(0).retain(|a| a != "--force-new-cluster");
+    c.restart(0).expect("restart node1");
+    assert_eq!(leader(&c, &[0]), 0);
+    let again = c.node_status(0).expect("status");
+    assert_eq!(again.cluster_id, status.cluster_id, "the new id is kept");
+    assert_eq!(solo.get("after").expect("get"), Some("force".into()));
+
+    // It grows again: a fresh node joins with the new cluster id.
+    c.set_cluster_id(status.cluster_id.clone());
+    let n4 = c.add_joining_node().expect("start node4");
+    solo.add_and_promote(&c.nodes[n4].id, &c.nodes[n4].addr, Duration::from_secs(20))
+        .expect("node4 joins and is promoted");
+    let both = client(&c, &[0, n4]);
+    both.put("grown", "2").expect("the two-voter cluster commits");
+    assert!(eventually(Duration::from_secs(10), || {
+        c.node_status(n4).is_some_and(|s| s.voters.len() == 2 && s.last_applied >= s.commit_index)
+    }));
+
+    // Bad uses of the flag: no data dir, or one with nothing in it.
+    let bin = env!("CARGO_BIN_EXE_raftlabkv-server");
+    let empty = c.work_dir().join("empty-dir");
+    for (args, expect) in [
+        (vec!["--id", "x", "--in-memory", "--force-new-cluster"], "in-memory"),
+        (
+            vec!["--id", "x", "--addr", "127.0.0.1:1", "--force-new-cluster", "--data-dir"],
+            "no configuration",
+        ),
+    ] {
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args(&args);
+        if args.last() == Some(&"--data-dir") {
+            cmd.arg(&empty);
+        }
+        let out = cmd.output().expect("run the server");
+        let text = String::from_utf8_lossy(&out.stderr).to_string()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "{args:?} must fail: {text}");
+        assert!(text.contains(expect), "{args:?}: {text}");
+    }
+}

@@ -97,6 +97,14 @@ struct Args {
     /// sends it a configuration that contains it. Not needed on later restarts.
     #[arg(long, value_delimiter = ',')]
     join: Vec<String>,
+    /// DISASTER RECOVERY ONLY, when a quorum of the voters is lost for good: restart this node
+    /// from its data dir as the only voter of a new cluster (a new cluster id; every other member
+    /// is dropped). Its whole log is kept and committed; writes acknowledged by the old cluster
+    /// but missing from this node's log are lost, so pick the survivor with the most up-to-date
+    /// log. Run it once, then restart without the flag and add new members with `--join`.
+    /// See README "When a quorum is lost for good".
+    #[arg(long)]
+    force_new_cluster: bool,
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, default_value = "info")]
     log_level: log::LevelFilter,
@@ -181,6 +189,18 @@ fn run(args: Args) -> Result<(), String> {
     }
     if !config.join.is_empty() && args.cluster_id.is_none() {
         config.cluster_id = learn_cluster_id(&config.join)?;
+    }
+    if args.force_new_cluster {
+        if args.in_memory {
+            return Err(
+                "--force-new-cluster recovers a node from its data dir; --in-memory has none"
+                    .into(),
+            );
+        }
+        if !config.join.is_empty() {
+            return Err("--force-new-cluster and --join exclude each other".into());
+        }
+        config.force_new_cluster = true;
     }
     if let Some(path) = &args.peer_secret_file {
         config.peer_secret = Some(PeerSecret::from_file(path).map_err(|e| e.to_string())?);

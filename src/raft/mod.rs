@@ -169,6 +169,16 @@
 //! snapshot beyond, the entry that set it; InstallSnapshot carries the snapshot's configuration,
 //! and so does the snapshot file itself.
 //!
+//! **When a majority is lost for good**, Raft itself offers no way out: every change, a removal
+//! included, must be committed by a majority of the configuration in force (§4.1), and that
+//! majority is gone. [`RaftNode::force_new_cluster`] (`node/recovery.rs`, `--force-new-cluster`)
+//! is the operator's deliberate exit, outside the algorithm: a survivor appends, with no leader's
+//! authority, a configuration in which it is the only voter, in a term above all it has seen (so
+//! no other log can hold a different entry at that index and term), under a new cluster id (so
+//! old members returning with old data are refused instead of fighting it). It keeps and commits
+//! its whole log, as it would had it won an election; whatever the old majority committed beyond
+//! it is lost, which is why the operator picks the most up-to-date survivor.
+//!
 //! ## Leadership transfer (thesis §3.10)
 //!
 //! [`RaftNode::transfer_leadership`]: the leader stops taking proposals (503, retryable), brings
@@ -215,7 +225,7 @@ pub use message::{
     base64,
 };
 pub use message::{MAX_INDEX, MAX_TERM};
-pub use node::RaftNode;
+pub use node::{ForcedCluster, RaftNode};
 pub use output::{Output, PeerProgress, ReadState, Status, SyncPoint};
 pub use role::Role;
 pub use storage::{MemStorage, Storage};

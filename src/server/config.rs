@@ -55,6 +55,9 @@ pub struct ServerConfig {
     /// The shared secret peer requests are signed with (`--peer-secret-file`); None: peer
     /// endpoints are open to anyone who can reach the port.
     pub peer_secret: Option<PeerSecret>,
+    /// Disaster recovery (`--force-new-cluster`): at start, make this node the only voter of a
+    /// new cluster, from its data (see `raft::node::recovery`).
+    pub force_new_cluster: bool,
 }
 
 impl ServerConfig {
@@ -70,6 +73,7 @@ impl ServerConfig {
         ServerConfig {
             cluster_id: cluster_id_for(&members),
             peer_secret: None,
+            force_new_cluster: false,
             id,
             addr,
             peers,
@@ -110,9 +114,11 @@ impl ServerConfig {
     }
 
     /// The first configuration of a brand-new cluster: this node and `peers`, all voters; `None`
-    /// for a node that joins an existing cluster.
+    /// for a node that joins an existing cluster or is forced into a new one
+    /// (`--force-new-cluster` recovers from existing data: an empty data dir must not
+    /// bootstrap first).
     pub fn bootstrap_membership(&self) -> Option<Membership> {
-        if !self.join.is_empty() {
+        if !self.join.is_empty() || self.force_new_cluster {
             return None;
         }
         let mut voters = self.peers.clone();

@@ -174,6 +174,9 @@ impl Node {
         if let (Some(meta), Some(m)) = (snapshot, cluster) {
             raft.restore_membership(meta.index, m)?;
         }
+        if config.force_new_cluster {
+            force_new_cluster(&mut raft, &config)?;
+        }
         // The cluster id is the one the cluster was bootstrapped with, kept in the log's
         // configuration; the flags only matter for a node that has none yet.
         if let Some(m) = raft.membership()
@@ -622,4 +625,58 @@ pub(super) fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<J
         .name(name.clone())
         .spawn(f)
         .map_err(|e| Error::Internal(format!("cannot start thread {name}: {e}")))
+}
+
+/// `--force-new-cluster`: makes `raft` the only voter of a new cluster (a fresh random cluster
+/// id), and says so loudly. See `raft::node::recovery` for what is kept and what is lost.
+fn force_new_cluster(raft: &mut RaftNode, config: &ServerConfig) -> Result<()> {
+    let cluster_id = format!("{:016x}", rand::random::<u64>());
+    match raft.force_new_cluster(config.addr.clone(), cluster_id)? {
+        None => log::warn!(
+            "{}: --force-new-cluster: already the only member of its cluster; nothing changed. \
+             Restart without the flag.",
+            config.id
+        ),
+        Some(f) => {
+            let others: Vec<&String> = f
+                .old
+                .voters
+                .keys()
+                .chain(f.old.learners.keys())
+                .filter(|id| **id != config.id)
+                .collect();
+            let last = f.index - 1;
+            log::error!("{}", "!".repeat(78));
+            log::error!(
+                "{}: --force-new-cluster: this node is now the ONLY voter of a new cluster {} \
+                 (was {}; configuration entry {}@{}).",
+                config.id,
+                f.new.cluster_id,
+                f.old.cluster_id,
+                f.index,
+                f.term
+            );
+            log::error!(
+                "{}: dropped members: {:?}. Their data is no longer part of this cluster: wipe \
+                 their data dirs before adding them back (member add + --join).",
+                config.id,
+                others
+            );
+            log::error!(
+                "{}: its whole log (through {last}) is kept and will be committed, perhaps \
+                 with entries the old cluster never committed (it vouches only for those through \
+                 its snapshot, {}); writes the old cluster acknowledged that this log lacks are \
+                 LOST.",
+                config.id,
+                f.known_commit
+            );
+            log::error!(
+                "{}: restart without --force-new-cluster from now on (running it again would \
+                 drop every member added since).",
+                config.id
+            );
+            log::error!("{}", "!".repeat(78));
+        }
+    }
+    Ok(())
 }

@@ -21,6 +21,17 @@ impl SimCluster {
         id
     }
 
+    /// Starts a crashed node from its disk as the only voter of a new cluster
+    /// (`--force-new-cluster`, see [`RaftNode::force_new_cluster`]); returns what was forced.
+    ///
+    /// [`RaftNode::force_new_cluster`]: crate::raft::RaftNode::force_new_cluster
+    pub fn force_new_cluster(&mut self, id: &NodeId) -> Result<Option<crate::raft::ForcedCluster>> {
+        assert!(!self.nodes.contains_key(id), "{id} must be down to be forced");
+        self.start(id);
+        let node = self.nodes.get_mut(id).ok_or(Error::NotLeader { leader: None })?;
+        node.force_new_cluster(format!("{id}:1"), "forced".into())
+    }
+
     /// The leader among running nodes in the highest term, if any.
     pub fn current_leader(&self) -> Option<NodeId> {
         let mut leaders = self.leaders();

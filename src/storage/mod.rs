@@ -1,5 +1,5 @@
 //! Durable storage for the Raft core: a write-ahead log that implements the core's
-//! [`Storage`](crate::raft::Storage) port, the [`Syncer`] that makes its writes durable outside the
+//! [`Storage`] port, the [`Syncer`] that makes its writes durable outside the
 //! Raft lock, and the [`SnapshotStore`] for the state machine's snapshot files.
 //!
 //! The core calls its storage under the node's lock, so a call only *writes* (into the OS page
@@ -12,7 +12,7 @@
 //! [`open`] is the one call a node makes: it returns the log, its syncer and the snapshot store
 //! together ([`NodeStorage`]), for a data directory ([`DurableStorage`], a segmented WAL with
 //! torn-tail recovery described in [`wal`]) or for a node kept wholly in memory
-//! ([`MemStorage`](crate::raft::MemStorage)).
+//! ([`MemStorage`]).
 //!
 //! Snapshot *files* (the state machine's serialized state) live next to the log, in a
 //! [`SnapshotStore`] ([`snapshot`]); the log only records which snapshot is current.
@@ -88,7 +88,7 @@ pub trait Syncer: Send + Sync {
         0
     }
 
-    /// Finishes what [`Storage::compact`](crate::raft::Storage::compact) and [`Storage::install_snapshot`](crate::raft::Storage::install_snapshot) started: frees the
+    /// Finishes what [`Storage::compact`] and [`Storage::install_snapshot`] started: frees the
     /// entries they removed from memory, and deletes the files they left unneeded once the
     /// records saying so are durable. Separate from them so that this slow part (freeing a
     /// million entries, an fsync, file deletions, directory fsyncs) runs outside the Raft lock:

@@ -208,6 +208,17 @@ impl Cluster {
         &self.cluster_id
     }
 
+    /// Changes the cluster id that nodes added later are given and that [`Cluster::peer_auth`]
+    /// signs with (after `--force-new-cluster` gave the cluster a new one).
+    pub fn set_cluster_id(&mut self, id: impl Into<String>) {
+        self.cluster_id = id.into();
+    }
+
+    /// Node `i`'s command-line arguments, for its next [`Cluster::restart`].
+    pub fn args_mut(&mut self, i: usize) -> &mut Vec<String> {
+        &mut self.nodes[i].args
+    }
+
     /// Signs peer requests as node `i` of this cluster does (with its secret, if it has one):
     /// for tests that speak to the peer endpoints, or send forwarded requests, themselves.
     pub fn peer_auth(&self, i: usize) -> PeerAuth {

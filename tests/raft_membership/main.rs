@@ -19,6 +19,7 @@ use raftlabkv::raft::{
 use raftlabkv::sim::{SimCluster, secs, seed_from_env, seeds_from_env};
 
 mod churn;
+mod recovery;
 mod rules;
 
 fn id(s: &str) -> NodeId {

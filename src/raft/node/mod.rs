@@ -15,12 +15,16 @@
 //! | `node/read.rs` | ReadIndex reads | thesis §6.4 |
 //! | `node/snapshot.rs` | recording, sending and installing snapshots | §7 |
 //! | `node/membership.rs` | configuration changes, learners, leadership transfer | thesis §4.1–4.2, §3.10 |
+//! | `node/recovery.rs` | a survivor of a lost quorum restarts as a one-node cluster (outside Raft, by hand) | §4.1 (why no change can commit without a majority) |
 
 mod election;
 mod membership;
 mod read;
+mod recovery;
 mod replication;
 mod snapshot;
+
+pub use recovery::ForcedCluster;
 
 use std::collections::BTreeMap;
 
