@@ -72,6 +72,10 @@ pub struct Progress {
     /// Logical time of this member's latest answer: the strict membership check and a learner's
     /// promotion ask whether it was heard from within an election timeout.
     pub last_contact_tick: u64,
+    /// The last `seq` sent before `next_index` was last moved back by a rejection: a rejection
+    /// answering a request up to this one is stale (it answers a guess already corrected), and
+    /// acting on it would send the same entries again.
+    pub backed_up_at_seq: u64,
 }
 
 impl Progress {
@@ -85,6 +89,7 @@ impl Progress {
             recent_active: true,
             pending_snapshot: None,
             last_contact_tick: now,
+            backed_up_at_seq: 0,
         }
     }
 }

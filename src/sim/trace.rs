@@ -80,6 +80,12 @@ impl SimCluster {
         }
     }
 
+    /// Records events in automatic mode too (from now until [`SimCluster::automatic`]), for tests
+    /// that count what was sent.
+    pub fn record(&mut self) {
+        self.trace.get_or_insert_with(Vec::new);
+    }
+
     /// Records an event when recording.
     pub(super) fn note(&mut self, event: impl FnOnce() -> Event) {
         if let Some(trace) = &mut self.trace {

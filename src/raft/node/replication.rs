@@ -112,6 +112,10 @@ impl RaftNode {
     ) -> Result<()> {
         let last_index = self.log.last_index();
         let ticks = self.ticks;
+        let sent_seq = match &self.role {
+            Role::Leader(leader) => leader.seq,
+            _ => return Ok(()),
+        };
         let Some(progress) = self.role.progress_mut(&from) else {
             return Ok(());
         };
@@ -134,7 +138,7 @@ impl RaftNode {
         if resp.success {
             progress.record_match(resp.match_index, last_index);
             progress.next_index = progress.next_index.max(progress.match_index + 1);
-        } else {
+        } else if resp.seq > progress.backed_up_at_seq {
             // Fast backtracking (§5.3, end): skip a whole conflicting term per round trip.
             let hint = match resp.conflict_term {
                 Some(t) => match self.log.last_index_of_term(t) {
@@ -159,6 +163,7 @@ impl RaftNode {
             if next < progress.next_index {
                 progress.next_index = next;
                 progress.inflight = None;
+                progress.backed_up_at_seq = sent_seq;
             }
         }
         self.maybe_commit()?;
