@@ -11,11 +11,12 @@
 //! | `http.rs` | the HTTP listener, its workers and routes, request forwarding |
 //! | `pool_kick.rs` | a workaround for a tiny_http pool bug, run by the listener |
 //! | `pending.rs` | client requests waiting for a commit or a confirmed read |
+//! | `metrics.rs` | what the node measures about itself, for `/status` and `/metrics`, without the Raft lock |
 //! | `snapshot.rs` | taking, sending, receiving and installing snapshots |
 //!
 //! This file only wires them together: [`Server::start`] and [`Server::stop`]. Among the others
-//! imports run one way (`tests/layering.rs` checks): `config`, `pending`, `pool_kick` and
-//! `transport` import none of them; `node` imports `config` and `pending`; `snapshot` imports
+//! imports run one way (`tests/layering.rs` checks): `config`, `metrics`, `pending`, `pool_kick`
+//! and `transport` import none of them; `node` imports `config`, `metrics` and `pending`; `snapshot` imports
 //! `node` and `transport`; `peer`, `loops` and `http` import from those and from nothing above
 //! them.
 //!
@@ -28,6 +29,7 @@ pub mod config;
 pub mod http;
 pub mod loops;
 mod members;
+pub mod metrics;
 pub mod node;
 pub mod peer;
 pub mod pending;

@@ -166,6 +166,9 @@ pub(super) fn send(
     let total = store.file_len(meta)?;
     let mut offset = 0;
     let started = Instant::now();
+    // Shown in `/status` while it lasts, however it ends.
+    let _shown = SendingShown { node, peer: &env.to };
+    node.metrics.snapshot_sending(&env.to, meta.index, 0, total);
     while offset < total && !node.is_shutdown() {
         let data = store.read_chunk(meta, offset, node.config.snapshot_chunk_bytes)?;
         let chunk = SnapshotChunk { from: &env.from, snapshot: meta, offset, total, data: &data };
@@ -177,6 +180,7 @@ pub(super) fn send(
             )));
         }
         offset = next;
+        node.metrics.snapshot_sending(&env.to, meta.index, offset, total);
     }
     log::info!(
         "sent snapshot {} ({total} bytes) to {} in {:?}",
@@ -198,7 +202,10 @@ pub(super) fn receive_chunk(node: &Node, chunk: &SnapshotChunk) -> Result<u64> {
         .as_deref()
         .ok_or_else(|| Error::Unavailable("this node keeps no snapshot files".into()))?;
     match store.receive_chunk(snapshot, offset, total, data) {
-        Ok(received) => Ok(received),
+        Ok(received) => {
+            node.metrics.snapshot_receiving(snapshot.index, received, total);
+            Ok(received)
+        }
         // A stale, duplicate or out-of-order chunk: tell the sender where to continue.
         Err(e) => crate::storage::snapshot::expected_offset(&e).ok_or(e),
     }
@@ -215,6 +222,18 @@ pub(super) fn accept_file(node: &Node, meta: SnapshotMeta) -> Result<()> {
         return Ok(());
     }
     store.finish_receive(meta)
+}
+
+/// Takes a transfer out of `/status` when the sending ends.
+struct SendingShown<'a> {
+    node: &'a Node,
+    peer: &'a crate::raft::NodeId,
+}
+
+impl Drop for SendingShown<'_> {
+    fn drop(&mut self) {
+        self.node.metrics.snapshot_sent(self.peer);
+    }
 }
 
 /// Successive durations.
