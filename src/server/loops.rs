@@ -77,6 +77,7 @@ fn apply_entries(node: &Node, batch: &[Entry]) {
         kv.applied_index()
     };
     node.entries_applied.fetch_add(batch.len() as u64, Ordering::Relaxed);
+    node.metrics.events.applied.inc_by(batch.len() as u64);
     let mut pending = node.pending.lock();
     for entry in batch {
         pending.applied_entry(entry.index, entry.term);

@@ -5,6 +5,15 @@
 //!
 //! Windows over the last minute (`leaderChangesLastMinute`, `fsyncP99Us`) are kept here too:
 //! the core counts events but has no clock, so the shell stamps them.
+//!
+//! `/metrics` is the Prometheus text format (0.0.4), encoded by the `prometheus-client` crate.
+//! Two kinds of metric feed it: the ones updated where things happen (counters and histograms:
+//! atomics, or the crate's short per-histogram lock), registered once in [`Metrics::new`], and
+//! the ones read when scraped (term, indexes, key count, process stats: a [`Scrape`] the caller
+//! fills with one Raft lock), encoded afresh each time. Every name is listed in the README
+//! ("Metrics"); keep them stable, dashboards and alerts are written against them.
+//! Labels have few values: `peer` (members), `route` (the route's pattern, never the raw path),
+//! `code`, `kind`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
@@ -12,17 +21,259 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use prometheus_client::encoding::{EncodeLabelSet, prometheus_text};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
 
+use super::transport::Traffic;
 use crate::api::{PeerReplication, SnapshotTransfer};
-use crate::raft::{Index, NodeId, PeerProgress};
+use crate::raft::{Counters, Index, NodeId, PeerProgress};
 use crate::storage::SyncObserver;
 use crate::storage::wal::parse_segment_name;
+
+/// Label of per-peer metrics: the member's id.
+type PeerLabel = [(&'static str, String); 1];
+
+/// A family of histograms made by a plain function (buckets fixed per family).
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Labels of `raftlabkv_http_requests_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RouteCode {
+    route: &'static str,
+    code: u16,
+}
+
+/// What is counted and timed where it happens (the registered metrics).
+pub struct Events {
+    registry: Registry,
+    fsync_seconds: Histogram,
+    records_per_fsync: Histogram,
+    append_rtt: Histograms<PeerLabel>,
+    peer_sent: Family<PeerLabel, Counter>,
+    peer_received: Family<PeerLabel, Counter>,
+    snapshot_save: Histogram,
+    snapshot_install: Histogram,
+    snapshots_sent: Counter,
+    snapshots_received: Counter,
+    http_seconds: Histograms<[(&'static str, &'static str); 1]>,
+    http_requests: Family<RouteCode, Counter>,
+    /// Log entries this node saw committed (handed to its state machine) since start.
+    pub committed: Counter,
+    /// Log entries applied to the state machine since start.
+    pub applied: Counter,
+    /// Writes proposed here that did not succeed (replaced, timed out, or the node stopped).
+    pub proposals_failed: Counter,
+    reads: Family<[(&'static str, &'static str); 1], Counter>,
+}
+
+fn seconds_buckets() -> Histogram {
+    // 100 µs .. ~6.5 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 17))
+}
+
+fn slow_seconds_buckets() -> Histogram {
+    // 1 ms .. ~65 s: snapshots.
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+impl Events {
+    fn new() -> Events {
+        let mut e = Events {
+            registry: Registry::default(),
+            fsync_seconds: seconds_buckets(),
+            records_per_fsync: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
+            append_rtt: Family::new_with_constructor(seconds_buckets),
+            peer_sent: Family::default(),
+            peer_received: Family::default(),
+            snapshot_save: slow_seconds_buckets(),
+            snapshot_install: slow_seconds_buckets(),
+            snapshots_sent: Counter::default(),
+            snapshots_received: Counter::default(),
+            http_seconds: Family::new_with_constructor(seconds_buckets),
+            http_requests: Family::default(),
+            committed: Counter::default(),
+            applied: Counter::default(),
+            proposals_failed: Counter::default(),
+            reads: Family::default(),
+        };
+        let r = &mut e.registry;
+        let s = Unit::Seconds;
+        r.register_with_unit(
+            "raftlabkv_disk_wal_fsync_duration",
+            "Duration of the WAL's group-commit fsyncs",
+            s.clone(),
+            e.fsync_seconds.clone(),
+        );
+        r.register(
+            "raftlabkv_disk_wal_records_per_fsync",
+            "WAL records (log entries, and term-and-vote records) made durable by one fsync",
+            e.records_per_fsync.clone(),
+        );
+        r.register_with_unit(
+            "raftlabkv_peer_append_entries_round_trip",
+            "Round trip of an AppendEntries (heartbeats included) to a peer, answer stepped",
+            s.clone(),
+            e.append_rtt.clone(),
+        );
+        r.register_with_unit(
+            "raftlabkv_peer_sent",
+            "Bytes of peer RPCs sent to a peer (requests, and answers to its requests)",
+            Unit::Bytes,
+            e.peer_sent.clone(),
+        );
+        r.register_with_unit(
+            "raftlabkv_peer_received",
+            "Bytes of peer RPCs received from a peer (its requests, and its answers)",
+            Unit::Bytes,
+            e.peer_received.clone(),
+        );
+        r.register_with_unit(
+            "raftlabkv_snapshot_save_duration",
+            "Time to encode and durably write a snapshot and compact the log",
+            s.clone(),
+            e.snapshot_save.clone(),
+        );
+        r.register_with_unit(
+            "raftlabkv_snapshot_install_duration",
+            "Time to load a snapshot received from the leader into the state machine",
+            s.clone(),
+            e.snapshot_install.clone(),
+        );
+        r.register(
+            "raftlabkv_snapshot_sent",
+            "Snapshots sent to followers in full",
+            e.snapshots_sent.clone(),
+        );
+        r.register(
+            "raftlabkv_snapshot_received",
+            "Snapshots received in full and verified",
+            e.snapshots_received.clone(),
+        );
+        r.register_with_unit(
+            "raftlabkv_http_request_duration",
+            "Time to answer an HTTP request, by route pattern",
+            s,
+            e.http_seconds.clone(),
+        );
+        r.register(
+            "raftlabkv_http_requests",
+            "HTTP requests answered, by route pattern and status code",
+            e.http_requests.clone(),
+        );
+        r.register(
+            "raftlabkv_server_proposals_committed",
+            "Log entries this node saw committed since start",
+            e.committed.clone(),
+        );
+        r.register(
+            "raftlabkv_server_proposals_applied",
+            "Log entries applied to the state machine since start",
+            e.applied.clone(),
+        );
+        r.register(
+            "raftlabkv_server_proposals_failed",
+            "Writes proposed on this node that did not succeed (replaced by another leader's \
+             entries, timed out, or the node stopped)",
+            e.proposals_failed.clone(),
+        );
+        r.register(
+            "raftlabkv_server_reads",
+            "Reads served from this node's state machine, by kind (linearizable or stale)",
+            e.reads.clone(),
+        );
+        e
+    }
+
+    /// A read served here: `linearizable` (after ReadIndex) or `stale`.
+    pub fn read(&self, linearizable: bool) {
+        let kind = if linearizable { "linearizable" } else { "stale" };
+        self.reads.get_or_create(&[("kind", kind)]).inc();
+    }
+
+    /// An HTTP request to `route` (a pattern) answered with `code` after `took`.
+    pub fn http(&self, route: &'static str, code: u16, took: Duration) {
+        self.http_requests.get_or_create(&RouteCode { route, code }).inc();
+        self.http_seconds.get_or_create(&[("route", route)]).observe(took.as_secs_f64());
+    }
+
+    /// An AppendEntries to `peer` was answered after `took`.
+    pub fn append_round_trip(&self, peer: &NodeId, took: Duration) {
+        self.append_rtt.get_or_create(&[("peer", peer.clone())]).observe(took.as_secs_f64());
+    }
+
+    /// A snapshot was written (`took`, end to end).
+    pub fn snapshot_saved(&self, took: Duration) {
+        self.snapshot_save.observe(took.as_secs_f64());
+    }
+
+    /// A received snapshot was loaded (`took`).
+    pub fn snapshot_installed(&self, took: Duration) {
+        self.snapshot_install.observe(took.as_secs_f64());
+    }
+
+    /// A snapshot reached a follower in full.
+    pub fn snapshot_sent_whole(&self) {
+        self.snapshots_sent.inc();
+    }
+
+    /// A snapshot arrived in full and checked out.
+    pub fn snapshot_received_whole(&self) {
+        self.snapshots_received.inc();
+    }
+}
+
+impl Traffic for Metrics {
+    fn moved(&self, peer: &NodeId, sent: u64, received: u64) {
+        let label = [("peer", peer.clone())];
+        if sent > 0 {
+            self.events.peer_sent.get_or_create(&label).inc_by(sent);
+        }
+        if received > 0 {
+            self.events.peer_received.get_or_create(&label).inc_by(received);
+        }
+    }
+}
+
+/// What `/metrics` reads when scraped (one Raft lock's worth, filled by the caller).
+#[derive(Debug, Clone, Default)]
+pub struct Scrape {
+    /// `current_term`.
+    pub term: u64,
+    /// Highest index known committed.
+    pub commit_index: Index,
+    /// Highest index applied to the state machine.
+    pub applied_index: Index,
+    /// A leader is known.
+    pub has_leader: bool,
+    /// This node leads.
+    pub is_leader: bool,
+    /// This node is a learner.
+    pub is_learner: bool,
+    /// The core's event counts.
+    pub counters: Counters,
+    /// Writes waiting for their entry to apply.
+    pub proposals_pending: u64,
+    /// Keys in the store.
+    pub keys: u64,
+    /// Index of the latest snapshot (0: none).
+    pub snapshot_index: Index,
+    /// The data directory, if any (its disk use is read at scrape time).
+    pub data_dir: Option<std::path::PathBuf>,
+    /// The snapshot being received, if any.
+    pub snapshot_in: Option<SnapshotTransfer>,
+}
 
 /// The window of `leaderChangesLastMinute` and `fsyncP99Us`.
 const WINDOW: Duration = Duration::from_secs(60);
 
 /// The node's measurements. Shared by its threads (`Arc`), each updating its own part.
 pub struct Metrics {
+    /// Counted and timed where they happen.
+    pub events: Events,
     started: Instant,
     /// When the ticker saw each leader change of the last minute, and the core's count then.
     leader_changes: Mutex<(VecDeque<Instant>, u64)>,
@@ -37,6 +288,7 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
+            events: Events::new(),
             started: Instant::now(),
             leader_changes: Mutex::new((VecDeque::new(), 0)),
             fsyncs: Mutex::new(FsyncWindow::default()),
@@ -138,10 +390,188 @@ impl Metrics {
 }
 
 impl SyncObserver for Metrics {
-    fn fsynced(&self, took: Duration, _records: u64) {
+    fn fsynced(&self, took: Duration, records: u64) {
         let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         self.fsyncs.lock().record(self.second(), us);
+        self.events.fsync_seconds.observe(took.as_secs_f64());
+        self.events.records_per_fsync.observe(records as f64);
     }
+}
+
+impl Metrics {
+    /// The `/metrics` page: the registered metrics, then those read now from `s` and the process.
+    pub fn encode(&self, s: &Scrape) -> std::result::Result<String, std::fmt::Error> {
+        let mut text = String::new();
+        prometheus_text::encode(&mut text, &self.events.registry)?;
+        prometheus_text::encode(&mut text, &self.scraped(s))?;
+        Ok(text)
+    }
+
+    /// A registry of the values read at scrape time.
+    fn scraped(&self, s: &Scrape) -> Registry {
+        let mut r = Registry::default();
+        let gauge = |r: &mut Registry, name: &str, help: &str, v: u64| {
+            let g: Gauge = Gauge::default();
+            g.set(i64::try_from(v).unwrap_or(i64::MAX));
+            r.register(name, help, g);
+        };
+        let counter = |r: &mut Registry, name: &str, help: &str, v: u64| {
+            let c: Counter = Counter::default();
+            c.inc_by(v);
+            r.register(name, help, c);
+        };
+        let c = s.counters;
+        gauge(&mut r, "raftlabkv_server_has_leader", "1 if a leader is known", s.has_leader.into());
+        gauge(&mut r, "raftlabkv_server_is_leader", "1 if this node leads", s.is_leader.into());
+        gauge(
+            &mut r,
+            "raftlabkv_server_is_learner",
+            "1 if this node is a learner",
+            s.is_learner.into(),
+        );
+        counter(
+            &mut r,
+            "raftlabkv_server_leader_changes_seen",
+            "Terms in which this node learned of a leader, since start",
+            c.leader_changes,
+        );
+        gauge(
+            &mut r,
+            "raftlabkv_server_leader_changes_last_minute",
+            "Leader changes seen in the last 60 seconds",
+            self.leader_changes_last_minute(),
+        );
+        gauge(&mut r, "raftlabkv_server_term", "The current term", s.term);
+        gauge(
+            &mut r,
+            "raftlabkv_server_commit_index",
+            "Highest log index known committed",
+            s.commit_index,
+        );
+        gauge(
+            &mut r,
+            "raftlabkv_server_applied_index",
+            "Highest log index applied to the state machine",
+            s.applied_index,
+        );
+        gauge(
+            &mut r,
+            "raftlabkv_server_snapshot_index",
+            "Index of the latest snapshot (0: none)",
+            s.snapshot_index,
+        );
+        gauge(
+            &mut r,
+            "raftlabkv_server_proposals_pending",
+            "Writes waiting for their entry to be applied",
+            s.proposals_pending,
+        );
+        counter(
+            &mut r,
+            "raftlabkv_server_elections_started",
+            "Elections this node started (its term went up for a candidacy)",
+            c.elections_started,
+        );
+        counter(
+            &mut r,
+            "raftlabkv_server_pre_votes_started",
+            "PreVote rounds this node started",
+            c.pre_votes_started,
+        );
+        counter(
+            &mut r,
+            "raftlabkv_server_pre_votes_refused",
+            "PreVote requests this node refused",
+            c.pre_votes_refused,
+        );
+        gauge(&mut r, "raftlabkv_server_keys", "Keys in the state machine", s.keys);
+        let (wal, total) = s.data_dir.as_deref().map_or((0, 0), disk_usage);
+        gauge(&mut r, "raftlabkv_disk_wal_bytes", "Bytes of WAL segments on disk", wal);
+        gauge(
+            &mut r,
+            "raftlabkv_disk_data_dir_bytes",
+            "Bytes of everything in the data directory",
+            total,
+        );
+        let p = process_stats();
+        gauge(
+            &mut r,
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes",
+            p.rss_bytes,
+        );
+        gauge(&mut r, "process_threads", "Threads of the process", p.threads);
+        gauge(&mut r, "process_open_fds", "Open file descriptors", p.open_fds);
+        let sending: Family<PeerLabel, Gauge> = Family::default();
+        let sending_total: Family<PeerLabel, Gauge> = Family::default();
+        for (peer, t) in self.snapshots_out.lock().iter() {
+            let label = [("peer", peer.clone())];
+            sending.get_or_create(&label).set(i64::try_from(t.bytes_done).unwrap_or(i64::MAX));
+            sending_total
+                .get_or_create(&label)
+                .set(i64::try_from(t.bytes_total).unwrap_or(i64::MAX));
+        }
+        r.register_with_unit(
+            "raftlabkv_snapshot_sending",
+            "Bytes of the snapshot on its way to a peer sent so far",
+            Unit::Bytes,
+            sending,
+        );
+        r.register_with_unit(
+            "raftlabkv_snapshot_sending_size",
+            "Size of the snapshot on its way to a peer",
+            Unit::Bytes,
+            sending_total,
+        );
+        let t =
+            s.snapshot_in.unwrap_or(SnapshotTransfer { index: 0, bytes_done: 0, bytes_total: 0 });
+        gauge(
+            &mut r,
+            "raftlabkv_snapshot_receiving_bytes",
+            "Bytes of the snapshot being received that arrived so far (0: none)",
+            t.bytes_done,
+        );
+        gauge(
+            &mut r,
+            "raftlabkv_snapshot_receiving_size_bytes",
+            "Size of the snapshot being received (0: none)",
+            t.bytes_total,
+        );
+        r
+    }
+}
+
+/// What `/proc/self` says of the process (zeros where it cannot be read).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ProcessStats {
+    /// Resident memory.
+    pub rss_bytes: u64,
+    /// Threads.
+    pub threads: u64,
+    /// Open file descriptors.
+    pub open_fds: u64,
+}
+
+/// Reads [`ProcessStats`] from `/proc/self` (Linux; zeros elsewhere).
+pub fn process_stats() -> ProcessStats {
+    let mut p = ProcessStats::default();
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+        for line in status.lines() {
+            let number = |l: &str| {
+                l.split_whitespace().nth(1).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0)
+            };
+            if line.starts_with("VmRSS:") {
+                p.rss_bytes = number(line) * 1024;
+            } else if line.starts_with("Threads:") {
+                p.threads = number(line);
+            }
+        }
+    }
+    // The directory handle listing it is one of them: not counted.
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        p.open_fds = (fds.count() as u64).saturating_sub(1);
+    }
+    p
 }
 
 // ----- the fsync window -----------------------------------------------------------------------

@@ -307,6 +307,7 @@ impl Node {
             }
         }
         if !out.apply.is_empty() {
+            self.metrics.events.committed.inc_by(out.apply.len() as u64);
             let _ = self.apply_tx.send(ApplyMsg::Entries(std::mem::take(&mut out.apply)));
         }
         if let Some(meta) = out.restore.take() {
@@ -365,7 +366,11 @@ impl Node {
                 Ok((index, out))
             })
             .map_err(|e| self.with_leader_addr(e))?;
-        match rx.recv_timeout(self.config.request_timeout) {
+        let result = rx.recv_timeout(self.config.request_timeout);
+        if !matches!(result, Ok(Ok(_))) {
+            self.metrics.events.proposals_failed.inc();
+        }
+        match result {
             Ok(Ok((index, term))) => Ok(WriteOk { index, term }),
             Ok(Err(e)) => Err(e),
             Err(_) => {
@@ -382,6 +387,11 @@ impl Node {
     /// Waits until a read of the state machine is linearizable (ReadIndex through the leader).
     /// Not the leader: [`Error::NotLeader`].
     pub fn linearizable_barrier(&self) -> Result<()> {
+        self.linearizable_barrier_within(self.config.request_timeout)
+    }
+
+    /// [`Node::linearizable_barrier`], giving up after `timeout`.
+    pub fn linearizable_barrier_within(&self, timeout: std::time::Duration) -> Result<()> {
         let id = self.next_read_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = bounded(1);
         self.pending.lock().add_read(id, tx);
@@ -389,13 +399,12 @@ impl Node {
             self.pending.lock().remove_read(id);
             return Err(self.with_leader_addr(e));
         }
-        match rx.recv_timeout(self.config.request_timeout) {
+        match rx.recv_timeout(timeout) {
             Ok(result) => result.map(|_| ()),
             Err(_) => {
                 self.pending.lock().remove_read(id);
                 Err(Error::Unavailable(format!(
-                    "could not confirm leadership with a majority within {:?}",
-                    self.config.request_timeout
+                    "could not confirm leadership with a majority within {timeout:?}"
                 )))
             }
         }
@@ -404,6 +413,42 @@ impl Node {
     /// Runs `f` on the state machine.
     pub fn with_kv<T>(&self, f: impl FnOnce(&KvStore) -> T) -> T {
         f(&self.kv.read())
+    }
+
+    /// What `/metrics` reads when scraped: one Raft lock, then the state machine's.
+    pub fn scrape(&self) -> metrics::Scrape {
+        let (term, commit_index, has_leader, is_leader, is_learner, counters, snapshot_index) = {
+            let raft = self.raft.lock();
+            let snapshot = raft.storage().snapshot().map_or(0, |m| m.index);
+            (
+                raft.term(),
+                raft.log().commit_index,
+                raft.leader().is_some(),
+                raft.is_leader(),
+                raft.member_state() == "learner",
+                raft.counters(),
+                snapshot,
+            )
+        };
+        let (applied_index, keys) = {
+            let kv = self.kv.read();
+            (kv.applied_index(), kv.len() as u64)
+        };
+        let receiving = self.snapshots.as_ref().and_then(|s| s.receiving()).map(|(m, _)| m.index);
+        metrics::Scrape {
+            term,
+            commit_index,
+            applied_index,
+            has_leader,
+            is_leader,
+            is_learner,
+            counters,
+            proposals_pending: self.pending.lock().writes_waiting() as u64,
+            keys,
+            snapshot_index,
+            data_dir: self.data_dir.clone(),
+            snapshot_in: self.metrics.snapshot_in(receiving),
+        }
     }
 
     /// The node's status.

@@ -72,6 +72,7 @@ pub(super) fn maybe_take(node: &Arc<Node>) {
         match result {
             Ok((meta, t)) => {
                 state.last_index = state.last_index.max(meta.index);
+                me.metrics.events.snapshot_saved(started.elapsed());
                 log::info!(
                     "snapshot at index {} ({keys} keys): state frozen in {pause:?} (writes \
                      paused), written in {:?} (encoded in {:?}, file written in {:?}, \
@@ -127,10 +128,12 @@ pub(super) fn restore(node: &Node, meta: SnapshotMeta) {
     let Some(store) = node.snapshots.as_deref() else {
         node.fatal(&Error::Storage("asked to restore a snapshot without snapshot files".into()));
     };
+    let started = Instant::now();
     let kv = match load_state_machine(Some(meta), Some(store)) {
         Ok((kv, _)) => kv,
         Err(e) => node.fatal(&e),
     };
+    node.metrics.events.snapshot_installed(started.elapsed());
     *node.kv.write() = kv;
     {
         let mut state = node.snapshot_state.lock();
@@ -188,7 +191,9 @@ pub(super) fn send(
         env.to,
         started.elapsed()
     );
-    transport.call(addr, env)
+    let answer = transport.call(addr, env)?;
+    node.metrics.events.snapshot_sent_whole();
+    Ok(answer)
 }
 
 /// HTTP worker (follower): one chunk of a snapshot; returns how many bytes are held now.
@@ -221,7 +226,9 @@ pub(super) fn accept_file(node: &Node, meta: SnapshotMeta) -> Result<()> {
     if store.receiving().is_none_or(|(m, _)| m != meta) && store.list()?.contains(&meta) {
         return Ok(());
     }
-    store.finish_receive(meta)
+    store.finish_receive(meta)?;
+    node.metrics.events.snapshot_received_whole();
+    Ok(())
 }
 
 /// Takes a transfer out of `/status` when the sending ends.
