@@ -278,3 +278,77 @@ fn health_is_ready_with_a_quorum_and_says_why_not_without() {
     );
     assert_eq!(get_text(&c, survivor, "/livez"), (200, "ok\n".to_string()), "alive all the same");
 }
+
+// ----- snapshot transfer progress ---------------------------------------------------------------
+
+#[test]
+fn a_snapshot_transfer_shows_its_progress_on_both_sides() {
+    let work_dir =
+        std::env::temp_dir().join(format!("raftlabkv-test-obs-snap-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work_dir);
+    let args =
+        ["--snapshot-threshold", "200", "--snapshot-trailing", "10", "--rpc-timeout-ms", "10000"];
+    let mut c = Cluster::start(ClusterOptions {
+        nodes: 3,
+        server_bin: env!("CARGO_BIN_EXE_raftlabkv-server").into(),
+        work_dir,
+        data_dirs: true,
+        extra_args: args.iter().map(|s| s.to_string()).collect(),
+        peer_secret: true,
+    })
+    .expect("start cluster");
+    let l = leader(&c);
+    let f = (l + 1) % 3;
+    let fid = c.nodes[f].id.clone();
+    c.kill(f);
+    // ~4 MB of state: four 1 MiB chunks, each slowed by the link below.
+    let value = "x".repeat(2000);
+    for i in 0..2000 {
+        let a =
+            c.call(l, "POST", "/kv/put", Some(&json!({"key": format!("k{i}"), "value": value})));
+        assert_eq!(a.status, 200, "put {i}: {:?} {}", a.body, a.error);
+    }
+    let first = poll_every(POLL, Duration::from_secs(10), || {
+        let s = c.status(l)?;
+        (u64_of(&s, "snapshotIndex") > 0).then(|| u64_of(&s, "firstLogIndex"))
+    })
+    .expect("the leader took a snapshot");
+    assert!(first > 10, "the leader compacted its log (first index {first})");
+    c.set_link(l, f, raftlabkv::testkit::LinkMode::Delay { base_ms: 60, jitter_ms: 0 });
+    c.restart(f).expect("restart the follower");
+    let (sending, receiving) = poll_every(POLL, Duration::from_secs(30), || {
+        let s = c.status(l)?;
+        let r = &s["replication"][&fid];
+        let sending = r["snapshot"].clone();
+        let receiving = c.status(f)?["snapshotReceiving"].clone();
+        let moving = |t: &Value| t["bytesDone"].as_u64().is_some_and(|d| d > 0);
+        (r["state"] == "snapshot" && moving(&sending) && moving(&receiving))
+            .then_some((sending, receiving))
+    })
+    .expect("no transfer in progress seen on both sides");
+    for t in [&sending, &receiving] {
+        assert!(u64_of(t, "bytesDone") <= u64_of(t, "bytesTotal"), "{t}");
+        assert!(u64_of(t, "bytesTotal") > 1 << 20, "{t}");
+    }
+    assert_eq!(sending["index"], receiving["index"], "{sending} {receiving}");
+    c.set_link(l, f, raftlabkv::testkit::LinkMode::Pass);
+    // Once installed: counted on both sides, and gone from /status.
+    poll_every(POLL, Duration::from_secs(30), || {
+        let (_, _, on_l) = metrics(&c, l);
+        let (_, _, on_f) = metrics(&c, f);
+        let done = sample(&on_l, "raftlabkv_snapshot_sent_total")? >= 1.0
+            && sample(&on_l, "raftlabkv_snapshot_save_duration_seconds_count")? >= 1.0
+            && sample(&on_f, "raftlabkv_snapshot_received_total")? >= 1.0
+            && sample(&on_f, "raftlabkv_snapshot_install_duration_seconds_count")? >= 1.0;
+        done.then_some(())
+    })
+    .expect("the snapshot was not counted as sent, received and installed");
+    let s = poll_every(POLL, Duration::from_secs(10), || {
+        let s = c.status(l)?;
+        (s["replication"][&fid]["state"] == "replicate").then_some(s)
+    })
+    .expect("the follower is replicated to again");
+    assert!(s["replication"][&fid]["snapshot"].is_null(), "{s}");
+    let fs = c.status(f).expect("the follower's status");
+    assert!(fs["snapshotReceiving"].is_null(), "{fs}");
+}
