@@ -100,7 +100,16 @@ impl Events {
             proposals_failed: Counter::default(),
             reads: Family::default(),
         };
-        let r = &mut e.registry;
+        let mut registry = Registry::default();
+        e.register_disk_and_peers(&mut registry);
+        e.register_snapshots_server_and_http(&mut registry);
+        e.registry = registry;
+        e
+    }
+
+    /// Registers the WAL's and the peers' metrics.
+    fn register_disk_and_peers(&self, r: &mut Registry) {
+        let e = self;
         let s = Unit::Seconds;
         r.register_with_unit(
             "raftlabkv_disk_wal_fsync_duration",
@@ -143,6 +152,12 @@ impl Events {
             s.clone(),
             e.snapshot_install.clone(),
         );
+    }
+
+    /// Registers the snapshots', the server's and HTTP's metrics.
+    fn register_snapshots_server_and_http(&self, r: &mut Registry) {
+        let e = self;
+        let s = Unit::Seconds;
         r.register(
             "raftlabkv_snapshot_sent",
             "Snapshots sent to followers in full",
@@ -185,7 +200,6 @@ impl Events {
             "Reads served from this node's state machine, by kind (linearizable or stale)",
             e.reads.clone(),
         );
-        e
     }
 
     /// A read served here: `linearizable` (after ReadIndex) or `stale`.
@@ -409,135 +423,69 @@ impl Metrics {
 
     /// A registry of the values read at scrape time.
     fn scraped(&self, s: &Scrape) -> Registry {
+        let values = self.scrape_values(s);
         let mut r = Registry::default();
-        let gauge = |r: &mut Registry, name: &str, help: &str, v: u64| {
-            let g: Gauge = Gauge::default();
-            g.set(i64::try_from(v).unwrap_or(i64::MAX));
-            r.register(name, help, g);
-        };
-        let counter = |r: &mut Registry, name: &str, help: &str, v: u64| {
-            let c: Counter = Counter::default();
-            c.inc_by(v);
-            r.register(name, help, c);
-        };
-        let c = s.counters;
-        gauge(&mut r, "raftlabkv_server_has_leader", "1 if a leader is known", s.has_leader.into());
-        gauge(&mut r, "raftlabkv_server_is_leader", "1 if this node leads", s.is_leader.into());
-        gauge(
-            &mut r,
-            "raftlabkv_server_is_learner",
-            "1 if this node is a learner",
-            s.is_learner.into(),
-        );
-        counter(
-            &mut r,
-            "raftlabkv_server_leader_changes_seen",
-            "Terms in which this node learned of a leader, since start",
-            c.leader_changes,
-        );
-        gauge(
-            &mut r,
-            "raftlabkv_server_leader_changes_last_minute",
-            "Leader changes seen in the last 60 seconds",
-            self.leader_changes_last_minute(),
-        );
-        gauge(&mut r, "raftlabkv_server_term", "The current term", s.term);
-        gauge(
-            &mut r,
-            "raftlabkv_server_commit_index",
-            "Highest log index known committed",
-            s.commit_index,
-        );
-        gauge(
-            &mut r,
-            "raftlabkv_server_applied_index",
-            "Highest log index applied to the state machine",
-            s.applied_index,
-        );
-        gauge(
-            &mut r,
-            "raftlabkv_server_snapshot_index",
-            "Index of the latest snapshot (0: none)",
-            s.snapshot_index,
-        );
-        gauge(
-            &mut r,
-            "raftlabkv_server_proposals_pending",
-            "Writes waiting for their entry to be applied",
-            s.proposals_pending,
-        );
-        counter(
-            &mut r,
-            "raftlabkv_server_elections_started",
-            "Elections this node started (its term went up for a candidacy)",
-            c.elections_started,
-        );
-        counter(
-            &mut r,
-            "raftlabkv_server_pre_votes_started",
-            "PreVote rounds this node started",
-            c.pre_votes_started,
-        );
-        counter(
-            &mut r,
-            "raftlabkv_server_pre_votes_refused",
-            "PreVote requests this node refused",
-            c.pre_votes_refused,
-        );
-        gauge(&mut r, "raftlabkv_server_keys", "Keys in the state machine", s.keys);
+        for (name, help, is_counter, v) in values {
+            if is_counter {
+                let m: Counter = Counter::default();
+                m.inc_by(v);
+                r.register(name, help, m);
+            } else {
+                let m: Gauge = Gauge::default();
+                m.set(i64::try_from(v).unwrap_or(i64::MAX));
+                r.register(name, help, m);
+            }
+        }
+        self.register_sending(&mut r);
+        r
+    }
+
+    /// The values read at scrape time: (name, help, true for a counter, value).
+    #[rustfmt::skip]
+    fn scrape_values(&self, s: &Scrape) -> [(&'static str, &'static str, bool, u64); 23] {
+        let (c, p) = (s.counters, process_stats());
         let (wal, total) = s.data_dir.as_deref().map_or((0, 0), disk_usage);
-        gauge(&mut r, "raftlabkv_disk_wal_bytes", "Bytes of WAL segments on disk", wal);
-        gauge(
-            &mut r,
-            "raftlabkv_disk_data_dir_bytes",
-            "Bytes of everything in the data directory",
-            total,
-        );
-        let p = process_stats();
-        gauge(
-            &mut r,
-            "process_resident_memory_bytes",
-            "Resident memory size in bytes",
-            p.rss_bytes,
-        );
-        gauge(&mut r, "process_threads", "Threads of the process", p.threads);
-        gauge(&mut r, "process_open_fds", "Open file descriptors", p.open_fds);
+        let t = s.snapshot_in.unwrap_or(SnapshotTransfer { index: 0, bytes_done: 0, bytes_total: 0 });
+        [
+            ("raftlabkv_server_has_leader", "1 if a leader is known", false, s.has_leader.into()),
+            ("raftlabkv_server_is_leader", "1 if this node leads", false, s.is_leader.into()),
+            ("raftlabkv_server_is_learner", "1 if this node is a learner", false, s.is_learner.into()),
+            ("raftlabkv_server_leader_changes_seen", "Terms in which this node learned of a leader, since start", true, c.leader_changes),
+            ("raftlabkv_server_leader_changes_last_minute", "Leader changes seen in the last 60 seconds", false, self.leader_changes_last_minute()),
+            ("raftlabkv_server_term", "The current term", false, s.term),
+            ("raftlabkv_server_commit_index", "Highest log index known committed", false, s.commit_index),
+            ("raftlabkv_server_applied_index", "Highest log index applied to the state machine", false, s.applied_index),
+            ("raftlabkv_server_snapshot_index", "Index of the latest snapshot (0: none)", false, s.snapshot_index),
+            ("raftlabkv_server_proposals_pending", "Writes waiting for their entry to be applied", false, s.proposals_pending),
+            ("raftlabkv_server_elections_started", "Elections this node started (its term went up for a candidacy)", true, c.elections_started),
+            ("raftlabkv_server_pre_votes_started", "PreVote rounds this node started", true, c.pre_votes_started),
+            ("raftlabkv_server_pre_votes_refused", "PreVote requests this node refused", true, c.pre_votes_refused),
+            ("raftlabkv_server_keys", "Keys in the state machine", false, s.keys),
+            ("raftlabkv_disk_wal_bytes", "Bytes of WAL segments on disk", false, wal),
+            ("raftlabkv_disk_data_dir_bytes", "Bytes of everything in the data directory", false, total),
+            ("process_resident_memory_bytes", "Resident memory size in bytes", false, p.rss_bytes),
+            ("process_threads", "Threads of the process", false, p.threads),
+            ("process_open_fds", "Open file descriptors", false, p.open_fds),
+            ("raftlabkv_snapshot_receiving_bytes", "Bytes of the snapshot being received that arrived so far (0: none)", false, t.bytes_done),
+            ("raftlabkv_snapshot_receiving_size_bytes", "Size of the snapshot being received (0: none)", false, t.bytes_total),
+            ("raftlabkv_server_uptime_seconds", "Seconds since the node started", false, self.started.elapsed().as_secs()),
+            ("raftlabkv_server_snapshot_receiving_index", "Index of the snapshot being received (0: none)", false, t.index),
+        ]
+    }
+
+    /// The snapshots on their way to peers, as gauges.
+    fn register_sending(&self, r: &mut Registry) {
         let sending: Family<PeerLabel, Gauge> = Family::default();
-        let sending_total: Family<PeerLabel, Gauge> = Family::default();
+        let size: Family<PeerLabel, Gauge> = Family::default();
         for (peer, t) in self.snapshots_out.lock().iter() {
             let label = [("peer", peer.clone())];
             sending.get_or_create(&label).set(i64::try_from(t.bytes_done).unwrap_or(i64::MAX));
-            sending_total
-                .get_or_create(&label)
-                .set(i64::try_from(t.bytes_total).unwrap_or(i64::MAX));
+            size.get_or_create(&label).set(i64::try_from(t.bytes_total).unwrap_or(i64::MAX));
         }
-        r.register_with_unit(
-            "raftlabkv_snapshot_sending",
-            "Bytes of the snapshot on its way to a peer sent so far",
-            Unit::Bytes,
-            sending,
-        );
-        r.register_with_unit(
-            "raftlabkv_snapshot_sending_size",
-            "Size of the snapshot on its way to a peer",
-            Unit::Bytes,
-            sending_total,
-        );
-        let t =
-            s.snapshot_in.unwrap_or(SnapshotTransfer { index: 0, bytes_done: 0, bytes_total: 0 });
-        gauge(
-            &mut r,
-            "raftlabkv_snapshot_receiving_bytes",
-            "Bytes of the snapshot being received that arrived so far (0: none)",
-            t.bytes_done,
-        );
-        gauge(
-            &mut r,
-            "raftlabkv_snapshot_receiving_size_bytes",
-            "Size of the snapshot being received (0: none)",
-            t.bytes_total,
-        );
-        r
+        let help = "Bytes of the snapshot on its way to a peer sent so far";
+        r.register_with_unit("raftlabkv_snapshot_sending", help, Unit::Bytes, sending);
+        let help = "Size of the snapshot on its way to a peer";
+        r.register_with_unit("raftlabkv_snapshot_sending_size", help, Unit::Bytes, size);
     }
 }
 
