@@ -237,6 +237,72 @@ pub struct Status {
     /// On a leader handing over its leadership: the target.
     #[serde(default)]
     pub transfer: Option<NodeId>,
+    /// Who got this node's vote in `term`.
+    #[serde(default)]
+    pub voted_for: Option<NodeId>,
+    /// Term of the last entry in this node's log.
+    #[serde(default)]
+    pub last_log_term: Term,
+    /// Term of the latest snapshot (0: none).
+    #[serde(default)]
+    pub snapshot_term: Term,
+    /// The server's version (the crate's).
+    #[serde(default)]
+    pub version: String,
+    /// Bytes of WAL segments on disk (0 for a node in memory).
+    #[serde(default)]
+    pub wal_bytes: u64,
+    /// Bytes of everything in the data directory: WAL, snapshots, lock file (0 in memory).
+    #[serde(default)]
+    pub data_dir_bytes: u64,
+    /// Leader changes this node has seen since it started: terms in which it learned of a leader.
+    #[serde(default)]
+    pub leader_changes_seen: u64,
+    /// The same, over the last 60 seconds.
+    #[serde(default)]
+    pub leader_changes_last_minute: u64,
+    /// 99th percentile of the WAL's fsync durations over the last 60 seconds, in microseconds
+    /// (an upper bound within 19%: durations are counted in buckets); none if no fsync then.
+    #[serde(default)]
+    pub fsync_p99_us: Option<u64>,
+    /// On the leader: how each follower is replicated to (empty elsewhere).
+    #[serde(default)]
+    pub replication: BTreeMap<NodeId, PeerReplication>,
+    /// On a follower receiving a snapshot: how far the transfer is.
+    #[serde(default)]
+    pub snapshot_receiving: Option<SnapshotTransfer>,
+}
+
+/// A leader's view of one follower in `/status` (`replication`): the core's progress in
+/// milliseconds rather than ticks, with the snapshot transfer's bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerReplication {
+    /// Highest entry known to be stored there.
+    pub match_index: Index,
+    /// Next entry to send.
+    pub next_index: Index,
+    /// `probe`, `replicate` or `snapshot` ([`crate::raft::ReplicationState`]).
+    pub state: String,
+    /// Requests awaiting an answer (the core sends one at a time: 0 or 1).
+    pub inflight: u64,
+    /// Milliseconds since it last answered (counted in ticks: a tick's precision).
+    pub last_contact_ms: u64,
+    /// A snapshot being sent to it, if any.
+    #[serde(default)]
+    pub snapshot: Option<SnapshotTransfer>,
+}
+
+/// A snapshot on its way, as the side reporting it sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotTransfer {
+    /// The snapshot's index.
+    pub index: Index,
+    /// Bytes sent (by a leader) or received (by a follower) so far.
+    pub bytes_done: u64,
+    /// The snapshot file's length.
+    pub bytes_total: u64,
 }
 
 /// `POST /cluster/members` body: a new member. It joins as a learner unless `learner` is false.
@@ -344,10 +410,11 @@ mod tests {
             inflight: true,
             snapshot: Some(3),
             last_contact_ticks: 7,
+            state: crate::raft::ReplicationState::Snapshot,
         };
         let wire = serde_json::to_value(&core).expect("encode");
         let want = serde_json::json!({"nextIndex": 5, "matchIndex": 4, "inflight": true,
-            "snapshot": 3, "lastContactTicks": 7});
+            "snapshot": 3, "lastContactTicks": 7, "state": "snapshot"});
         assert_eq!(wire, want);
         assert_eq!(serde_json::from_value::<PeerProgress>(wire).expect("decode"), core);
     }

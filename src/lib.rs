@@ -60,6 +60,8 @@
 //! | the on-disk format, crash recovery | `storage/wal/mod.rs`, `storage/durable/replay.rs` (the rules), `storage/durable/recovery.rs` (`open`) |
 //! | printing a data dir (`raftlabkv-server dump`) | `storage/dump.rs` |
 //! | HTTP routes, status codes, limits | `api.rs` (the route table), `server/http.rs`: `route`; `error.rs` (the status table) |
+//! | metrics (`/metrics`), what `/status` measures (fsync p99, leader changes, snapshot transfer bytes) | `server/metrics.rs`; hooks in `storage/durable/sync.rs` (`SyncObserver`), `server/peer.rs`, `server/transport.rs` (`Traffic`), `server/snapshot.rs`, `server/http.rs`; the core's event counts `raft::Counters`; `tests/observability.rs` |
+//! | health (`/livez`, `/readyz`, `/health`) | `server/health.rs`; routes in `server/http.rs` |
 //! | the JSON bodies on the wire, `/status`, key escaping in paths | `api.rs` |
 //! | follower → leader forwarding | `server/http.rs`: `forward` |
 //! | membership: configuration entries, learners, single-server changes, removing the leader | `raft/membership.rs`, `raft/node/membership.rs`; the shell follows it in `server/node.rs` (`follow_membership`, `Links`); HTTP in `server/members.rs`; tests `tests/raft_membership/`, `tests/membership.rs`, `examples/replace_node.sh` |

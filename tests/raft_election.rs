@@ -210,3 +210,50 @@ fn a_candidate_with_a_stale_log_cannot_hold_back_the_election() {
     assert_ne!(leader, n3, "a stale log won an election (seed {})", c.seed);
     c.one(b"all together".to_vec(), 3, true);
 }
+
+/// The core's event counts and the replication state it reports (`/status`, `/metrics`):
+/// a leader change is counted once per term by every node that learns of the leader; a
+/// follower is `replicate` once it answered, `probe` after it was cut off.
+#[test]
+fn leader_changes_elections_and_replication_states_are_reported() {
+    use raftlabkv::raft::ReplicationState;
+    let seed = seed_from_env(11);
+    println!("seed {seed}");
+    let mut c = SimCluster::new(3, seed);
+    let leader1 = c.check_one_leader(secs(5.0));
+    c.one(b"a".to_vec(), 3, false);
+    c.run(secs(0.5));
+    let ids = c.ids.clone();
+    for id in &ids {
+        let n = c.node(id).expect("up");
+        assert_eq!(n.counters().leader_changes, 1, "{id}: one leader seen");
+    }
+    let status = c.node(&leader1).expect("up").status();
+    assert!(status.counters.elections_started >= 1, "{:?}", status.counters);
+    assert_eq!(status.progress.len(), 2);
+    for (peer, p) in &status.progress {
+        assert_eq!(p.state, ReplicationState::Replicate, "{peer}: {p:?}");
+        assert_eq!(p.next_index, p.match_index + 1, "{peer}: {p:?}");
+    }
+    // The leader goes; the others elect a new one: a second change for each of them.
+    c.disconnect(&leader1);
+    let leader2 = c.check_one_leader(secs(5.0));
+    c.one(b"b".to_vec(), 2, false);
+    for id in ids.iter().filter(|i| **i != leader1) {
+        assert_eq!(c.node(id).expect("up").counters().leader_changes, 2, "{id}");
+    }
+    // The new leader cannot reach the old one: it is not known to replicate there.
+    c.run(secs(1.0));
+    let p = c.node(&leader2).expect("up").status().progress[&leader1].clone();
+    assert_eq!(p.state, ReplicationState::Probe, "{p:?}");
+    c.connect(&leader1);
+    c.one(b"c".to_vec(), 3, false);
+    c.run(secs(0.5));
+    assert_eq!(
+        c.node(&leader1).expect("up").counters().leader_changes,
+        2,
+        "the old leader learned of the new one"
+    );
+    let p = c.node(&leader2).expect("up").status().progress[&leader1].clone();
+    assert_eq!(p.state, ReplicationState::Replicate, "{p:?}");
+}

@@ -226,6 +226,6 @@ pub use message::{
 };
 pub use message::{MAX_INDEX, MAX_TERM};
 pub use node::{ForcedCluster, RaftNode};
-pub use output::{Output, PeerProgress, ReadState, Status, SyncPoint};
+pub use output::{Counters, Output, PeerProgress, ReadState, ReplicationState, Status, SyncPoint};
 pub use role::Role;
 pub use storage::{MemStorage, Storage};

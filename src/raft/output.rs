@@ -112,6 +112,59 @@ pub struct Status {
     pub member_state: &'static str,
     /// On a leader transferring its leadership: the target.
     pub transfer: Option<NodeId>,
+    /// `voted_for`: who got this node's vote in `term`.
+    pub voted_for: Option<NodeId>,
+    /// Event counts since start, for metrics.
+    pub counters: Counters,
+}
+
+/// Counts of events since the node started (not persisted), which the shell exports as metrics.
+/// Counted here because only the core sees the events; they are plain integers, no clock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Terms in which this node learned of a leader (itself included): each is a leader change,
+    /// as etcd's `leader_changes_seen` counts them. Losing and regaining contact with the same
+    /// leader in the same term is not a change.
+    pub leader_changes: u64,
+    /// Real elections this node started (its term went up for a candidacy), PreVote rounds
+    /// not included.
+    pub elections_started: u64,
+    /// PreVote rounds this node started.
+    pub pre_votes_started: u64,
+    /// PreVote requests this node refused (a stale log, a stale term, or a leader it still hears
+    /// from).
+    pub pre_votes_refused: u64,
+}
+
+/// How a leader replicates to one follower, derived from its [`PeerProgress`] (the core keeps
+/// no separate state machine for it, unlike etcd-io/raft's `StateProbe`/`StateReplicate`, so
+/// the name says what the numbers mean):
+/// - `snapshot`: a snapshot is on its way; no AppendEntries until it is answered;
+/// - `replicate`: the follower answered in this term and `next_index == match_index + 1`: the
+///   leader knows where the follower's log ends and streams entries from there;
+/// - `probe`: not yet answered in this term, or backed up after a rejection (or a lost
+///   request): the leader is still finding where the logs agree.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicationState {
+    /// Finding where the logs agree.
+    #[default]
+    Probe,
+    /// Streaming entries from a known match.
+    Replicate,
+    /// Sending a snapshot.
+    Snapshot,
+}
+
+impl ReplicationState {
+    /// `probe`, `replicate` or `snapshot`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReplicationState::Probe => "probe",
+            ReplicationState::Replicate => "replicate",
+            ReplicationState::Snapshot => "snapshot",
+        }
+    }
 }
 
 /// A leader's view of one follower. The shell shows it as is in `/status` (the wire type
@@ -129,4 +182,7 @@ pub struct PeerProgress {
     pub snapshot: Option<Index>,
     /// Ticks since this member last answered.
     pub last_contact_ticks: u64,
+    /// Probe, replicate or snapshot (see [`ReplicationState`]).
+    #[serde(default)]
+    pub state: ReplicationState,
 }

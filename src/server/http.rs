@@ -1,6 +1,7 @@
 //! The HTTP listener: one tiny_http server on the node's address, its worker threads (`http-N`),
 //! the pool kicker (`http-kick`, see [`super::pool_kick`]), and the routes — the client API,
-//! `/status`, and the peer RPC endpoints, on one port. The routes and their bodies are listed in
+//! `/status`, `/metrics`, the health endpoints ([`super::health`]), and the peer RPC endpoints,
+//! on one port. The routes and their bodies are listed in
 //! [`crate::api`]; errors are answered with [`Error::to_json`] and [`Error::status`].
 //!
 //! Keys in paths are percent-encoded (`/` as `%2F`). Any node accepts any client request: a
@@ -15,13 +16,14 @@ use std::borrow::Cow;
 use std::io::Read;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use percent_encoding::percent_decode_str;
 use serde::Serialize;
 use tiny_http::{Header, Method, Request, Response};
 
 use super::auth::PendingCheck;
+use super::health;
 use super::members;
 use super::node::{Node, spawn};
 use super::pool_kick::{self, Activity};
@@ -36,21 +38,29 @@ const FORWARDED: &str = "X-Raftlabkv-Forwarded";
 /// Largest peer RPC body (a full AppendEntries batch, base64-encoded, with room to spare).
 const MAX_PEER_BODY: usize = 64 << 20;
 
-/// An answer: status and JSON body.
+/// An answer: status and body (JSON unless said otherwise).
 struct Reply {
     status: u16,
     body: Vec<u8>,
+    content_type: &'static str,
 }
+
+const JSON: &str = "application/json";
 
 impl Reply {
     fn json(status: u16, value: &impl Serialize) -> Reply {
         match serde_json::to_vec(value) {
-            Ok(body) => Reply { status, body },
+            Ok(body) => Reply { status, body, content_type: JSON },
             Err(e) => {
                 let e = Error::Internal(format!("cannot encode the answer: {e}"));
-                Reply { status: e.status(), body: e.to_json().to_string().into_bytes() }
+                let body = e.to_json().to_string().into_bytes();
+                Reply { status: e.status(), body, content_type: JSON }
             }
         }
+    }
+
+    fn text(status: u16, text: String, content_type: &'static str) -> Reply {
+        Reply { status, body: text.into_bytes(), content_type }
     }
 
     fn error(e: &Error) -> Reply {
@@ -115,8 +125,11 @@ fn serve(node: &Node, http: &tiny_http::Server, activity: &Activity) {
 }
 
 fn handle(node: &Node, mut request: Request) {
+    let started = Instant::now();
     let reply = route(node, &mut request);
-    let content_type = Header::from_bytes("Content-Type", "application/json").ok();
+    let pattern = route_pattern(request.url());
+    node.metrics.events.http(pattern, reply.status, started.elapsed());
+    let content_type = Header::from_bytes("Content-Type", reply.content_type).ok();
     let mut response = Response::from_data(reply.body).with_status_code(reply.status);
     if let Some(h) = content_type {
         response = response.with_header(h);
@@ -136,6 +149,44 @@ fn route(node: &Node, request: &mut Request) -> Reply {
         client_route(node, request, &method, &url, path, query)
     };
     result.unwrap_or_else(|e| Reply::error(&e))
+}
+
+/// The route `url` belongs to, as a pattern (`/kv/get/{key}`): the label of the HTTP metrics,
+/// which must not grow with the keys asked for.
+fn route_pattern(url: &str) -> &'static str {
+    let path = url.split_once('?').map_or(url, |(p, _)| p);
+    const EXACT: &[&str] = &[
+        "/kv/put",
+        "/kv/all",
+        "/status",
+        "/metrics",
+        "/livez",
+        "/readyz",
+        "/health",
+        "/cluster/members",
+        "/cluster/leader",
+        "/raft/requestVote",
+        "/raft/appendEntries",
+        "/raft/installSnapshot",
+        "/raft/timeoutNow",
+        "/raft/snapshotChunk",
+    ];
+    if let Some(p) = EXACT.iter().find(|p| **p == path) {
+        return p;
+    }
+    if path.starts_with("/kv/get/") {
+        "/kv/get/{key}"
+    } else if path.starts_with("/kv/delete/") {
+        "/kv/delete/{key}"
+    } else if path.starts_with("/cluster/members/") && path.ends_with("/promote") {
+        "/cluster/members/{id}/promote"
+    } else if path.starts_with("/cluster/members/") {
+        "/cluster/members/{id}"
+    } else if path.starts_with("/debug/") {
+        "/debug/*"
+    } else {
+        "other"
+    }
 }
 
 /// The value of header `name` (the first, if it is repeated).
@@ -225,8 +276,59 @@ fn client_route(
                 Err(Error::BadRequest("the key is missing from the path".into()))
             }
             "/status" => only(&method, Method::Get).map(|_| Reply::json(200, &node.status())),
+            "/metrics" => only(&method, Method::Get).and_then(|_| metrics(node)),
+            "/livez" => only(&method, Method::Get).map(|_| Reply::text(200, "ok\n".into(), TEXT)),
+            "/readyz" => only(&method, Method::Get).map(|_| {
+                let verbose = query.split('&').any(|kv| kv == "verbose" || kv == "verbose=true");
+                let (status, text) = health::readyz_text(&health_checks(node), verbose);
+                Reply::text(status, text, TEXT)
+            }),
+            "/health" => only(&method, Method::Get).map(|_| {
+                let (status, body) = health::health(&health_checks(node));
+                Reply::json(status, &body)
+            }),
             _ => Err(Error::NotFound(format!("no route {path}"))),
         }
+    }
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// `GET /metrics`: the Prometheus text format.
+fn metrics(node: &Node) -> Result<Reply> {
+    let text = node
+        .metrics
+        .encode(&node.scrape())
+        .map_err(|e| Error::Internal(format!("cannot encode the metrics: {e}")))?;
+    Ok(Reply::text(200, text, prometheus_client::encoding::prometheus_text::CONTENT_TYPE))
+}
+
+/// The readiness checks, with a linearizable read here (a leader) or at the leader (a
+/// follower: a signed request, as a forwarded read is).
+fn health_checks(node: &Node) -> Vec<health::Check> {
+    health::checks(node, |within| match node.linearizable_barrier_within(within) {
+        Err(Error::NotLeader { leader: Some(leader) }) => {
+            read_at_leader(node, &leader.addr, within)
+        }
+        other => other,
+    })
+}
+
+/// A linearizable read of a key nobody writes, at the leader: any answer but an error status
+/// (404 included: the key is absent) means the leader confirmed its leadership.
+fn read_at_leader(node: &Node, leader_addr: &str, within: Duration) -> Result<()> {
+    let path = "/kv/get/%00readyz";
+    let agent = ureq::AgentBuilder::new().timeout(within).redirects(0).build();
+    let req = agent.get(&format!("http://{leader_addr}{path}")).set(FORWARDED, &node.config.id);
+    match node.auth.sign("GET", path, &[]).apply(req).call() {
+        Ok(_) | Err(ureq::Error::Status(404, _)) => Ok(()),
+        Err(ureq::Error::Status(status, r)) => {
+            let body = r.into_string().unwrap_or_default();
+            Err(Error::Unavailable(format!(
+                "the leader at {leader_addr} answered {status}: {body}"
+            )))
+        }
+        Err(e) => Err(Error::Unavailable(format!("the leader at {leader_addr}: {e}"))),
     }
 }
 
@@ -303,6 +405,7 @@ fn get(
     if !stale && let Some(reply) = barrier_or_forward(node, request, &[], forwarded)? {
         return Ok(reply);
     }
+    node.metrics.events.read(!stale);
     node.with_kv(|kv| match kv.get(key) {
         Some(value) => Ok(Reply::json(200, &GetReply { key: key.into(), value: value.into() })),
         None => Err(Error::NotFound(format!("key not found: {key}"))),
@@ -313,8 +416,9 @@ fn all(node: &Node, request: &mut Request, stale: bool, forwarded: bool) -> Resu
     if !stale && let Some(reply) = barrier_or_forward(node, request, &[], forwarded)? {
         return Ok(reply);
     }
+    node.metrics.events.read(!stale);
     let body = node.with_kv(|kv| serde_json::to_vec(&*kv.all()));
-    body.map(|body| Reply { status: 200, body })
+    body.map(|body| Reply { status: 200, body, content_type: JSON })
         .map_err(|e| Error::Internal(format!("cannot encode the key space: {e}")))
 }
 
@@ -429,7 +533,7 @@ fn forward(request: &Request, leader_addr: &str, body: &[u8], node: &Node) -> Re
         .take(MAX_PEER_BODY as u64)
         .read_to_end(&mut out)
         .map_err(|e| Error::OutcomeUnknown(format!("leader's answer was cut off: {e}")))?;
-    Ok(Reply { status, body: out })
+    Ok(Reply { status, body: out, content_type: JSON })
 }
 
 /// The agent for forwarding. Reads share a keep-alive pool. Writes get a fresh connection each:
@@ -480,8 +584,15 @@ fn peer_rpc(
     if expected != path {
         return Err(Error::BadRequest(format!("this message belongs on {expected}")));
     }
-    let reply = node.handle_rpc(envelope)?;
-    Ok(Reply::json(200, &reply))
+    let from = envelope.from.clone();
+    let reply = Reply::json(200, &node.handle_rpc(envelope)?);
+    super::transport::Traffic::moved(
+        &*node.metrics,
+        &from,
+        reply.body.len() as u64,
+        body.len() as u64,
+    );
+    Ok(reply)
 }
 
 /// `POST /raft/snapshotChunk?from=&index=&term=&offset=&total=` with the raw bytes as body
@@ -526,6 +637,7 @@ fn snapshot_chunk(
     }
     let chunk = SnapshotChunk { from: &from, snapshot, offset, total, data: &body };
     let received = node.handle_snapshot_chunk(&chunk)?;
+    super::transport::Traffic::moved(&*node.metrics, &signer, 0, body.len() as u64);
     Ok(Reply::json(200, &SnapshotChunkReply { received }))
 }
 

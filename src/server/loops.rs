@@ -32,8 +32,14 @@ pub fn ticker(node: &Node) {
         if Instant::now() > next + tick * 10 {
             next = Instant::now() + tick;
         }
-        if let Err(e) = node.with_raft(|raft| Ok(((), raft.tick()?))) {
-            node.fatal(&e);
+        // The core counts leader changes (on any input); stamped here, within a tick.
+        let ticked = node.with_raft(|raft| {
+            let out = raft.tick()?;
+            Ok((raft.counters().leader_changes, out))
+        });
+        match ticked {
+            Ok(changes) => node.metrics.saw_leader_changes(changes),
+            Err(e) => node.fatal(&e),
         }
     }
 }
@@ -71,6 +77,7 @@ fn apply_entries(node: &Node, batch: &[Entry]) {
         kv.applied_index()
     };
     node.entries_applied.fetch_add(batch.len() as u64, Ordering::Relaxed);
+    node.metrics.events.applied.inc_by(batch.len() as u64);
     let mut pending = node.pending.lock();
     for entry in batch {
         pending.applied_entry(entry.index, entry.term);

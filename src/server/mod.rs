@@ -11,12 +11,15 @@
 //! | `http.rs` | the HTTP listener, its workers and routes, request forwarding |
 //! | `pool_kick.rs` | a workaround for a tiny_http pool bug, run by the listener |
 //! | `pending.rs` | client requests waiting for a commit or a confirmed read |
+//! | `health.rs` | the checks of `/readyz` and `/health` |
+//! | `metrics.rs` | what the node measures about itself, for `/status` and `/metrics`, without the Raft lock |
 //! | `snapshot.rs` | taking, sending, receiving and installing snapshots |
 //!
 //! This file only wires them together: [`Server::start`] and [`Server::stop`]. Among the others
 //! imports run one way (`tests/layering.rs` checks): `config`, `pending`, `pool_kick` and
-//! `transport` import none of them; `node` imports `config` and `pending`; `snapshot` imports
-//! `node` and `transport`; `peer`, `loops` and `http` import from those and from nothing above
+//! `transport` import none of them; `metrics` imports `transport`; `node` imports `config`,
+//! `metrics` and `pending`; `snapshot` imports
+//! `node` and `transport`; `health` imports `node`; `peer`, `loops` and `http` import from those and from nothing above
 //! them.
 //!
 //! The threads and how they meet are drawn once, in the [crate docs](crate).
@@ -25,9 +28,11 @@
 
 pub mod auth;
 pub mod config;
+pub mod health;
 pub mod http;
 pub mod loops;
 mod members;
+pub mod metrics;
 pub mod node;
 pub mod peer;
 pub mod pending;
@@ -72,7 +77,10 @@ impl Server {
         let (node, queues) = Node::new(config, storage)?;
         // After the node read its log: it signs with the cluster id kept there.
         let auth = node.config.peer_auth();
-        let transport = Arc::new(transport::HttpTransport::new(node.config.rpc_timeout, auth));
+        let transport = Arc::new(
+            transport::HttpTransport::new(node.config.rpc_timeout, auth)
+                .with_traffic(node.metrics.clone()),
+        );
         let mut server = Self::run(node, queues, transport)?;
         let spawned = listener.spawn(&server.node, &mut server.threads);
         server.http = Some(listener);

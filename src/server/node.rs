@@ -29,6 +29,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::auth::PeerAuth;
 use super::config::ServerConfig;
+use super::metrics::{self, Metrics};
 use super::pending::Pending;
 use crate::api::{MemberInfo, MembersReply, Status, TransferReply};
 use crate::error::{Error, LeaderHint, Result};
@@ -135,6 +136,10 @@ pub struct Node {
     pub(super) shutdown: AtomicBool,
     /// When the node started (for `/status`).
     started: Instant,
+    /// What the node measures about itself (`/status`, `/metrics`), without the Raft lock.
+    pub(super) metrics: Arc<Metrics>,
+    /// The data directory (None in memory), for its disk use.
+    data_dir: Option<std::path::PathBuf>,
 }
 
 /// The result of a successful write.
@@ -166,7 +171,9 @@ impl Node {
     /// starts from the latest snapshot, and the log replays the rest as the leader tells us what
     /// is committed.
     pub fn new(mut config: ServerConfig, storage: NodeStorage) -> Result<(Node, Queues)> {
-        let NodeStorage { log, syncer, snapshots, report: _ } = storage;
+        let NodeStorage { log, syncer, snapshots, report: _, dir: data_dir } = storage;
+        let metrics = Metrics::new();
+        syncer.set_observer(metrics.clone());
         let mut raft = RaftNode::new(config.raft_config(), log)?;
         let snapshots = snapshots.map(Arc::new);
         let snapshot = raft.storage().snapshot();
@@ -215,6 +222,8 @@ impl Node {
             entries_applied: AtomicU64::new(0),
             shutdown: AtomicBool::new(false),
             started: Instant::now(),
+            metrics,
+            data_dir,
             config,
         };
         Ok((node, Queues { peers, new_peers, apply, sync }))
@@ -298,6 +307,7 @@ impl Node {
             }
         }
         if !out.apply.is_empty() {
+            self.metrics.events.committed.inc_by(out.apply.len() as u64);
             let _ = self.apply_tx.send(ApplyMsg::Entries(std::mem::take(&mut out.apply)));
         }
         if let Some(meta) = out.restore.take() {
@@ -356,7 +366,11 @@ impl Node {
                 Ok((index, out))
             })
             .map_err(|e| self.with_leader_addr(e))?;
-        match rx.recv_timeout(self.config.request_timeout) {
+        let result = rx.recv_timeout(self.config.request_timeout);
+        if !matches!(result, Ok(Ok(_))) {
+            self.metrics.events.proposals_failed.inc();
+        }
+        match result {
             Ok(Ok((index, term))) => Ok(WriteOk { index, term }),
             Ok(Err(e)) => Err(e),
             Err(_) => {
@@ -373,6 +387,11 @@ impl Node {
     /// Waits until a read of the state machine is linearizable (ReadIndex through the leader).
     /// Not the leader: [`Error::NotLeader`].
     pub fn linearizable_barrier(&self) -> Result<()> {
+        self.linearizable_barrier_within(self.config.request_timeout)
+    }
+
+    /// [`Node::linearizable_barrier`], giving up after `timeout`.
+    pub fn linearizable_barrier_within(&self, timeout: std::time::Duration) -> Result<()> {
         let id = self.next_read_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = bounded(1);
         self.pending.lock().add_read(id, tx);
@@ -380,13 +399,12 @@ impl Node {
             self.pending.lock().remove_read(id);
             return Err(self.with_leader_addr(e));
         }
-        match rx.recv_timeout(self.config.request_timeout) {
+        match rx.recv_timeout(timeout) {
             Ok(result) => result.map(|_| ()),
             Err(_) => {
                 self.pending.lock().remove_read(id);
                 Err(Error::Unavailable(format!(
-                    "could not confirm leadership with a majority within {:?}",
-                    self.config.request_timeout
+                    "could not confirm leadership with a majority within {timeout:?}"
                 )))
             }
         }
@@ -395,6 +413,42 @@ impl Node {
     /// Runs `f` on the state machine.
     pub fn with_kv<T>(&self, f: impl FnOnce(&KvStore) -> T) -> T {
         f(&self.kv.read())
+    }
+
+    /// What `/metrics` reads when scraped: one Raft lock, then the state machine's.
+    pub fn scrape(&self) -> metrics::Scrape {
+        let (term, commit_index, has_leader, is_leader, is_learner, counters, snapshot_index) = {
+            let raft = self.raft.lock();
+            let snapshot = raft.storage().snapshot().map_or(0, |m| m.index);
+            (
+                raft.term(),
+                raft.log().commit_index,
+                raft.leader().is_some(),
+                raft.is_leader(),
+                raft.member_state() == "learner",
+                raft.counters(),
+                snapshot,
+            )
+        };
+        let (applied_index, keys) = {
+            let kv = self.kv.read();
+            (kv.applied_index(), kv.len() as u64)
+        };
+        let receiving = self.snapshots.as_ref().and_then(|s| s.receiving()).map(|(m, _)| m.index);
+        metrics::Scrape {
+            term,
+            commit_index,
+            applied_index,
+            has_leader,
+            is_leader,
+            is_learner,
+            counters,
+            proposals_pending: self.pending.lock().writes_waiting() as u64,
+            keys,
+            snapshot_index,
+            data_dir: self.data_dir.clone(),
+            snapshot_in: self.metrics.snapshot_in(receiving),
+        }
     }
 
     /// The node's status.
@@ -406,6 +460,10 @@ impl Node {
             let kv = self.kv.read();
             (kv.applied_index(), kv.len())
         };
+        let (wal_bytes, data_dir_bytes) =
+            self.data_dir.as_deref().map_or((0, 0), metrics::disk_usage);
+        let receiving = self.snapshots.as_ref().and_then(|s| s.receiving()).map(|(m, _)| m.index);
+        let tick_ms = self.config.tick.as_millis() as u64;
         Status {
             is_leader: s.role == "leader",
             leader_addr: s.leader.as_ref().and_then(|l| self.addr_of(l)),
@@ -431,6 +489,7 @@ impl Node {
             entries_applied: self.entries_applied.load(Ordering::Relaxed),
             first_log_index: s.first_log_index,
             snapshot_index: s.snapshot.map_or(0, |m| m.index),
+            replication: self.metrics.replication(&s.progress, tick_ms),
             progress: s.progress,
             cluster_id: self.config.cluster_id.clone(),
             config_index: s.config_index,
@@ -438,6 +497,16 @@ impl Node {
             voters: s.membership.as_ref().map(|m| m.voters.clone()).unwrap_or_default(),
             learners: s.membership.as_ref().map(|m| m.learners.clone()).unwrap_or_default(),
             transfer: s.transfer,
+            voted_for: s.voted_for,
+            last_log_term: s.last_log_term,
+            snapshot_term: s.snapshot.map_or(0, |m| m.term),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            wal_bytes,
+            data_dir_bytes,
+            leader_changes_seen: s.counters.leader_changes,
+            leader_changes_last_minute: self.metrics.leader_changes_last_minute(),
+            fsync_p99_us: self.metrics.fsync_p99_us(),
+            snapshot_receiving: self.metrics.snapshot_in(receiving),
         }
     }
 

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
@@ -61,6 +61,7 @@ pub fn replicate(node: &Node, id: &NodeId, rx: &Receiver<Envelope>, transport: &
         let Some(addr) = node.addr_of(id) else { continue };
         let addr = addr.as_str();
         node.rpcs_sent.fetch_add(1, Ordering::Relaxed);
+        let sent_at = Instant::now();
         let result = match &env.message {
             Message::InstallSnapshot(m) => {
                 log::debug!("peer thread for {id} takes InstallSnapshot {}", m.last_included_index);
@@ -70,6 +71,7 @@ pub fn replicate(node: &Node, id: &NodeId, rx: &Receiver<Envelope>, transport: &
             }
             _ => transport.call(addr, &env),
         };
+        let append = matches!(env.message, Message::AppendEntries(_));
         match result {
             Ok(None) => log::debug!("{id} did not answer {:?}", env.message),
             Ok(Some(reply)) => {
@@ -78,6 +80,11 @@ pub fn replicate(node: &Node, id: &NodeId, rx: &Receiver<Envelope>, transport: &
                     continue;
                 }
                 match node.with_raft(|raft| Ok(((), raft.step(reply)?))) {
+                    // The round trip ends once the answer is stepped (a fair view of what
+                    // replication to this peer costs, lock wait included).
+                    Ok(()) if append => {
+                        node.metrics.events.append_round_trip(id, sent_at.elapsed())
+                    }
                     Ok(()) => {}
                     Err(Error::BadRequest(m)) => {
                         log::warn!("ignoring a bad answer from {id}: {m}")

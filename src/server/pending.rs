@@ -29,6 +29,11 @@ pub struct Pending {
 
 impl Pending {
     /// A write proposed at `index` in `term` waits here.
+    pub fn writes_waiting(&self) -> usize {
+        self.writes.len()
+    }
+
+    /// Registers a write waiting for its entry to apply.
     pub fn add_write(&mut self, index: Index, term: Term, tx: Sender<WriteResult>) {
         self.writes.insert(index, (term, tx));
     }

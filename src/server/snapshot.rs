@@ -72,6 +72,7 @@ pub(super) fn maybe_take(node: &Arc<Node>) {
         match result {
             Ok((meta, t)) => {
                 state.last_index = state.last_index.max(meta.index);
+                me.metrics.events.snapshot_saved(started.elapsed());
                 log::info!(
                     "snapshot at index {} ({keys} keys): state frozen in {pause:?} (writes \
                      paused), written in {:?} (encoded in {:?}, file written in {:?}, \
@@ -127,10 +128,12 @@ pub(super) fn restore(node: &Node, meta: SnapshotMeta) {
     let Some(store) = node.snapshots.as_deref() else {
         node.fatal(&Error::Storage("asked to restore a snapshot without snapshot files".into()));
     };
+    let started = Instant::now();
     let kv = match load_state_machine(Some(meta), Some(store)) {
         Ok((kv, _)) => kv,
         Err(e) => node.fatal(&e),
     };
+    node.metrics.events.snapshot_installed(started.elapsed());
     *node.kv.write() = kv;
     {
         let mut state = node.snapshot_state.lock();
@@ -166,6 +169,9 @@ pub(super) fn send(
     let total = store.file_len(meta)?;
     let mut offset = 0;
     let started = Instant::now();
+    // Shown in `/status` while it lasts, however it ends.
+    let _shown = SendingShown { node, peer: &env.to };
+    node.metrics.snapshot_sending(&env.to, meta.index, 0, total);
     while offset < total && !node.is_shutdown() {
         let data = store.read_chunk(meta, offset, node.config.snapshot_chunk_bytes)?;
         let chunk = SnapshotChunk { from: &env.from, snapshot: meta, offset, total, data: &data };
@@ -177,6 +183,7 @@ pub(super) fn send(
             )));
         }
         offset = next;
+        node.metrics.snapshot_sending(&env.to, meta.index, offset, total);
     }
     log::info!(
         "sent snapshot {} ({total} bytes) to {} in {:?}",
@@ -184,7 +191,9 @@ pub(super) fn send(
         env.to,
         started.elapsed()
     );
-    transport.call(addr, env)
+    let answer = transport.call(addr, env)?;
+    node.metrics.events.snapshot_sent_whole();
+    Ok(answer)
 }
 
 /// HTTP worker (follower): one chunk of a snapshot; returns how many bytes are held now.
@@ -198,7 +207,10 @@ pub(super) fn receive_chunk(node: &Node, chunk: &SnapshotChunk) -> Result<u64> {
         .as_deref()
         .ok_or_else(|| Error::Unavailable("this node keeps no snapshot files".into()))?;
     match store.receive_chunk(snapshot, offset, total, data) {
-        Ok(received) => Ok(received),
+        Ok(received) => {
+            node.metrics.snapshot_receiving(snapshot.index, received, total);
+            Ok(received)
+        }
         // A stale, duplicate or out-of-order chunk: tell the sender where to continue.
         Err(e) => crate::storage::snapshot::expected_offset(&e).ok_or(e),
     }
@@ -214,7 +226,21 @@ pub(super) fn accept_file(node: &Node, meta: SnapshotMeta) -> Result<()> {
     if store.receiving().is_none_or(|(m, _)| m != meta) && store.list()?.contains(&meta) {
         return Ok(());
     }
-    store.finish_receive(meta)
+    store.finish_receive(meta)?;
+    node.metrics.events.snapshot_received_whole();
+    Ok(())
+}
+
+/// Takes a transfer out of `/status` when the sending ends.
+struct SendingShown<'a> {
+    node: &'a Node,
+    peer: &'a crate::raft::NodeId,
+}
+
+impl Drop for SendingShown<'_> {
+    fn drop(&mut self) {
+        self.node.metrics.snapshot_sent(self.peer);
+    }
 }
 
 /// Successive durations.

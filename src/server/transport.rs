@@ -29,6 +29,13 @@ pub trait Transport: Send + Sync {
     fn send_snapshot_chunk(&self, addr: &str, to: &NodeId, chunk: &SnapshotChunk) -> Result<u64>;
 }
 
+/// Told of the bytes each peer call moves (for metrics): request bytes sent to `peer`, answer
+/// bytes received from it.
+pub trait Traffic: Send + Sync {
+    /// A call to `peer` sent `sent` bytes and received `received`.
+    fn moved(&self, peer: &NodeId, sent: u64, received: u64);
+}
+
 /// The HTTP path of a request message.
 pub fn rpc_path(message: &Message) -> &'static str {
     match message {
@@ -48,6 +55,8 @@ pub struct HttpTransport {
     auth: PeerAuth,
     /// Peers that refused our credentials, logged once each (a handful: one per peer address).
     refused: parking_lot::Mutex<std::collections::HashSet<String>>,
+    /// Told of the bytes of each call, if set.
+    traffic: Option<Arc<dyn Traffic>>,
 }
 
 impl HttpTransport {
@@ -59,7 +68,19 @@ impl HttpTransport {
             .timeout(timeout)
             .max_idle_connections_per_host(4)
             .build();
-        HttpTransport { agent, auth, refused: Default::default() }
+        HttpTransport { agent, auth, refused: Default::default(), traffic: None }
+    }
+
+    /// The same, telling `traffic` of the bytes each call moves.
+    pub fn with_traffic(mut self, traffic: Arc<dyn Traffic>) -> Self {
+        self.traffic = Some(traffic);
+        self
+    }
+
+    fn moved(&self, peer: &NodeId, sent: usize, received: usize) {
+        if let Some(t) = &self.traffic {
+            t.moved(peer, sent as u64, received as u64);
+        }
     }
 }
 
@@ -96,12 +117,16 @@ impl Transport for HttpTransport {
             .apply(request)
             .send_bytes(&body)
             .map_err(|e| self.failed(addr, "RPC", e))?;
-        let reply: Option<Envelope> = serde_json::from_reader(response.into_reader())
+        let mut answer = Vec::new();
+        let read = std::io::Read::read_to_end(&mut response.into_reader(), &mut answer);
+        self.moved(&envelope.to, body.len(), answer.len());
+        read.map_err(|e| Error::Unavailable(format!("RPC response from {addr} cut off: {e}")))?;
+        let reply: Option<Envelope> = serde_json::from_slice(&answer)
             .map_err(|e| Error::Unavailable(format!("bad RPC response from {addr}: {e}")))?;
         Ok(reply)
     }
 
-    fn send_snapshot_chunk(&self, addr: &str, _to: &NodeId, chunk: &SnapshotChunk) -> Result<u64> {
+    fn send_snapshot_chunk(&self, addr: &str, to: &NodeId, chunk: &SnapshotChunk) -> Result<u64> {
         // Only unreserved characters and %XX escapes: sent exactly as signed.
         let path = format!("/raft/snapshotChunk?{}", chunk.query());
         let request = self
@@ -114,6 +139,7 @@ impl Transport for HttpTransport {
             .apply(request)
             .send_bytes(chunk.data)
             .map_err(|e| self.failed(addr, "snapshot chunk", e))?;
+        self.moved(to, chunk.data.len(), 0);
         let reply: SnapshotChunkReply =
             serde_json::from_reader(response.into_reader()).map_err(|e| {
                 Error::Unavailable(format!("bad snapshot chunk answer from {addr}: {e}"))

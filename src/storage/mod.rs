@@ -29,6 +29,7 @@ pub use snapshot::SnapshotStore;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::error::Result;
 use crate::raft::{MemStorage, Storage};
@@ -53,6 +54,8 @@ pub struct NodeStorage {
     pub snapshots: Option<SnapshotStore>,
     /// What recovery found on disk; `None` in memory.
     pub report: Option<RecoveryReport>,
+    /// The data directory; `None` in memory.
+    pub dir: Option<PathBuf>,
 }
 
 /// Opens a node's storage: recovers the WAL of a data directory, or starts an empty one in memory.
@@ -63,6 +66,7 @@ pub fn open(choice: &StorageChoice) -> Result<NodeStorage> {
             syncer: Arc::new(NoopSyncer),
             snapshots: None,
             report: None,
+            dir: None,
         }),
         StorageChoice::Durable { dir, options } => {
             let (log, report) = DurableStorage::open(dir, *options)?;
@@ -73,6 +77,7 @@ pub fn open(choice: &StorageChoice) -> Result<NodeStorage> {
                 syncer,
                 snapshots: Some(snapshots),
                 report: Some(report),
+                dir: Some(dir.clone()),
             })
         }
     }
@@ -97,6 +102,20 @@ pub trait Syncer: Send + Sync {
     fn reclaim(&self) -> Result<()> {
         Ok(())
     }
+
+    /// From now on, tell `observer` of every fsync of the log (for metrics). Only the first
+    /// observer set counts. Storage that never fsyncs ignores it.
+    fn set_observer(&self, observer: Arc<dyn SyncObserver>) {
+        let _ = observer;
+    }
+}
+
+/// Told of every group-commit fsync of the log, on the thread that made it (keep it cheap: it
+/// runs while others wait for that fsync).
+pub trait SyncObserver: Send + Sync {
+    /// An fsync took `took` and made `records` more WAL records durable (log entries, and the
+    /// occasional term-and-vote record).
+    fn fsynced(&self, took: Duration, records: u64);
 }
 
 /// A syncer for storage that is durable as soon as a call returns (memory, or fsync disabled).

@@ -41,6 +41,7 @@ impl RaftNode {
         self.current_term += 1;
         self.voted_for = Some(self.config.id.clone());
         self.save_hard_state()?;
+        self.counters.elections_started += 1;
         self.become_campaigner(false);
         log::info!("{} starts an election for term {}", self.config.id, self.current_term);
         if self.wins_alone() {
@@ -58,6 +59,7 @@ impl RaftNode {
     /// term. Nothing is persisted and no term changes; only a successful PreVote round leads to a
     /// real election.
     pub(super) fn become_pre_candidate(&mut self) -> Result<()> {
+        self.counters.pre_votes_started += 1;
         self.become_campaigner(true);
         if self.wins_alone() {
             return self.become_candidate();
@@ -176,6 +178,9 @@ impl RaftNode {
     pub(super) fn handle_pre_vote(&mut self, from: NodeId, term: Term, req: &RequestVote) {
         let grant = term > self.current_term
             && self.log.is_up_to_date(req.last_log_index, req.last_log_term);
+        if !grant {
+            self.counters.pre_votes_refused += 1;
+        }
         let term = if grant { term } else { self.current_term };
         let message = Message::RequestVoteResponse(RequestVoteResponse {
             vote_granted: grant,

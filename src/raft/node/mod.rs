@@ -36,8 +36,8 @@ use super::role::{Follower, Role};
 use crate::error::{Error, LeaderHint, Result};
 use crate::raft::Storage;
 use crate::raft::{
-    Config, Configs, Entry, Envelope, HardState, Index, Membership, Message, NodeId, Output,
-    PeerProgress, Status, SyncPoint, Term,
+    Config, Configs, Counters, Entry, Envelope, HardState, Index, Membership, Message, NodeId,
+    Output, PeerProgress, ReplicationState, Status, SyncPoint, Term,
 };
 
 /// One Raft node: Figure 2 as code.
@@ -64,6 +64,10 @@ pub struct RaftNode {
     out: Output,
     /// `storage.write_seq()` when the last output was handed out (to notice new writes).
     seen_write_seq: u64,
+    /// The latest term in which this node knew a leader (to count leader changes).
+    leader_known_term: Term,
+    /// Events counted for metrics.
+    counters: Counters,
 }
 
 impl RaftNode {
@@ -88,6 +92,8 @@ impl RaftNode {
             election_timeout: 0,
             out: Output::default(),
             seen_write_seq,
+            leader_known_term: 0,
+            counters: Counters::default(),
             config,
         };
         node.load_configs()?;
@@ -256,6 +262,15 @@ impl RaftNode {
         }
     }
 
+    /// True if this node knows the leader of its term (without cloning its id).
+    fn knows_leader(&self) -> bool {
+        match &self.role {
+            Role::Leader(_) => true,
+            Role::Follower(f) => f.leader.is_some(),
+            Role::Candidate(_) => false,
+        }
+    }
+
     /// The configuration in force (the latest in the log), if the node has one yet.
     pub fn membership(&self) -> Option<&Membership> {
         self.configs.latest()
@@ -338,12 +353,20 @@ impl RaftNode {
                     .progress
                     .iter()
                     .map(|(id, p)| {
+                        let state = if p.pending_snapshot.is_some() {
+                            ReplicationState::Snapshot
+                        } else if p.acked_seq > 0 && p.next_index == p.match_index + 1 {
+                            ReplicationState::Replicate
+                        } else {
+                            ReplicationState::Probe
+                        };
                         let view = PeerProgress {
                             next_index: p.next_index,
                             match_index: p.match_index,
                             inflight: p.inflight.is_some(),
                             snapshot: p.pending_snapshot,
                             last_contact_ticks: self.ticks.saturating_sub(p.last_contact_tick),
+                            state,
                         };
                         (id.clone(), view)
                     })
@@ -357,7 +380,14 @@ impl RaftNode {
                 Role::Leader(l) => l.transfer.as_ref().map(|t| t.target.clone()),
                 _ => None,
             },
+            voted_for: self.voted_for.clone(),
+            counters: self.counters,
         }
+    }
+
+    /// Events counted since start (cheap: a copy, for the shell's metrics).
+    pub fn counters(&self) -> Counters {
+        self.counters
     }
 
     // ----- message dispatch ---------------------------------------------------------------------
@@ -377,6 +407,9 @@ impl RaftNode {
         // PreVotes are answered before §5.1's rule below: they never change anyone's term.
         match &env.message {
             Message::RequestVote(req) if !req.transfer && self.ignores_vote_request(env.term) => {
+                if req.pre_vote {
+                    self.counters.pre_votes_refused += 1;
+                }
                 log::debug!(
                     "{} ignores {}'s vote request: a leader is alive",
                     self.config.id,
@@ -480,6 +513,11 @@ impl RaftNode {
 
     /// Hands out the accumulated output, with a sync point if storage changed or messages wait.
     pub(super) fn take_output(&mut self) -> Output {
+        // Every input ends here: the one place to notice a leader for a new term.
+        if self.current_term > self.leader_known_term && self.knows_leader() {
+            self.leader_known_term = self.current_term;
+            self.counters.leader_changes += 1;
+        }
         let mut out = std::mem::take(&mut self.out);
         let seq = self.log.storage.write_seq();
         if seq != self.seen_write_seq || !out.after_sync.is_empty() {

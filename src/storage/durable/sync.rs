@@ -49,16 +49,17 @@
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 
 use super::io_error;
 use crate::error::{Error, Result};
 use crate::raft::Entry;
-use crate::storage::Syncer;
 use crate::storage::snapshot::sync_dir;
+use crate::storage::{SyncObserver, Syncer};
 
 /// The storage's syncer and reclaimer, shared between the storage (under the Raft lock) and the
 /// threads that sync and reclaim (without it): sequence numbers, the active segment's file, the
@@ -87,6 +88,8 @@ pub(super) struct SyncState {
     /// Entries compaction removed from memory, to free outside the Raft lock (after a snapshot
     /// of a large state, a million allocations). See [`Syncer::reclaim`].
     garbage: Mutex<Vec<Vec<Entry>>>,
+    /// Told of each group-commit fsync (metrics), once the shell set one.
+    observer: OnceLock<Arc<dyn SyncObserver>>,
 }
 
 impl SyncState {
@@ -111,6 +114,7 @@ impl SyncState {
             reclaimable: Mutex::new((Vec::new(), 0)),
             reclaim_lock: Mutex::new(()),
             garbage: Mutex::new(Vec::new()),
+            observer: OnceLock::new(),
         }
     }
 
@@ -234,18 +238,27 @@ impl Syncer for SyncState {
             )));
         }
         let file = Arc::clone(&self.active.lock());
+        let started = Instant::now();
         if let Err(e) = file.sync_data() {
             let error = Error::Storage(format!("fsync of the active WAL segment failed: {e}"));
             self.fail(&error);
             return Err(error);
         }
+        let took = started.elapsed();
         self.fsync_count.fetch_add(1, Ordering::Relaxed);
-        self.durable_seq.fetch_max(target, Ordering::AcqRel);
+        let before = self.durable_seq.fetch_max(target, Ordering::AcqRel);
+        if let Some(observer) = self.observer.get() {
+            observer.fsynced(took, target.saturating_sub(before));
+        }
         Ok(())
     }
 
     fn fsync_count(&self) -> u64 {
         self.fsync_count.load(Ordering::Relaxed)
+    }
+
+    fn set_observer(&self, observer: Arc<dyn SyncObserver>) {
+        let _ = self.observer.set(observer);
     }
 
     fn reclaim(&self) -> Result<()> {
