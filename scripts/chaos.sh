@@ -3,7 +3,8 @@
 #
 #   scripts/chaos.sh [--nodes 3|5] [--time S] [--seed N] [--faults LIST] [other raftlabkv-chaos flags]
 #
-#   --faults: partition,pause,kill,killall,restart,oneway,delay,lossy (comma-separated), all (default), none
+#   --faults: partition,pause,kill,killall,restart,oneway,delay,lossy,membership (comma-separated),
+#             all (default), none
 #   e.g.  scripts/chaos.sh --nodes 5 --time 600 --seed 7
 #         scripts/chaos.sh --faults kill,killall --server-flag=--snapshot-threshold=100
 #

@@ -1,6 +1,6 @@
 //! The short CI version of the chaos harness (`raftlabkv::chaos`): three seeded schedules against
 //! real `raftlabkv-server` processes, 25 s of faults each, between them every fault kind on 3 and
-//! 5 nodes, two of them with a snapshot every 100 entries. Any violation fails the test: a non-linearizable history (or one the checker could not
+//! 5 nodes (membership changes included), two of them with a snapshot every 100 entries. Any violation fails the test: a non-linearizable history (or one the checker could not
 //! decide), two leaders in one term, no leader within 5 s of the final heal, no acknowledged write
 //! within 20 s of a heal, nodes that do not converge.
 //!
@@ -61,6 +61,13 @@ fn three_nodes_crashes_pauses_and_partitions() {
 #[test]
 fn five_nodes_one_way_cuts_delay_loss_and_partitions() {
     schedule(5, 102, "oneway,delay,lossy,partition", true, &[]);
+}
+
+/// Membership changes (add, remove, replace a dead voter, transfer) mixed with crashes and
+/// partitions on three nodes (growing to five at most): every kind injected.
+#[test]
+fn three_nodes_membership_changes_crashes_and_partitions() {
+    schedule(3, 104, "membership,kill,partition", true, &[]);
 }
 
 /// Everything, mixed, on five nodes (the kinds in a random order; not all fit in 25 s), with

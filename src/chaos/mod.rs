@@ -39,6 +39,14 @@
 //!      links (the reverse) refuse or black-hole;
 //!    * `delay` — 20–200 ms (± jitter) per chunk on every link, one node's links, or half of them;
 //!    * `lossy` — the same choice of links, each chunk breaking its connection with 5–30% chance;
+//!    * `membership` — one configuration change (`membership.rs`): add a node (learner, caught up,
+//!      promoted), remove a voter (the leader half the time; the removed process keeps running
+//!      through one more fault, then is stopped for good), replace a voter (`kill -9`, wipe its
+//!      disk, add a fresh node, remove the dead one), or transfer the leadership. The voters stay
+//!      between 3 and the initial size + 2. Nodes added this way reach and are reached by the
+//!      others directly, without a proxy, so link faults leave their links alone (the timeline
+//!      says so). Clients and the sampler follow the nodes that join; the final read and the
+//!      convergence check ask the members the run ended with;
 //! 3. the heal: every link passes, paused nodes continue, dead nodes restart;
 //! 4. availability: a probe writes a key outside the workload through the nodes in turn until one
 //!    write is acknowledged. The time from heal to that acknowledgement is reported per heal; none
@@ -90,6 +98,7 @@
 //! checker's shrunk per-key witness. On a pass the node data dirs are removed unless asked to keep
 //! them.
 
+mod membership;
 pub mod nemesis;
 pub mod sampler;
 pub mod workload;
@@ -101,7 +110,7 @@ use std::time::{Duration, Instant};
 
 use crate::check::{KvInput, KvOutput, Operation, Verdict, history_to_json};
 use crate::testkit::{Cluster, ClusterOptions};
-pub use nemesis::{Event, FaultKind, Nemesis, Recovery};
+pub use nemesis::{Addresses, Event, FaultKind, Nemesis, Recovery};
 use sampler::Sample;
 use workload::Recorded;
 pub use workload::{Checked, Clock, WorkloadConfig, WorkloadStats, secs};
@@ -260,8 +269,9 @@ pub fn run(config: &ChaosConfig) -> std::io::Result<ChaosReport> {
         peer_secret: true,
     })?;
     let clock = Clock::new();
-    let names: Vec<String> = cluster.nodes.iter().map(|n| n.id.clone()).collect();
     let servers: Vec<String> = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
+    // Kept up to date by the nemesis as nodes join and leave (the membership fault).
+    let addresses = Addresses::of(&cluster);
     let mut report = ChaosReport {
         config: config.clone(),
         stats: WorkloadStats::default(),
@@ -280,7 +290,7 @@ pub fn run(config: &ChaosConfig) -> std::io::Result<ChaosReport> {
         return finish(report, started);
     }
     let workload = WorkloadConfig {
-        servers: servers.clone(),
+        servers,
         clients: config.clients,
         keys: config.keys,
         key_prefix: "k".into(),
@@ -293,14 +303,15 @@ pub fn run(config: &ChaosConfig) -> std::io::Result<ChaosReport> {
     let end = Instant::now() + config.duration;
 
     let (recorded, samples, nemesis_events) = std::thread::scope(|s| {
-        let sampler = s.spawn(|| sampler::sample(&servers, &clock, &stop_sampler));
+        let sampler = s.spawn(|| sampler::sample(&addresses.nodes, &clock, &stop_sampler));
         // The clients stop by themselves at `end`, when the nemesis does.
-        let clients = s.spawn(|| workload::run_clients(&workload, &clock));
+        let clients = s.spawn(|| workload::run_clients_on(&workload, &clock, &addresses.clients));
 
-        let mut nemesis = Nemesis::new(&mut cluster, clock, config.seed, config.faults.clone());
+        let mut nemesis = Nemesis::new(&mut cluster, clock, config.seed, config.faults.clone())
+            .with_addresses(&addresses);
         nemesis.note(format!("start: {} clients on {} keys", config.clients, config.keys));
         nemesis.run(end);
-        nemesis.heal("final heal");
+        nemesis.final_heal();
         let healed = Instant::now();
         let timeline = std::mem::take(&mut nemesis.timeline);
         report.recoveries = std::mem::take(&mut nemesis.recoveries);
@@ -313,7 +324,7 @@ pub fn run(config: &ChaosConfig) -> std::io::Result<ChaosReport> {
                 report.leader_after_heal = Some(healed.elapsed());
                 events.push(Event {
                     at: clock.now(),
-                    what: format!("{} leads after the final heal", names[l]),
+                    what: format!("{} leads after the final heal", cluster.nodes[l].id),
                 });
             }
             None => report.failures.push("no leader agreed on within 5 s of the final heal".into()),
@@ -321,7 +332,10 @@ pub fn run(config: &ChaosConfig) -> std::io::Result<ChaosReport> {
         let mut recorded = clients.join().expect("clients panicked");
         events.push(Event { at: clock.now(), what: "clients stopped".into() });
 
-        let ends = (&servers[..], &keys[..]);
+        // The final read goes to the members the run ended with.
+        let members: Vec<String> =
+            cluster.all().iter().map(|&i| cluster.nodes[i].addr.clone()).collect();
+        let ends = (&members[..], &keys[..]);
         if let Err(why) = final_read(&cluster, config, ends, &clock, &mut recorded, &mut events) {
             report.failures.push(why);
         }
@@ -329,6 +343,7 @@ pub fn run(config: &ChaosConfig) -> std::io::Result<ChaosReport> {
         let samples = sampler.join().expect("sampler panicked");
         (recorded, samples, events)
     });
+    let names: Vec<String> = cluster.nodes.iter().map(|n| n.id.clone()).collect();
     drop(cluster); // kills the nodes
     judge(&mut report, recorded, &samples, nemesis_events, (&names, &keys));
     finish(report, started)

@@ -3,6 +3,7 @@
 //! See the [module documentation](super) for the list of faults.
 
 use std::fmt;
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -35,11 +36,14 @@ pub enum FaultKind {
     Delay,
     /// Lossy links: each chunk breaks its connection with some probability.
     Lossy,
+    /// A membership change: add a node (learner, then promoted), remove a voter (the leader
+    /// sometimes), replace a dead voter (wiped disk), or transfer the leadership.
+    Membership,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::Partition,
         FaultKind::Pause,
         FaultKind::Kill,
@@ -48,6 +52,7 @@ impl FaultKind {
         FaultKind::OneWay,
         FaultKind::Delay,
         FaultKind::Lossy,
+        FaultKind::Membership,
     ];
 
     /// The name used by `--faults`.
@@ -61,6 +66,7 @@ impl FaultKind {
             FaultKind::OneWay => "oneway",
             FaultKind::Delay => "delay",
             FaultKind::Lossy => "lossy",
+            FaultKind::Membership => "membership",
         }
     }
 
@@ -115,11 +121,46 @@ pub struct Recovery {
     pub first_write_after: Option<Duration>,
 }
 
+/// The addresses the run's other threads read, kept up to date by the nemesis as nodes join and
+/// leave the cluster.
+#[derive(Debug, Default)]
+pub struct Addresses {
+    /// Every node's, by node index; it only grows (the sampler's list).
+    pub nodes: RwLock<Vec<String>>,
+    /// Where the clients send their requests: the members, and removed nodes whose process still
+    /// runs.
+    pub clients: RwLock<Vec<String>>,
+}
+
+impl Addresses {
+    /// The addresses of `cluster`'s nodes, every one of them in both lists.
+    pub fn of(cluster: &Cluster) -> Addresses {
+        let all: Vec<String> = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
+        Addresses { nodes: RwLock::new(all.clone()), clients: RwLock::new(all) }
+    }
+
+    pub(super) fn add_node(&self, addr: &str) {
+        self.nodes.write().unwrap_or_else(|e| e.into_inner()).push(addr.to_string());
+    }
+
+    pub(super) fn add_client_target(&self, addr: &str) {
+        let mut list = self.clients.write().unwrap_or_else(|e| e.into_inner());
+        if !list.iter().any(|a| a == addr) {
+            list.push(addr.to_string());
+        }
+    }
+
+    pub(super) fn drop_client_target(&self, addr: &str) {
+        self.clients.write().unwrap_or_else(|e| e.into_inner()).retain(|a| a != addr);
+    }
+}
+
 /// The nemesis of one run.
 pub struct Nemesis<'a> {
-    cluster: &'a mut Cluster,
-    clock: Clock,
-    rng: StdRng,
+    pub(super) cluster: &'a mut Cluster,
+    pub(super) clock: Clock,
+    pub(super) rng: StdRng,
+    pub(super) addresses: Option<&'a Addresses>,
     kinds: Vec<FaultKind>,
     /// The rest of the current round: every enabled kind once, in a random order, so a short run
     /// still sees each kind (once there are at least as many faults as kinds).
@@ -134,16 +175,26 @@ pub struct Nemesis<'a> {
     pub quiet_time: (Duration, Duration),
     /// After a heal, give up waiting for an acknowledged write after this long.
     pub recovery_limit: Duration,
+    /// When each node was taken out of the cluster (removed, or killed to be replaced), on the
+    /// run's clock: none of them may lead afterwards.
+    pub retired_at: Vec<(usize, u64)>,
+    /// Removed nodes whose process still runs, with the heals they have lived through: each is
+    /// stopped at its second heal (so it runs through one more fault), or at the final heal.
+    pub(super) lingering: Vec<(usize, u32)>,
+    /// The membership fault keeps at most this many voters (and at least 3).
+    pub max_voters: usize,
     probes: u64,
 }
 
 impl<'a> Nemesis<'a> {
     /// A nemesis for `cluster`, choosing among `kinds` with a seeded RNG.
     pub fn new(cluster: &'a mut Cluster, clock: Clock, seed: u64, kinds: Vec<FaultKind>) -> Self {
+        let cluster_size = cluster.nodes.len();
         Nemesis {
             cluster,
             clock,
             rng: StdRng::seed_from_u64(seed),
+            addresses: None,
             kinds,
             round: Vec::new(),
             timeline: Vec::new(),
@@ -151,8 +202,18 @@ impl<'a> Nemesis<'a> {
             fault_time: (Duration::from_secs(1), Duration::from_secs(4)),
             quiet_time: (Duration::from_millis(500), Duration::from_millis(2000)),
             recovery_limit: Duration::from_secs(20),
+            retired_at: Vec::new(),
+            lingering: Vec::new(),
+            max_voters: cluster_size + 2,
             probes: 0,
         }
+    }
+
+    /// Keeps `addresses` (the sampler's and the clients' lists) in line with the nodes that join
+    /// and leave; without it, the membership fault is skipped.
+    pub fn with_addresses(mut self, addresses: &'a Addresses) -> Self {
+        self.addresses = Some(addresses);
+        self
     }
 
     /// Records an event now.
@@ -204,8 +265,11 @@ impl<'a> Nemesis<'a> {
         sleep_until(end, Duration::MAX);
     }
 
-    /// Undoes everything: every link passes, paused nodes continue, dead nodes restart.
+    /// Undoes everything: every link passes, paused nodes continue, dead nodes restart — the
+    /// members only: a retired node is never restarted, and a removed one still running is
+    /// stopped at its second heal.
     pub fn heal(&mut self, what: &str) {
+        self.stop_lingering(1);
         self.cluster.heal();
         for i in self.cluster.all() {
             self.cluster.resume(i);
@@ -216,6 +280,29 @@ impl<'a> Nemesis<'a> {
             }
         }
         self.note(what.to_string());
+    }
+
+    /// The final heal: every removed node still running is stopped, then [`Nemesis::heal`].
+    pub fn final_heal(&mut self) {
+        self.stop_lingering(0);
+        self.heal("final heal");
+    }
+
+    /// Stops the lingering removed nodes that have lived through more than `heals` heals.
+    fn stop_lingering(&mut self, heals: u32) {
+        let lingering = std::mem::take(&mut self.lingering);
+        for (i, seen) in lingering {
+            if seen < heals {
+                self.lingering.push((i, seen + 1));
+                continue;
+            }
+            self.cluster.resume(i);
+            self.cluster.kill(i);
+            if let Some(a) = self.addresses {
+                a.drop_client_target(&self.cluster.nodes[i].addr);
+            }
+            self.note(format!("stop the removed {} (kill -9; never restarted)", self.name(i)));
+        }
     }
 
     /// Records every node's `/status` (role, term, commit and applied indexes), for diagnosis.
@@ -239,7 +326,7 @@ impl<'a> Nemesis<'a> {
     }
 
     /// The node that leads in the highest term, as far as the nodes that answer say.
-    fn leader(&self) -> Option<usize> {
+    pub(super) fn leader(&self) -> Option<usize> {
         self.cluster
             .all()
             .into_iter()
@@ -249,7 +336,7 @@ impl<'a> Nemesis<'a> {
             .map(|(i, _)| i)
     }
 
-    fn name(&self, i: usize) -> String {
+    pub(super) fn name(&self, i: usize) -> String {
         self.cluster.nodes[i].id.clone()
     }
 
@@ -261,12 +348,12 @@ impl<'a> Nemesis<'a> {
     /// Applies one fault of `kind`, holds it for `hold` (never past `end`), and leaves it for
     /// [`Nemesis::heal`] to undo.
     fn inject(&mut self, kind: FaultKind, hold: Duration, end: Instant) {
-        let n = self.cluster.nodes.len();
         match kind {
             FaultKind::Partition => self.partition(),
             FaultKind::Pause => return self.pause(end),
+            FaultKind::Membership => self.membership(),
             FaultKind::Kill => {
-                let target = self.rng.gen_range(0..n);
+                let target = self.any_member();
                 self.cluster.kill(target);
                 self.note(format!("kill -9 {}", self.name(target)));
             }
@@ -312,8 +399,8 @@ impl<'a> Nemesis<'a> {
 
     /// Splits the cluster in two (or isolates the leader), links refusing or black-holed.
     fn partition(&mut self) {
-        let n = self.cluster.nodes.len();
         let mut all = self.cluster.all();
+        let n = all.len();
         let mode = if self.rng.gen_bool(0.5) { LinkMode::Refuse } else { LinkMode::Blackhole };
         let mode_name = if mode == LinkMode::Refuse { "refuse" } else { "black hole" };
         let leader = self.leader();
@@ -328,14 +415,21 @@ impl<'a> Nemesis<'a> {
         let other: Vec<usize> =
             self.cluster.all().into_iter().filter(|i| !side.contains(i)).collect();
         self.cluster.partition(&[side.clone(), other.clone()], mode);
-        let text = format!("{what} ({mode_name}): {} | {}", self.names(&side), self.names(&other));
+        let text = format!(
+            "{what} ({mode_name}): {} | {}{}",
+            self.names(&side),
+            self.names(&other),
+            self.unproxied_note()
+        );
         self.note(text);
     }
 
     /// SIGSTOPs the leader (or any node) for 1-5 s, never past `end`, then SIGCONTs it.
     fn pause(&mut self, end: Instant) {
-        let n = self.cluster.nodes.len();
-        let target = self.leader().unwrap_or_else(|| self.rng.gen_range(0..n));
+        let target = match self.leader() {
+            Some(l) => l,
+            None => self.any_member(),
+        };
         let hold = self.draw((Duration::from_secs(1), Duration::from_secs(5)));
         self.cluster.pause(target);
         self.note(format!("SIGSTOP {} (leader) for {:.1}s", self.name(target), hold.as_secs_f64()));
@@ -346,8 +440,28 @@ impl<'a> Nemesis<'a> {
 
     /// The leader (if there is one) or, as often, a random node.
     fn leader_half_the_time(&mut self) -> usize {
-        let n = self.cluster.nodes.len();
-        self.leader().filter(|_| self.rng.gen_bool(0.5)).unwrap_or_else(|| self.rng.gen_range(0..n))
+        match self.leader().filter(|_| self.rng.gen_bool(0.5)) {
+            Some(l) => l,
+            None => self.any_member(),
+        }
+    }
+
+    /// A random member (a node not retired).
+    pub(super) fn any_member(&mut self) -> usize {
+        let live = self.cluster.all();
+        live[self.rng.gen_range(0..live.len())]
+    }
+
+    /// For a fault description: the members whose links have no proxy, so no link fault reaches
+    /// them (nodes that joined during the run are reached directly).
+    fn unproxied_note(&self) -> String {
+        let direct: Vec<usize> =
+            self.cluster.all().into_iter().filter(|&i| !self.cluster.is_proxied(i)).collect();
+        if direct.is_empty() {
+            String::new()
+        } else {
+            format!(" (no proxies, so not cut: {})", self.names(&direct))
+        }
     }
 
     /// SIGTERMs the leader or a random node, and restarts it.
@@ -366,11 +480,10 @@ impl<'a> Nemesis<'a> {
 
     /// Cuts every link out of one node, or every link into it, one way only.
     fn one_way_cut(&mut self) {
-        let n = self.cluster.nodes.len();
         let x = self.leader_half_the_time();
         let outgoing = self.rng.gen_bool(0.5);
         let mode = if self.rng.gen_bool(0.5) { LinkMode::Refuse } else { LinkMode::Blackhole };
-        for j in 0..n {
+        for j in self.cluster.all() {
             if j != x {
                 let (from, to) = if outgoing { (x, j) } else { (j, x) };
                 self.cluster.set_link(from, to, mode);
@@ -385,19 +498,22 @@ impl<'a> Nemesis<'a> {
             } else {
                 "cannot be reached (it reaches the others)"
             }
-        );
+        ) + &self.unproxied_note();
         self.note(text);
     }
 
     /// Every directed link, or those of one random node, or half of them at random.
     fn some_links(&mut self) -> Vec<(usize, usize)> {
-        let n = self.cluster.nodes.len();
-        let mut links: Vec<(usize, usize)> =
-            (0..n).flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j))).collect();
+        let live: Vec<usize> =
+            self.cluster.all().into_iter().filter(|&i| self.cluster.is_proxied(i)).collect();
+        let mut links: Vec<(usize, usize)> = live
+            .iter()
+            .flat_map(|&i| live.iter().filter(move |&&j| j != i).map(move |&j| (i, j)))
+            .collect();
         match self.rng.gen_range(0..3) {
             0 => links,
             1 => {
-                let x = self.rng.gen_range(0..n);
+                let x = live[self.rng.gen_range(0..live.len())];
                 links.retain(|&(i, j)| i == x || j == x);
                 links
             }
@@ -410,9 +526,9 @@ impl<'a> Nemesis<'a> {
     }
 
     fn describe_links(&self, links: &[(usize, usize)]) -> String {
-        let n = self.cluster.nodes.len();
+        let n = self.cluster.all().into_iter().filter(|&i| self.cluster.is_proxied(i)).count();
         if links.len() == n * (n - 1) {
-            return "every link".into();
+            return format!("every link{}", self.unproxied_note());
         }
         let parts: Vec<String> =
             links.iter().map(|&(i, j)| format!("{}->{}", self.name(i), self.name(j))).collect();
@@ -424,11 +540,12 @@ impl<'a> Nemesis<'a> {
     fn probe_write(&mut self) -> Option<Duration> {
         let t0 = Instant::now();
         let agent = agent(Duration::from_secs(1));
-        let n = self.cluster.nodes.len();
+        let live = self.cluster.all();
+        let n = live.len();
         let mut turn = self.rng.gen_range(0..n);
         while t0.elapsed() < self.recovery_limit {
             self.probes += 1;
-            let url = format!("http://{}/kv/put", self.cluster.nodes[turn % n].addr);
+            let url = format!("http://{}/kv/put", self.cluster.nodes[live[turn % n]].addr);
             let body =
                 serde_json::json!({ "key": "chaos-probe", "value": self.probes.to_string() });
             let ok = agent
@@ -477,5 +594,12 @@ mod tests {
         );
         assert!(FaultKind::parse_list("none").unwrap().is_empty());
         assert!(FaultKind::parse_list("meteor").is_err());
+        assert_eq!(
+            FaultKind::parse_list("membership,kill,partition").unwrap(),
+            vec![FaultKind::Partition, FaultKind::Kill, FaultKind::Membership]
+        );
+        assert!(FaultKind::parse_list("all").unwrap().contains(&FaultKind::Membership));
+        let err = FaultKind::parse_list("membrship").unwrap_err();
+        assert!(err.contains("membership"), "the error lists the kinds: {err}");
     }
 }

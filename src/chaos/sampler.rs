@@ -2,6 +2,7 @@
 //! claimed to lead which term, so the run can check Election Safety (at most one leader per term).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -28,20 +29,28 @@ pub struct Sample {
 }
 
 /// Polls every address in `addrs` (one thread each, every [`SAMPLE_EVERY`]) until `stop` is set.
-/// A node that does not answer (paused, killed, restarting) is simply not sampled meanwhile.
-pub fn sample(addrs: &[String], clock: &Clock, stop: &AtomicBool) -> Vec<Sample> {
+/// `addrs` may grow meanwhile (a node joins): a new address gets its own thread at once; the
+/// index of an address in `addrs` is the node's index in the samples. A node that does not answer
+/// (paused, killed, restarting, stopped for good) is simply not sampled meanwhile.
+pub fn sample(addrs: &RwLock<Vec<String>>, clock: &Clock, stop: &AtomicBool) -> Vec<Sample> {
     let mut samples: Vec<Sample> = std::thread::scope(|s| {
-        let handles: Vec<_> = addrs
-            .iter()
-            .enumerate()
-            .map(|(node, addr)| {
-                std::thread::Builder::new()
+        let mut handles = Vec::new();
+        loop {
+            let known: Vec<String> = addrs.read().unwrap_or_else(|e| e.into_inner()).clone();
+            for (node, addr) in known.into_iter().enumerate().skip(handles.len()) {
+                let handle = std::thread::Builder::new()
                     .name(format!("chaos-sampler-{node}"))
-                    .spawn_scoped(s, move || sample_one(node, addr, clock, stop))
-                    .expect("spawn a sampler thread")
-            })
-            .collect();
-        handles.into_iter().flat_map(|h| h.join().expect("sampler thread panicked")).collect()
+                    .spawn_scoped(s, move || sample_one(node, &addr, clock, stop))
+                    .expect("spawn a sampler thread");
+                handles.push(handle);
+            }
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            std::thread::sleep(SAMPLE_EVERY);
+        }
+        let joined = handles.into_iter().map(|h| h.join().expect("sampler thread panicked"));
+        joined.flatten().collect()
     });
     samples.sort_by_key(|s| s.at);
     samples

@@ -4,6 +4,7 @@
 //! See the [module documentation](super) for the recording rules.
 
 use std::collections::BTreeMap;
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -261,6 +262,17 @@ pub struct Recorded {
 /// Blocks; every request is bounded by the request timeout, so this returns at most about one
 /// timeout after the end.
 pub fn run_clients(config: &WorkloadConfig, clock: &Clock) -> Recorded {
+    run_clients_on(config, clock, &RwLock::new(config.servers.clone()))
+}
+
+/// [`run_clients`], choosing each request's node from `servers` as it is at that moment (the
+/// chaos harness adds the nodes that join and drops the ones it stopped for good) instead of
+/// `config.servers`.
+pub fn run_clients_on(
+    config: &WorkloadConfig,
+    clock: &Clock,
+    servers: &RwLock<Vec<String>>,
+) -> Recorded {
     let keys = config.key_names();
     let end = Instant::now() + config.duration;
     let next_id = AtomicU64::new(1);
@@ -271,7 +283,9 @@ pub fn run_clients(config: &WorkloadConfig, clock: &Clock) -> Recorded {
                 let seed = config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(c as u64);
                 std::thread::Builder::new()
                     .name(format!("chaos-client-{c}"))
-                    .spawn_scoped(s, move || client_loop(config, keys, clock, end, next_id, seed))
+                    .spawn_scoped(s, move || {
+                        client_loop(config, (keys, servers), clock, end, next_id, seed)
+                    })
                     .expect("spawn a client thread")
             })
             .collect();
@@ -290,7 +304,7 @@ pub fn run_clients(config: &WorkloadConfig, clock: &Clock) -> Recorded {
 /// One client: picks an operation, a key and a node at random, records the attempt, repeats.
 fn client_loop(
     config: &WorkloadConfig,
-    keys: &[String],
+    (keys, servers): (&[String], &RwLock<Vec<String>>),
     clock: &Clock,
     end: Instant,
     next_id: &AtomicU64,
@@ -316,8 +330,14 @@ fn client_loop(
             KvInput::GetAll
         };
         let is_write = input.is_write();
-        let server = &config.servers[rng.gen_range(0..config.servers.len())];
-        let (outcome, op) = perform(&agent, clock, client_id, server, input, keys);
+        let server = {
+            let servers = servers.read().unwrap_or_else(|e| e.into_inner());
+            match servers.len() {
+                0 => config.servers[rng.gen_range(0..config.servers.len())].clone(),
+                n => servers[rng.gen_range(0..n)].clone(),
+            }
+        };
+        let (outcome, op) = perform(&agent, clock, client_id, &server, input, keys);
         out.stats.attempts += 1;
         match outcome {
             Outcome::Definite(_) => {

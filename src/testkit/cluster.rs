@@ -1,7 +1,7 @@
 //! Real `raftlabkv-server` processes on loopback, with every directed peer link through a
 //! [`LinkProxy`]: start, kill, pause, restart, partition, and poll with deadlines.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -54,6 +54,8 @@ pub struct Cluster {
     cluster_id: String,
     /// The peer secret every node was given, if any.
     secret: Option<PeerSecret>,
+    /// Nodes taken out of the cluster for good ([`Cluster::retire`]).
+    retired: BTreeSet<usize>,
 }
 
 /// A free loopback port for a node to listen on, chosen below Linux's ephemeral range
@@ -161,7 +163,8 @@ impl Cluster {
             .timeout_connect(Duration::from_millis(500))
             .timeout(Duration::from_secs(10))
             .build();
-        let mut cluster = Cluster { nodes, proxies, options, agent, cluster_id, secret };
+        let retired = BTreeSet::new();
+        let mut cluster = Cluster { nodes, proxies, options, agent, cluster_id, secret, retired };
         for i in 0..n {
             cluster.restart(i)?;
         }
@@ -348,6 +351,12 @@ impl Cluster {
         !node.paused && node.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// True if node `i`'s peer links go through proxies (the nodes the cluster started with; a
+    /// node added with [`Cluster::add_joining_node`] is reached directly).
+    pub fn is_proxied(&self, i: usize) -> bool {
+        self.proxies.keys().any(|&(a, b)| a == i || b == i)
+    }
+
     /// Sets one directed link.
     pub fn set_link(&self, from: usize, to: usize, mode: LinkMode) {
         if let Some(p) = self.proxies.get(&(from, to)) {
@@ -365,11 +374,13 @@ impl Cluster {
         }
     }
 
-    /// Splits into groups: links between groups get `mode`, inside a group pass.
+    /// Splits into groups: links between groups get `mode`; links inside a group, and links of
+    /// a node in no group (a retired one, say), pass.
     pub fn partition(&self, groups: &[Vec<usize>], mode: LinkMode) {
+        let group_of = |i: usize| groups.iter().position(|g| g.contains(&i));
         for (&(i, j), p) in &self.proxies {
-            let same = groups.iter().any(|g| g.contains(&i) && g.contains(&j));
-            p.set_mode(if same { LinkMode::Pass } else { mode });
+            let cut = matches!((group_of(i), group_of(j)), (Some(a), Some(b)) if a != b);
+            p.set_mode(if cut { mode } else { LinkMode::Pass });
         }
     }
 
@@ -418,9 +429,21 @@ impl Cluster {
         None
     }
 
-    /// All node indexes.
+    /// Every node index except the retired ones: the nodes a test still counts as the cluster's.
     pub fn all(&self) -> Vec<usize> {
-        (0..self.nodes.len()).collect()
+        (0..self.nodes.len()).filter(|i| !self.retired.contains(i)).collect()
+    }
+
+    /// Takes node `i` out of the cluster for good, as far as this harness is concerned: it is
+    /// left out of [`Cluster::all`] from now on (so nothing that heals or restarts "every node"
+    /// brings it back). Its process is left as it is: stop it with [`Cluster::kill`].
+    pub fn retire(&mut self, i: usize) {
+        self.retired.insert(i);
+    }
+
+    /// True if node `i` was retired.
+    pub fn is_retired(&self, i: usize) -> bool {
+        self.retired.contains(&i)
     }
 }
 

@@ -1,0 +1,231 @@
+//! The `membership` fault: one configuration change per injection, as an operator makes them,
+//! while the other faults and the clients go on (thesis chapter 4, issue 10's operator stories).
+//!
+//! One of, chosen by the seeded RNG among those the current configuration allows (the voters
+//! stay between 3 and [`Nemesis::max_voters`]):
+//! - **add**: start a new node with `--join`, add it as a learner, wait until it has caught up,
+//!   promote it (`Client::add_and_promote`);
+//! - **remove**: remove a voter, the leader half the time; the removed process keeps running
+//!   through one more fault (it must not disrupt the cluster, §4.2.3), then is stopped for good;
+//! - **replace**: `kill -9` a voter, wipe its data dir, add a fresh node as a learner, promote it,
+//!   remove the dead one (a dead disk, replaced);
+//! - **transfer**: hand the leadership to a random voter (or the most up-to-date one).
+//!
+//! Refusals (409 one change at a time, 412 strict check or not caught up, 503 no leader) are
+//! legitimate answers under faults: they go into the timeline, not the failures. What must hold
+//! is checked as for every other fault: linearizability, one leader per term, a write after every
+//! heal, convergence of every member at the end.
+
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+use super::nemesis::Nemesis;
+use crate::client::Client;
+use crate::error::Error;
+
+/// How long one step of a change may take (the client retries 503s meanwhile).
+const STEP: Duration = Duration::from_secs(15);
+
+impl Nemesis<'_> {
+    /// Injects one membership change.
+    pub(super) fn membership(&mut self) {
+        if self.addresses.is_none() {
+            self.note("membership change skipped: the run keeps no address lists");
+            return;
+        }
+        let voters = self.voters();
+        if self.remove_dead_voters() {
+            return;
+        }
+        let n = voters.len();
+        let mut choices = vec!["transfer", "replace"];
+        if n < self.max_voters {
+            choices.push("add");
+        }
+        if n > 3 {
+            choices.push("remove");
+        }
+        match choices[self.rng.gen_range(0..choices.len())] {
+            "add" => {
+                self.add_member();
+            }
+            "remove" => self.remove_voter(&voters),
+            "replace" => self.replace_voter(&voters),
+            _ => self.transfer(&voters),
+        }
+    }
+
+    /// A voter killed for a replacement whose removal was refused stays in the configuration
+    /// (its disk is gone: it must never come back). Removes such voters first; true if there
+    /// were any.
+    fn remove_dead_voters(&mut self) -> bool {
+        let dead: Vec<usize> = (0..self.cluster.nodes.len())
+            .filter(|&i| self.cluster.is_retired(i) && !self.lingering.iter().any(|(l, _)| *l == i))
+            .filter(|&i| self.is_voter_id(&self.cluster.nodes[i].id))
+            .collect();
+        for &i in &dead {
+            let id = self.cluster.nodes[i].id.clone();
+            match self.remove(&id) {
+                Ok(()) => self.note(format!("membership: the dead {id} removed at last")),
+                Err(e) => {
+                    self.note(format!("membership: removing the dead {id} refused again: {e}"))
+                }
+            }
+        }
+        !dead.is_empty()
+    }
+
+    /// True if the leader's (or a member's) configuration has `id` as a voter.
+    fn is_voter_id(&self, id: &str) -> bool {
+        let who = self.leader().or_else(|| self.cluster.all().first().copied());
+        who.and_then(|i| self.cluster.node_status(i)).is_some_and(|s| s.voters.contains_key(id))
+    }
+
+    /// The voters of the configuration in force, as the leader (or any member) reports them,
+    /// as node indexes.
+    fn voters(&self) -> Vec<usize> {
+        let who = self.leader().or_else(|| self.cluster.all().first().copied());
+        let Some(status) = who.and_then(|i| self.cluster.node_status(i)) else {
+            return self.cluster.all();
+        };
+        self.cluster
+            .all()
+            .into_iter()
+            .filter(|&i| status.voters.contains_key(&self.cluster.nodes[i].id))
+            .collect()
+    }
+
+    /// A client of the current members.
+    fn admin(&self) -> Client {
+        let servers: Vec<String> =
+            self.cluster.all().iter().map(|&i| self.cluster.nodes[i].addr.clone()).collect();
+        Client::builder(servers)
+            .request_timeout(Duration::from_secs(5))
+            .retry_deadline(STEP)
+            .build()
+    }
+
+    /// Starts a joining node and adds it (learner, caught up, promoted). Returns its index if it
+    /// became a member (a learner whose promotion was refused counts); a node that never got
+    /// into the configuration is stopped and retired.
+    fn add_member(&mut self) -> Option<usize> {
+        let i = match self.cluster.add_joining_node() {
+            Ok(i) => i,
+            Err(e) => {
+                self.note(format!("membership: cannot start a new node: {e}"));
+                return None;
+            }
+        };
+        let (id, addr) = (self.cluster.nodes[i].id.clone(), self.cluster.nodes[i].addr.clone());
+        if let Some(a) = self.addresses {
+            a.add_node(&addr);
+        }
+        let result = self.admin().add_and_promote(&id, &addr, STEP);
+        let member = self.is_member(&id);
+        match (&result, member) {
+            (Ok(_), _) => self.note(format!("membership: {id} added, caught up and promoted")),
+            (Err(e), true) => self.note(format!("membership: {id} added, not promoted: {e}")),
+            (Err(e), false) => self.note(format!("membership: adding {id} refused: {e}")),
+        }
+        if !member {
+            self.cluster.kill(i);
+            self.cluster.retire(i);
+            self.retired_at.push((i, self.clock.now()));
+            return None;
+        }
+        if let Some(a) = self.addresses {
+            a.add_client_target(&addr);
+        }
+        Some(i)
+    }
+
+    /// True if some member's configuration (the leader's, preferably) contains `id`.
+    fn is_member(&self, id: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let who = self.leader().or_else(|| self.cluster.all().first().copied());
+            if let Some(s) = who.and_then(|i| self.cluster.node_status(i)) {
+                return s.voters.contains_key(id) || s.learners.contains_key(id);
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Removes a voter (the leader half the time); the process lingers through one more fault.
+    fn remove_voter(&mut self, voters: &[usize]) {
+        let target = match self.leader().filter(|_| self.rng.gen_bool(0.5)) {
+            Some(l) => l,
+            None => voters[self.rng.gen_range(0..voters.len())],
+        };
+        let id = self.cluster.nodes[target].id.clone();
+        let led = self.leader() == Some(target);
+        match self.remove(&id) {
+            Ok(()) => {
+                self.note(format!(
+                    "membership: {id}{} removed; it keeps running for now",
+                    if led { " (the leader)" } else { "" }
+                ));
+                self.cluster.retire(target);
+                self.retired_at.push((target, self.clock.now()));
+                self.lingering.push((target, 0));
+            }
+            Err(e) => self.note(format!("membership: removing {id} refused: {e}")),
+        }
+    }
+
+    /// `DELETE /cluster/members/{id}`, retried while another change is in progress.
+    fn remove(&self, id: &str) -> Result<(), Error> {
+        let deadline = Instant::now() + STEP;
+        loop {
+            match self.admin().remove_member(id, false) {
+                Ok(_) => return Ok(()),
+                Err(Error::Conflict(_)) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Kills a voter, wipes its disk, adds a fresh node in its place and removes the dead one.
+    fn replace_voter(&mut self, voters: &[usize]) {
+        let dead = voters[self.rng.gen_range(0..voters.len())];
+        let id = self.cluster.nodes[dead].id.clone();
+        self.cluster.kill(dead);
+        let _ = std::fs::remove_dir_all(self.cluster.data_dir(dead));
+        self.cluster.retire(dead);
+        self.retired_at.push((dead, self.clock.now()));
+        if let Some(a) = self.addresses {
+            a.drop_client_target(&self.cluster.nodes[dead].addr);
+        }
+        self.note(format!("membership: replace {id}: kill -9 and wipe its data dir"));
+        let new = self.add_member();
+        match self.remove(&id) {
+            Ok(()) => self.note(format!(
+                "membership: the dead {id} removed{}",
+                new.map_or(String::new(), |i| format!(", {} in its place", self.name(i)))
+            )),
+            Err(e) => self.note(format!("membership: removing the dead {id} refused: {e}")),
+        }
+    }
+
+    /// Hands the leadership to a random voter, or lets the leader pick.
+    fn transfer(&mut self, voters: &[usize]) {
+        let to = if self.rng.gen_bool(0.5) {
+            Some(self.cluster.nodes[voters[self.rng.gen_range(0..voters.len())]].id.clone())
+        } else {
+            None
+        };
+        match self.admin().transfer_leader(to.as_deref()) {
+            Ok(t) => self.note(format!("membership: leadership transferred to {}", t.leader)),
+            Err(e) => self.note(format!(
+                "membership: transfer to {} refused: {e}",
+                to.as_deref().unwrap_or("the most up-to-date voter")
+            )),
+        }
+    }
+}
