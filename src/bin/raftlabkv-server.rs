@@ -105,6 +105,11 @@ struct Args {
     /// See README "When a quorum is lost for good".
     #[arg(long)]
     force_new_cluster: bool,
+    /// The fault lab, for learning and demos only: `POST /debug/fault` (and the dashboard's
+    /// buttons) may then cut this node's links, drop or delay its messages, pause its Raft or
+    /// slow its disk. Anyone who can reach --addr can do so: never on a cluster that matters.
+    #[arg(long)]
+    enable_fault_injection: bool,
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, default_value = "info")]
     log_level: log::LevelFilter,
@@ -201,6 +206,14 @@ fn run(args: Args) -> Result<(), String> {
             return Err("--force-new-cluster and --join exclude each other".into());
         }
         config.force_new_cluster = true;
+    }
+    if args.enable_fault_injection {
+        log::warn!(
+            "{id}: --enable-fault-injection: anyone who can reach {} can cut, slow or pause this \
+             node through POST /debug/fault. For learning and demos only.",
+            args.addr
+        );
+        config.fault_injection = true;
     }
     if let Some(path) = &args.peer_secret_file {
         config.peer_secret = Some(PeerSecret::from_file(path).map_err(|e| e.to_string())?);

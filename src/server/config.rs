@@ -58,6 +58,9 @@ pub struct ServerConfig {
     /// Disaster recovery (`--force-new-cluster`): at start, make this node the only voter of a
     /// new cluster, from its data (see `raft::node::recovery`).
     pub force_new_cluster: bool,
+    /// The fault lab (`--enable-fault-injection`): `POST /debug/fault` may cut, slow or pause this
+    /// node ([`super::faults`]).
+    pub fault_injection: bool,
 }
 
 impl ServerConfig {
@@ -74,6 +77,7 @@ impl ServerConfig {
             cluster_id: cluster_id_for(&members),
             peer_secret: None,
             force_new_cluster: false,
+            fault_injection: false,
             id,
             addr,
             peers,

@@ -23,6 +23,7 @@ use serde::Serialize;
 use tiny_http::{Header, Method, Request, Response};
 
 use super::auth::PendingCheck;
+use super::debug;
 use super::health;
 use super::members;
 use super::node::{Node, spawn};
@@ -46,6 +47,10 @@ struct Reply {
 }
 
 const JSON: &str = "application/json";
+
+/// The dashboard (`GET /dashboard`): one page of plain HTML, CSS and JavaScript, embedded in the
+/// binary; it reads every member's `/debug/raft` itself.
+const DASHBOARD: &str = include_str!("dashboard.html");
 
 impl Reply {
     fn json(status: u16, value: &impl Serialize) -> Reply {
@@ -134,6 +139,19 @@ fn handle(node: &Node, mut request: Request) {
     if let Some(h) = content_type {
         response = response.with_header(h);
     }
+    // The dashboard served by one node reads (and, with the fault lab, posts to) every other.
+    let url = request.url();
+    if url.starts_with("/debug/") || url.starts_with("/status") {
+        for (name, value) in [
+            ("Access-Control-Allow-Origin", "*"),
+            ("Access-Control-Allow-Methods", "GET, POST, OPTIONS"),
+            ("Access-Control-Allow-Headers", "Content-Type"),
+        ] {
+            if let Ok(h) = Header::from_bytes(name, value) {
+                response = response.with_header(h);
+            }
+        }
+    }
     if let Err(e) = request.respond(response) {
         log::debug!("could not send a response: {e}");
     }
@@ -163,6 +181,9 @@ fn route_pattern(url: &str) -> &'static str {
         "/livez",
         "/readyz",
         "/health",
+        "/dashboard",
+        "/debug/raft",
+        "/debug/fault",
         "/cluster/members",
         "/cluster/leader",
         "/raft/requestVote",
@@ -287,6 +308,22 @@ fn client_route(
                 let (status, body) = health::health(&health_checks(node));
                 Reply::json(status, &body)
             }),
+            "/debug/raft" => only(&method, Method::Get).and_then(|_| {
+                let tail = debug::parse_tail(query)?;
+                Ok(Reply::json(200, &debug::raft_state(node, tail)?))
+            }),
+            "/debug/fault" => match method {
+                Method::Get => Ok(Reply::json(200, &debug::faults(node)?)),
+                Method::Post => {
+                    let body = read_body(request, 4096)?;
+                    Ok(Reply::json(200, &debug::inject(node, &body)?))
+                }
+                // A CORS preflight: the dashboard of one node posts faults to the others.
+                Method::Options => Ok(Reply::text(204, String::new(), TEXT)),
+                _ => Err(Error::MethodNotAllowed("use GET or POST for /debug/fault".into())),
+            },
+            "/dashboard" | "/dashboard/" => only(&method, Method::Get)
+                .map(|_| Reply::text(200, DASHBOARD.into(), "text/html; charset=utf-8")),
             _ => Err(Error::NotFound(format!("no route {path}"))),
         }
     }

@@ -32,6 +32,9 @@ pub fn ticker(node: &Node) {
         if Instant::now() > next + tick * 10 {
             next = Instant::now() + tick;
         }
+        if node.faults.paused() {
+            continue; // the fault lab's pause: logical time stands still
+        }
         // The core counts leader changes (on any input); stamped here, within a tick.
         let ticked = node.with_raft(|raft| {
             let out = raft.tick()?;

@@ -28,6 +28,8 @@
 
 pub mod auth;
 pub mod config;
+pub mod debug;
+pub mod faults;
 pub mod health;
 pub mod http;
 pub mod loops;

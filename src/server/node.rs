@@ -29,6 +29,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::auth::PeerAuth;
 use super::config::ServerConfig;
+use super::faults::Faults;
 use super::metrics::{self, Metrics};
 use super::pending::Pending;
 use crate::api::{MemberInfo, MembersReply, Status, TransferReply};
@@ -138,6 +139,8 @@ pub struct Node {
     started: Instant,
     /// What the node measures about itself (`/status`, `/metrics`), without the Raft lock.
     pub(super) metrics: Arc<Metrics>,
+    /// The fault lab (inert unless `--enable-fault-injection`).
+    pub(super) faults: Arc<super::faults::Faults>,
     /// The data directory (None in memory), for its disk use.
     data_dir: Option<std::path::PathBuf>,
 }
@@ -173,7 +176,9 @@ impl Node {
     pub fn new(mut config: ServerConfig, storage: NodeStorage) -> Result<(Node, Queues)> {
         let NodeStorage { log, syncer, snapshots, report: _, dir: data_dir } = storage;
         let metrics = Metrics::new();
-        syncer.set_observer(metrics.clone());
+        let faults = Arc::new(Faults::new(config.fault_injection));
+        let hooks = SyncHooks { metrics: metrics.clone(), faults: faults.clone() };
+        syncer.set_observer(Arc::new(hooks));
         let mut raft = RaftNode::new(config.raft_config(), log)?;
         let snapshots = snapshots.map(Arc::new);
         let snapshot = raft.storage().snapshot();
@@ -205,6 +210,7 @@ impl Node {
         let (apply_tx, apply) = unbounded();
         let (sync_tx, sync) = unbounded();
         let node = Node {
+            faults,
             auth: config.peer_auth(),
             raft: Mutex::new(raft),
             kv: RwLock::new(kv),
@@ -694,6 +700,26 @@ pub(super) fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<J
         .name(name.clone())
         .spawn(f)
         .map_err(|e| Error::Internal(format!("cannot start thread {name}: {e}")))
+}
+
+/// What the node's syncer calls around each fsync: metrics after, the fault lab's slow disk
+/// before.
+struct SyncHooks {
+    metrics: Arc<Metrics>,
+    faults: Arc<Faults>,
+}
+
+impl crate::storage::SyncObserver for SyncHooks {
+    fn fsynced(&self, took: std::time::Duration, records: u64) {
+        self.metrics.fsynced(took, records);
+    }
+
+    fn before_fsync(&self) {
+        let delay = self.faults.fsync_delay();
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+    }
 }
 
 /// `--force-new-cluster`: makes `raft` the only voter of a new cluster (a fresh random cluster

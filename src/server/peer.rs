@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
+use super::faults::Outgoing;
 use super::node::Node;
 use super::snapshot;
 use super::transport::{RpcHandler, Transport};
@@ -61,8 +62,15 @@ pub fn replicate(node: &Node, id: &NodeId, rx: &Receiver<Envelope>, transport: &
         let Some(addr) = node.addr_of(id) else { continue };
         let addr = addr.as_str();
         node.rpcs_sent.fetch_add(1, Ordering::Relaxed);
+        let fault = node.faults.outgoing(id);
+        if let Outgoing::Delay(d) = fault {
+            std::thread::sleep(d);
+        }
         let sent_at = Instant::now();
         let result = match &env.message {
+            _ if fault == Outgoing::Fail => {
+                Err(Error::Unavailable(format!("fault lab: the link to {id} is cut")))
+            }
             Message::InstallSnapshot(m) => {
                 log::debug!("peer thread for {id} takes InstallSnapshot {}", m.last_included_index);
                 let meta =
@@ -121,6 +129,7 @@ impl RpcHandler for Node {
         if envelope.message.is_response() {
             return Err(Error::BadRequest("expected a request, got a response".into()));
         }
+        self.faults.check_incoming(&envelope.from)?;
         self.rpcs_received.fetch_add(1, Ordering::Relaxed);
         if let Message::InstallSnapshot(m) = &envelope.message {
             // The snapshot's bytes came in chunks; they must be complete and intact before the
@@ -155,6 +164,7 @@ impl RpcHandler for Node {
     }
 
     fn handle_snapshot_chunk(&self, chunk: &SnapshotChunk) -> Result<u64> {
+        self.faults.check_incoming(chunk.from)?;
         snapshot::receive_chunk(self, chunk)
     }
 }

@@ -116,6 +116,10 @@ pub trait SyncObserver: Send + Sync {
     /// An fsync took `took` and made `records` more WAL records durable (log entries, and the
     /// occasional term-and-vote record).
     fn fsynced(&self, took: Duration, records: u64);
+
+    /// Called just before each fsync, inside the time [`SyncObserver::fsynced`] reports (the
+    /// fault lab's slow disk sleeps here).
+    fn before_fsync(&self) {}
 }
 
 /// A syncer for storage that is durable as soon as a call returns (memory, or fsync disabled).

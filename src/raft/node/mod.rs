@@ -296,6 +296,13 @@ impl RaftNode {
         Ok(())
     }
 
+    /// The election timer, in ticks: how long since this node last heard from a leader (or
+    /// started its campaign), and the randomized timeout it campaigns at (thesis §3.4). A
+    /// leader's own timer does not run.
+    pub fn election_timer(&self) -> (u64, u64) {
+        (self.election_elapsed, self.election_timeout)
+    }
+
     /// The index of the configuration in force (0 if none).
     pub fn config_index(&self) -> Index {
         self.configs.latest_index()

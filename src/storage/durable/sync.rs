@@ -239,6 +239,9 @@ impl Syncer for SyncState {
         }
         let file = Arc::clone(&self.active.lock());
         let started = Instant::now();
+        if let Some(observer) = self.observer.get() {
+            observer.before_fsync();
+        }
         if let Err(e) = file.sync_data() {
             let error = Error::Storage(format!("fsync of the active WAL segment failed: {e}"));
             self.fail(&error);
