@@ -3,7 +3,7 @@
 //! and each fault doing what it says — an isolated leader is replaced and steps down once healed,
 //! a paused leader is replaced, slow disks and lossy links still commit. Polls with deadlines.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use raftlabkv::testkit::{Cluster, ClusterOptions};
 use serde_json::{Value, json};
@@ -26,17 +26,8 @@ fn cluster(name: &str, lab: bool) -> Cluster {
     c
 }
 
-fn eventually<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn eventually<T>(within: Duration, f: impl FnMut() -> Option<T>) -> Option<T> {
+    raftlabkv::testkit::poll_every(Duration::from_millis(20), within, f)
 }
 
 fn fault(c: &Cluster, i: usize, body: Value) -> raftlabkv::testkit::Answer {

@@ -1,41 +1,16 @@
 //! Real binaries: membership changes and leadership transfer over HTTP (`/cluster/*`), on a
 //! 3-node cluster with data dirs and a peer secret. Polls with deadlines; no fixed sleeps decide.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
-use raftlabkv::client::Client;
 use raftlabkv::error::Error;
-use raftlabkv::testkit::{Cluster, ClusterOptions};
+
 use serde_json::json;
+use support::members::{client, cluster, leader};
 
 const POLL: Duration = Duration::from_millis(20);
-
-fn cluster(name: &str) -> Cluster {
-    let work_dir =
-        std::env::temp_dir().join(format!("raftlabkv-test-members-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work_dir);
-    Cluster::start(ClusterOptions {
-        nodes: 3,
-        server_bin: env!("CARGO_BIN_EXE_raftlabkv-server").into(),
-        work_dir,
-        data_dirs: true,
-        extra_args: vec![],
-        peer_secret: true,
-    })
-    .expect("start cluster")
-}
-
-fn client(c: &Cluster, nodes: &[usize]) -> Client {
-    let servers = nodes.iter().map(|&i| c.nodes[i].addr.clone()).collect();
-    Client::builder(servers)
-        .request_timeout(Duration::from_secs(5))
-        .retry_deadline(Duration::from_secs(15))
-        .build()
-}
-
-fn leader(c: &Cluster, among: &[usize]) -> usize {
-    c.wait_leader(among, Duration::from_secs(10)).expect("a leader within 10 s")
-}
 
 /// Polls `cond` every 20 ms for up to `within`.
 fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
@@ -100,6 +75,18 @@ fn replace_a_dead_member() {
         c.node_status(n4).is_some_and(|s| s.member_state == "learner" && s.last_applied >= 50)
     });
     assert!(caught_up, "node4 never caught up: {:?}", c.node_status(n4));
+    // Promote once the leader's own view says caught up (its rule: close to the commit index and
+    // heard from within an election timeout); on a loaded machine that can take a moment longer.
+    let leader_sees_it = eventually(Duration::from_secs(20), || {
+        cl.members().ok().is_some_and(|m| {
+            m.members.iter().any(|m| {
+                m.id == "node4"
+                    && m.match_index.is_some_and(|i| i >= 50)
+                    && m.last_contact_ms.is_some_and(|ms| ms < 100)
+            })
+        })
+    });
+    assert!(leader_sees_it, "the leader never saw node4 caught up: {:?}", cl.members());
     cl.promote_member("node4", false).expect("promote");
     cl.remove_member("node3", false).expect("remove the dead member");
     let members = cl.members().expect("members");

@@ -3,6 +3,8 @@
 //! while clients write. Every acknowledged write is checked on every node at the end. Polls
 //! with deadlines; no fixed sleep decides anything, and nothing is asserted about timing.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,38 +13,12 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use raftlabkv::api::MembersReply;
-use raftlabkv::client::Client;
 use raftlabkv::error::Error;
-use raftlabkv::testkit::{Cluster, ClusterOptions, poll_every};
+use raftlabkv::testkit::{Cluster, poll_every};
+
+use support::members::{client, cluster, leader};
 
 const POLL: Duration = Duration::from_millis(20);
-
-fn cluster(name: &str) -> Cluster {
-    let work_dir =
-        std::env::temp_dir().join(format!("raftlabkv-test-mload-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work_dir);
-    Cluster::start(ClusterOptions {
-        nodes: 3,
-        server_bin: env!("CARGO_BIN_EXE_raftlabkv-server").into(),
-        work_dir,
-        data_dirs: true,
-        extra_args: vec![],
-        peer_secret: true,
-    })
-    .expect("start cluster")
-}
-
-fn client(c: &Cluster, nodes: &[usize]) -> Client {
-    let servers = nodes.iter().map(|&i| c.nodes[i].addr.clone()).collect();
-    Client::builder(servers)
-        .request_timeout(Duration::from_secs(5))
-        .retry_deadline(Duration::from_secs(15))
-        .build()
-}
-
-fn leader(c: &Cluster, among: &[usize]) -> usize {
-    c.wait_leader(among, Duration::from_secs(15)).expect("a leader within 15 s")
-}
 
 /// What the load's clients saw.
 #[derive(Default)]

@@ -4,4 +4,5 @@
 #![allow(dead_code)]
 
 pub mod history;
+pub mod members;
 pub mod webdriver;
