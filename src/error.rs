@@ -11,6 +11,7 @@
 //! | `NotFound` | 404 | the key (or route) does not exist |
 //! | `MethodNotAllowed` | 405 | wrong HTTP method for the route |
 //! | `Conflict` | 409 | the request conflicts with one in progress (a membership change not yet committed, a leadership transfer under way): retry once it is done |
+//! | `TooManyRequests` | 429 | too many at once (more than 16 viewers of `/debug/events`): retry later |
 //! | `TooLarge` | 413 | key, value or body over the configured limit |
 //! | `PreconditionFailed` | 412 | a condition the request depends on does not hold (the strict membership check, a learner not caught up); the message says which |
 //! | `NotLeader` | 503 | **not applied and will not be**: this node does not lead; the body names the leader (`"leader": {"id", "addr"}`) when known |
@@ -53,6 +54,8 @@ pub enum Error {
     MethodNotAllowed(String),
     /// A key, value or request body over its limit.
     TooLarge(String),
+    /// Too many of something at once (viewers of `/debug/events`): try again later.
+    TooManyRequests(String),
     /// The request conflicts with one in progress (a configuration change not yet committed).
     Conflict(String),
     /// A condition the request depends on does not hold (a learner that has not caught up, a
@@ -89,6 +92,7 @@ impl Error {
             Error::MethodNotAllowed(_) => "method_not_allowed",
             Error::TooLarge(_) => "too_large",
             Error::Conflict(_) => "conflict",
+            Error::TooManyRequests(_) => "too_many_requests",
             Error::PreconditionFailed(_) => "precondition_failed",
             Error::NotLeader { .. } => "not_leader",
             Error::Unavailable(_) => "unavailable",
@@ -109,6 +113,7 @@ impl Error {
             Error::MethodNotAllowed(_) => 405,
             Error::TooLarge(_) => 413,
             Error::Conflict(_) => 409,
+            Error::TooManyRequests(_) => 429,
             Error::PreconditionFailed(_) => 412,
             Error::NotLeader { .. } | Error::Unavailable(_) => 503,
             Error::OutcomeUnknown(_) => 504,
@@ -128,6 +133,7 @@ impl Error {
             | Error::MethodNotAllowed(m)
             | Error::TooLarge(m)
             | Error::Conflict(m)
+            | Error::TooManyRequests(m)
             | Error::PreconditionFailed(m)
             | Error::Unavailable(m)
             | Error::OutcomeUnknown(m)
@@ -149,6 +155,7 @@ impl Error {
             409 => Error::Conflict(message),
             412 => Error::PreconditionFailed(message),
             413 => Error::TooLarge(message),
+            429 => Error::TooManyRequests(message),
             503 => Error::Unavailable(message),
             504 => Error::OutcomeUnknown(message),
             _ => Error::Internal(format!("HTTP {status}: {message}")),
@@ -199,6 +206,7 @@ mod tests {
             Error::MethodNotAllowed("c".into()),
             Error::TooLarge("d".into()),
             Error::Conflict("g".into()),
+            Error::TooManyRequests("t".into()),
             Error::PreconditionFailed("h".into()),
             Error::Unavailable("e".into()),
             Error::OutcomeUnknown("f".into()),

@@ -161,5 +161,6 @@ pub fn inject(node: &Node, body: &[u8]) -> Result<Value> {
     };
     let view = node.faults.apply(req, &peers)?;
     log::warn!("{}: fault lab: faults now {}", node.config.id, serde_json::json!(view));
+    node.feed.fault(&view);
     serde_json::to_value(view).map_err(|e| Error::Internal(format!("cannot encode: {e}")))
 }

@@ -24,6 +24,7 @@ use tiny_http::{Header, Method, Request, Response};
 
 use super::auth::PendingCheck;
 use super::debug;
+use super::events;
 use super::health;
 use super::members;
 use super::node::{Node, spawn};
@@ -129,9 +130,53 @@ fn serve(node: &Node, http: &tiny_http::Server, activity: &Activity) {
     }
 }
 
-fn handle(node: &Node, mut request: Request) {
+fn handle(node: &Node, request: Request) {
     let started = Instant::now();
+    let mut request = match watch_events(node, request) {
+        Watch::Streaming => {
+            node.metrics.events.http("/debug/events", 200, started.elapsed());
+            return;
+        }
+        Watch::Refused(request, e) => return respond(node, request, Reply::error(&e), started),
+        Watch::Other(request) => request,
+    };
     let reply = route(node, &mut request);
+    respond(node, request, reply, started);
+}
+
+/// What [`watch_events`] did with a request.
+enum Watch {
+    /// An events stream: its own thread owns the connection now.
+    Streaming,
+    /// An events stream that cannot be served (429: too many viewers).
+    Refused(Request, Error),
+    /// Not a `GET /debug/events`.
+    Other(Request),
+}
+
+/// `GET /debug/events`: hands the connection to a thread of its own (an SSE stream must not
+/// hold an HTTP worker), after the `hello` event is taken from the core.
+fn watch_events(node: &Node, request: Request) -> Watch {
+    let path = request.url().split_once('?').map_or(request.url(), |(p, _)| p);
+    if path != "/debug/events" || *request.method() != Method::Get {
+        return Watch::Other(request);
+    }
+    let viewer = match node.feed.subscribe() {
+        Ok(v) => v,
+        Err(e) => return Watch::Refused(request, e),
+    };
+    let hello = events::hello(&node.raft.lock());
+    let out = request.into_writer();
+    let spawned = std::thread::Builder::new()
+        .name("events-viewer".into())
+        .spawn(move || viewer.stream(out, &hello));
+    if let Err(e) = spawned {
+        log::warn!("cannot start a thread for an events viewer: {e}");
+    }
+    Watch::Streaming
+}
+
+fn respond(node: &Node, request: Request, reply: Reply, started: Instant) {
     let pattern = route_pattern(request.url());
     node.metrics.events.http(pattern, reply.status, started.elapsed());
     let content_type = Header::from_bytes("Content-Type", reply.content_type).ok();
@@ -184,6 +229,7 @@ fn route_pattern(url: &str) -> &'static str {
         "/dashboard",
         "/debug/raft",
         "/debug/fault",
+        "/debug/events",
         "/cluster/members",
         "/cluster/leader",
         "/raft/requestVote",
@@ -322,6 +368,8 @@ fn client_route(
                 Method::Options => Ok(Reply::text(204, String::new(), TEXT)),
                 _ => Err(Error::MethodNotAllowed("use GET or POST for /debug/fault".into())),
             },
+            // GET is streamed before routing (`watch_events`).
+            "/debug/events" => Err(Error::MethodNotAllowed("use GET for /debug/events".into())),
             "/dashboard" | "/dashboard/" => only(&method, Method::Get)
                 .map(|_| Reply::text(200, DASHBOARD.into(), "text/html; charset=utf-8")),
             _ => Err(Error::NotFound(format!("no route {path}"))),

@@ -29,6 +29,7 @@
 pub mod auth;
 pub mod config;
 pub mod debug;
+pub mod events;
 pub mod faults;
 pub mod health;
 pub mod http;
@@ -137,6 +138,7 @@ impl Server {
 
     fn stop_threads(&mut self) {
         self.node.shutdown.store(true, Ordering::SeqCst);
+        self.node.feed.close();
         if let Some(http) = &self.http {
             http.unblock(self.node.config.http_threads);
         }

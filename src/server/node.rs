@@ -29,6 +29,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::auth::PeerAuth;
 use super::config::ServerConfig;
+use super::events::EventFeed;
 use super::faults::Faults;
 use super::metrics::{self, Metrics};
 use super::pending::Pending;
@@ -141,6 +142,8 @@ pub struct Node {
     pub(super) metrics: Arc<Metrics>,
     /// The fault lab (inert unless `--enable-fault-injection`).
     pub(super) faults: Arc<super::faults::Faults>,
+    /// `GET /debug/events`: what happens, for the dashboard (one atomic load when unwatched).
+    pub(super) feed: Arc<EventFeed>,
     /// The data directory (None in memory), for its disk use.
     data_dir: Option<std::path::PathBuf>,
 }
@@ -211,6 +214,7 @@ impl Node {
         let (sync_tx, sync) = unbounded();
         let node = Node {
             faults,
+            feed: Arc::new(EventFeed::new()),
             auth: config.peer_auth(),
             raft: Mutex::new(raft),
             kv: RwLock::new(kv),
@@ -299,6 +303,7 @@ impl Node {
     /// blocks. Returns the rest of the output for `Node::queue_sync` after unlocking.
     pub(super) fn route(&self, raft: &mut RaftNode, mut out: Output) -> Output {
         self.follow_membership(raft);
+        self.feed.observe(raft);
         for env in out.messages.drain(..) {
             let carries_entries =
                 matches!(&env.message, Message::AppendEntries(a) if !a.entries.is_empty());

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
+use super::events::Dir;
 use super::faults::Outgoing;
 use super::node::Node;
 use super::snapshot;
@@ -80,6 +81,11 @@ pub fn replicate(node: &Node, id: &NodeId, rx: &Receiver<Envelope>, transport: &
             _ => transport.call(addr, &env),
         };
         let append = matches!(env.message, Message::AppendEntries(_));
+        let heartbeat = matches!(&env.message, Message::AppendEntries(a) if a.entries.is_empty());
+        node.feed.message(Dir::Send, &env, false, result.is_ok());
+        if let Ok(Some(reply)) = &result {
+            node.feed.message(Dir::Recv, reply, heartbeat, true);
+        }
         match result {
             Ok(None) => log::debug!("{id} did not answer {:?}", env.message),
             Ok(Some(reply)) => {
@@ -131,6 +137,9 @@ impl RpcHandler for Node {
         }
         self.faults.check_incoming(&envelope.from)?;
         self.rpcs_received.fetch_add(1, Ordering::Relaxed);
+        let heartbeat =
+            matches!(&envelope.message, Message::AppendEntries(a) if a.entries.is_empty());
+        self.feed.message(Dir::Recv, &envelope, false, true);
         if let Message::InstallSnapshot(m) = &envelope.message {
             // The snapshot's bytes came in chunks; they must be complete and intact before the
             // core may act on them.
@@ -159,6 +168,9 @@ impl RpcHandler for Node {
         // Concurrent handlers share fsyncs.
         if let Some(point) = sync {
             self.syncer.sync_through(point.write_seq).unwrap_or_else(|e| self.fatal(&e));
+        }
+        if let Some(r) = &reply {
+            self.feed.message(Dir::Send, r, heartbeat, true);
         }
         Ok(reply)
     }

@@ -73,6 +73,7 @@ pub(super) fn maybe_take(node: &Arc<Node>) {
             Ok((meta, t)) => {
                 state.last_index = state.last_index.max(meta.index);
                 me.metrics.events.snapshot_saved(started.elapsed());
+                me.feed.snapshot("taken", meta.index, None);
                 log::info!(
                     "snapshot at index {} ({keys} keys): state frozen in {pause:?} (writes \
                      paused), written in {:?} (encoded in {:?}, file written in {:?}, \
@@ -134,6 +135,7 @@ pub(super) fn restore(node: &Node, meta: SnapshotMeta) {
         Err(e) => node.fatal(&e),
     };
     node.metrics.events.snapshot_installed(started.elapsed());
+    node.feed.snapshot("installed", meta.index, None);
     *node.kv.write() = kv;
     {
         let mut state = node.snapshot_state.lock();
@@ -193,6 +195,7 @@ pub(super) fn send(
     );
     let answer = transport.call(addr, env)?;
     node.metrics.events.snapshot_sent_whole();
+    node.feed.snapshot("sent", meta.index, Some(&env.to));
     Ok(answer)
 }
 
@@ -228,6 +231,7 @@ pub(super) fn accept_file(node: &Node, meta: SnapshotMeta) -> Result<()> {
     }
     store.finish_receive(meta)?;
     node.metrics.events.snapshot_received_whole();
+    node.feed.snapshot("received", meta.index, None);
     Ok(())
 }
 

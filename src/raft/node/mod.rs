@@ -242,6 +242,11 @@ impl RaftNode {
         self.current_term
     }
 
+    /// Whom this node voted for in `current_term`.
+    pub fn voted_for(&self) -> Option<&NodeId> {
+        self.voted_for.as_ref()
+    }
+
     /// True when leading.
     pub fn is_leader(&self) -> bool {
         matches!(self.role, Role::Leader(_))
