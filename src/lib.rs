@@ -60,7 +60,7 @@
 //! | the on-disk format, crash recovery | `storage/wal/mod.rs`, `storage/durable/replay.rs` (the rules), `storage/durable/recovery.rs` (`open`) |
 //! | printing a data dir (`raftlabkv-server dump`) | `storage/dump.rs` |
 //! | HTTP routes, status codes, limits | `api.rs` (the route table), `server/http.rs`: `route`; `error.rs` (the status table) |
-//! | the dashboard (`/dashboard`), `/debug/raft`, the fault lab (`/debug/fault`, `--enable-fault-injection`) | `server/dashboard.html` (the page), `server/debug.rs`, `server/faults.rs` (hooks in `server/peer.rs`, `server/loops.rs`, the syncer's `SyncObserver::before_fsync`); `tests/dashboard.rs` (headless Chromium), `tests/debug.rs` |
+//! | the dashboard (`/dashboard`), `/debug/raft`, `/debug/events` (SSE), the fault lab (`/debug/fault`, `--enable-fault-injection`) | `server/dashboard.html` (the page), `server/debug.rs`, `server/events.rs` (the feed; published from `server/peer.rs`, `Node::route`, `server/snapshot.rs`), `server/faults.rs` (hooks in `server/peer.rs`, `server/loops.rs`, the syncer's `SyncObserver::before_fsync`); `tests/dashboard.rs` (headless Chromium), `tests/debug.rs`, `tests/events.rs` |
 //! | metrics (`/metrics`), what `/status` measures (fsync p99, leader changes, snapshot transfer bytes) | `server/metrics.rs`; hooks in `storage/durable/sync.rs` (`SyncObserver`), `server/peer.rs`, `server/transport.rs` (`Traffic`), `server/snapshot.rs`, `server/http.rs`; the core's event counts `raft::Counters`; `tests/observability.rs` |
 //! | health (`/livez`, `/readyz`, `/health`) | `server/health.rs`; routes in `server/http.rs` |
 //! | the JSON bodies on the wire, `/status`, key escaping in paths | `api.rs` |

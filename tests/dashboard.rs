@@ -69,6 +69,13 @@ fn the_dashboard_shows_the_cluster_and_survives_an_isolated_leader() {
     });
     let (leader, term) = first.split_once('@').expect("id@term");
     let term: u64 = term.parse().expect("a term");
+    // The live feed: heartbeats and their answers travel on the drawing.
+    let counts = "const c = window.messageCounts || {};
+        return arguments[0].every(k => (c[k] || 0) > 0) ? c : null;";
+    let seen = browser
+        .wait_for(Duration::from_secs(10), counts, json!([["Heartbeat", "AppendEntriesResponse"]]))
+        .expect("evaluate");
+    assert!(seen.is_object(), "no heartbeats on the page's feed: {seen:?}");
     shot("1-one-leader");
 
     // 2. A write from the page commits, and every node's row shows its commit index reach it.
@@ -99,6 +106,9 @@ fn the_dashboard_shows_the_cluster_and_survives_an_isolated_leader() {
         let answer = c.call(i, "GET", "/kv/get/dashboard%2Fkey?consistency=stale", None);
         assert_eq!(answer.body["value"], "hello ✓", "node {i}: {answer:?}");
     }
+    let appended =
+        browser.wait_for(Duration::from_secs(5), counts, json!([["AppendEntries"]])).expect("eval");
+    assert!(appended.is_object(), "the write's AppendEntries never showed: {appended:?}");
     shot("2-write-committed");
 
     // 3. Isolate the leader from the page: a new leader with a higher term appears.
@@ -120,6 +130,20 @@ fn the_dashboard_shows_the_cluster_and_survives_an_isolated_leader() {
         "no new leader on the page after isolating {leader}: {:?}",
         browser.eval(CARDS, json!([]))
     );
+    // The election shows: vote requests travel, the cut leader's messages are lost, and the
+    // timeline tells who voted for whom.
+    let election = browser
+        .wait_for(Duration::from_secs(5), counts, json!([["RequestVote", "lost"]]))
+        .expect("evaluate");
+    assert!(election.is_object(), "no vote requests or lost messages: {election:?}");
+    let votes = browser
+        .wait_for(
+            Duration::from_secs(5),
+            "return document.querySelectorAll('#timeline li[data-kind=vote]').length || null;",
+            json!([]),
+        )
+        .expect("evaluate");
+    assert!(votes.is_u64(), "no vote in the timeline");
     shot("3-new-leader");
 
     // 4. Heal everything: the old leader steps down; one leader, one term again.

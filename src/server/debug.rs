@@ -78,14 +78,15 @@ pub fn parse_tail(query: &str) -> Result<u64> {
 /// The `/debug/raft` answer.
 pub fn raft_state(node: &Node, tail: u64) -> Result<Value> {
     let tick_ms = u64::try_from(node.config.tick.as_millis()).unwrap_or(10).max(1);
-    let (s, timer, entries) = {
+    let (s, role, timer, entries) = {
         let raft = node.raft.lock();
         let s = raft.status();
+        let role = super::events::role_name(raft.role());
         let timer = raft.election_timer();
         let hi = s.last_log_index;
         let lo = hi.saturating_sub(tail - 1).max(s.first_log_index);
         let entries = if lo <= hi { raft.log().entries(lo, hi + 1, 1 << 20)? } else { Vec::new() };
-        (s, timer, entries)
+        (s, role, timer, entries)
     };
     let log: Vec<EntryView> = entries.iter().map(entry_view).collect();
     let progress: serde_json::Map<String, Value> = s
@@ -114,7 +115,8 @@ pub fn raft_state(node: &Node, tail: u64) -> Result<Value> {
     Ok(json!({
         "id": s.id,
         "clusterId": node.config.cluster_id,
-        "role": s.role,
+        // `pre-candidate` during a PreVote round (the term is not raised yet).
+        "role": role,
         "term": s.term,
         "votedFor": s.voted_for,
         "leader": s.leader,
