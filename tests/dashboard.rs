@@ -111,10 +111,23 @@ fn the_dashboard_shows_the_cluster_and_survives_an_isolated_leader() {
     assert!(appended.is_object(), "the write's AppendEntries never showed: {appended:?}");
     shot("2-write-committed");
 
-    // 3. Isolate the leader from the page: a new leader with a higher term appears.
-    browser
-        .click(&format!("#nodes .node[data-node='{leader}'] button[data-action=isolate]"))
-        .expect("click isolate");
+    // 3. Isolate the leader from the page: a new leader with a higher term appears. The button a
+    // person is about to click stays the same element across renders (a click that starts before a
+    // poll and ends after it must still land).
+    let isolate = format!("#nodes .node[data-node='{leader}'] button[data-action=isolate]");
+    let kept = browser
+        .wait_for(
+            Duration::from_secs(5),
+            "if (!window.kept) { window.kept = document.querySelector(arguments[0]);
+                                 window.keptAt = window.renders; }
+             if (!window.kept) return null;
+             if (window.renders < window.keptAt + 3) return null;
+             return window.kept.isConnected;",
+            json!([isolate]),
+        )
+        .expect("evaluate");
+    assert_eq!(kept, json!(true), "the isolate button was rebuilt by a render");
+    browser.click(&isolate).expect("click isolate");
     let new = browser
         .wait_for(
             Duration::from_secs(15),
