@@ -18,7 +18,8 @@
 //! Kicking costs CPU (a node kicking all the time spends ~4% of a core on it), and bursts of new
 //! connections come from clients: so the kicker kicks every interval only for [`ACTIVE_FOR`]
 //! after the last client request (the first request of a burst wakes it at once), and once per
-//! [`IDLE_INTERVAL`] otherwise — which bounds the wait of a connection queued while no client
+//! [`IDLE_INTERVAL`] otherwise (peer calls and the dashboard's `/debug/*` polls are not client
+//! activity here) — which bounds the wait of a connection queued while no client
 //! request arrives at all (say, a peer's, in an idle cluster).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};

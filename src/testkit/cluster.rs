@@ -328,6 +328,11 @@ impl Cluster {
         None
     }
 
+    /// Node `i`'s process id, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].child.as_ref().map(Child::id)
+    }
+
     /// SIGSTOP node `i`.
     pub fn pause(&mut self, i: usize) {
         if let Some(child) = &self.nodes[i].child

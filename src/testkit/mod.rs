@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod proxy;
+pub mod sse;
 
 pub use cluster::{Answer, Cluster, ClusterOptions};
 pub use proxy::{LinkMode, LinkProxy};
