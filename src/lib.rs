@@ -71,6 +71,7 @@
 //! | joining a cluster (`--join`) | `server/config.rs`: `bootstrap_membership`; `bin/raftlabkv-server.rs`: `learn_cluster_id` |
 //! | peer authentication (`--peer-secret-file`, HMAC), the cluster id check | `server/auth.rs`; `server/config.rs`: `cluster_id_for` |
 //! | the client's retry rules | `client/mod.rs` (module docs) |
+//! | `status` table, `status --explain` (the sentences and their thresholds) | `client/status_table.rs`, `client/explain.rs`; `tests/explain.rs` (each sentence on real binaries) |
 //! | the core told message by message: elections, PreVote, check quorum, fast backtracking, ReadIndex, snapshots, persist-before-ack, membership changes, leadership transfer | `tests/scripts/*.txt`, run by `tests/scripts.rs` over `sim/script/` (format and commands in its docs); `UPDATE_SCRIPTS=1 cargo test --release --test scripts` rewrites the expected outputs |
 //! | the MIT 6.5840 tests | `tests/raft_*.rs` over `sim/` (`sim/disk.rs`: a write is durable only once a simulated fsync covers it) |
 //! | the core driven by hand, in 200 lines | `examples/three_nodes.rs` |

@@ -77,8 +77,13 @@ enum Cmd {
     /// List every key and value.
     #[command(alias = "all")]
     Getall,
-    /// Show each server's Raft status.
-    Status,
+    /// Show each server's Raft status as a table (endpoint, id, leader, term, commit, applied,
+    /// last index, lag, errors), or with --explain say what is happening and what to do.
+    Status {
+        /// Turn the statuses into sentences: what is wrong, and what to do about it.
+        #[arg(long)]
+        explain: bool,
+    },
     /// List or change the cluster's members (through the leader).
     #[command(subcommand)]
     Member(MemberCmd),
@@ -252,7 +257,7 @@ fn main() -> ExitCode {
         Some(Cmd::Get { key }) => Command::Get { key: key.clone() },
         Some(Cmd::Delete { key }) => Command::Delete { key: key.clone() },
         Some(Cmd::Getall) => Command::GetAll,
-        Some(Cmd::Status) => Command::Status,
+        Some(Cmd::Status { explain }) => Command::Status { explain: *explain },
     };
     match shell::run(&client(), &command, options) {
         Ok(text) => {

@@ -102,9 +102,11 @@
 //! Everything is blocking; there is no async runtime.
 
 pub mod bench;
+pub mod explain;
 mod members;
 mod options;
 pub mod shell;
+pub mod status_table;
 
 pub use options::{ClientBuilder, ClientOptions};
 

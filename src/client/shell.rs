@@ -9,7 +9,7 @@
 //! get <key>
 //! delete <key>
 //! getall
-//! status
+//! status [--explain]
 //! help
 //! exit                   (or quit, or end of input)
 //! ```
@@ -46,8 +46,11 @@ pub enum Command {
     },
     /// `getall`
     GetAll,
-    /// `status`
-    Status,
+    /// `status` (`status --explain`: sentences instead of the table)
+    Status {
+        /// Say in sentences what is happening and what to do ([`super::explain`]).
+        explain: bool,
+    },
     /// `help`
     Help,
     /// `exit` or `quit`
@@ -63,7 +66,8 @@ commands:
   get <key>              read a key
   delete <key>           delete a key
   getall                 list every key and value
-  status                 show each server's Raft status
+  status                 show each server's Raft status (a table)
+  status --explain       say what is happening in the cluster and what to do
   help                   show this help
   exit                   leave the shell (end of input does too)";
 
@@ -99,7 +103,11 @@ pub fn parse_line(line: &str) -> Result<Command, String> {
         "get" => Ok(Command::Get { key: one_key("get <key>")? }),
         "delete" | "del" => Ok(Command::Delete { key: one_key("delete <key>")? }),
         "getall" | "all" => no_args(Command::GetAll),
-        "status" => no_args(Command::Status),
+        "status" => match args.trim() {
+            "" => Ok(Command::Status { explain: false }),
+            "--explain" | "explain" | "-e" => Ok(Command::Status { explain: true }),
+            _ => Err("usage: status [--explain]".into()),
+        },
         "help" | "?" => Ok(Command::Help),
         "exit" | "quit" => Ok(Command::Exit),
         _ => Err(format!("unknown command `{word}` (try `help`)")),
@@ -171,54 +179,29 @@ pub fn run(client: &Client, command: &Command, options: RunOptions) -> Result<St
             out.pop();
             Ok(out)
         }
-        Command::Status => status(client, options),
+        Command::Status { explain } => status(client, *explain, options),
         Command::Help => Ok(HELP.to_string()),
         Command::Exit | Command::Nothing => Ok(String::new()),
     }
 }
 
-fn status(client: &Client, options: RunOptions) -> Result<String> {
+/// `status`: the table (or JSON) of [`super::status_table`], or with `explain` the sentences of
+/// [`super::explain`] (one per line; as JSON `{"explain": [...], "servers": [...]}`).
+fn status(client: &Client, explain: bool, options: RunOptions) -> Result<String> {
+    use super::status_table::{as_replies, rows, table, to_json};
     let all = client.cluster_status();
     let answered = all.iter().filter(|(_, r)| r.is_ok()).count();
-    let text = if options.json {
-        let list: Vec<_> = all
-            .iter()
-            .map(|(server, r)| match r {
-                Ok(s) => json!({"server": server, "status": s}),
-                Err(e) => json!({"server": server, "error": e.code(), "message": e.message()}),
-            })
-            .collect();
-        serde_json::Value::Array(list).to_string()
-    } else {
-        let mut out = String::new();
-        for (server, r) in &all {
-            match r {
-                Ok(s) => {
-                    let leader = match (&s.leader, &s.leader_addr) {
-                        (Some(id), Some(addr)) => format!("{id} ({addr})"),
-                        (Some(id), None) => id.clone(),
-                        (None, Some(addr)) => addr.clone(),
-                        (None, None) => "none".to_string(),
-                    };
-                    let _ = writeln!(
-                        out,
-                        "{server}  {id}  {role:<9} term {term}  commit {commit}  applied \
-                         {applied}  last log {last}  leader {leader}",
-                        id = s.id,
-                        role = s.role,
-                        term = s.term,
-                        commit = s.commit_index,
-                        applied = s.last_applied,
-                        last = s.last_log_index,
-                    );
-                }
-                Err(e) => {
-                    let _ = writeln!(out, "{server}  unreachable: {e}");
-                }
+    let text = match (explain, options.json) {
+        (false, true) => to_json(&all).to_string(),
+        (false, false) => table(&rows(&as_replies(&all))),
+        (true, json) => {
+            let sentences = super::explain::explain(&as_replies(&all));
+            if json {
+                json!({"explain": sentences, "servers": to_json(&all)}).to_string()
+            } else {
+                sentences.join("\n")
             }
         }
-        out.pop();
-        out
     };
     if answered == 0 {
         // Still show what each server said, as the error.
@@ -243,7 +226,9 @@ mod tests {
         assert_eq!(parse_line("get a/b"), Ok(Command::Get { key: "a/b".into() }));
         assert_eq!(parse_line("delete é"), Ok(Command::Delete { key: "é".into() }));
         assert_eq!(parse_line("getall"), Ok(Command::GetAll));
-        assert_eq!(parse_line("status"), Ok(Command::Status));
+        assert_eq!(parse_line("status"), Ok(Command::Status { explain: false }));
+        assert_eq!(parse_line("status --explain"), Ok(Command::Status { explain: true }));
+        assert!(parse_line("status --bogus").is_err());
         assert_eq!(parse_line("help"), Ok(Command::Help));
         assert_eq!(parse_line("exit"), Ok(Command::Exit));
         assert_eq!(parse_line("quit"), Ok(Command::Exit));

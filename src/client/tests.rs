@@ -575,9 +575,9 @@ fn shell_commands_run_against_a_fake() {
     assert!(matches!(run(&c, &get("missing"), text), Err(Error::NotFound(_))));
     assert_eq!(run(&c, &Command::Delete { key: "k".into() }, text), Ok("OK".into()));
     assert_eq!(run(&c, &Command::GetAll, text), Ok("a = 1".into()));
-    let status = run(&c, &Command::Status, text).expect("status");
+    let status = run(&c, &Command::Status { explain: false }, text).expect("status");
     assert!(status.contains("node1") && status.contains("leader"), "{status}");
-    let status = run(&c, &Command::Status, js).expect("status json");
+    let status = run(&c, &Command::Status { explain: false }, js).expect("status json");
     let v: serde_json::Value = serde_json::from_str(&status).expect("json");
     assert_eq!(v[0]["status"]["id"], "node1");
 }
