@@ -168,6 +168,23 @@ fn viewer(url: &str, secs: u64) {
     }
 }
 
+/// Opens `url`, waits until every card has answered (or `secs`), and saves a screenshot.
+fn shot(url: &str, file: &str, secs: u64) {
+    let b = browser();
+    let _ = b.goto(url);
+    let answered = b.wait_for(
+        Duration::from_secs(secs),
+        "const c = [...document.querySelectorAll('#nodes .node')];
+         return c.length > 0 && c.every(n => n.dataset.role !== 'down')
+             ? c.map(n => n.dataset.node + ':' + n.dataset.role).join(' ') : null;",
+        json!([]),
+    );
+    eprintln!("shot: {answered:?}");
+    if let Err(e) = b.screenshot(std::path::Path::new(file)) {
+        eprintln!("screenshot failed: {e}");
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -178,6 +195,13 @@ fn main() {
                 args.get(1).cloned().unwrap_or_else(|| "http://127.0.0.1:28401/dashboard".into());
             viewer(&url, args.get(2).and_then(|s| s.parse().ok()).unwrap_or(120));
         }
-        _ => eprintln!("usage: measure_dashboard idle|latency|viewer URL SECS"),
+        Some("shot") => shot(
+            args.get(1).map_or("http://127.0.0.1:8080/dashboard", String::as_str),
+            args.get(2).map_or("dashboard.png", String::as_str),
+            args.get(3).and_then(|s| s.parse().ok()).unwrap_or(10),
+        ),
+        _ => eprintln!(
+            "usage: measure_dashboard idle | latency | viewer URL SECS | shot URL FILE [SECS]"
+        ),
     }
 }

@@ -3,15 +3,18 @@
 #
 #   examples/start_cluster.sh [BASE_PORT]     (default 8080: nodes on 8080, 8081, 8082)
 #
-# Builds the release binaries if needed, starts node1..node3 with data dirs under ./data/,
+# Builds the release binaries if needed, starts node1..node3 (node1..nodeN with NODES=N) with
+# data dirs under ./data/,
 # prints their URLs and PIDs, and stops every node on Ctrl-C, on SIGTERM, or when the shell that
 # started it goes away. The cluster's peer secret is $DATA_DIR/peer-secret (made on first start,
 # mode 600, kept for restarts): only its nodes can speak Raft to each other.
-# Env: DATA_DIR (./data), EXTRA_FLAGS (passed to every node).
+# Env: DATA_DIR (./data), EXTRA_FLAGS (passed to every node), NODES (3; 1 to 9).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BASE=${1:-8080}
 DATA_DIR=${DATA_DIR:-./data}
+NODES=${NODES:-3}
+case "$NODES" in [1-9]) ;; *) echo "NODES must be 1 to 9, not '$NODES'" >&2; exit 2 ;; esac
 BIN=target/release/raftlabkv-server
 CLIENT=target/release/raftlabkv-client
 
@@ -39,9 +42,9 @@ if [ ! -s "$SECRET" ]; then
 fi
 chmod 600 "$SECRET"
 SERVERS=""
-for i in 1 2 3; do
+for i in $(seq 1 "$NODES"); do
   peers=""
-  for j in 1 2 3; do
+  for j in $(seq 1 "$NODES"); do
     [ "$j" = "$i" ] || peers="${peers:+$peers,}node$j=127.0.0.1:$((BASE + j - 1))"
   done
   # shellcheck disable=SC2086
@@ -54,7 +57,7 @@ done
 
 # Wait for a leader, so the cluster is usable when we say so.
 for _ in $(seq 1 100); do
-  for i in 1 2 3; do
+  for i in $(seq 1 "$NODES"); do
     if "$CLIENT" --servers "127.0.0.1:$((BASE + i - 1))" --json --timeout 1 status 2>/dev/null |
       grep -q '"isLeader":true'; then
       echo "leader: node$i. Try: target/release/raftlabkv-client --servers $SERVERS"
