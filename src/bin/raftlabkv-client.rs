@@ -341,23 +341,29 @@ fn members_table(m: &raftlabkv::api::MembersReply) -> String {
     out.trim_end().to_string()
 }
 
-/// The interactive shell: one command per line until `exit` or end of input.
+/// The interactive shell: one command per line until `exit` or end of input. On a terminal,
+/// lines are edited with rustyline (arrows, history kept in `$RAFTLABKV_HISTORY` or
+/// `~/.raftlabkv_history`, Ctrl-R search, Tab completes commands); from a pipe or a file, lines
+/// are read as they come and nothing else is printed.
 fn interactive(client: &Client, options: RunOptions) -> ExitCode {
     let stdin = std::io::stdin();
-    let tty = stdin.is_terminal();
-    let mut input = stdin.lock();
-    if tty {
+    if stdin.is_terminal() && std::io::stdout().is_terminal() {
         eprintln!(
-            "raftlabkv-client: servers {}; type `help` for commands, `exit` to leave",
+            "raftlabkv-client: servers {}; type `help` for commands (Tab completes), `exit` to \
+             leave",
             client.servers().join(",")
         );
+        return match edited(client, options) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: the line editor: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
+    let mut input = stdin.lock();
     let mut buf = Vec::new();
     loop {
-        if tty {
-            print!("raftlabkv> ");
-            let _ = std::io::stdout().flush();
-        }
         buf.clear();
         match input.read_until(b'\n', &mut buf) {
             Ok(0) => break,
@@ -367,25 +373,98 @@ fn interactive(client: &Client, options: RunOptions) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
-        let line = String::from_utf8_lossy(&buf);
-        let command = match shell::parse_line(&line) {
-            Ok(Command::Exit) => break,
-            Ok(Command::Nothing) => continue,
-            Ok(c) => c,
-            Err(usage) => {
-                eprintln!("error: {usage}");
-                continue;
-            }
-        };
-        match shell::run(client, &command, options) {
-            Ok(text) => print_out(&text),
-            Err(e) => print_err(&e, options.json),
+        if !one_line(client, &String::from_utf8_lossy(&buf), options) {
+            break;
         }
     }
-    if tty {
-        println!();
-    }
     ExitCode::SUCCESS
+}
+
+/// Runs one shell line; false once it says `exit`.
+fn one_line(client: &Client, line: &str, options: RunOptions) -> bool {
+    let command = match shell::parse_line(line) {
+        Ok(Command::Exit) => return false,
+        Ok(Command::Nothing) => return true,
+        Ok(c) => c,
+        Err(usage) => {
+            eprintln!("error: {usage}");
+            return true;
+        }
+    };
+    match shell::run(client, &command, options) {
+        Ok(text) => print_out(&text),
+        Err(e) => print_err(&e, options.json),
+    }
+    true
+}
+
+/// Tab completion for the line editor ([`shell::complete`]).
+struct ShellHelper;
+
+impl rustyline::completion::Completer for ShellHelper {
+    type Candidate = String;
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        _: &rustyline::Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<String>)> {
+        Ok(shell::complete(line, pos))
+    }
+}
+impl rustyline::hint::Hinter for ShellHelper {
+    type Hint = String;
+}
+impl rustyline::highlight::Highlighter for ShellHelper {}
+impl rustyline::validate::Validator for ShellHelper {}
+impl rustyline::Helper for ShellHelper {}
+
+/// Where the shell keeps its history: `$RAFTLABKV_HISTORY`, else `~/.raftlabkv_history`.
+fn history_path() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("RAFTLABKV_HISTORY") {
+        return Some(p.into());
+    }
+    std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".raftlabkv_history"))
+}
+
+/// The shell on a terminal, with line editing, history and completion.
+fn edited(client: &Client, options: RunOptions) -> rustyline::Result<()> {
+    use rustyline::error::ReadlineError;
+    let config = rustyline::Config::builder()
+        .auto_add_history(true)
+        .max_history_size(1000)?
+        .completion_type(rustyline::CompletionType::List)
+        .build();
+    let mut editor: rustyline::Editor<ShellHelper, rustyline::history::DefaultHistory> =
+        rustyline::Editor::with_config(config)?;
+    editor.set_helper(Some(ShellHelper));
+    let history = history_path();
+    if let Some(path) = &history {
+        // A missing history file is the first run; anything else is said, not fatal.
+        if let Err(e) = editor.load_history(path)
+            && path.exists()
+        {
+            eprintln!("warning: cannot read history {}: {e}", path.display());
+        }
+    }
+    loop {
+        match editor.readline("raftlabkv> ") {
+            Ok(line) => {
+                if !one_line(client, &line, options) {
+                    break;
+                }
+            }
+            Err(ReadlineError::Interrupted) => continue, // Ctrl-C: a fresh line
+            Err(ReadlineError::Eof) => break,            // Ctrl-D
+            Err(e) => return Err(e),
+        }
+    }
+    if let Some(path) = &history
+        && let Err(e) = editor.save_history(path)
+    {
+        eprintln!("warning: cannot save history {}: {e}", path.display());
+    }
+    Ok(())
 }
 
 fn run_bench(cli: &Cli, args: &BenchArgs) -> ExitCode {
@@ -402,7 +481,18 @@ fn run_bench(cli: &Cli, args: &BenchArgs) -> ExitCode {
         populate: args.populate,
         request_timeout: cli.timeout,
     };
-    match bench::run(&config) {
+    // On a terminal, a live line once a second (ops/s and p99 so far), erased at the end.
+    let live = !cli.json && std::io::stderr().is_terminal();
+    let result = bench::run_with_progress(&config, Duration::from_secs(1), |p| {
+        if live {
+            eprint!("\r\x1b[K{}", p.line());
+            let _ = std::io::stderr().flush();
+        }
+    });
+    if live {
+        eprint!("\r\x1b[K");
+    }
+    match result {
         Ok(report) => {
             if cli.json {
                 match serde_json::to_string(&report) {

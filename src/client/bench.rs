@@ -220,6 +220,17 @@ struct ThreadResult {
 
 /// Runs a bench: finds the target, populates if asked, measures, and reports.
 pub fn run(config: &BenchConfig) -> Result<BenchReport> {
+    run_with_progress(config, Duration::from_secs(1), |_| {})
+}
+
+/// [`run`], calling `on` with what has been measured so far about every `every` while the
+/// measured phase runs (the CLI prints it as a live line on a terminal). The workers count
+/// into shared atomics (two relaxed additions per request); `on` runs on the calling thread.
+pub fn run_with_progress(
+    config: &BenchConfig,
+    every: Duration,
+    mut on: impl FnMut(&Progress),
+) -> Result<BenchReport> {
     check(config)?;
     let target = match &config.target {
         Some(t) => normalize_addr(t),
@@ -248,6 +259,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport> {
         (d, _) => d,
     };
     let issued = Arc::new(AtomicU64::new(0));
+    let live = Arc::new(Live::new());
     let started = Instant::now();
     let stop_at = duration.map(|d| deadline_after(started, d));
     let handles: Vec<_> = (0..config.clients)
@@ -265,11 +277,27 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport> {
                 timeout: config.request_timeout,
                 ops: config.ops,
                 issued: Arc::clone(&issued),
+                live: Arc::clone(&live),
                 stop_at,
             };
             std::thread::Builder::new().name("bench".into()).spawn(move || worker.run())
         })
         .collect();
+    // Report progress until every worker is done.
+    let every = every.max(Duration::from_millis(10));
+    let mut next = started + every;
+    let (mut last_ok, mut last_at) = (0u64, started);
+    while !handles.iter().all(|h| h.as_ref().map_or(true, |h| h.is_finished())) {
+        let now = Instant::now();
+        if now >= next {
+            let p = live.progress(started, now, last_ok, last_at);
+            (last_ok, last_at) = (p.ok, now);
+            on(&p);
+            next += every;
+            continue;
+        }
+        std::thread::sleep((next - now).min(Duration::from_millis(20)));
+    }
     let total = join(handles)?;
     let elapsed = started.elapsed().as_secs_f64();
     let ok = total.latencies_ns.len() as u64;
@@ -425,6 +453,7 @@ struct Worker {
     timeout: Duration,
     ops: Option<u64>,
     issued: Arc<AtomicU64>,
+    live: Arc<Live>,
     stop_at: Option<Instant>,
 }
 
@@ -475,6 +504,7 @@ impl Worker {
                     .send_string(&body)
             };
             result.requests += 1;
+            self.live.requests.fetch_add(1, Ordering::Relaxed);
             match response {
                 Ok(r) => {
                     sink.clear();
@@ -482,6 +512,7 @@ impl Worker {
                         Ok(_) => {
                             let ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
                             result.latencies_ns.push(ns);
+                            self.live.record(ns / 1000);
                         }
                         Err(_) => count(&mut result.errors, "transport"),
                     }
@@ -504,6 +535,117 @@ impl Worker {
     }
 }
 
+/// What a running bench has measured so far (see [`run_with_progress`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    /// Time since the measured phase began.
+    pub elapsed: Duration,
+    /// Successful requests so far.
+    pub ok: u64,
+    /// Failed requests so far.
+    pub errors: u64,
+    /// Successful requests per second since the previous report.
+    pub ops_per_sec: f64,
+    /// 99th percentile latency of the successful requests so far, in microseconds: an upper
+    /// bound within 25% (counted in buckets, four per power of two); none before the first.
+    pub p99_us: Option<u64>,
+}
+
+impl Progress {
+    /// One line: `  3.0 s   12,345 ok  4,112 ops/s  p99 2.31 ms  0 errors`.
+    pub fn line(&self) -> String {
+        let p99 = match self.p99_us {
+            Some(us) if us >= 1000 => format!("{:.2} ms", us as f64 / 1000.0),
+            Some(us) => format!("{us} µs"),
+            None => "-".into(),
+        };
+        format!(
+            "{:>5.1} s  {:>10} ok  {:>8} ops/s  p99 {p99}  {} errors",
+            self.elapsed.as_secs_f64(),
+            super::explain::thousands(self.ok),
+            super::explain::thousands(self.ops_per_sec.round() as u64),
+            super::explain::thousands(self.errors),
+        )
+    }
+}
+
+/// Buckets of the live latency histogram: four per power of two of microseconds.
+const LIVE_BUCKETS: usize = 256;
+
+/// The counters the workers share for [`Progress`].
+struct Live {
+    requests: AtomicU64,
+    ok: AtomicU64,
+    buckets: Vec<AtomicU64>,
+}
+
+impl Live {
+    fn new() -> Live {
+        Live {
+            requests: AtomicU64::new(0),
+            ok: AtomicU64::new(0),
+            buckets: (0..LIVE_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn record(&self, us: u64) {
+        self.ok.fetch_add(1, Ordering::Relaxed);
+        self.buckets[live_bucket(us)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn progress(&self, started: Instant, now: Instant, last_ok: u64, last_at: Instant) -> Progress {
+        let ok = self.ok.load(Ordering::Relaxed);
+        let requests = self.requests.load(Ordering::Relaxed);
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+        let since = now.duration_since(last_at).as_secs_f64();
+        Progress {
+            elapsed: now.duration_since(started),
+            ok,
+            errors: requests.saturating_sub(ok),
+            ops_per_sec: if since > 0.0 { ok.saturating_sub(last_ok) as f64 / since } else { 0.0 },
+            p99_us: live_quantile(&counts, 0.99),
+        }
+    }
+}
+
+/// The bucket of a latency in microseconds: exact below 4, then four per power of two.
+fn live_bucket(us: u64) -> usize {
+    if us < 4 {
+        return us as usize;
+    }
+    let log = 63 - us.leading_zeros() as usize;
+    (log * 4 + ((us >> (log - 2)) & 3) as usize).min(LIVE_BUCKETS - 1)
+}
+
+/// The largest latency that falls in bucket `i`.
+fn live_bucket_upper(i: usize) -> u64 {
+    if i < 8 {
+        return i.min(3) as u64; // 4..8 are never used: 4 µs is bucket 8
+    }
+    let (log, quarter) = (i / 4, (i % 4) as u64);
+    if log >= 63 {
+        return u64::MAX;
+    }
+    ((5 + quarter) << (log - 2)) - 1
+}
+
+/// The `q` quantile of the counted latencies, as its bucket's upper bound.
+fn live_quantile(counts: &[u64], q: f64) -> Option<u64> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+    let mut seen = 0;
+    for (i, n) in counts.iter().enumerate() {
+        seen += n;
+        if seen >= rank {
+            return Some(live_bucket_upper(i));
+        }
+    }
+    None
+}
+
 fn count(errors: &mut BTreeMap<String, u64>, kind: &str) {
     match errors.get_mut(kind) {
         Some(n) => *n += 1,
@@ -516,6 +658,42 @@ fn count(errors: &mut BTreeMap<String, u64>, kind: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn live_buckets_bound_each_latency_within_a_quarter() {
+        for us in (0..5000).chain([65_535, 65_536, 1 << 40, u64::MAX / 2]) {
+            let b = live_bucket(us);
+            let upper = live_bucket_upper(b);
+            assert!(upper >= us, "{us} in bucket {b} with upper {upper}");
+            assert!(upper as f64 <= (us as f64) * 1.25 + 1.0, "{us}: upper {upper}");
+            if b > 0 {
+                assert!(live_bucket_upper(b - 1) < us, "{us} belongs lower");
+            }
+        }
+        let mut counts = vec![0u64; LIVE_BUCKETS];
+        assert_eq!(live_quantile(&counts, 0.99), None);
+        // 990 at 100 µs and 10 at 10 ms: the p99 is in 100's bucket, the max in 10 ms's.
+        counts[live_bucket(100)] += 990;
+        counts[live_bucket(10_000)] += 10;
+        let p99 = live_quantile(&counts, 0.99).unwrap_or(0);
+        assert!((100..=125).contains(&p99), "{p99}");
+        let max = live_quantile(&counts, 1.0).unwrap_or(0);
+        assert!((10_000..=12_500).contains(&max), "{max}");
+    }
+
+    #[test]
+    fn the_progress_line_reads_well() {
+        let p = Progress {
+            elapsed: Duration::from_millis(3000),
+            ok: 12_345,
+            errors: 2,
+            ops_per_sec: 4111.6,
+            p99_us: Some(2312),
+        };
+        assert_eq!(p.line(), "  3.0 s      12,345 ok     4,112 ops/s  p99 2.31 ms  2 errors");
+        let p = Progress { p99_us: None, ..p };
+        assert!(p.line().contains("p99 -"), "{}", p.line());
+    }
 
     #[test]
     fn percentiles_use_nearest_rank_over_all_samples() {

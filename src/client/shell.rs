@@ -114,6 +114,29 @@ pub fn parse_line(line: &str) -> Result<Command, String> {
     }
 }
 
+/// The shell's command words, for tab completion.
+pub const COMMANDS: &[&str] = &["delete", "exit", "get", "getall", "help", "put", "status"];
+
+/// Tab completion of a shell line with the cursor at byte `pos`: the start of the word being
+/// completed and the candidates for it (command names in the first word, `--explain` after
+/// `status`; keys are not completed, as that would cost a read of every key).
+pub fn complete(line: &str, pos: usize) -> (usize, Vec<String>) {
+    let Some(before) = line.get(..pos) else {
+        return (pos, Vec::new());
+    };
+    let start = before.rfind(char::is_whitespace).map_or(0, |i| i + 1);
+    let word = &before[start..];
+    let earlier: Vec<&str> = before[..start].split_whitespace().collect();
+    let candidates: Vec<String> = match earlier.as_slice() {
+        [] => COMMANDS.iter().filter(|c| c.starts_with(word)).map(|c| c.to_string()).collect(),
+        [cmd] if cmd.eq_ignore_ascii_case("status") && "--explain".starts_with(word) => {
+            vec!["--explain".to_string()]
+        }
+        _ => Vec::new(),
+    };
+    (start, candidates)
+}
+
 /// Splits off the first whitespace-delimited word; the rest keeps its leading whitespace.
 fn split_word(s: &str) -> (&str, &str) {
     let s = s.trim_start();
@@ -216,6 +239,31 @@ mod tests {
 
     fn put(key: &str, value: &str) -> Command {
         Command::Put { key: key.into(), value: value.into() }
+    }
+
+    #[test]
+    fn completes_commands_and_the_explain_flag() {
+        let c = |line: &str| complete(line, line.len());
+        assert_eq!(c("st"), (0, vec!["status".to_string()]));
+        assert_eq!(c("ge"), (0, vec!["get".to_string(), "getall".to_string()]));
+        assert_eq!(c(""), (0, COMMANDS.iter().map(|s| s.to_string()).collect()));
+        assert_eq!(c("  del"), (2, vec!["delete".to_string()]));
+        assert_eq!(c("status --e"), (7, vec!["--explain".to_string()]));
+        assert_eq!(c("status "), (7, vec!["--explain".to_string()]));
+        assert_eq!(c("put k"), (4, Vec::<String>::new()));
+        assert_eq!(c("xyz"), (0, Vec::<String>::new()));
+        // The cursor inside the line, and not on a character boundary: no panic.
+        assert_eq!(complete("get k", 2), (0, vec!["get".to_string(), "getall".to_string()]));
+        assert_eq!(complete("é", 1), (1, Vec::<String>::new()));
+        // Every candidate is a command the shell knows.
+        for cmd in COMMANDS {
+            let line = match *cmd {
+                "put" => "put k v".to_string(),
+                "get" | "delete" => format!("{cmd} k"),
+                other => other.to_string(),
+            };
+            assert!(parse_line(&line).is_ok(), "{line}");
+        }
     }
 
     #[test]

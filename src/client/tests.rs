@@ -647,6 +647,32 @@ fn bench_runs_a_mixed_workload_against_a_fake() {
 }
 
 #[test]
+fn bench_reports_progress_while_it_runs() {
+    use super::bench::{BenchConfig, run_with_progress};
+    let fake = Fake::start(|s, _| match (s.method.as_str(), s.url.as_str()) {
+        ("GET", "/status") => (200, status_json("node1", true, None)),
+        _ => ok_put(s),
+    });
+    let config = BenchConfig {
+        servers: vec![fake.addr.clone()],
+        clients: 2,
+        duration: Some(Duration::from_millis(1000)),
+        populate: Some(false),
+        ..BenchConfig::default()
+    };
+    let mut seen = Vec::new();
+    let report =
+        run_with_progress(&config, Duration::from_millis(100), |p| seen.push(*p)).expect("bench");
+    assert!(seen.len() >= 2, "progress reported {} times in 1 s at 100 ms", seen.len());
+    assert!(seen.windows(2).all(|w| w[0].ok <= w[1].ok && w[0].elapsed < w[1].elapsed), "{seen:?}");
+    let last = seen.last().copied().expect("a report");
+    assert!(last.ok > 0 && last.ok <= report.ok, "{last:?} vs {}", report.ok);
+    assert_eq!(last.errors, 0);
+    assert!(last.p99_us.is_some_and(|us| us > 0), "{last:?}");
+    assert!(last.line().contains("ops/s"), "{}", last.line());
+}
+
+#[test]
 fn discovery_skips_a_dead_server() {
     let live = Fake::start(|s, _| {
         if s.url == "/status" { (200, status_json("node2", false, None)) } else { ok_put(s) }
