@@ -322,10 +322,18 @@ fn a_snapshot_transfer_shows_its_progress_on_both_sides() {
         let sending = r["snapshot"].clone();
         let receiving = c.status(f)?["snapshotReceiving"].clone();
         let moving = |t: &Value| t["bytesDone"].as_u64().is_some_and(|d| d > 0);
-        (r["state"] == "snapshot" && moving(&sending) && moving(&receiving))
+        // The same transfer in /metrics: bytes so far and the size, on both sides.
+        let (_, _, on_l) = metrics(&c, l);
+        let (_, _, on_f) = metrics(&c, f);
+        let peer = format!("{{peer=\"{fid}\"}}");
+        let in_metrics = sample(&on_l, &format!("raftlabkv_snapshot_sending_bytes{peer}"))? > 0.0
+            && sample(&on_l, &format!("raftlabkv_snapshot_sending_size_bytes{peer}"))? > 1e6
+            && sample(&on_f, "raftlabkv_snapshot_receiving_bytes")? > 0.0
+            && sample(&on_f, "raftlabkv_snapshot_receiving_size_bytes")? > 1e6;
+        (r["state"] == "snapshot" && moving(&sending) && moving(&receiving) && in_metrics)
             .then_some((sending, receiving))
     })
-    .expect("no transfer in progress seen on both sides");
+    .expect("no transfer in progress seen on both sides, in /status and /metrics");
     for t in [&sending, &receiving] {
         assert!(u64_of(t, "bytesDone") <= u64_of(t, "bytesTotal"), "{t}");
         assert!(u64_of(t, "bytesTotal") > 1 << 20, "{t}");
