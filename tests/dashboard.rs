@@ -77,6 +77,17 @@ fn the_dashboard_shows_the_cluster_and_survives_an_isolated_leader() {
         .expect("evaluate");
     assert!(seen.is_object(), "no heartbeats on the page's feed: {seen:?}");
     shot("1-one-leader");
+    // One event stream per node, kept across polls (the harness's nodes list each other at
+    // different proxy addresses: adopting each view's address would reconnect every poll).
+    let streams = browser
+        .wait_for(
+            Duration::from_secs(5),
+            "if (window.streamsFrom === undefined) window.streamsFrom = window.renders;
+             return window.renders >= window.streamsFrom + 5 ? window.streamsOpened : null;",
+            json!([]),
+        )
+        .expect("evaluate");
+    assert_eq!(streams, json!(3), "event streams opened over five renders");
 
     // 2. A write from the page commits, and every node's row shows its commit index reach it.
     browser.type_into("#key", "dashboard/key").expect("type the key");
@@ -148,7 +159,15 @@ fn the_dashboard_shows_the_cluster_and_survives_an_isolated_leader() {
     let election = browser
         .wait_for(Duration::from_secs(5), counts, json!([["RequestVote", "lost"]]))
         .expect("evaluate");
-    assert!(election.is_object(), "no vote requests or lost messages: {election:?}");
+    assert!(
+        election.is_object(),
+        "no vote requests or lost messages: {:?}; the timeline: {:?}",
+        browser.eval("return window.messageCounts;", json!([])),
+        browser.eval(
+            "return [...document.querySelectorAll('#timeline li')].map(l => l.textContent);",
+            json!([])
+        )
+    );
     let votes = browser
         .wait_for(
             Duration::from_secs(5),
@@ -181,4 +200,18 @@ fn the_dashboard_shows_the_cluster_and_survives_an_isolated_leader() {
         serde_json::from_value(leaders).expect("a list of names");
     let text = format!("{leaders:?}");
     assert!(leaders.len() >= 2, "the timeline shows no leader change: {text}");
+
+    // "animate" off: messages are still counted, but no dot is drawn any more.
+    browser.click("#animate").expect("click animate");
+    let calm = browser
+        .wait_for(
+            Duration::from_secs(10),
+            "const total = Object.values(window.messageCounts).reduce((a, b) => a + b, 0);
+             if (window.calmFrom === undefined) window.calmFrom = total;
+             return total >= window.calmFrom + 10
+                 && document.querySelectorAll('#stage circle.msg').length === 0;",
+            json!([]),
+        )
+        .expect("evaluate");
+    assert_eq!(calm, json!(true), "dots still drawn with animate off");
 }
