@@ -60,6 +60,15 @@ pub struct GetReply<'a> {
     pub key: Cow<'a, str>,
     /// Its value.
     pub value: Cow<'a, str>,
+    /// Revision of the put that created the key ([`crate::kv`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_revision: Option<u64>,
+    /// Revision of its latest put.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mod_revision: Option<u64>,
+    /// Puts since it was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
 }
 
 /// The answer to an applied write (`put` or `delete`).
@@ -74,12 +83,22 @@ pub struct WriteReply<'a> {
     pub index: Index,
     /// The term of the leader that committed it.
     pub term: Term,
+    /// The store's revision once it applied ([`crate::kv`]; a delete of an absent key leaves it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
 }
 
 impl<'a> WriteReply<'a> {
-    /// `{"status":"ok", ...}` for a write of `key` applied at `index` in `term`.
-    pub fn ok(key: &'a str, index: Index, term: Term) -> Self {
-        WriteReply { status: Cow::Borrowed("ok"), key: Cow::Borrowed(key), index, term }
+    /// `{"status":"ok", ...}` for a write of `key` applied at `index` in `term`, leaving the
+    /// store at `revision`.
+    pub fn ok(key: &'a str, index: Index, term: Term, revision: u64) -> Self {
+        WriteReply {
+            status: Cow::Borrowed("ok"),
+            key: Cow::Borrowed(key),
+            index,
+            term,
+            revision: Some(revision),
+        }
     }
 }
 

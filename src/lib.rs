@@ -11,7 +11,7 @@
 //! |---|---|
 //! | [`raft`] | the consensus core: `RaftNode` driven by `step` / `tick` / `propose` / `read`, returning an `Output`. No threads, clocks, sockets or locks. Its module docs are an essay on Raft mapped to the code. |
 //! | [`storage`] | durable storage: `DurableStorage`, a segmented write-ahead log with CRCs that implements the core's `raft::Storage` port, its `Syncer` (group commit, reclaim), snapshot files, `dump`; `storage::open` hands a node all three |
-//! | [`kv`] | the state machine: commands, apply, queries, snapshot encoding. Knows nothing of Raft. |
+//! | [`kv`] | the state machine: commands, apply, revisions, queries, snapshot encoding. Knows nothing of Raft. |
 //! | [`server`] | the threaded shell, one file per job: config, node state and the lock rule, thread loops, peer threads, HTTP listener and routes |
 //! | [`client`] | a blocking client library: leader discovery, retries, key escaping; the CLI's shell and bench |
 //! | [`chaos`] *(harness)* | the fault-injection harness: nemesis, recording clients, status sampler, checks (`raftlabkv-chaos`, `raftlabkv-client verify`) |

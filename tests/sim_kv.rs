@@ -217,7 +217,7 @@ impl KvSim {
                             kv.all()
                                 .iter()
                                 .filter(|(k, _)| self.keys.contains(k))
-                                .map(|(k, v)| (k.clone(), v.clone()))
+                                .map(|(k, v)| (k.clone(), v.value.clone()))
                                 .collect(),
                         ),
                     };

@@ -495,8 +495,17 @@ fn get(
         return Ok(reply);
     }
     node.metrics.events.read(!stale);
-    node.with_kv(|kv| match kv.get(key) {
-        Some(value) => Ok(Reply::json(200, &GetReply { key: key.into(), value: value.into() })),
+    node.with_kv(|kv| match kv.entry(key) {
+        Some(e) => Ok(Reply::json(
+            200,
+            &GetReply {
+                key: key.into(),
+                value: e.value.as_str().into(),
+                create_revision: Some(e.create_revision),
+                mod_revision: Some(e.mod_revision),
+                version: Some(e.version),
+            },
+        )),
         None => Err(Error::NotFound(format!("key not found: {key}"))),
     })
 }
@@ -506,7 +515,7 @@ fn all(node: &Node, request: &mut Request, stale: bool, forwarded: bool) -> Resu
         return Ok(reply);
     }
     node.metrics.events.read(!stale);
-    let body = node.with_kv(|kv| serde_json::to_vec(&*kv.all()));
+    let body = node.with_kv(|kv| kv.values_json());
     body.map(|body| Reply { status: 200, body, content_type: JSON })
         .map_err(|e| Error::Internal(format!("cannot encode the key space: {e}")))
 }
@@ -569,7 +578,7 @@ fn write(
     match node.write(command) {
         Ok(ok) => {
             let (Command::Put { key, .. } | Command::Delete { key }) = command;
-            Ok(Reply::json(200, &WriteReply::ok(key, ok.index, ok.term)))
+            Ok(Reply::json(200, &WriteReply::ok(key, ok.index, ok.term, ok.revision)))
         }
         // Only a refusal to propose is forwarded: nothing was proposed, so the leader can take it.
         Err(Error::NotLeader { leader: Some(leader) }) if !forwarded => {

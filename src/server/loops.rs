@@ -68,11 +68,16 @@ pub fn apply(node: &Arc<Node>, rx: &Receiver<ApplyMsg>) {
 }
 
 fn apply_entries(node: &Node, batch: &[Entry]) {
+    let mut revisions = Vec::with_capacity(batch.len());
     let applied = {
         let mut kv = node.kv.write();
         for entry in batch {
-            if let Err(e) = kv.apply(entry) {
-                node.fatal(&e);
+            match kv.apply(entry) {
+                Ok(revision) => revisions.push(revision),
+                Err(e) => {
+                    revisions.push(kv.revision());
+                    node.fatal(&e);
+                }
             }
         }
         // Fold in the writes made during a finished snapshot (a no-op otherwise).
@@ -82,8 +87,8 @@ fn apply_entries(node: &Node, batch: &[Entry]) {
     node.entries_applied.fetch_add(batch.len() as u64, Ordering::Relaxed);
     node.metrics.events.applied.inc_by(batch.len() as u64);
     let mut pending = node.pending.lock();
-    for entry in batch {
-        pending.applied_entry(entry.index, entry.term);
+    for (entry, revision) in batch.iter().zip(revisions) {
+        pending.applied_entry(entry.index, entry.term, revision);
     }
     pending.advance_applied(applied);
 }

@@ -155,6 +155,8 @@ pub struct WriteOk {
     pub index: Index,
     /// Term of the entry.
     pub term: Term,
+    /// The store's revision once it applied.
+    pub revision: u64,
 }
 
 /// Bookkeeping of the snapshot thread.
@@ -382,7 +384,7 @@ impl Node {
             self.metrics.events.proposals_failed.inc();
         }
         match result {
-            Ok(Ok((index, term))) => Ok(WriteOk { index, term }),
+            Ok(Ok((index, term, revision))) => Ok(WriteOk { index, term, revision }),
             Ok(Err(e)) => Err(e),
             Err(_) => {
                 self.pending.lock().remove_write(index);

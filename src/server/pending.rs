@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::raft::{Index, Term};
 
 /// What a waiting write learns.
-pub type WriteResult = Result<(Index, Term)>;
+pub type WriteResult = Result<(Index, Term, u64)>;
 
 /// The waiting room.
 #[derive(Default)]
@@ -73,11 +73,12 @@ impl Pending {
         }
     }
 
-    /// The entry at `index` (of `term`) was applied: wake its writer, if any.
-    pub fn applied_entry(&mut self, index: Index, term: Term) {
+    /// The entry at `index` (of `term`) was applied, leaving the store at `revision`: wake its
+    /// writer, if any.
+    pub fn applied_entry(&mut self, index: Index, term: Term, revision: u64) {
         if let Some((want_term, tx)) = self.writes.remove(&index) {
             let result = if want_term == term {
-                Ok((index, term))
+                Ok((index, term, revision))
             } else {
                 // Another leader's entry took this slot: ours is gone for good.
                 Err(Error::Unavailable(format!(
@@ -129,8 +130,13 @@ mod tests {
         let mut p = Pending::default();
         let (tx, rx) = bounded(1);
         p.add_write(5, 2, tx);
-        p.applied_entry(5, 3);
+        p.applied_entry(5, 3, 9);
         assert!(matches!(rx.recv().unwrap(), Err(Error::Unavailable(_))));
+        // The same term: the writer learns the index, term and revision it applied at.
+        let (tx, rx) = bounded(1);
+        p.add_write(6, 3, tx);
+        p.applied_entry(6, 3, 10);
+        assert_eq!(rx.recv().unwrap().ok(), Some((6, 3, 10)));
     }
 
     #[test]
