@@ -108,3 +108,98 @@ fn revisions_are_returned_agreed_on_and_kept_across_restarts_and_snapshots() {
         assert!(agreed.is_some(), "node {i}: {:?}", revs(&c, i, "a"));
     }
 }
+
+/// `(status, evidence headers, body)` of a call to node `i`.
+fn with_headers(
+    c: &Cluster,
+    i: usize,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> (u16, std::collections::BTreeMap<String, String>, Value) {
+    let url = format!("http://{}{path}", c.nodes[i].addr);
+    let req = ureq::request(method, &url).timeout(Duration::from_secs(5));
+    let result = match body {
+        Some(b) => req.set("Content-Type", "application/json").send_string(&b.to_string()),
+        None => req.call(),
+    };
+    let r = match result {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    let names = ["X-Raft-Term", "X-Raft-Index", "X-Raft-Leader", "X-Revision", "X-Consistency"];
+    let headers =
+        names.iter().filter_map(|n| r.header(n).map(|v| (n.to_string(), v.to_string()))).collect();
+    let status = r.status();
+    (
+        status,
+        headers,
+        serde_json::from_str(&r.into_string().unwrap_or_default()).unwrap_or(Value::Null),
+    )
+}
+
+#[test]
+fn every_kv_answer_carries_its_consistency_evidence() {
+    let work_dir =
+        std::env::temp_dir().join(format!("raftlabkv-test-evidence-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work_dir);
+    let c = Cluster::start(ClusterOptions {
+        nodes: 3,
+        server_bin: env!("CARGO_BIN_EXE_raftlabkv-server").into(),
+        work_dir,
+        data_dirs: false,
+        extra_args: Vec::new(),
+        peer_secret: true,
+    })
+    .expect("start cluster");
+    let l = c.wait_leader(&c.all(), Duration::from_secs(10)).expect("a leader");
+    let f = (l + 1) % 3;
+    let lid = c.nodes[l].id.clone();
+    let (status, h, body) =
+        with_headers(&c, l, "POST", "/kv/put", Some(&json!({"key": "e", "value": "1"})));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        h.get("X-Raft-Index").map(String::as_str),
+        body["index"].to_string().as_str().into()
+    );
+    assert_eq!(h.get("X-Raft-Term").map(String::as_str), body["term"].to_string().as_str().into());
+    assert_eq!(
+        h.get("X-Revision").map(String::as_str),
+        body["revision"].to_string().as_str().into()
+    );
+    assert_eq!(h.get("X-Raft-Leader"), Some(&lid));
+    assert_eq!(h.get("X-Consistency").map(String::as_str), Some("linearizable"));
+    let write_index: u64 = body["index"].as_u64().expect("index");
+
+    // A write sent to a follower is forwarded: the leader's evidence comes back.
+    let (status, h, body) =
+        with_headers(&c, f, "POST", "/kv/put", Some(&json!({"key": "e", "value": "2"})));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(h.get("X-Raft-Leader"), Some(&lid), "{h:?}");
+    assert_eq!(h.get("X-Revision").map(String::as_str), Some("3"));
+
+    // Linearizable reads (on the leader, forwarded from a follower) were served at or past the
+    // write's index; a stale read on a follower says so; a 404 carries it too.
+    for (i, path, consistency) in [
+        (l, "/kv/get/e", "linearizable"),
+        (f, "/kv/get/e", "linearizable"),
+        (f, "/kv/get/e?consistency=stale", "stale"),
+        (l, "/kv/get/missing", "linearizable"),
+        (l, "/kv/all", "linearizable"),
+        (f, "/kv/all?consistency=stale", "stale"),
+    ] {
+        let (status, h, body) = with_headers(&c, i, "GET", path, None);
+        assert!(status == 200 || (status == 404 && path.ends_with("missing")), "{path}: {body}");
+        assert_eq!(h.get("X-Consistency").map(String::as_str), Some(consistency), "{path}: {h:?}");
+        let index: u64 = h.get("X-Raft-Index").and_then(|v| v.parse().ok()).unwrap_or(0);
+        if consistency == "linearizable" {
+            assert!(index > write_index, "{path}: served at {index}, the second write was later");
+            assert_eq!(h.get("X-Revision").map(String::as_str), Some("3"), "{path}");
+        }
+        assert_eq!(h.get("X-Raft-Leader"), Some(&lid), "{path}: {h:?}");
+        assert!(h.get("X-Raft-Term").is_some_and(|t| t.parse::<u64>().is_ok()), "{path}");
+    }
+    let (status, h, _) = with_headers(&c, l, "DELETE", "/kv/delete/e", None);
+    assert_eq!(status, 200);
+    assert_eq!(h.get("X-Revision").map(String::as_str), Some("4"));
+}

@@ -45,7 +45,25 @@ struct Reply {
     status: u16,
     body: Vec<u8>,
     content_type: &'static str,
+    /// Extra headers: the consistency evidence of a `/kv/*` answer ([`Evidence`]).
+    headers: Vec<(&'static str, String)>,
 }
+
+/// What a `/kv/*` answer was served at, sent as headers so a reader can see what it got:
+/// `X-Raft-Term`, `X-Raft-Index` (the write's index, or the applied index a read was served
+/// at, at or past its read index), `X-Raft-Leader` (the leader the answering node knows),
+/// `X-Revision` (the store's) and `X-Consistency` (`linearizable` or `stale`).
+struct Evidence {
+    term: u64,
+    index: u64,
+    leader: Option<String>,
+    revision: u64,
+    linearizable: bool,
+}
+
+/// The evidence headers, by name (forwarded answers carry the leader's through).
+const EVIDENCE_HEADERS: [&str; 5] =
+    ["X-Raft-Term", "X-Raft-Index", "X-Raft-Leader", "X-Revision", "X-Consistency"];
 
 const JSON: &str = "application/json";
 
@@ -56,17 +74,35 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 impl Reply {
     fn json(status: u16, value: &impl Serialize) -> Reply {
         match serde_json::to_vec(value) {
-            Ok(body) => Reply { status, body, content_type: JSON },
+            Ok(body) => Reply::bytes(status, body, JSON),
             Err(e) => {
                 let e = Error::Internal(format!("cannot encode the answer: {e}"));
                 let body = e.to_json().to_string().into_bytes();
-                Reply { status: e.status(), body, content_type: JSON }
+                Reply::bytes(e.status(), body, JSON)
             }
         }
     }
 
+    fn bytes(status: u16, body: Vec<u8>, content_type: &'static str) -> Reply {
+        Reply { status, body, content_type, headers: Vec::new() }
+    }
+
     fn text(status: u16, text: String, content_type: &'static str) -> Reply {
-        Reply { status, body: text.into_bytes(), content_type }
+        Reply::bytes(status, text.into_bytes(), content_type)
+    }
+
+    /// Adds the consistency evidence headers.
+    fn with_evidence(mut self, e: Evidence) -> Reply {
+        let consistency = if e.linearizable { "linearizable" } else { "stale" };
+        let values = [
+            e.term.to_string(),
+            e.index.to_string(),
+            e.leader.unwrap_or_default(),
+            e.revision.to_string(),
+            consistency.to_string(),
+        ];
+        self.headers.extend(EVIDENCE_HEADERS.into_iter().zip(values));
+        self
     }
 
     fn error(e: &Error) -> Reply {
@@ -187,6 +223,11 @@ fn respond(node: &Node, request: Request, reply: Reply, started: Instant) {
     let mut response = Response::from_data(reply.body).with_status_code(reply.status);
     if let Some(h) = content_type {
         response = response.with_header(h);
+    }
+    for (name, value) in &reply.headers {
+        if let Ok(h) = Header::from_bytes(name.as_bytes(), value.as_bytes()) {
+            response = response.with_header(h);
+        }
     }
     // The dashboard served by one node reads (and, with the fault lab, posts to) every other.
     let url = request.url();
@@ -495,19 +536,37 @@ fn get(
         return Ok(reply);
     }
     node.metrics.events.read(!stale);
-    node.with_kv(|kv| match kv.entry(key) {
-        Some(e) => Ok(Reply::json(
-            200,
-            &GetReply {
-                key: key.into(),
-                value: e.value.as_str().into(),
-                create_revision: Some(e.create_revision),
-                mod_revision: Some(e.mod_revision),
-                version: Some(e.version),
-            },
-        )),
-        None => Err(Error::NotFound(format!("key not found: {key}"))),
+    let (term, leader) = known_leader(node);
+    node.with_kv(|kv| {
+        let evidence = Evidence {
+            term,
+            index: kv.applied_index(),
+            leader,
+            revision: kv.revision(),
+            linearizable: !stale,
+        };
+        let reply = match kv.entry(key) {
+            Some(e) => Reply::json(
+                200,
+                &GetReply {
+                    key: key.into(),
+                    value: e.value.as_str().into(),
+                    create_revision: Some(e.create_revision),
+                    mod_revision: Some(e.mod_revision),
+                    version: Some(e.version),
+                },
+            ),
+            // Absent, as of the evidence: a 404 says where it was looked for too.
+            None => Reply::error(&Error::NotFound(format!("key not found: {key}"))),
+        };
+        Ok(reply.with_evidence(evidence))
     })
+}
+
+/// The node's term and the leader it knows (a short look under the Raft lock).
+fn known_leader(node: &Node) -> (u64, Option<String>) {
+    let raft = node.raft.lock();
+    (raft.term(), raft.leader())
 }
 
 fn all(node: &Node, request: &mut Request, stale: bool, forwarded: bool) -> Result<Reply> {
@@ -515,8 +574,11 @@ fn all(node: &Node, request: &mut Request, stale: bool, forwarded: bool) -> Resu
         return Ok(reply);
     }
     node.metrics.events.read(!stale);
-    let body = node.with_kv(|kv| kv.values_json());
-    body.map(|body| Reply { status: 200, body, content_type: JSON })
+    let (term, leader) = known_leader(node);
+    let (body, index, revision) =
+        node.with_kv(|kv| (kv.values_json(), kv.applied_index(), kv.revision()));
+    let evidence = Evidence { term, index, leader, revision, linearizable: !stale };
+    body.map(|body| Reply::bytes(200, body, JSON).with_evidence(evidence))
         .map_err(|e| Error::Internal(format!("cannot encode the key space: {e}")))
 }
 
@@ -578,7 +640,15 @@ fn write(
     match node.write(command) {
         Ok(ok) => {
             let (Command::Put { key, .. } | Command::Delete { key }) = command;
-            Ok(Reply::json(200, &WriteReply::ok(key, ok.index, ok.term, ok.revision)))
+            let evidence = Evidence {
+                term: ok.term,
+                index: ok.index,
+                leader: Some(node.config.id.clone()),
+                revision: ok.revision,
+                linearizable: true,
+            };
+            Ok(Reply::json(200, &WriteReply::ok(key, ok.index, ok.term, ok.revision))
+                .with_evidence(evidence))
         }
         // Only a refusal to propose is forwarded: nothing was proposed, so the leader can take it.
         Err(Error::NotLeader { leader: Some(leader) }) if !forwarded => {
@@ -625,13 +695,17 @@ fn forward(request: &Request, leader_addr: &str, body: &[u8], node: &Node) -> Re
         }
     };
     let status = response.status();
+    let headers: Vec<(&'static str, String)> = EVIDENCE_HEADERS
+        .into_iter()
+        .filter_map(|name| response.header(name).map(|v| (name, v.to_string())))
+        .collect();
     let mut out = Vec::new();
     response
         .into_reader()
         .take(MAX_PEER_BODY as u64)
         .read_to_end(&mut out)
         .map_err(|e| Error::OutcomeUnknown(format!("leader's answer was cut off: {e}")))?;
-    Ok(Reply { status, body: out, content_type: JSON })
+    Ok(Reply { status, body: out, content_type: JSON, headers })
 }
 
 /// The agent for forwarding. Reads share a keep-alive pool. Writes get a fresh connection each:
