@@ -45,25 +45,7 @@ struct Reply {
     status: u16,
     body: Vec<u8>,
     content_type: &'static str,
-    /// Extra headers: the consistency evidence of a `/kv/*` answer ([`Evidence`]).
-    headers: Vec<(&'static str, String)>,
 }
-
-/// What a `/kv/*` answer was served at, sent as headers so a reader can see what it got:
-/// `X-Raft-Term`, `X-Raft-Index` (the write's index, or the applied index a read was served
-/// at, at or past its read index), `X-Raft-Leader` (the leader the answering node knows),
-/// `X-Revision` (the store's) and `X-Consistency` (`linearizable` or `stale`).
-struct Evidence {
-    term: u64,
-    index: u64,
-    leader: Option<String>,
-    revision: u64,
-    linearizable: bool,
-}
-
-/// The evidence headers, by name (forwarded answers carry the leader's through).
-const EVIDENCE_HEADERS: [&str; 5] =
-    ["X-Raft-Term", "X-Raft-Index", "X-Raft-Leader", "X-Revision", "X-Consistency"];
 
 const JSON: &str = "application/json";
 
@@ -74,35 +56,17 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 impl Reply {
     fn json(status: u16, value: &impl Serialize) -> Reply {
         match serde_json::to_vec(value) {
-            Ok(body) => Reply::bytes(status, body, JSON),
+            Ok(body) => Reply { status, body, content_type: JSON },
             Err(e) => {
                 let e = Error::Internal(format!("cannot encode the answer: {e}"));
                 let body = e.to_json().to_string().into_bytes();
-                Reply::bytes(e.status(), body, JSON)
+                Reply { status: e.status(), body, content_type: JSON }
             }
         }
     }
 
-    fn bytes(status: u16, body: Vec<u8>, content_type: &'static str) -> Reply {
-        Reply { status, body, content_type, headers: Vec::new() }
-    }
-
     fn text(status: u16, text: String, content_type: &'static str) -> Reply {
-        Reply::bytes(status, text.into_bytes(), content_type)
-    }
-
-    /// Adds the consistency evidence headers.
-    fn with_evidence(mut self, e: Evidence) -> Reply {
-        let consistency = if e.linearizable { "linearizable" } else { "stale" };
-        let values = [
-            e.term.to_string(),
-            e.index.to_string(),
-            e.leader.unwrap_or_default(),
-            e.revision.to_string(),
-            consistency.to_string(),
-        ];
-        self.headers.extend(EVIDENCE_HEADERS.into_iter().zip(values));
-        self
+        Reply { status, body: text.into_bytes(), content_type }
     }
 
     fn error(e: &Error) -> Reply {
@@ -223,11 +187,6 @@ fn respond(node: &Node, request: Request, reply: Reply, started: Instant) {
     let mut response = Response::from_data(reply.body).with_status_code(reply.status);
     if let Some(h) = content_type {
         response = response.with_header(h);
-    }
-    for (name, value) in &reply.headers {
-        if let Ok(h) = Header::from_bytes(name.as_bytes(), value.as_bytes()) {
-            response = response.with_header(h);
-        }
     }
     // The dashboard served by one node reads (and, with the fault lab, posts to) every other.
     let url = request.url();
@@ -536,37 +495,19 @@ fn get(
         return Ok(reply);
     }
     node.metrics.events.read(!stale);
-    let (term, leader) = known_leader(node);
-    node.with_kv(|kv| {
-        let evidence = Evidence {
-            term,
-            index: kv.applied_index(),
-            leader,
-            revision: kv.revision(),
-            linearizable: !stale,
-        };
-        let reply = match kv.entry(key) {
-            Some(e) => Reply::json(
-                200,
-                &GetReply {
-                    key: key.into(),
-                    value: e.value.as_str().into(),
-                    create_revision: Some(e.create_revision),
-                    mod_revision: Some(e.mod_revision),
-                    version: Some(e.version),
-                },
-            ),
-            // Absent, as of the evidence: a 404 says where it was looked for too.
-            None => Reply::error(&Error::NotFound(format!("key not found: {key}"))),
-        };
-        Ok(reply.with_evidence(evidence))
+    node.with_kv(|kv| match kv.entry(key) {
+        Some(e) => Ok(Reply::json(
+            200,
+            &GetReply {
+                key: key.into(),
+                value: e.value.as_str().into(),
+                create_revision: Some(e.create_revision),
+                mod_revision: Some(e.mod_revision),
+                version: Some(e.version),
+            },
+        )),
+        None => Err(Error::NotFound(format!("key not found: {key}"))),
     })
-}
-
-/// The node's term and the leader it knows (a short look under the Raft lock).
-fn known_leader(node: &Node) -> (u64, Option<String>) {
-    let raft = node.raft.lock();
-    (raft.term(), raft.leader())
 }
 
 fn all(node: &Node, request: &mut Request, stale: bool, forwarded: bool) -> Result<Reply> {
@@ -574,11 +515,8 @@ fn all(node: &Node, request: &mut Request, stale: bool, forwarded: bool) -> Resu
         return Ok(reply);
     }
     node.metrics.events.read(!stale);
-    let (term, leader) = known_leader(node);
-    let (body, index, revision) =
-        node.with_kv(|kv| (kv.values_json(), kv.applied_index(), kv.revision()));
-    let evidence = Evidence { term, index, leader, revision, linearizable: !stale };
-    body.map(|body| Reply::bytes(200, body, JSON).with_evidence(evidence))
+    let body = node.with_kv(|kv| kv.values_json());
+    body.map(|body| Reply { status: 200, body, content_type: JSON })
         .map_err(|e| Error::Internal(format!("cannot encode the key space: {e}")))
 }
 
@@ -640,15 +578,7 @@ fn write(
     match node.write(command) {
         Ok(ok) => {
             let (Command::Put { key, .. } | Command::Delete { key }) = command;
-            let evidence = Evidence {
-                term: ok.term,
-                index: ok.index,
-                leader: Some(node.config.id.clone()),
-                revision: ok.revision,
-                linearizable: true,
-            };
-            Ok(Reply::json(200, &WriteReply::ok(key, ok.index, ok.term, ok.revision))
-                .with_evidence(evidence))
+            Ok(Reply::json(200, &WriteReply::ok(key, ok.index, ok.term, ok.revision)))
         }
         // Only a refusal to propose is forwarded: nothing was proposed, so the leader can take it.
         Err(Error::NotLeader { leader: Some(leader) }) if !forwarded => {
@@ -695,17 +625,13 @@ fn forward(request: &Request, leader_addr: &str, body: &[u8], node: &Node) -> Re
         }
     };
     let status = response.status();
-    let headers: Vec<(&'static str, String)> = EVIDENCE_HEADERS
-        .into_iter()
-        .filter_map(|name| response.header(name).map(|v| (name, v.to_string())))
-        .collect();
     let mut out = Vec::new();
     response
         .into_reader()
         .take(MAX_PEER_BODY as u64)
         .read_to_end(&mut out)
         .map_err(|e| Error::OutcomeUnknown(format!("leader's answer was cut off: {e}")))?;
-    Ok(Reply { status, body: out, content_type: JSON, headers })
+    Ok(Reply { status, body: out, content_type: JSON })
 }
 
 /// The agent for forwarding. Reads share a keep-alive pool. Writes get a fresh connection each:
