@@ -167,13 +167,17 @@ impl KvStore {
                         mod_revision: rev,
                         version: old.version + 1,
                     },
-                    None => KeyValue { value, create_revision: rev, mod_revision: rev, version: 1 },
+                    None => {
+                        self.len += 1;
+                        KeyValue { value, create_revision: rev, mod_revision: rev, version: 1 }
+                    }
                 };
                 self.set(key, Some(kv));
             }
             Ok(Command::Delete { key }) => {
                 if self.entry(&key).is_some() {
                     self.revision += 1;
+                    self.len -= 1;
                     self.set(key, None);
                 }
             }
@@ -183,12 +187,8 @@ impl KvStore {
         Ok(self.revision)
     }
 
+    /// Stores a put (`Some`) or a delete (`None`); `apply` has counted it in `len` already.
     fn set(&mut self, key: String, value: Option<KeyValue>) {
-        match (self.entry(&key).is_some(), value.is_some()) {
-            (false, true) => self.len += 1,
-            (true, false) => self.len -= 1,
-            _ => {}
-        }
         if let Some(overlay) = &mut self.overlay {
             overlay.insert(key, value);
             return;
