@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use raftlabkv::testkit::{Cluster, ClusterOptions};
+mod support;
 
 /// Drives the client on a pty. Exits non-zero with what it saw when a step's output is missing.
 const DRIVER: &str = r#"
@@ -82,20 +82,12 @@ print("ok: bench")
 
 #[test]
 fn the_shell_edits_completes_and_remembers_and_bench_shows_progress() {
-    let work_dir = std::env::temp_dir().join(format!("raftlabkv-test-tty-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work_dir);
-    let c = Cluster::start(ClusterOptions {
-        nodes: 3,
-        server_bin: env!("CARGO_BIN_EXE_raftlabkv-server").into(),
-        work_dir: work_dir.clone(),
-        data_dirs: false,
-        extra_args: Vec::new(),
-        peer_secret: true,
-    })
-    .expect("start cluster");
+    let c = support::cluster::three("tty", false, &[]);
     c.wait_leader(&c.all(), Duration::from_secs(10)).expect("a leader");
     let servers = c.nodes.iter().map(|n| n.addr.clone()).collect::<Vec<_>>().join(",");
-    let history = work_dir.join("history");
+    let history =
+        std::env::temp_dir().join(format!("raftlabkv-tty-history-{}", std::process::id()));
+    let _ = std::fs::remove_file(&history);
     let out = Command::new("python3")
         .arg("-c")
         .arg(DRIVER)

@@ -9,24 +9,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use raftlabkv::testkit::{Cluster, ClusterOptions, LinkMode, poll_every};
+mod support;
+
+use raftlabkv::testkit::{Cluster, LinkMode, poll_every};
 use serde_json::{Value, json};
 
 const POLL: Duration = Duration::from_millis(50);
 
 fn cluster(name: &str, extra: &[&str]) -> Cluster {
-    let work_dir =
-        std::env::temp_dir().join(format!("raftlabkv-test-explain-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work_dir);
-    Cluster::start(ClusterOptions {
-        nodes: 3,
-        server_bin: env!("CARGO_BIN_EXE_raftlabkv-server").into(),
-        work_dir,
-        data_dirs: true,
-        extra_args: extra.iter().map(|s| s.to_string()).collect(),
-        peer_secret: true,
-    })
-    .expect("start cluster")
+    support::cluster::three(&format!("explain-{name}"), true, extra)
 }
 
 fn servers(c: &Cluster) -> String {
@@ -85,6 +76,17 @@ fn wait_sentence(c: &Cluster, within: Duration, what: &str, ok: impl Fn(&str) ->
         found.unwrap_or_else(|| panic!("no sentence saying {what}; the last answer: {last:#?}"));
     println!("explain: {found}");
     found
+}
+
+/// N in "`id` lags the leader by N entries…" (thousands separators allowed).
+fn entries_behind(sentence: &str, id: &str) -> u64 {
+    sentence
+        .trim_start_matches(&format!("{id} lags the leader by "))
+        .split_whitespace()
+        .next()
+        .map(|n| n.replace(',', ""))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number in {sentence}"))
 }
 
 /// True if `sentence` names node `i` by its id or by the address it was asked at.
@@ -227,13 +229,7 @@ fn a_lagging_follower_is_named_with_its_lag() {
         let _ = w.join();
     }
     assert!(lag.contains("entries"), "{lag}");
-    let n: u64 = lag
-        .trim_start_matches(&format!("{fid} lags the leader by "))
-        .split_whitespace()
-        .next()
-        .map(|n| n.replace(',', ""))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no number in {lag}"));
+    let n = entries_behind(&lag, &fid);
     assert!(n >= 100, "{lag}");
     c.heal();
     wait_sentence(&c, Duration::from_secs(20), "all healthy once the link is fast again", |s| {
@@ -275,13 +271,7 @@ fn a_snapshot_transfer_is_explained_with_its_progress() {
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("no percentage in {sentence}"));
     assert!(pct < 100, "caught mid-transfer: {sentence}");
-    let lag: u64 = sentence
-        .trim_start_matches(&format!("{fid} lags the leader by "))
-        .split_whitespace()
-        .next()
-        .map(|n| n.replace(',', ""))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no number in {sentence}"));
+    let lag = entries_behind(&sentence, &fid);
     assert!(lag >= 1000, "it missed the 2,000 writes: {sentence}");
     c.set_link(l, f, LinkMode::Pass);
     wait_sentence(&c, Duration::from_secs(30), "all healthy after the transfer", |s| {

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use raftlabkv::testkit::{Cluster, ClusterOptions, poll_every};
+mod support;
+
+use raftlabkv::testkit::{Cluster, poll_every};
 use serde_json::{Value, json};
 
 const POLL: Duration = Duration::from_millis(20);
@@ -38,21 +40,11 @@ fn revs(c: &Cluster, i: usize, key: &str) -> Option<(u64, u64, u64, String)> {
 
 #[test]
 fn revisions_are_returned_agreed_on_and_kept_across_restarts_and_snapshots() {
-    let work_dir =
-        std::env::temp_dir().join(format!("raftlabkv-test-revisions-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work_dir);
-    let mut c = Cluster::start(ClusterOptions {
-        nodes: 3,
-        server_bin: env!("CARGO_BIN_EXE_raftlabkv-server").into(),
-        work_dir,
-        data_dirs: true,
-        extra_args: ["--snapshot-threshold", "50", "--snapshot-trailing", "5"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        peer_secret: true,
-    })
-    .expect("start cluster");
+    let mut c = support::cluster::three(
+        "revisions",
+        true,
+        &["--snapshot-threshold", "50", "--snapshot-trailing", "5"],
+    );
     let l = c.wait_leader(&c.all(), Duration::from_secs(10)).expect("a leader");
     // An empty store is at revision 1: the first put makes 2.
     assert_eq!(put(&c, l, "a", "1")["revision"], 2);

@@ -4,22 +4,11 @@
 use std::time::Duration;
 
 use raftlabkv::client::Client;
-use raftlabkv::testkit::{Cluster, ClusterOptions};
+use raftlabkv::testkit::Cluster;
 
 /// Starts 3 nodes with data dirs and a peer secret, in a fresh work dir named after `name`.
 pub fn cluster(name: &str) -> Cluster {
-    let work_dir =
-        std::env::temp_dir().join(format!("raftlabkv-test-members-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work_dir);
-    Cluster::start(ClusterOptions {
-        nodes: 3,
-        server_bin: env!("CARGO_BIN_EXE_raftlabkv-server").into(),
-        work_dir,
-        data_dirs: true,
-        extra_args: vec![],
-        peer_secret: true,
-    })
-    .expect("start cluster")
+    super::cluster::three(&format!("members-{name}"), true, &[])
 }
 
 /// A client of `nodes` (5 s per request, retrying for up to 15 s).
