@@ -86,7 +86,11 @@ fn latency() {
     let value = "v".repeat(100);
     let mut lat = Vec::new();
     for i in 0..1000 {
-        let put = PutRequest { key: format!("key-{i}").into(), value: value.as_str().into() };
+        let put = PutRequest {
+            key: format!("key-{i}").into(),
+            value: value.as_str().into(),
+            if_revision: None,
+        };
         let body = serde_json::to_string(&put).expect("encode a put");
         let t0 = Instant::now();
         let r = agent.post(&url).set("Content-Type", "application/json").send_string(&body);

@@ -51,6 +51,10 @@ pub struct PutRequest<'a> {
     pub key: Cow<'a, str>,
     /// The value.
     pub value: Cow<'a, str>,
+    /// Write only if the key's `mod_revision` is this (0: only if the key is absent); otherwise
+    /// 412 with the key as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub if_revision: Option<u64>,
 }
 
 /// `GET /kv/get/{key}` answer.

@@ -13,6 +13,7 @@
 //! | `Conflict` | 409 | the request conflicts with one in progress (a membership change not yet committed, a leadership transfer under way): retry once it is done |
 //! | `TooManyRequests` | 429 | too many at once (more than 16 viewers of `/debug/events`): retry later |
 //! | `TooLarge` | 413 | key, value or body over the configured limit |
+//! | `IdempotencyKeyReused` | 422 | the `Idempotency-Key` was used before for another write: nothing was applied; use a new key for a new write |
 //! | `PreconditionFailed` | 412 | a condition the request depends on does not hold (the strict membership check, a learner not caught up); the message says which |
 //! | `NotLeader` | 503 | **not applied and will not be**: this node does not lead; the body names the leader (`"leader": {"id", "addr"}`) when known |
 //! | `Unavailable` | 503 | **not applied and will not be** (no quorum, leadership lost, shutting down): safe to retry |
@@ -61,6 +62,8 @@ pub enum Error {
     /// A condition the request depends on does not hold (a learner that has not caught up, a
     /// change after which the voters still heard from would not be a quorum).
     PreconditionFailed(String),
+    /// An `Idempotency-Key` sent before with another write (422): nothing was applied.
+    IdempotencyKeyReused(String),
     /// This node does not lead, so it did not propose or read anything: safe to retry, best at
     /// `leader` (None: no leader is known yet, an election is under way).
     NotLeader {
@@ -94,6 +97,7 @@ impl Error {
             Error::Conflict(_) => "conflict",
             Error::TooManyRequests(_) => "too_many_requests",
             Error::PreconditionFailed(_) => "precondition_failed",
+            Error::IdempotencyKeyReused(_) => "idempotency_key_reused",
             Error::NotLeader { .. } => "not_leader",
             Error::Unavailable(_) => "unavailable",
             Error::OutcomeUnknown(_) => "outcome_unknown",
@@ -115,6 +119,7 @@ impl Error {
             Error::Conflict(_) => 409,
             Error::TooManyRequests(_) => 429,
             Error::PreconditionFailed(_) => 412,
+            Error::IdempotencyKeyReused(_) => 422,
             Error::NotLeader { .. } | Error::Unavailable(_) => 503,
             Error::OutcomeUnknown(_) => 504,
             Error::Config(_) | Error::Storage(_) | Error::Internal(_) => 500,
@@ -135,6 +140,7 @@ impl Error {
             | Error::Conflict(m)
             | Error::TooManyRequests(m)
             | Error::PreconditionFailed(m)
+            | Error::IdempotencyKeyReused(m)
             | Error::Unavailable(m)
             | Error::OutcomeUnknown(m)
             | Error::Config(m)
@@ -155,6 +161,7 @@ impl Error {
             409 => Error::Conflict(message),
             412 => Error::PreconditionFailed(message),
             413 => Error::TooLarge(message),
+            422 => Error::IdempotencyKeyReused(message),
             429 => Error::TooManyRequests(message),
             503 => Error::Unavailable(message),
             504 => Error::OutcomeUnknown(message),
@@ -208,6 +215,7 @@ mod tests {
             Error::Conflict("g".into()),
             Error::TooManyRequests("t".into()),
             Error::PreconditionFailed("h".into()),
+            Error::IdempotencyKeyReused("i".into()),
             Error::Unavailable("e".into()),
             Error::OutcomeUnknown("f".into()),
         ] {

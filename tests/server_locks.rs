@@ -53,8 +53,8 @@ fn status_never_deadlocks_with_the_apply_thread() {
             let mut i = 0;
             while !stop.load(Ordering::SeqCst) {
                 i += 1;
-                let put = Command::Put { key: format!("k{}", i % 10), value: format!("{w}.{i}") };
-                shared.write(&put).expect("a single node acknowledges every write");
+                let put = Command::put(format!("k{}", i % 10), format!("{w}.{i}"));
+                shared.write(put, None).expect("a single node acknowledges every write");
                 writes.fetch_add(1, Ordering::SeqCst);
             }
         }));

@@ -48,7 +48,7 @@ fn leader(servers: &[Server], among: &[usize]) -> usize {
 }
 
 fn put(key: &str, value: &str) -> Command {
-    Command::Put { key: key.into(), value: value.into() }
+    Command::put(key, value)
 }
 
 #[test]
@@ -56,14 +56,14 @@ fn writes_commit_and_reads_are_linearizable_over_the_local_transport() {
     let (servers, _t) = start(3);
     let l = leader(&servers, &[0, 1, 2]);
     for i in 0..50 {
-        servers[l].shared().write(&put(&format!("k{i}"), &format!("v{i}"))).expect("write");
+        servers[l].shared().write(put(&format!("k{i}"), &format!("v{i}")), None).expect("write");
     }
     servers[l].shared().linearizable_barrier().expect("read barrier");
     let value = servers[l].shared().with_kv(|kv| kv.get("k49").cloned());
     assert_eq!(value.as_deref(), Some("v49"));
     // A follower refuses to propose (the HTTP layer would forward) and names the leader.
     let f = (l + 1) % 3;
-    match servers[f].shared().write(&put("x", "y")) {
+    match servers[f].shared().write(put("x", "y"), None) {
         Err(Error::Unavailable(m)) => assert!(m.contains("leader"), "{m}"),
         Err(Error::NotLeader { leader }) => assert!(leader.is_some(), "names no leader"),
         other => panic!("a follower accepted a write: {other:?}"),
@@ -83,10 +83,10 @@ fn a_cut_off_leader_cannot_write_or_confirm_reads_and_the_rest_moves_on() {
     }
     let rest: Vec<usize> = (0..3).filter(|&i| i != old).collect();
     let new = leader(&servers, &rest);
-    servers[new].shared().write(&put("k", "majority")).expect("majority side writes");
+    servers[new].shared().write(put("k", "majority"), None).expect("majority side writes");
     // The old leader either still thinks it leads (then the write cannot commit: 504) or has
     // stepped down (503); it never acknowledges.
-    match servers[old].shared().write(&put("k", "minority")) {
+    match servers[old].shared().write(put("k", "minority"), None) {
         Err(Error::OutcomeUnknown(_)) | Err(Error::Unavailable(_)) => {}
         other => panic!("minority write answered {other:?}"),
     }

@@ -257,9 +257,7 @@ impl KvSim {
         let incarnation = self.incarnation[&node];
         let call = self.stamp();
         let write = match &input {
-            KvInput::Put { key, value } => {
-                Some(Command::Put { key: key.clone(), value: value.clone() })
-            }
+            KvInput::Put { key, value } => Some(Command::put(key.clone(), value.clone())),
             KvInput::Delete { key } => Some(Command::Delete { key: key.clone() }),
             _ => None,
         };

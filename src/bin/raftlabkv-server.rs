@@ -60,6 +60,16 @@ struct Args {
     /// Largest accepted key, in bytes.
     #[arg(long, default_value_t = 4096)]
     max_key_bytes: usize,
+    /// Most compares and operations in one transaction.
+    #[arg(long, default_value_t = 128)]
+    max_txn_ops: usize,
+    /// How long a write's Idempotency-Key is remembered, in seconds (by the leader's clock,
+    /// carried in the log, so every node forgets it at the same entry).
+    #[arg(long, default_value_t = 600)]
+    idempotency_ttl_secs: u64,
+    /// Most Idempotency-Keys remembered; beyond it the soonest-expiring are forgotten.
+    #[arg(long, default_value_t = 100_000)]
+    idempotency_cap: u64,
     /// Where the write-ahead log lives (default `./data/<id>`). Locked while the node runs.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -174,6 +184,9 @@ fn run(args: Args) -> Result<(), String> {
     config.max_value_bytes = args.max_value_bytes;
     config.max_key_bytes = args.max_key_bytes.max(1);
     config.max_append_entries = args.max_append_entries.max(1);
+    config.max_txn_ops = args.max_txn_ops.max(1);
+    config.idempotency_ttl = Duration::from_secs(args.idempotency_ttl_secs.max(1));
+    config.idempotency_cap = args.idempotency_cap.max(1);
     config.snapshot_threshold = args.snapshot_threshold;
     config.snapshot_trailing = args.snapshot_trailing;
     if let Some(cluster_id) = &args.cluster_id {

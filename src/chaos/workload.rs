@@ -210,7 +210,7 @@ pub fn send(agent: &ureq::Agent, server: &str, input: &KvInput) -> Reply {
 
 /// The JSON body of a put.
 fn put_body(key: &str, value: &str) -> String {
-    let body = PutRequest { key: key.into(), value: value.into() };
+    let body = PutRequest { key: key.into(), value: value.into(), if_revision: None };
     serde_json::to_string(&body).unwrap_or_default()
 }
 

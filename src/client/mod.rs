@@ -258,7 +258,8 @@ impl Client {
     /// sent but its outcome could not be learnt (it may or may not be applied).
     pub fn put(&self, key: &str, value: &str) -> Result<PutResult> {
         check_key(key)?;
-        let body = to_json(&PutRequest { key: key.into(), value: value.into() })?;
+        let body =
+            to_json(&PutRequest { key: key.into(), value: value.into(), if_revision: None })?;
         let text = self.execute(&Call {
             method: "POST",
             path: "/kv/put",

@@ -10,46 +10,30 @@
 //! starts again at 1). They are a pure function of the applied log, so every node has the same,
 //! and they are kept in snapshots.
 
-use std::borrow::Cow;
+mod command;
+pub mod idempotency;
+pub mod range;
+pub mod txn;
+
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use command::{
+    Applied, Command, Compare, CompareOp, DeleteSpec, IdempotencyMeta, KvItem, Outcome, RangeReply,
+    RangeSpec, Target, Txn, TxnOp, TxnResponse,
+};
+pub use range::{Bounds, View};
+
 use crate::error::{Error, Result};
 use crate::raft::{Entry, Index, Term};
+use idempotency::{Lookup, Record, Table};
 
-/// A state machine command.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "lowercase")]
-pub enum Command {
-    /// Set `key` to `value`.
-    Put {
-        /// The key.
-        key: String,
-        /// The new value.
-        value: String,
-    },
-    /// Remove `key` (fine if absent).
-    Delete {
-        /// The key.
-        key: String,
-    },
-}
-
-impl Command {
-    /// Encodes the command for a log entry.
-    pub fn encode(&self) -> Vec<u8> {
-        // Serialising a plain enum of strings cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
-    }
-
-    /// Decodes a command from a log entry.
-    pub fn decode(bytes: &[u8]) -> Result<Command> {
-        serde_json::from_slice(bytes)
-            .map_err(|e| Error::Internal(format!("undecodable command in the log: {e}")))
-    }
-}
+/// Changes made while a snapshot or a long read shares the map: `Some` for a put, `None` for a
+/// delete.
+pub type Overlay = BTreeMap<String, Option<KeyValue>>;
 
 /// A key's value and its revisions (see the module docs).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,19 +50,21 @@ pub struct KeyValue {
 
 /// The map, plus how far into the log it reflects.
 ///
-/// **Snapshots without a long pause.** Copying a million-key map to snapshot it would stop writes
-/// for as long as the copy takes. Instead the map lives behind an `Arc`: [`KvStore::freeze`] hands
-/// the snapshot thread a second reference to it (O(1)) and from then on writes go to a small
-/// `overlay` of changes (a `None` there is a delete), which reads consult first. Once the snapshot
-/// thread drops its reference, [`KvStore::try_merge`] folds the overlay back into the map — the
-/// only pause, proportional to the writes made while the snapshot was being written.
+/// **Snapshots and long reads without a long pause.** Copying a million-key map to snapshot it
+/// would stop writes for as long as the copy takes. Instead the map lives behind an `Arc`:
+/// [`KvStore::freeze`] hands the snapshot thread a second reference to it (O(1)) and from then on
+/// writes go to a small `overlay` of changes (a `None` there is a delete), which reads consult
+/// first. A long range read does the same ([`KvStore::view`]): it shares the map and the overlay
+/// (which later writes then copy before changing it) and walks them without the lock. Once
+/// nothing else holds the map, [`KvStore::try_merge`] folds the overlay back into it — the only
+/// pause, proportional to the writes made in the meantime.
 #[derive(Debug, Clone)]
 pub struct KvStore {
-    /// The map as of the last merge. Never modified while `overlay` exists (a snapshot may be
-    /// reading it).
+    /// The map as of the last merge. Never modified while `overlay` exists (a snapshot or a view
+    /// may be reading it).
     base: Arc<BTreeMap<String, KeyValue>>,
-    /// Changes made since [`KvStore::freeze`]: `Some(value)` for a put, `None` for a delete.
-    overlay: Option<BTreeMap<String, Option<KeyValue>>>,
+    /// Changes made since [`KvStore::freeze`] or [`KvStore::view`].
+    overlay: Option<Arc<Overlay>>,
     /// The store's revision (1 when empty; see the module docs).
     revision: u64,
     /// Number of live keys (kept up to date, so `/status` never walks the overlay under the lock).
@@ -87,6 +73,8 @@ pub struct KvStore {
     applied_index: Index,
     /// Term of that entry (a snapshot names both).
     applied_term: Term,
+    /// Idempotency keys and their answers ([`idempotency`]).
+    idempotency: Table,
 }
 
 impl Default for KvStore {
@@ -98,6 +86,7 @@ impl Default for KvStore {
             len: 0,
             applied_index: 0,
             applied_term: 0,
+            idempotency: Table::default(),
         }
     }
 }
@@ -106,6 +95,7 @@ impl Default for KvStore {
 #[derive(Debug, Clone)]
 pub struct Frozen {
     map: Arc<BTreeMap<String, KeyValue>>,
+    idempotency: Table,
     /// The store's revision at that index.
     pub revision: u64,
     /// Index of the last entry the frozen state includes.
@@ -127,8 +117,15 @@ impl Frozen {
 
     /// The snapshot encoding of this state (see [`KvStore::encode_snapshot`]).
     pub fn encode(&self, cluster: &serde_json::Value) -> Vec<u8> {
-        encode_map(&self.map, self.index, self.term, self.revision, cluster)
+        let at = (self.index, self.term, self.revision);
+        encode_map(range::walk_all(&self.map, None), self.map.len(), at, &self.idempotency, cluster)
     }
+}
+
+/// The revision a write applies at, and whether it changed anything.
+struct Change {
+    revision: u64,
+    changed: bool,
 }
 
 impl KvStore {
@@ -137,12 +134,18 @@ impl KvStore {
         Self::default()
     }
 
-    /// Applies one committed entry, returning the store's revision after it. Entries must come
-    /// in index order; an entry at or below `applied_index` is ignored (it was applied already),
-    /// a gap is an error.
-    pub fn apply(&mut self, entry: &Entry) -> Result<u64> {
+    /// Applies one committed entry and says what it did. Entries must come in index order; an
+    /// entry at or below `applied_index` is ignored (it was applied already), a gap is an error.
+    pub fn apply(&mut self, entry: &Entry) -> Result<Applied> {
+        let done = |kv: &KvStore, outcome| Applied {
+            index: entry.index,
+            term: entry.term,
+            revision: kv.revision,
+            outcome,
+            replayed: false,
+        };
         if entry.index <= self.applied_index {
-            return Ok(self.revision);
+            return Ok(done(self, Outcome::Written));
         }
         if entry.index != self.applied_index + 1 {
             return Err(Error::Internal(format!(
@@ -154,46 +157,164 @@ impl KvStore {
         self.applied_term = entry.term;
         // No-ops and Raft's own entries (configurations) change nothing here.
         if entry.is_noop() || entry.is_internal() {
-            return Ok(self.revision);
+            return Ok(done(self, Outcome::Written));
         }
-        match Command::decode(&entry.command) {
-            Ok(Command::Put { key, value }) => {
-                self.revision += 1;
-                let rev = self.revision;
-                let kv = match self.entry(&key) {
-                    Some(old) => KeyValue {
-                        value,
-                        create_revision: old.create_revision,
-                        mod_revision: rev,
-                        version: old.version + 1,
-                    },
-                    None => {
-                        self.len += 1;
-                        KeyValue { value, create_revision: rev, mod_revision: rev, version: 1 }
-                    }
-                };
-                self.set(key, Some(kv));
-            }
-            Ok(Command::Delete { key }) => {
-                if self.entry(&key).is_some() {
-                    self.revision += 1;
-                    self.len -= 1;
-                    self.set(key, None);
-                }
-            }
+        let command = match Command::decode(&entry.command) {
+            Ok(c) => c,
             // A command this version cannot read: skip it rather than stop applying, and say so.
-            Err(e) => log::error!("skipping entry {}: {e}", entry.index),
+            Err(e) => {
+                log::error!("skipping entry {}: {e}", entry.index);
+                return Ok(done(self, Outcome::Written));
+            }
+        };
+        let Command::Idempotent { meta, command } = command else {
+            let outcome = self.execute(command);
+            return Ok(done(self, outcome));
+        };
+        self.idempotency.advance(&meta);
+        match self.idempotency.lookup(&meta.key, &meta.fingerprint) {
+            Lookup::Replay(first) => Ok(Applied { replayed: true, ..first.clone() }),
+            Lookup::Reused => Ok(done(self, Outcome::KeyReused { key: meta.key })),
+            Lookup::New => {
+                let outcome = self.execute(*command);
+                let applied = done(self, outcome);
+                self.idempotency.remember(&meta, applied.clone());
+                Ok(applied)
+            }
         }
-        Ok(self.revision)
     }
 
-    /// Stores a put (`Some`) or a delete (`None`); `apply` has counted it in `len` already.
+    /// Runs a write (not an idempotent wrapper: its inner command) on the store.
+    fn execute(&mut self, command: Command) -> Outcome {
+        let mut change = Change { revision: self.revision + 1, changed: false };
+        let outcome = match command {
+            Command::Put { key, value, if_revision } => {
+                if let Some(want) = if_revision {
+                    let have = self.entry(&key).map_or(0, |kv| kv.mod_revision);
+                    if have != want {
+                        let current = self.entry(&key).map(|kv| KvItem::new(&key, kv, false));
+                        return Outcome::Refused { current };
+                    }
+                }
+                self.put(key, value, &mut change);
+                Outcome::Written
+            }
+            Command::Delete { key } => {
+                self.delete(&key, &mut change);
+                Outcome::Written
+            }
+            Command::DeleteRange { range } => match Bounds::of(&range) {
+                Ok(bounds) => Outcome::Deleted(self.delete_range(&bounds, &mut change)),
+                // Checked before proposing; an entry that still fails changes nothing.
+                Err(_) => Outcome::Deleted(0),
+            },
+            Command::Txn { txn } => {
+                let succeeded = txn.compare.iter().all(|c| c.holds(self.entry(&c.key)));
+                let branch = if succeeded { txn.success } else { txn.failure };
+                let responses = branch.into_iter().map(|op| self.txn_op(op, &mut change)).collect();
+                Outcome::Txn { succeeded, responses }
+            }
+            // Not nested (the server never proposes it so): run the inner write, unremembered.
+            Command::Idempotent { command, .. } => return self.execute(*command),
+        };
+        if change.changed {
+            self.revision = change.revision;
+        }
+        outcome
+    }
+
+    fn put(&mut self, key: String, value: String, change: &mut Change) {
+        let rev = change.revision;
+        change.changed = true;
+        let kv = match self.entry(&key) {
+            Some(old) => KeyValue {
+                value,
+                create_revision: old.create_revision,
+                mod_revision: rev,
+                version: old.version + 1,
+            },
+            None => {
+                self.len += 1;
+                KeyValue { value, create_revision: rev, mod_revision: rev, version: 1 }
+            }
+        };
+        self.set(key, Some(kv));
+    }
+
+    fn delete(&mut self, key: &str, change: &mut Change) -> u64 {
+        if self.entry(key).is_none() {
+            return 0;
+        }
+        change.changed = true;
+        self.len -= 1;
+        self.set(key.to_string(), None);
+        1
+    }
+
+    fn delete_range(&mut self, bounds: &Bounds, change: &mut Change) -> u64 {
+        let keys: Vec<String> = self.walk(bounds, false).map(|(k, _)| k.to_string()).collect();
+        keys.iter().map(|k| self.delete(k, change)).sum()
+    }
+
+    fn txn_op(&mut self, op: TxnOp, change: &mut Change) -> TxnResponse {
+        match op {
+            TxnOp::Put { key, value } => {
+                self.put(key.clone(), value, change);
+                TxnResponse::Put { key }
+            }
+            TxnOp::Delete(spec) => {
+                let deleted = match spec.bounds() {
+                    Ok(Bounds { start: Bound::Included(a), end: Bound::Included(b) }) if a == b => {
+                        self.delete(&a, change)
+                    }
+                    Ok(bounds) => self.delete_range(&bounds, change),
+                    Err(_) => 0,
+                };
+                TxnResponse::Delete { deleted }
+            }
+            op => {
+                let revision = if change.changed { change.revision } else { self.revision };
+                self.txn_read(&op, revision)
+            }
+        }
+    }
+
+    /// A get or range of a transaction (`revision`: the one its writes apply at).
+    fn txn_read(&self, op: &TxnOp, revision: u64) -> TxnResponse {
+        txn_read(self, op, revision)
+    }
+
+    /// A transaction that writes nothing ([`Txn::is_read_only`]), evaluated on the current state
+    /// without a log entry (the caller has made the read linearizable).
+    pub fn read_txn(&self, txn: &Txn) -> Outcome {
+        read_txn(self, txn, self.revision)
+    }
+
+    /// What the idempotency table says of `key` for a write with `fingerprint` (the leader asks
+    /// before proposing; see [`idempotency`]).
+    pub fn idempotency_lookup(&self, key: &str, fingerprint: &str) -> Option<Result<Applied>> {
+        match self.idempotency.lookup(key, fingerprint) {
+            Lookup::New => None,
+            Lookup::Replay(a) => Some(Ok(Applied { replayed: true, ..a.clone() })),
+            Lookup::Reused => Some(Err(Error::IdempotencyKeyReused(format!(
+                "idempotency key {key:?} was used for another write"
+            )))),
+        }
+    }
+
+    /// Records in the idempotency table.
+    pub fn idempotency_len(&self) -> usize {
+        self.idempotency.len()
+    }
+
+    /// Stores a put (`Some`) or a delete (`None`); the caller has counted it in `len` already.
     fn set(&mut self, key: String, value: Option<KeyValue>) {
         if let Some(overlay) = &mut self.overlay {
-            overlay.insert(key, value);
+            // Copies the overlay first if a view still reads it.
+            Arc::make_mut(overlay).insert(key, value);
             return;
         }
-        // No snapshot shares the map (that is what `overlay` being absent means), so this never
+        // Nothing shares the map (that is what `overlay` being absent means), so this never
         // copies it.
         let map = Arc::make_mut(&mut self.base);
         match value {
@@ -215,6 +336,26 @@ impl KvStore {
         self.base.get(key)
     }
 
+    /// The live keys within `bounds`, in order.
+    pub fn walk<'a>(
+        &'a self,
+        bounds: &Bounds,
+        desc: bool,
+    ) -> Box<dyn Iterator<Item = (&'a str, &'a KeyValue)> + 'a> {
+        range::walk(&self.base, self.overlay.as_deref(), bounds, desc)
+    }
+
+    /// The store as it is now, for a read that walks it without the lock (O(1); see the type's
+    /// docs).
+    pub fn view(&mut self) -> View {
+        let overlay = self.overlay.get_or_insert_with(Arc::default);
+        View {
+            base: Arc::clone(&self.base),
+            overlay: Some(Arc::clone(overlay)),
+            revision: self.revision,
+        }
+    }
+
     /// The store's revision (see the module docs).
     pub fn revision(&self) -> u64 {
         self.revision
@@ -222,24 +363,19 @@ impl KvStore {
 
     /// `{"key": "value", ...}` for every key, sorted (the v1 `GET /kv/all` body).
     pub fn values_json(&self) -> serde_json::Result<Vec<u8>> {
-        struct Values<'a>(&'a BTreeMap<String, KeyValue>);
-        impl Serialize for Values<'_> {
-            fn serialize<S: serde::Serializer>(
-                &self,
-                s: S,
-            ) -> std::result::Result<S::Ok, S::Error> {
-                s.collect_map(self.0.iter().map(|(k, v)| (k, &v.value)))
-            }
-        }
-        serde_json::to_vec(&Values(&self.all()))
+        let view = View {
+            base: Arc::clone(&self.base),
+            overlay: self.overlay.clone(),
+            revision: self.revision,
+        };
+        view.values_json()
     }
 
-    /// Every key and value, sorted by key (borrowed unless a snapshot is being taken).
-    pub fn all(&self) -> Cow<'_, BTreeMap<String, KeyValue>> {
-        let Some(overlay) = &self.overlay else { return Cow::Borrowed(&self.base) };
-        let mut merged = (*self.base).clone();
-        apply_overlay(&mut merged, overlay);
-        Cow::Owned(merged)
+    /// Every key and value, sorted by key (a copy: for tests and tools).
+    pub fn all(&self) -> BTreeMap<String, KeyValue> {
+        range::walk_all(&self.base, self.overlay.as_deref())
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
     }
 
     /// Number of keys.
@@ -263,38 +399,48 @@ impl KvStore {
     }
 
     /// Freezes the current state for a snapshot, in O(1): later writes go to the overlay until
-    /// [`KvStore::try_merge`]. `None` if an earlier frozen state is still in use.
+    /// [`KvStore::try_merge`]. `None` if an earlier frozen state or a view still shares the map.
     pub fn freeze(&mut self) -> Option<Frozen> {
         if !self.try_merge() {
             return None;
         }
-        self.overlay = Some(BTreeMap::new());
+        self.overlay = Some(Arc::default());
         Some(Frozen {
             map: Arc::clone(&self.base),
+            idempotency: self.idempotency.clone(),
             revision: self.revision,
             index: self.applied_index,
             term: self.applied_term,
         })
     }
 
-    /// Folds the overlay back into the map once no frozen state shares it. Returns true when
+    /// Folds the overlay back into the map once nothing else shares the map. Returns true when
     /// there is no overlay left.
     pub fn try_merge(&mut self) -> bool {
         let Some(overlay) = &self.overlay else { return true };
         let Some(map) = Arc::get_mut(&mut self.base) else { return false };
-        apply_overlay(map, overlay);
+        for (k, v) in overlay.iter() {
+            match v {
+                Some(v) => map.insert(k.clone(), v.clone()),
+                None => map.remove(k),
+            };
+        }
         self.overlay = None;
         true
     }
 
     /// Serialises the whole state (for a snapshot): a JSON header line with the applied index and
     /// term, the store's revision, the cluster's configuration at that index (opaque here: the
-    /// server's, see [`snapshot_cluster`]) and the key count, then every key as
-    /// `[u32 LE key length][key][u32 LE value length][value][u64 LE create revision][u64 LE mod
-    /// revision][u64 LE version]`. The snapshot file adds its own checksum around this. (Format
-    /// `raftlabkv-kv-1`, without revisions, is still read: its keys get revision 1, version 1.)
+    /// server's, see [`snapshot_cluster`]), the key count, the idempotency table's clock and
+    /// record count; then every key as `[u32 LE key length][key][u32 LE value length][value][u64
+    /// LE create revision][u64 LE mod revision][u64 LE version]`; then every idempotency record
+    /// as `[u32 LE length][JSON]`. The snapshot file adds its own checksum around this. (Formats
+    /// `raftlabkv-kv-2`, without the table, and `raftlabkv-kv-1`, without revisions, are still
+    /// read: a kv-1 key gets revision 1, version 1.)
     pub fn encode_snapshot(&self, cluster: &serde_json::Value) -> Vec<u8> {
-        encode_map(&self.all(), self.applied_index, self.applied_term, self.revision, cluster)
+        let at = (self.applied_index, self.applied_term, self.revision);
+        let walk = range::walk_all(&self.base, self.overlay.as_deref());
+        encode_map(walk, self.len, at, &self.idempotency, cluster)
     }
 
     /// Rebuilds a store from [`KvStore::encode_snapshot`] output; errors name the byte offset.
@@ -304,37 +450,42 @@ impl KvStore {
         let newline = bytes.iter().position(|&b| b == b'\n').ok_or_else(|| bad(0, "no header"))?;
         let header: serde_json::Value = serde_json::from_slice(&bytes[..newline])
             .map_err(|e| bad(0, &format!("bad header: {e}")))?;
-        let with_revisions = if header["format"] == SNAPSHOT_FORMAT {
-            true
-        } else if header["format"] == SNAPSHOT_FORMAT_V1 {
-            false
-        } else {
-            return Err(bad(0, &format!("unknown format {}", header["format"])));
+        let version = match header["format"].as_str() {
+            Some(SNAPSHOT_FORMAT) => 3,
+            Some(SNAPSHOT_FORMAT_V2) => 2,
+            Some(SNAPSHOT_FORMAT_V1) => 1,
+            _ => return Err(bad(0, &format!("unknown format {}", header["format"]))),
         };
         let field = |name: &str| header[name].as_u64().ok_or_else(|| bad(0, &format!("no {name}")));
         let (applied_index, applied_term, keys) = (field("index")?, field("term")?, field("keys")?);
-        let revision = if with_revisions { field("revision")? } else { 1 };
+        let revision = if version >= 2 { field("revision")? } else { 1 };
+        let (clock_ms, records) =
+            if version >= 3 { (field("clock_ms")?, field("idempotency")?) } else { (0, 0) };
         let mut data = BTreeMap::new();
         let mut at = newline + 1;
-        let take = |at: &mut usize| -> Result<String> {
+        let take = |at: &mut usize| -> Result<&[u8]> {
             let len_bytes = bytes.get(*at..*at + 4).ok_or_else(|| bad(*at, "truncated length"))?;
             let len = u32::from_le_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]])
                 as usize;
             let text =
                 bytes.get(*at + 4..*at + 4 + len).ok_or_else(|| bad(*at, "truncated string"))?;
-            let text = String::from_utf8(text.to_vec()).map_err(|_| bad(*at, "not UTF-8"))?;
             *at += 4 + len;
             Ok(text)
+        };
+        let text = |at: &mut usize| -> Result<String> {
+            let start = *at;
+            String::from_utf8(take(at)?.to_vec()).map_err(|_| bad(start, "not UTF-8"))
         };
         let number = |at: &mut usize| -> Result<u64> {
             let b = bytes.get(*at..*at + 8).ok_or_else(|| bad(*at, "truncated revision"))?;
             *at += 8;
             Ok(u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
         };
-        while at < bytes.len() {
-            let key = take(&mut at)?;
-            let value = take(&mut at)?;
-            let kv = if with_revisions {
+        // Up to kv-2 the keys run to the end; from kv-3 the header counts them.
+        while if version >= 3 { (data.len() as u64) < keys } else { at < bytes.len() } {
+            let key = text(&mut at)?;
+            let value = text(&mut at)?;
+            let kv = if version >= 2 {
                 let start = at;
                 let (create_revision, mod_revision, version) =
                     (number(&mut at)?, number(&mut at)?, number(&mut at)?);
@@ -354,6 +505,16 @@ impl KvStore {
         if data.len() as u64 != keys {
             return Err(bad(at, &format!("header says {keys} keys, found {}", data.len())));
         }
+        let mut table = Vec::new();
+        for _ in 0..records {
+            let start = at;
+            let record: Record = serde_json::from_slice(take(&mut at)?)
+                .map_err(|e| bad(start, &format!("bad idempotency record: {e}")))?;
+            table.push(record);
+        }
+        if at != bytes.len() {
+            return Err(bad(at, "unexpected bytes after the last record"));
+        }
         let len = data.len();
         Ok(KvStore {
             base: Arc::new(data),
@@ -362,27 +523,94 @@ impl KvStore {
             len,
             applied_index,
             applied_term,
+            idempotency: Table::restore(clock_ms, table),
         })
     }
 }
 
-fn apply_overlay(
-    map: &mut BTreeMap<String, KeyValue>,
-    overlay: &BTreeMap<String, Option<KeyValue>>,
-) {
-    for (k, v) in overlay {
-        match v {
-            Some(v) => map.insert(k.clone(), v.clone()),
-            None => map.remove(k),
-        };
+/// Reading the store: the live store, or a [`View`] of it.
+pub trait Reader {
+    /// The value of `key` with its revisions.
+    fn entry(&self, key: &str) -> Option<&KeyValue>;
+    /// The live keys within `bounds`, in order.
+    fn walk<'a>(
+        &'a self,
+        bounds: &Bounds,
+        desc: bool,
+    ) -> Box<dyn Iterator<Item = (&'a str, &'a KeyValue)> + 'a>;
+}
+
+impl Reader for KvStore {
+    fn entry(&self, key: &str) -> Option<&KeyValue> {
+        KvStore::entry(self, key)
+    }
+    fn walk<'a>(
+        &'a self,
+        bounds: &Bounds,
+        desc: bool,
+    ) -> Box<dyn Iterator<Item = (&'a str, &'a KeyValue)> + 'a> {
+        KvStore::walk(self, bounds, desc)
     }
 }
 
-fn encode_map(
-    map: &BTreeMap<String, KeyValue>,
-    index: Index,
-    term: Term,
-    revision: u64,
+impl Reader for View {
+    fn entry(&self, key: &str) -> Option<&KeyValue> {
+        View::entry(self, key)
+    }
+    fn walk<'a>(
+        &'a self,
+        bounds: &Bounds,
+        desc: bool,
+    ) -> Box<dyn Iterator<Item = (&'a str, &'a KeyValue)> + 'a> {
+        View::walk(self, bounds, desc)
+    }
+}
+
+/// A get or range of a transaction, read from `r` (`revision`: the one the answer is at).
+fn txn_read(r: &impl Reader, op: &TxnOp, revision: u64) -> TxnResponse {
+    match op {
+        TxnOp::Get { key } => TxnResponse::Get {
+            key: key.clone(),
+            kv: r.entry(key).map(|kv| KvItem::new(key, kv, false)),
+        },
+        TxnOp::Range(spec) => TxnResponse::Range(match Bounds::of(spec) {
+            Ok(bounds) => range::range_reply(r.walk(&bounds, spec.desc), spec, revision),
+            Err(_) => RangeReply { revision, ..RangeReply::default() },
+        }),
+        // Writes are not reads.
+        TxnOp::Put { key, .. } => TxnResponse::Put { key: key.clone() },
+        TxnOp::Delete(_) => TxnResponse::Delete { deleted: 0 },
+    }
+}
+
+/// A transaction that writes nothing, evaluated on `r` (at `revision`).
+fn read_txn(r: &impl Reader, txn: &Txn, revision: u64) -> Outcome {
+    let succeeded = txn.compare.iter().all(|c| c.holds(r.entry(&c.key)));
+    let branch = if succeeded { &txn.success } else { &txn.failure };
+    let responses = branch.iter().map(|op| txn_read(r, op, revision)).collect();
+    Outcome::Txn { succeeded, responses }
+}
+
+impl View {
+    /// The value of `key` with its revisions, as of the view.
+    pub fn entry(&self, key: &str) -> Option<&KeyValue> {
+        if let Some(change) = self.overlay.as_ref().and_then(|o| o.get(key)) {
+            return change.as_ref();
+        }
+        self.base.get(key)
+    }
+
+    /// A transaction that writes nothing, evaluated on the view.
+    pub fn read_txn(&self, txn: &Txn) -> Outcome {
+        read_txn(self, txn, self.revision)
+    }
+}
+
+fn encode_map<'a>(
+    walk: impl Iterator<Item = (&'a str, &'a KeyValue)>,
+    keys: usize,
+    (index, term, revision): (Index, Term, u64),
+    table: &Table,
     cluster: &serde_json::Value,
 ) -> Vec<u8> {
     let header = serde_json::json!({
@@ -391,13 +619,14 @@ fn encode_map(
         "term": term,
         "revision": revision,
         "cluster": cluster,
-        "keys": map.len(),
+        "keys": keys,
+        "clock_ms": table.clock_ms(),
+        "idempotency": table.len(),
     });
     let mut out = header.to_string().into_bytes();
     out.push(b'\n');
-    let size: usize = map.iter().map(|(k, v)| k.len() + v.value.len() + 32).sum();
-    out.reserve(size);
-    for (k, v) in map {
+    out.reserve(keys * 64);
+    for (k, v) in walk {
         out.extend_from_slice(&(k.len() as u32).to_le_bytes());
         out.extend_from_slice(k.as_bytes());
         out.extend_from_slice(&(v.value.len() as u32).to_le_bytes());
@@ -405,6 +634,12 @@ fn encode_map(
         for n in [v.create_revision, v.mod_revision, v.version] {
             out.extend_from_slice(&n.to_le_bytes());
         }
+    }
+    for record in table.records() {
+        // A record of strings and numbers always serialises.
+        let json = serde_json::to_vec(record).unwrap_or_default();
+        out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        out.extend_from_slice(&json);
     }
     out
 }
@@ -418,173 +653,13 @@ pub fn snapshot_cluster(bytes: &[u8]) -> Option<serde_json::Value> {
 }
 
 /// Version tag of the snapshot encoding.
-const SNAPSHOT_FORMAT: &str = "raftlabkv-kv-2";
+const SNAPSHOT_FORMAT: &str = "raftlabkv-kv-3";
+
+/// The encoding before the idempotency table (still read).
+const SNAPSHOT_FORMAT_V2: &str = "raftlabkv-kv-2";
 
 /// The encoding before revisions (still read).
 const SNAPSHOT_FORMAT_V1: &str = "raftlabkv-kv-1";
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry(index: Index, c: &Command) -> Entry {
-        Entry { index, term: 1, command: c.encode() }
-    }
-
-    #[test]
-    fn applies_in_order_and_ignores_replays() {
-        let mut kv = KvStore::new();
-        let put = Command::Put { key: "a/b c%".into(), value: "v é".into() };
-        kv.apply(&Entry { index: 1, term: 1, command: vec![] }).unwrap();
-        kv.apply(&entry(2, &put)).unwrap();
-        assert_eq!(kv.get("a/b c%").map(String::as_str), Some("v é"));
-        kv.apply(&entry(3, &Command::Delete { key: "a/b c%".into() })).unwrap();
-        assert!(kv.get("a/b c%").is_none());
-        kv.apply(&entry(2, &put)).unwrap();
-        assert!(kv.get("a/b c%").is_none(), "a replayed entry must not apply twice");
-        assert!(kv.apply(&entry(5, &put)).is_err(), "a gap must be refused");
-        assert_eq!(kv.applied_index(), 3);
-    }
-
-    #[test]
-    fn snapshot_round_trip_and_corruption() {
-        let mut kv = KvStore::new();
-        let puts = [("a", "1"), ("ünï/cødé key", "välue with\nnewline"), ("", "empty key")];
-        for (i, (k, v)) in puts.iter().enumerate() {
-            let c = Command::Put { key: k.to_string(), value: v.to_string() };
-            kv.apply(&Entry { index: i as Index + 1, term: 3, command: c.encode() }).unwrap();
-        }
-        let cluster = serde_json::json!({"voters": {"n1": "a:1"}});
-        let bytes = kv.encode_snapshot(&cluster);
-        assert_eq!(snapshot_cluster(&bytes), Some(cluster));
-        let back = KvStore::decode_snapshot(&bytes).unwrap();
-        assert_eq!(back.all(), kv.all());
-        assert_eq!((back.applied_index(), back.applied_term()), (3, 3));
-        for cut in [1, bytes.len() / 2, bytes.len() - 1] {
-            assert!(KvStore::decode_snapshot(&bytes[..cut]).is_err(), "truncated at {cut}");
-        }
-        assert!(KvStore::decode_snapshot(b"{}\n").is_err());
-    }
-
-    #[test]
-    fn a_frozen_state_is_unaffected_by_later_writes_and_merges_back() {
-        let mut kv = KvStore::new();
-        let put = |k: &str, v: &str| Command::Put { key: k.into(), value: v.into() }.encode();
-        let del = |k: &str| Command::Delete { key: k.into() }.encode();
-        for (i, c) in [put("a", "1"), put("b", "2"), put("c", "3")].into_iter().enumerate() {
-            kv.apply(&Entry { index: i as Index + 1, term: 1, command: c }).unwrap();
-        }
-        let frozen = kv.freeze().expect("nothing else frozen");
-        assert_eq!((frozen.index, frozen.len()), (3, 3));
-        let later = [put("a", "10"), del("b"), put("d", "4"), del("zz")];
-        for (i, c) in later.into_iter().enumerate() {
-            kv.apply(&Entry { index: i as Index + 4, term: 2, command: c }).unwrap();
-        }
-        // Reads see the overlay; the frozen state does not.
-        assert_eq!(kv.get("a").map(String::as_str), Some("10"));
-        assert_eq!(kv.get("b"), None);
-        assert_eq!(kv.len(), 3);
-        let values = |kv: &KvStore| -> BTreeMap<String, String> {
-            kv.all().iter().map(|(k, v)| (k.clone(), v.value.clone())).collect()
-        };
-        let expect: BTreeMap<String, String> = [("a", "10"), ("c", "3"), ("d", "4")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        assert_eq!(values(&kv), expect);
-        let revision = kv.revision();
-        let restored = KvStore::decode_snapshot(&frozen.encode(&serde_json::Value::Null)).unwrap();
-        assert_eq!(restored.get("a").map(String::as_str), Some("1"));
-        assert_eq!((restored.applied_index(), restored.len()), (3, 3));
-        // While the frozen state is alive there is no merging and no second freeze.
-        assert!(!kv.try_merge());
-        assert!(kv.freeze().is_none());
-        drop(frozen);
-        assert!(kv.try_merge());
-        assert_eq!(values(&kv), expect);
-        assert_eq!(kv.revision(), revision);
-        assert_eq!(
-            kv.entry("a").map(|e| (e.create_revision, e.mod_revision, e.version)),
-            Some((2, 5, 2))
-        );
-        assert_eq!(kv.len(), 3);
-        assert!(kv.freeze().is_some());
-    }
-
-    fn revs(kv: &KvStore, key: &str) -> Option<(u64, u64, u64)> {
-        kv.entry(key).map(|e| (e.create_revision, e.mod_revision, e.version))
-    }
-
-    #[test]
-    fn revisions_count_changes_and_versions_restart_after_a_delete() {
-        let mut kv = KvStore::new();
-        assert_eq!(kv.revision(), 1, "an empty store is at revision 1");
-        let put = |k: &str, v: &str| Command::Put { key: k.into(), value: v.into() };
-        let del = |k: &str| Command::Delete { key: k.into() };
-        let steps: Vec<(Vec<u8>, u64)> = vec![
-            (vec![], 1),                 // a no-op changes nothing
-            (put("a", "1").encode(), 2), // a: created at 2
-            (put("b", "1").encode(), 3),
-            (put("a", "2").encode(), 4),       // a: version 2
-            (del("zz").encode(), 4),           // absent: no change
-            (del("a").encode(), 5),            // a's life ends
-            (put("a", "3").encode(), 6),       // a new life: version 1 again
-            (put("ü/ key%", "x").encode(), 7), // odd keys are keys
-        ];
-        for (i, (command, want)) in steps.into_iter().enumerate() {
-            let got = kv.apply(&Entry { index: i as Index + 1, term: 1, command }).unwrap();
-            assert_eq!((got, kv.revision()), (want, want), "step {i}");
-        }
-        assert_eq!(revs(&kv, "a"), Some((6, 6, 1)));
-        assert_eq!(revs(&kv, "b"), Some((3, 3, 1)));
-        assert_eq!(revs(&kv, "ü/ key%"), Some((7, 7, 1)));
-        // A replay returns the revision without changing it.
-        assert_eq!(kv.apply(&entry(2, &put("a", "again"))).unwrap(), 7);
-        assert_eq!(kv.get("a").map(String::as_str), Some("3"));
-        // The v1 body of /kv/all: values only.
-        let all: BTreeMap<String, String> =
-            serde_json::from_slice(&kv.values_json().unwrap()).unwrap();
-        assert_eq!(all.get("a").map(String::as_str), Some("3"));
-        assert_eq!(all.len(), 3);
-    }
-
-    #[test]
-    fn revisions_survive_a_snapshot_and_bad_ones_are_refused() {
-        let mut kv = KvStore::new();
-        for (i, c) in [("a", "1"), ("a", "2"), ("b", "3")].iter().enumerate() {
-            let c = Command::Put { key: c.0.into(), value: c.1.into() };
-            kv.apply(&Entry { index: i as Index + 1, term: 2, command: c.encode() }).unwrap();
-        }
-        let bytes = kv.encode_snapshot(&serde_json::Value::Null);
-        let back = KvStore::decode_snapshot(&bytes).unwrap();
-        assert_eq!(back.revision(), 4);
-        assert_eq!(revs(&back, "a"), Some((2, 3, 2)));
-        assert_eq!(*back.all(), *kv.all());
-        // Applying on from the snapshot continues the same count.
-        let mut back = back;
-        let c = Command::Put { key: "a".into(), value: "x".into() };
-        assert_eq!(back.apply(&Entry { index: 4, term: 2, command: c.encode() }).unwrap(), 5);
-        // A version of 0 (last 8 bytes of the last key) is impossible: refused, with the offset.
-        let mut broken = bytes.clone();
-        let n = broken.len();
-        broken[n - 8..].copy_from_slice(&0u64.to_le_bytes());
-        let e = KvStore::decode_snapshot(&broken).unwrap_err().to_string();
-        assert!(e.contains("impossible revisions") && e.contains("byte"), "{e}");
-        // The format before revisions is still read: every key at revision 1.
-        let header = r#"{"format":"raftlabkv-kv-1","index":9,"term":2,"keys":1}"#;
-        let mut v1 = format!("{header}\n").into_bytes();
-        v1.extend_from_slice(&1u32.to_le_bytes());
-        v1.extend_from_slice(b"k");
-        v1.extend_from_slice(&2u32.to_le_bytes());
-        v1.extend_from_slice(b"vv");
-        let old = KvStore::decode_snapshot(&v1).unwrap();
-        assert_eq!((old.revision(), revs(&old, "k"), old.applied_index()), (1, Some((1, 1, 1)), 9));
-    }
-
-    #[test]
-    fn command_round_trip() {
-        let c = Command::Put { key: "k".into(), value: "v".into() };
-        assert_eq!(Command::decode(&c.encode()).unwrap(), c);
-        assert!(Command::decode(b"nonsense").is_err());
-    }
-}
+mod tests;

@@ -474,7 +474,7 @@ mod tests {
 
     fn append(term: Term, prev: Index, entries: usize, leader_commit: Index) -> Envelope {
         let entries = (0..entries as Index)
-            .map(|i| Entry { index: prev + 1 + i, term, command: Vec::new() })
+            .map(|i| Entry { index: prev.wrapping_add(1 + i), term, command: Vec::new() })
             .collect();
         Envelope {
             from: "node1".into(),

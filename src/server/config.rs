@@ -40,6 +40,13 @@ pub struct ServerConfig {
     pub max_value_bytes: usize,
     /// Most entries in one AppendEntries.
     pub max_append_entries: usize,
+    /// Most compares and operations in one transaction (`POST /kv/txn`).
+    pub max_txn_ops: usize,
+    /// How long the state machine remembers an idempotency key (`kv::idempotency`), measured by
+    /// the proposing leader's clock.
+    pub idempotency_ttl: Duration,
+    /// Most idempotency keys remembered (the soonest-expiring are forgotten first).
+    pub idempotency_cap: u64,
     /// Seed for election timeouts (defaults to a random one).
     pub seed: u64,
     /// Take a snapshot once this many entries were applied since the last one (0: never).
@@ -91,6 +98,9 @@ impl ServerConfig {
             max_key_bytes: 4096,
             max_value_bytes: 1 << 20,
             max_append_entries: 4096,
+            max_txn_ops: 128,
+            idempotency_ttl: Duration::from_secs(600),
+            idempotency_cap: 100_000,
             seed: rand::random(),
             snapshot_threshold: 10_000,
             snapshot_trailing: 1_000,

@@ -44,9 +44,8 @@ fn entry_view(e: &Entry) -> EntryView {
         ("other", "internal entry".to_string())
     } else {
         match Command::decode(&e.command) {
-            Ok(Command::Put { key, value }) => ("put", format!("put {key}={value}")),
-            Ok(Command::Delete { key }) => ("delete", format!("delete {key}")),
-            _ => ("other", format!("{} bytes", e.command.len())),
+            Ok(c) => c.describe(),
+            Err(_) => ("other", format!("{} bytes", e.command.len())),
         }
     };
     EntryView { index: e.index, term: e.term, kind, summary: shorten(summary, 60) }

@@ -12,67 +12,31 @@
 //! Peer requests — `/raft/*` and forwarded client requests — are checked by [`super::auth`]
 //! before their bodies are parsed: 401 without valid credentials, 403 from another cluster.
 
-use std::borrow::Cow;
-use std::io::Read;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use percent_encoding::percent_decode_str;
-use serde::Serialize;
 use tiny_http::{Header, Method, Request, Response};
 
 use super::auth::PendingCheck;
 use super::debug;
 use super::events;
 use super::health;
+use super::kv_api::{self, KvRequest};
 use super::members;
 use super::node::{Node, spawn};
 use super::pool_kick::{self, Activity};
 use super::transport::{RpcHandler, rpc_path};
-use crate::api::{GetReply, PutRequest, SnapshotChunk, SnapshotChunkReply, WriteReply};
+use super::wire::{FORWARDED, MAX_PEER_BODY, Reply, TEXT, forward, header, only, read_body};
+use crate::api::{SnapshotChunk, SnapshotChunkReply};
 use crate::error::{Error, Result};
-use crate::kv::Command;
 use crate::raft::{Envelope, MAX_INDEX, MAX_TERM, SnapshotMeta};
 
-const FORWARDED: &str = "X-Raftlabkv-Forwarded";
-
-/// Largest peer RPC body (a full AppendEntries batch, base64-encoded, with room to spare).
-const MAX_PEER_BODY: usize = 64 << 20;
-
-/// An answer: status and body (JSON unless said otherwise).
-struct Reply {
-    status: u16,
-    body: Vec<u8>,
-    content_type: &'static str,
-}
-
-const JSON: &str = "application/json";
+pub use super::wire::percent_decode;
 
 /// The dashboard (`GET /dashboard`): one page of plain HTML, CSS and JavaScript, embedded in the
 /// binary; it reads every member's `/debug/raft` itself.
 const DASHBOARD: &str = include_str!("dashboard.html");
-
-impl Reply {
-    fn json(status: u16, value: &impl Serialize) -> Reply {
-        match serde_json::to_vec(value) {
-            Ok(body) => Reply { status, body, content_type: JSON },
-            Err(e) => {
-                let e = Error::Internal(format!("cannot encode the answer: {e}"));
-                let body = e.to_json().to_string().into_bytes();
-                Reply { status: e.status(), body, content_type: JSON }
-            }
-        }
-    }
-
-    fn text(status: u16, text: String, content_type: &'static str) -> Reply {
-        Reply { status, body: text.into_bytes(), content_type }
-    }
-
-    fn error(e: &Error) -> Reply {
-        Reply::json(e.status(), &e.to_json())
-    }
-}
 
 /// The node's HTTP listener.
 pub struct Listener {
@@ -225,6 +189,8 @@ fn route_pattern(url: &str) -> &'static str {
     const EXACT: &[&str] = &[
         "/kv/put",
         "/kv/all",
+        "/kv/range",
+        "/kv/txn",
         "/status",
         "/metrics",
         "/livez",
@@ -258,12 +224,6 @@ fn route_pattern(url: &str) -> &'static str {
     } else {
         "other"
     }
-}
-
-/// The value of header `name` (the first, if it is repeated).
-fn header<'r>(request: &'r Request, name: &str) -> Option<&'r str> {
-    let matches = |h: &&Header| h.field.as_str().as_str().eq_ignore_ascii_case(name);
-    request.headers().iter().find(matches).map(|h| h.value.as_str())
 }
 
 /// The peer endpoints. Their headers are checked first ([`super::auth`]: identity, cluster,
@@ -301,14 +261,14 @@ fn client_route(
     path: &str,
     query: &str,
 ) -> Result<Reply> {
-    let stale = query.split('&').any(|kv| kv == "consistency=stale");
     let forwarded = header(request, FORWARDED).is_some();
-    // A forwarded request comes from a peer: it is checked as one before anything else. A put's
-    // MAC is verified once its body is read; the other routes have no body.
+    // A forwarded request comes from a peer: it is checked as one before anything else. The MAC
+    // of a put, a transaction or a membership change is verified once its body is read; the
+    // other routes have no body.
     let mut signed = None;
     if forwarded {
         let check = node.auth.check_headers(method.as_str(), url, |name| header(request, name))?;
-        if path == "/kv/put" || path.starts_with("/cluster/") {
+        if path == "/kv/put" || path == "/kv/txn" || path.starts_with("/cluster/") {
             signed = Some(check);
         } else {
             check.verify(&read_body(request, 0)?)?;
@@ -329,23 +289,15 @@ fn client_route(
             Err(e) => Err(e),
         };
     }
-    if let Some(raw_key) = path.strip_prefix("/kv/get/") {
-        only(&method, Method::Get)
-            .and_then(|_| decode_key(raw_key, node))
-            .and_then(|key| get(node, request, &key, stale, forwarded))
-    } else if let Some(raw_key) = path.strip_prefix("/kv/delete/") {
-        only(&method, Method::Delete).and_then(|_| decode_key(raw_key, node)).and_then(|key| {
-            write(node, request, &Command::Delete { key: key.into_owned() }, &[], forwarded)
-        })
-    } else {
+    if path.starts_with("/kv/") {
+        let r = KvRequest { node, request, method, query, forwarded, signed };
+        if let Some(result) = kv_api::route(path, r) {
+            return result;
+        }
+        return Err(Error::NotFound(format!("no route {path}")));
+    }
+    {
         match path {
-            "/kv/put" => only(&method, Method::Post).and_then(|_| put(node, request, signed)),
-            "/kv/all" => {
-                only(&method, Method::Get).and_then(|_| all(node, request, stale, forwarded))
-            }
-            "/kv/get" | "/kv/get/" | "/kv/delete" | "/kv/delete/" => {
-                Err(Error::BadRequest("the key is missing from the path".into()))
-            }
             "/status" => only(&method, Method::Get).map(|_| Reply::json(200, &node.status())),
             "/metrics" => only(&method, Method::Get).and_then(|_| metrics(node)),
             "/livez" => only(&method, Method::Get).map(|_| Reply::text(200, "ok\n".into(), TEXT)),
@@ -380,8 +332,6 @@ fn client_route(
         }
     }
 }
-
-const TEXT: &str = "text/plain; charset=utf-8";
 
 /// `GET /metrics`: the Prometheus text format.
 fn metrics(node: &Node) -> Result<Reply> {
@@ -418,245 +368,6 @@ fn read_at_leader(node: &Node, leader_addr: &str, within: Duration) -> Result<()
             )))
         }
         Err(e) => Err(Error::Unavailable(format!("the leader at {leader_addr}: {e}"))),
-    }
-}
-
-fn only(method: &Method, want: Method) -> Result<()> {
-    if *method == want {
-        Ok(())
-    } else {
-        Err(Error::MethodNotAllowed(format!("use {want} for this route, not {method}")))
-    }
-}
-
-/// Reads the request body, refusing more than `limit` bytes before reading them all.
-fn read_body(request: &mut Request, limit: usize) -> Result<Vec<u8>> {
-    if let Some(len) = request.body_length()
-        && len > limit
-    {
-        return Err(Error::TooLarge(format!("body of {len} bytes is over the {limit}-byte limit")));
-    }
-    let mut body = Vec::new();
-    request
-        .as_reader()
-        .take(limit as u64 + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| Error::BadRequest(format!("could not read the body: {e}")))?;
-    if body.len() > limit {
-        return Err(Error::TooLarge(format!("body is over the {limit}-byte limit")));
-    }
-    Ok(body)
-}
-
-/// Percent-decodes the rest of the path into a key, and checks it.
-fn decode_key<'a>(raw: &'a str, node: &Node) -> Result<Cow<'a, str>> {
-    let key = percent_decode(raw)?;
-    check_key(&key, node)?;
-    Ok(key)
-}
-
-fn check_key(key: &str, node: &Node) -> Result<()> {
-    if key.is_empty() {
-        return Err(Error::BadRequest("the key must not be empty".into()));
-    }
-    if key.len() > node.config.max_key_bytes {
-        return Err(Error::TooLarge(format!(
-            "key of {} bytes is over the {}-byte limit",
-            key.len(),
-            node.config.max_key_bytes
-        )));
-    }
-    Ok(())
-}
-
-/// `%XX` escapes to bytes, then UTF-8 (borrowed when there is nothing to unescape). `+` stays
-/// `+` (this is a path, not a form). Stricter than the crate's decoder, which passes a stray `%`
-/// through: a `%` not followed by two hex digits is refused.
-pub fn percent_decode(raw: &str) -> Result<Cow<'_, str>> {
-    let bytes = raw.as_bytes();
-    let is_escape =
-        |i: usize| bytes.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit));
-    if let Some((i, _)) = raw.match_indices('%').find(|&(i, _)| !is_escape(i)) {
-        return Err(Error::BadRequest(format!("bad percent-escape at byte {i} of the key")));
-    }
-    percent_decode_str(raw)
-        .decode_utf8()
-        .map_err(|_| Error::BadRequest("the key is not valid UTF-8".into()))
-}
-
-fn get(
-    node: &Node,
-    request: &mut Request,
-    key: &str,
-    stale: bool,
-    forwarded: bool,
-) -> Result<Reply> {
-    if !stale && let Some(reply) = barrier_or_forward(node, request, &[], forwarded)? {
-        return Ok(reply);
-    }
-    node.metrics.events.read(!stale);
-    node.with_kv(|kv| match kv.entry(key) {
-        Some(e) => Ok(Reply::json(
-            200,
-            &GetReply {
-                key: key.into(),
-                value: e.value.as_str().into(),
-                create_revision: Some(e.create_revision),
-                mod_revision: Some(e.mod_revision),
-                version: Some(e.version),
-            },
-        )),
-        None => Err(Error::NotFound(format!("key not found: {key}"))),
-    })
-}
-
-fn all(node: &Node, request: &mut Request, stale: bool, forwarded: bool) -> Result<Reply> {
-    if !stale && let Some(reply) = barrier_or_forward(node, request, &[], forwarded)? {
-        return Ok(reply);
-    }
-    node.metrics.events.read(!stale);
-    let body = node.with_kv(|kv| kv.values_json());
-    body.map(|body| Reply { status: 200, body, content_type: JSON })
-        .map_err(|e| Error::Internal(format!("cannot encode the key space: {e}")))
-}
-
-/// For a linearizable read: confirm leadership here, or forward the request to the leader (whose
-/// answer is returned as `Some`). A read changes nothing, so it may be forwarded whenever another
-/// node is known to lead — also when leadership moved while this node was being confirmed.
-fn barrier_or_forward(
-    node: &Node,
-    request: &mut Request,
-    body: &[u8],
-    forwarded: bool,
-) -> Result<Option<Reply>> {
-    match node.linearizable_barrier() {
-        Ok(()) => Ok(None),
-        Err(e) if forwarded => Err(e),
-        Err(Error::NotLeader { leader: Some(leader) }) => {
-            forward(request, &leader.addr, body, node).map(Some)
-        }
-        Err(e) => match node.leader_addr() {
-            Some(addr) => forward(request, &addr, body, node).map(Some),
-            None => Err(e),
-        },
-    }
-}
-
-/// `POST /kv/put`; `signed` when a peer forwarded it (its MAC is checked before the body is
-/// parsed).
-fn put(node: &Node, request: &mut Request, signed: Option<PendingCheck<'_>>) -> Result<Reply> {
-    let limit = 6 * (node.config.max_key_bytes + node.config.max_value_bytes) + 1024;
-    let body = read_body(request, limit)?;
-    let forwarded = signed.is_some();
-    if let Some(check) = signed {
-        check.verify(&body)?;
-    }
-    let PutRequest { key, value } = serde_json::from_slice(&body).map_err(|e| {
-        Error::BadRequest(format!("body must be JSON {{\"key\":..,\"value\":..}}: {e}"))
-    })?;
-    check_key(&key, node)?;
-    if value.len() > node.config.max_value_bytes {
-        return Err(Error::TooLarge(format!(
-            "value of {} bytes is over the {}-byte limit",
-            value.len(),
-            node.config.max_value_bytes
-        )));
-    }
-    let command = Command::Put { key: key.into_owned(), value: value.into_owned() };
-    write(node, request, &command, &body, forwarded)
-}
-
-/// Proposes `command` and answers once it is applied; a follower forwards it (with the request
-/// `body`) to the leader.
-fn write(
-    node: &Node,
-    request: &mut Request,
-    command: &Command,
-    body: &[u8],
-    forwarded: bool,
-) -> Result<Reply> {
-    match node.write(command) {
-        Ok(ok) => {
-            let (Command::Put { key, .. } | Command::Delete { key }) = command;
-            Ok(Reply::json(200, &WriteReply::ok(key, ok.index, ok.term, ok.revision)))
-        }
-        // Only a refusal to propose is forwarded: nothing was proposed, so the leader can take it.
-        Err(Error::NotLeader { leader: Some(leader) }) if !forwarded => {
-            forward(request, &leader.addr, body, node)
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// Relays a client request to the leader, signed as a peer request ([`super::auth`]), and its
-/// answer back.
-fn forward(request: &Request, leader_addr: &str, body: &[u8], node: &Node) -> Result<Reply> {
-    let url = format!("http://{leader_addr}{}", request.url());
-    let is_write = *request.method() != Method::Get;
-    let agent = forward_agent(node, is_write);
-    let method = request.method().as_str();
-    let req = agent
-        .request(method, &url)
-        .set(FORWARDED, &node.config.id)
-        .set("Content-Type", "application/json");
-    // Sign the path and query exactly as ureq sends them: it normalises the URL first.
-    let sent = req
-        .request_url()
-        .map_err(|e| Error::BadRequest(format!("cannot forward {}: {e}", request.url())))?;
-    let sent = sent.as_url();
-    let path = match sent.query() {
-        Some(q) => format!("{}?{q}", sent.path()),
-        None => sent.path().to_string(),
-    };
-    let req = node.auth.sign(method, &path, body).apply(req);
-    let result = if body.is_empty() { req.call() } else { req.send_bytes(body) };
-    let response = match result {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => {
-            // Did the leader get it? A refused connection means no; anything later, maybe.
-            let refused = matches!(&e, ureq::Error::Transport(t) if t.kind() == ureq::ErrorKind::ConnectionFailed);
-            let msg = format!("forwarding to the leader at {leader_addr} failed: {e}");
-            return Err(if refused || !is_write {
-                Error::Unavailable(msg)
-            } else {
-                Error::OutcomeUnknown(msg)
-            });
-        }
-    };
-    let status = response.status();
-    let mut out = Vec::new();
-    response
-        .into_reader()
-        .take(MAX_PEER_BODY as u64)
-        .read_to_end(&mut out)
-        .map_err(|e| Error::OutcomeUnknown(format!("leader's answer was cut off: {e}")))?;
-    Ok(Reply { status, body: out, content_type: JSON })
-}
-
-/// The agent for forwarding. Reads share a keep-alive pool. Writes get a fresh connection each:
-/// ureq re-sends a request it deems idempotent (GET, and also DELETE) on a new connection when a
-/// *pooled* connection closes before the answer, so through a pool a forwarded DELETE could reach
-/// the leader twice — and be applied twice, undoing a put committed in between — and a refused
-/// resend would be reported as 503 "not applied" although the first copy may have been. Without
-/// a pool every write is sent exactly once, and a failure to connect really means "not sent".
-fn forward_agent(node: &Node, is_write: bool) -> ureq::Agent {
-    use std::sync::OnceLock;
-    static READS: OnceLock<ureq::Agent> = OnceLock::new();
-    static WRITES: OnceLock<ureq::Agent> = OnceLock::new();
-    let build = |idle: usize| {
-        ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_millis(500))
-            .timeout(node.config.request_timeout + Duration::from_secs(1))
-            .max_idle_connections(idle)
-            .max_idle_connections_per_host(idle)
-            .redirects(0)
-            .build()
-    };
-    if is_write {
-        WRITES.get_or_init(|| build(0)).clone()
-    } else {
-        READS.get_or_init(|| build(64)).clone()
     }
 }
 
@@ -737,20 +448,4 @@ fn snapshot_chunk(
     let received = node.handle_snapshot_chunk(&chunk)?;
     super::transport::Traffic::moved(&*node.metrics, &signer, 0, body.len() as u64);
     Ok(Reply::json(200, &SnapshotChunkReply { received }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode("a%2Fb").unwrap(), "a/b");
-        assert_eq!(percent_decode("a/b").unwrap(), "a/b");
-        assert_eq!(percent_decode("%E2%82%AC+x").unwrap(), "€+x");
-        assert_eq!(percent_decode("100%25").unwrap(), "100%");
-        assert!(percent_decode("bad%zz").is_err());
-        assert!(percent_decode("cut%4").is_err());
-        assert!(percent_decode("%FF").is_err(), "not UTF-8");
-    }
 }

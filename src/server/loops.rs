@@ -68,16 +68,13 @@ pub fn apply(node: &Arc<Node>, rx: &Receiver<ApplyMsg>) {
 }
 
 fn apply_entries(node: &Node, batch: &[Entry]) {
-    let mut revisions = Vec::with_capacity(batch.len());
+    let mut results = Vec::with_capacity(batch.len());
     let applied = {
         let mut kv = node.kv.write();
         for entry in batch {
             match kv.apply(entry) {
-                Ok(revision) => revisions.push(revision),
-                Err(e) => {
-                    revisions.push(kv.revision());
-                    node.fatal(&e);
-                }
+                Ok(result) => results.push(result),
+                Err(e) => node.fatal(&e),
             }
         }
         // Fold in the writes made during a finished snapshot (a no-op otherwise).
@@ -87,8 +84,8 @@ fn apply_entries(node: &Node, batch: &[Entry]) {
     node.entries_applied.fetch_add(batch.len() as u64, Ordering::Relaxed);
     node.metrics.events.applied.inc_by(batch.len() as u64);
     let mut pending = node.pending.lock();
-    for (entry, revision) in batch.iter().zip(revisions) {
-        pending.applied_entry(entry.index, entry.term, revision);
+    for (entry, result) in batch.iter().zip(results) {
+        pending.applied_entry(entry.index, entry.term, result);
     }
     pending.advance_applied(applied);
 }

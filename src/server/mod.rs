@@ -8,7 +8,9 @@
 //! | `loops.rs` | the `ticker`, `apply` and `sync` threads |
 //! | `peer.rs` | talking to peers: the per-peer replication threads, and the node's answer to a peer's RPC |
 //! | `transport.rs` | how a peer RPC travels: over HTTP, or in-process for tests |
-//! | `http.rs` | the HTTP listener, its workers and routes, request forwarding |
+//! | `http.rs` | the HTTP listener, its workers and routes |
+//! | `kv_api.rs` | the key-value routes: get, put, delete, all, range, txn, idempotency keys, consistency evidence |
+//! | `wire.rs` | what the routes share: replies, bodies, keys, forwarding to the leader |
 //! | `pool_kick.rs` | a workaround for a tiny_http pool bug, run by the listener |
 //! | `pending.rs` | client requests waiting for a commit or a confirmed read |
 //! | `health.rs` | the checks of `/readyz` and `/health` |
@@ -33,6 +35,7 @@ pub mod events;
 pub mod faults;
 pub mod health;
 pub mod http;
+mod kv_api;
 pub mod loops;
 mod members;
 pub mod metrics;
@@ -42,9 +45,10 @@ pub mod pending;
 pub mod pool_kick;
 pub mod snapshot;
 pub mod transport;
+mod wire;
 
 pub use config::ServerConfig;
-pub use node::{Node, WriteOk};
+pub use node::Node;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -35,7 +35,7 @@ use super::metrics::{self, Metrics};
 use super::pending::Pending;
 use crate::api::{MemberInfo, MembersReply, Status, TransferReply};
 use crate::error::{Error, LeaderHint, Result};
-use crate::kv::{Command, KvStore};
+use crate::kv::{Applied, Command, IdempotencyMeta, KvStore};
 use crate::raft::{
     Entry, Envelope, Index, MemberRole, Membership, MembershipChange, Message, NodeId, Output,
     RaftNode, SnapshotMeta, Term,
@@ -144,19 +144,10 @@ pub struct Node {
     pub(super) faults: Arc<super::faults::Faults>,
     /// `GET /debug/events`: what happens, for the dashboard (one atomic load when unwatched).
     pub(super) feed: Arc<EventFeed>,
+    /// The term and leader id as of the latest step ([`Node::known_leader`]).
+    seen: Mutex<(Term, String)>,
     /// The data directory (None in memory), for its disk use.
     data_dir: Option<std::path::PathBuf>,
-}
-
-/// The result of a successful write.
-#[derive(Debug, Clone, Copy)]
-pub struct WriteOk {
-    /// Log index of the entry.
-    pub index: Index,
-    /// Term of the entry.
-    pub term: Term,
-    /// The store's revision once it applied.
-    pub revision: u64,
 }
 
 /// Bookkeeping of the snapshot thread.
@@ -217,6 +208,7 @@ impl Node {
         let node = Node {
             faults,
             feed: Arc::new(EventFeed::new()),
+            seen: Mutex::new((0, String::new())),
             auth: config.peer_auth(),
             raft: Mutex::new(raft),
             kv: RwLock::new(kv),
@@ -304,6 +296,13 @@ impl Node {
     /// Sends what can leave now, and queues applies — called with the Raft lock held; nothing here
     /// blocks. Returns the rest of the output for `Node::queue_sync` after unlocking.
     pub(super) fn route(&self, raft: &mut RaftNode, mut out: Output) -> Output {
+        {
+            let (term, leader) = (raft.term(), raft.leader_id().map_or("", |l| l.as_str()));
+            let mut seen = self.seen.lock();
+            if seen.0 != term || seen.1 != leader {
+                *seen = (term, leader.to_string());
+            }
+        }
         self.follow_membership(raft);
         self.feed.observe(raft);
         for env in out.messages.drain(..) {
@@ -369,11 +368,37 @@ impl Node {
     /// Proposes a command and waits until it is applied (200), replaced (503) or the wait times
     /// out (504). Not the leader: [`Error::NotLeader`], before anything is proposed (the HTTP
     /// layer forwards instead).
-    pub fn write(&self, command: &Command) -> Result<WriteOk> {
+    ///
+    /// With an `idempotency_key` the write is remembered under it ([`crate::kv::idempotency`]):
+    /// if the state machine already has it, the first attempt's answer is returned without
+    /// proposing anything (or 422 if it was another write); otherwise the write is proposed
+    /// stamped with this node's clock and its TTL and cap, and the apply decides.
+    pub fn write(&self, command: Command, idempotency_key: Option<&str>) -> Result<Applied> {
+        let command = match idempotency_key {
+            None => command,
+            Some(key) => {
+                let fingerprint = fingerprint(&command);
+                if let Some(answer) = self.kv.read().idempotency_lookup(key, &fingerprint) {
+                    return answer;
+                }
+                let at_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                let meta = IdempotencyMeta {
+                    key: key.to_string(),
+                    fingerprint,
+                    at_ms,
+                    ttl_ms: self.config.idempotency_ttl.as_millis() as u64,
+                    cap: self.config.idempotency_cap,
+                };
+                Command::Idempotent { meta, command: Box::new(command) }
+            }
+        };
+        let encoded = command.encode();
         let (tx, rx) = bounded(1);
         let index = self
             .with_raft(|raft| {
-                let (index, term, out) = raft.propose(command.encode())?;
+                let (index, term, out) = raft.propose(encoded)?;
                 // Registered under the Raft lock: the entry cannot be applied before we wait for it.
                 self.pending.lock().add_write(index, term, tx);
                 Ok((index, out))
@@ -384,7 +409,7 @@ impl Node {
             self.metrics.events.proposals_failed.inc();
         }
         match result {
-            Ok(Ok((index, term, revision))) => Ok(WriteOk { index, term, revision }),
+            Ok(Ok(applied)) => Ok(applied),
             Ok(Err(e)) => Err(e),
             Err(_) => {
                 self.pending.lock().remove_write(index);
@@ -421,6 +446,12 @@ impl Node {
                 )))
             }
         }
+    }
+
+    /// The term and the leader id (empty if none) this node knows, as of its latest step (kept
+    /// by [`Node::route`], so reading it takes no Raft lock).
+    pub fn known_leader(&self) -> (Term, String) {
+        self.seen.lock().clone()
     }
 
     /// Runs `f` on the state machine.
@@ -781,4 +812,12 @@ fn force_new_cluster(raft: &mut RaftNode, config: &ServerConfig) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A write's fingerprint for its idempotency record: the first 16 bytes of the SHA-256 of its
+/// encoding, in hex. The same write encodes the same on every attempt.
+fn fingerprint(command: &Command) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(command.encode());
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }

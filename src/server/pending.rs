@@ -9,10 +9,11 @@ use std::collections::{BTreeMap, HashMap};
 use crossbeam_channel::Sender;
 
 use crate::error::{Error, Result};
+use crate::kv::Applied;
 use crate::raft::{Index, Term};
 
 /// What a waiting write learns.
-pub type WriteResult = Result<(Index, Term, u64)>;
+pub type WriteResult = Result<Applied>;
 
 /// The waiting room.
 #[derive(Default)]
@@ -73,12 +74,11 @@ impl Pending {
         }
     }
 
-    /// The entry at `index` (of `term`) was applied, leaving the store at `revision`: wake its
-    /// writer, if any.
-    pub fn applied_entry(&mut self, index: Index, term: Term, revision: u64) {
+    /// The entry at `index` (of `term`) was applied, doing `applied`: wake its writer, if any.
+    pub fn applied_entry(&mut self, index: Index, term: Term, applied: Applied) {
         if let Some((want_term, tx)) = self.writes.remove(&index) {
             let result = if want_term == term {
-                Ok((index, term, revision))
+                Ok(applied)
             } else {
                 // Another leader's entry took this slot: ours is gone for good.
                 Err(Error::Unavailable(format!(
@@ -125,18 +125,23 @@ mod tests {
     use super::*;
     use crossbeam_channel::bounded;
 
+    fn done(index: Index, term: Term, revision: u64) -> Applied {
+        let outcome = crate::kv::Outcome::Written;
+        Applied { index, term, revision, outcome, replayed: false }
+    }
+
     #[test]
     fn a_replaced_entry_fails_its_writer() {
         let mut p = Pending::default();
         let (tx, rx) = bounded(1);
         p.add_write(5, 2, tx);
-        p.applied_entry(5, 3, 9);
+        p.applied_entry(5, 3, done(5, 3, 9));
         assert!(matches!(rx.recv().unwrap(), Err(Error::Unavailable(_))));
         // The same term: the writer learns the index, term and revision it applied at.
         let (tx, rx) = bounded(1);
         p.add_write(6, 3, tx);
-        p.applied_entry(6, 3, 10);
-        assert_eq!(rx.recv().unwrap().ok(), Some((6, 3, 10)));
+        p.applied_entry(6, 3, done(6, 3, 10));
+        assert_eq!(rx.recv().unwrap().ok(), Some(done(6, 3, 10)));
     }
 
     #[test]

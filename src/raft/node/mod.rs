@@ -259,6 +259,15 @@ impl RaftNode {
     }
 
     /// The leader as far as this node knows.
+    pub fn leader_id(&self) -> Option<&NodeId> {
+        match &self.role {
+            Role::Leader(_) => Some(&self.config.id),
+            Role::Follower(f) => f.leader.as_ref(),
+            Role::Candidate(_) => None,
+        }
+    }
+
+    /// The leader this node knows of (itself, when it leads), as an owned id.
     pub fn leader(&self) -> Option<NodeId> {
         match &self.role {
             Role::Leader(_) => Some(self.config.id.clone()),
