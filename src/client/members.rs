@@ -16,12 +16,7 @@ const CAUGHT_UP_WITHIN: u64 = 128;
 impl Client {
     /// The members as the leader sees them (each one's match index and last contact).
     pub fn members(&self) -> Result<MembersReply> {
-        let text = self.execute(&Call {
-            method: "GET",
-            path: "/cluster/members",
-            body: None,
-            kind: Kind::Read,
-        })?;
+        let text = self.execute(&Call::read("/cluster/members"))?;
         parse(&text, "members")
     }
 
@@ -92,8 +87,7 @@ impl Client {
     /// Hands leadership to `to` (or the most up-to-date voter); returns the new leader.
     pub fn transfer_leader(&self, to: Option<&str>) -> Result<TransferReply> {
         let body = to_json(&TransferRequest { to: to.map(str::to_string) })?;
-        let call =
-            Call { method: "POST", path: "/cluster/leader", body: Some(&body), kind: Kind::Write };
+        let call = membership_call("POST", "/cluster/leader", Some(&body));
         let reply: TransferReply = parse(&self.execute(&call)?, "the transfer")?;
         if !reply.addr.is_empty() {
             self.set_leader(&reply.addr);
@@ -102,9 +96,15 @@ impl Client {
     }
 
     fn change(&self, method: &'static str, path: &str, body: Option<&str>) -> Result<MembersReply> {
-        let text = self.execute(&Call { method, path, body, kind: Kind::Write })?;
+        let text = self.execute(&membership_call(method, path, body))?;
         parse(&text, "the membership change")
     }
+}
+
+/// A membership request: a write, without an idempotency key (the membership routes do not
+/// remember them), so an unknown outcome is reported, not retried.
+fn membership_call<'a>(method: &'static str, path: &'a str, body: Option<&'a str>) -> Call<'a> {
+    Call { method, path, body, kind: Kind::Write, idempotency_key: None, accept_412: false }
 }
 
 fn forced(force: bool) -> &'static str {

@@ -103,11 +103,13 @@
 
 pub mod bench;
 pub mod explain;
+mod kv;
 mod members;
 mod options;
 pub mod shell;
 pub mod status_table;
 
+pub use kv::{CasResult, PutIf, TxnBuilder, TxnResult};
 pub use options::{ClientBuilder, ClientOptions};
 
 use std::collections::BTreeMap;
@@ -150,6 +152,9 @@ pub struct PutResult {
     pub index: Index,
     /// The term of the leader that committed it.
     pub term: Term,
+    /// The store's revision once it applied (0 from a server before revisions).
+    #[serde(default)]
+    pub revision: u64,
 }
 
 /// A blocking RaftLabKV client: finds the leader, retries what is safe to retry, and reports
@@ -191,6 +196,23 @@ struct Call<'a> {
     /// JSON body, for POST.
     body: Option<&'a str>,
     kind: Kind,
+    /// A write's `Idempotency-Key`: with one, a write whose outcome is unknown is retried.
+    idempotency_key: Option<String>,
+    /// A 412 answer is an answer (a conditional write that did not hold), not an error.
+    accept_412: bool,
+}
+
+impl<'a> Call<'a> {
+    fn read(path: &'a str) -> Call<'a> {
+        Call {
+            method: "GET",
+            path,
+            body: None,
+            kind: Kind::Read,
+            idempotency_key: None,
+            accept_412: false,
+        }
+    }
 }
 
 /// Why one attempt failed, in the terms the retry rules need.
@@ -260,18 +282,18 @@ impl Client {
         check_key(key)?;
         let body =
             to_json(&PutRequest { key: key.into(), value: value.into(), if_revision: None })?;
-        let text = self.execute(&Call {
-            method: "POST",
-            path: "/kv/put",
-            body: Some(&body),
-            kind: Kind::Write,
-        })?;
+        let text = self.execute(&self.write_call("POST", "/kv/put", Some(&body)))?;
         let reply: WriteReply = serde_json::from_str(&text).map_err(|e| {
             Error::Internal(format!(
                 "the put of {key:?} succeeded (HTTP 200) but its answer could not be parsed: {e}"
             ))
         })?;
-        Ok(PutResult { key: reply.key.into_owned(), index: reply.index, term: reply.term })
+        Ok(PutResult {
+            key: reply.key.into_owned(),
+            index: reply.index,
+            term: reply.term,
+            revision: reply.revision.unwrap_or_default(),
+        })
     }
 
     /// Linearizable read: the value of `key`, or `None` if it does not exist.
@@ -291,7 +313,7 @@ impl Client {
         if stale {
             path.push_str("?consistency=stale");
         }
-        let call = Call { method: "GET", path: &path, body: None, kind: Kind::Read };
+        let call = Call::read(&path);
         let text = match self.execute(&call) {
             Ok(text) => text,
             Err(Error::NotFound(_)) => return Ok(None),
@@ -306,7 +328,7 @@ impl Client {
     pub fn delete(&self, key: &str) -> Result<()> {
         check_key(key)?;
         let path = format!("/kv/delete/{}", encode_path_segment(key));
-        self.execute(&Call { method: "DELETE", path: &path, body: None, kind: Kind::Write })?;
+        self.execute(&self.write_call("DELETE", &path, None))?;
         Ok(())
     }
 
@@ -321,7 +343,7 @@ impl Client {
     }
 
     fn get_all_inner(&self, path: &str) -> Result<BTreeMap<String, String>> {
-        let text = self.execute(&Call { method: "GET", path, body: None, kind: Kind::Read })?;
+        let text = self.execute(&Call::read(path))?;
         serde_json::from_str::<AllReply>(&text)
             .map_err(|e| Error::Internal(format!("unreadable answer to getall: {e}")))
     }
@@ -330,7 +352,7 @@ impl Client {
     /// and a node that is down should be reported quickly (as `Unavailable`).
     pub fn status(&self, server: &str) -> Result<Status> {
         let server = normalize_addr(server);
-        let call = Call { method: "GET", path: "/status", body: None, kind: Kind::Read };
+        let call = Call::read("/status");
         match self.attempt(&server, &call, self.options.request_timeout) {
             Ok(text) => parse_status(&server, &text),
             Err(f) => Err(failure_to_error(&server, f)),
@@ -395,6 +417,10 @@ impl Client {
         let mut backoff = self.options.backoff_initial;
         let mut attempts = 0u32;
         let mut just_redirected = false;
+        // An idempotent write whose earlier attempt may have been applied: if the deadline comes
+        // before a definite answer, its outcome is unknown (not "not applied").
+        let retry_unknown = call.kind == Kind::Write && call.idempotency_key.is_some();
+        let mut maybe_applied = false;
         self.maybe_discover();
         loop {
             let target = self.target();
@@ -414,6 +440,11 @@ impl Client {
                 Failure::NotSent(msg) => {
                     self.server_failed(&target);
                     Error::Unavailable(format!("{target}: {msg}"))
+                }
+                Failure::MaybeSent(msg) if retry_unknown => {
+                    self.server_failed(&target);
+                    maybe_applied = true;
+                    Error::OutcomeUnknown(format!("{target}: no answer came back ({msg})"))
                 }
                 Failure::MaybeSent(msg) => {
                     self.server_failed(&target);
@@ -436,6 +467,11 @@ impl Client {
                         }
                         error
                     }
+                    Error::OutcomeUnknown(_) if retry_unknown => {
+                        self.server_failed(&target);
+                        maybe_applied = true;
+                        error
+                    }
                     Error::OutcomeUnknown(_) if call.kind == Kind::Write => {
                         self.server_failed(&target);
                         return Err(error);
@@ -448,6 +484,14 @@ impl Client {
                 },
             };
             let now = Instant::now();
+            if now >= deadline && maybe_applied {
+                return Err(Error::OutcomeUnknown(format!(
+                    "gave up after {attempts} attempt(s) in {:.1}s; an attempt may have been \
+                     applied (retries with its idempotency key could not learn the outcome); \
+                     last error: {err}",
+                    (now - started).as_secs_f64()
+                )));
+            }
             if now >= deadline {
                 return Err(Error::Unavailable(format!(
                     "gave up after {attempts} attempt(s) in {:.1}s; last error: {err}",
@@ -466,7 +510,10 @@ impl Client {
     fn attempt(&self, server: &str, call: &Call<'_>, timeout: Duration) -> Result<String, Failure> {
         let url = format!("http://{server}{}", call.path);
         let agent = if call.kind == Kind::Write { &self.write_agent } else { &self.agent };
-        let request = agent.request(call.method, &url).timeout(timeout);
+        let mut request = agent.request(call.method, &url).timeout(timeout);
+        if let Some(key) = &call.idempotency_key {
+            request = request.set("Idempotency-Key", key);
+        }
         let result = match call.body {
             Some(body) => request.set("Content-Type", "application/json").send_string(body),
             None => request.call(),
@@ -480,8 +527,23 @@ impl Client {
                 ))),
                 Kind::Read => Failure::MaybeSent(format!("reading the answer failed: {e}")),
             }),
+            Err(ureq::Error::Status(412, response)) if call.accept_412 => read_body(response)
+                .map_err(|e| Failure::MaybeSent(format!("reading the 412 answer failed: {e}"))),
             Err(e) => Err(classify(e)),
         }
+    }
+
+    /// A write to send: with an idempotency key unless [`ClientOptions::idempotent_writes`] is
+    /// off.
+    fn write_call<'a>(
+        &self,
+        method: &'static str,
+        path: &'a str,
+        body: Option<&'a str>,
+    ) -> Call<'a> {
+        let idempotency_key =
+            self.options.idempotent_writes.then(|| format!("{:032x}", rand::random::<u128>()));
+        Call { method, path, body, kind: Kind::Write, idempotency_key, accept_412: false }
     }
 
     /// Where the next attempt goes: the cached leader, or the next server in turn.
@@ -529,7 +591,7 @@ impl Client {
             state.last_discovery = Some(Instant::now());
             state.next
         };
-        let call = Call { method: "GET", path: "/status", body: None, kind: Kind::Read };
+        let call = Call::read("/status");
         let timeout = self.options.request_timeout.min(DISCOVERY_TIMEOUT);
         let n = self.servers.len();
         for i in 0..n {

@@ -24,6 +24,11 @@ pub struct ClientOptions {
     /// Ask `/status` for the leader when none is cached. Default true. When false, the leader is
     /// only learnt from `leaderAddr` hints and explicit [`Client::leader`] calls.
     pub discover_leader: bool,
+    /// Give every write an `Idempotency-Key` and retry it (with the same key) after a 504 or a
+    /// lost answer, until a definite answer or the retry deadline; see the module docs of
+    /// [`crate::client`]. Default true. When false, such a write is reported as
+    /// [`Error::OutcomeUnknown`](crate::Error::OutcomeUnknown) at once.
+    pub idempotent_writes: bool,
 }
 
 impl Default for ClientOptions {
@@ -35,6 +40,7 @@ impl Default for ClientOptions {
             backoff_initial: Duration::from_millis(50),
             backoff_max: Duration::from_secs(1),
             discover_leader: true,
+            idempotent_writes: true,
         }
     }
 }
@@ -83,6 +89,12 @@ impl ClientBuilder {
     /// See [`ClientOptions::discover_leader`].
     pub fn discover_leader(mut self, on: bool) -> Self {
         self.options.discover_leader = on;
+        self
+    }
+
+    /// Sets [`ClientOptions::idempotent_writes`].
+    pub fn idempotent_writes(mut self, on: bool) -> Self {
+        self.options.idempotent_writes = on;
         self
     }
 

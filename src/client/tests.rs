@@ -16,6 +16,8 @@ struct Seen {
     /// The raw request target, exactly as sent (still percent-encoded).
     url: String,
     body: String,
+    /// The `Idempotency-Key` header, if sent.
+    idempotency_key: Option<String>,
 }
 
 type Handler = dyn Fn(&Seen, usize) -> (u16, String) + Send + Sync;
@@ -47,10 +49,16 @@ impl Fake {
                     };
                     let mut body = String::new();
                     let _ = request.as_reader().read_to_string(&mut body);
+                    let idempotency_key = request
+                        .headers()
+                        .iter()
+                        .find(|h| h.field.equiv("Idempotency-Key"))
+                        .map(|h| h.value.to_string());
                     let s = Seen {
                         method: request.method().to_string(),
                         url: request.url().to_string(),
                         body,
+                        idempotency_key,
                     };
                     let n = {
                         let mut seen = seen.lock();
@@ -110,6 +118,7 @@ fn client(servers: &[&str]) -> Client {
         .retry_deadline(Duration::from_secs(3))
         .request_timeout(Duration::from_secs(3))
         .discover_leader(false)
+        .idempotent_writes(false)
         .build()
 }
 
@@ -190,7 +199,7 @@ fn put_sends_json_and_parses_the_answer() {
     let fake = Fake::start(|s, _| ok_put(s));
     let c = client(&[&fake.addr]);
     let r = c.put("k/\"q\"", "v with \"quotes\" and é").expect("put");
-    assert_eq!(r, PutResult { key: "k/\"q\"".into(), index: 7, term: 2 });
+    assert_eq!(r, PutResult { key: "k/\"q\"".into(), index: 7, term: 2, revision: 0 });
     let seen = fake.seen();
     assert_eq!(seen.len(), 1);
     assert_eq!((seen[0].method.as_str(), seen[0].url.as_str()), ("POST", "/kv/put"));
@@ -281,6 +290,7 @@ fn lost_answer_on_a_write_is_outcome_unknown_but_a_read_is_retried() {
         .request_timeout(Duration::from_millis(100))
         .backoff(Duration::from_millis(1), Duration::from_millis(5))
         .discover_leader(false)
+        .idempotent_writes(false)
         .build();
     assert!(matches!(c.put("k", "v"), Err(Error::OutcomeUnknown(_))));
     assert_eq!(fast.count(), 0, "the write must not be re-sent elsewhere");
@@ -684,4 +694,116 @@ fn discovery_skips_a_dead_server() {
     // One /status (knows no leader) and one put: the dead server was tried once, by discovery.
     assert_eq!((live.count(), live.kv_count()), (2, 1));
     assert_eq!(c.cached_leader(), None);
+}
+
+fn idempotent_client(servers: &[&str], deadline: Duration) -> Client {
+    Client::builder(servers.iter().map(|s| s.to_string()).collect())
+        .backoff(Duration::from_millis(1), Duration::from_millis(5))
+        .retry_deadline(deadline)
+        .request_timeout(Duration::from_millis(200))
+        .discover_leader(false)
+        .build()
+}
+
+#[test]
+fn an_idempotent_write_is_retried_after_a_504_with_the_same_key() {
+    let fake = Fake::start(|s, n| if n == 0 { outcome_unknown() } else { ok_put(s) });
+    let c = idempotent_client(&[&fake.addr], Duration::from_secs(3));
+    assert_eq!(c.put("k", "v").map(|r| r.index), Ok(7));
+    let seen = fake.seen();
+    assert_eq!(seen.len(), 2, "retried once");
+    let key = seen[0].idempotency_key.clone().expect("an Idempotency-Key on the first attempt");
+    assert_eq!(seen[1].idempotency_key.as_deref(), Some(key.as_str()), "the same key");
+    assert_eq!(seen[0].body, seen[1].body, "the same body");
+    // The next write is another write: another key.
+    c.put("k", "w").unwrap();
+    assert_ne!(fake.seen()[2].idempotency_key.as_deref(), Some(key.as_str()));
+}
+
+#[test]
+fn an_idempotent_write_whose_answer_was_lost_is_resent_elsewhere_with_its_key() {
+    let slow = Fake::start(|_, _| {
+        std::thread::sleep(Duration::from_millis(400));
+        (200, "{}".into())
+    });
+    let fast = Fake::start(|s, _| ok_put(s));
+    let c = idempotent_client(&[&slow.addr, &fast.addr], Duration::from_secs(3));
+    assert_eq!(c.delete("k"), Ok(()));
+    let (first, second) = (slow.seen(), fast.seen());
+    assert_eq!((first.len(), second.len()), (1, 1));
+    assert!(first[0].idempotency_key.is_some());
+    assert_eq!(first[0].idempotency_key, second[0].idempotency_key);
+}
+
+#[test]
+fn an_idempotent_write_still_unknown_at_the_deadline_is_outcome_unknown() {
+    let fake = Fake::start(|_, _| outcome_unknown());
+    let c = idempotent_client(&[&fake.addr], Duration::from_millis(300));
+    match c.put("k", "v") {
+        Err(Error::OutcomeUnknown(m)) => assert!(m.contains("may have been applied"), "{m}"),
+        other => panic!("expected OutcomeUnknown, got {other:?}"),
+    }
+    assert!(fake.count() > 1, "retried until the deadline");
+    let keys: std::collections::BTreeSet<_> =
+        fake.seen().into_iter().map(|s| s.idempotency_key).collect();
+    assert_eq!(keys.len(), 1, "every retry carries the same key: {keys:?}");
+}
+
+#[test]
+fn a_write_refused_with_503_before_any_attempt_was_maybe_applied_is_unavailable() {
+    let fake = Fake::start(|_, _| unavailable(None));
+    let c = idempotent_client(&[&fake.addr], Duration::from_millis(200));
+    assert!(matches!(c.put("k", "v"), Err(Error::Unavailable(_))));
+}
+
+#[test]
+fn conditional_puts_and_transactions_parse_their_answers() {
+    let fake = Fake::start(|s, _| {
+        let v: serde_json::Value = serde_json::from_str(&s.body).unwrap_or_default();
+        match s.url.as_str() {
+            "/kv/put" if v["if_revision"] == 0 => (
+                412,
+                json!({"error": "precondition_failed", "message": "m", "revision": 9,
+                       "current": {"key": "k", "value": "x", "create_revision": 3,
+                                   "mod_revision": 8, "version": 2}})
+                .to_string(),
+            ),
+            "/kv/put" => (
+                200,
+                json!({"status": "ok", "key": "k", "index": 11, "term": 2,
+                                      "revision": 10})
+                .to_string(),
+            ),
+            "/kv/txn" => (
+                200,
+                json!({"succeeded": false, "revision": 9, "index": 12,
+                "responses": [{"get": {"key": "k", "kv": {"key": "k", "value": "x",
+                "create_revision": 3, "mod_revision": 8, "version": 2}}}]})
+                .to_string(),
+            ),
+            _ => (
+                200,
+                json!({"revision": 9, "count": 1, "more": false, "kvs": [
+                {"key": "p/1", "value": "v", "create_revision": 2, "mod_revision": 2,
+                 "version": 1}]})
+                .to_string(),
+            ),
+        }
+    });
+    let c = client(&[&fake.addr]);
+    match c.put_if("k", "v", 0).unwrap() {
+        PutIf::Refused { current: Some(kv) } => assert_eq!(kv.mod_revision, 8),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(c.put_if("k", "v", 8), Ok(PutIf::Written { index: 11, term: 2, revision: 10 }));
+    let cas = c.cas("k", Some("old"), "new").unwrap();
+    assert!(!cas.succeeded);
+    assert_eq!(cas.current.and_then(|kv| kv.value).as_deref(), Some("x"));
+    let txn_body: serde_json::Value = serde_json::from_str(&fake.seen()[2].body).unwrap();
+    assert_eq!(txn_body["compare"][0]["target"], "value");
+    assert_eq!(txn_body["success"][0]["put"]["value"], "new");
+    let r = c.range_prefix("p/ é").unwrap();
+    assert_eq!((r.count, r.kvs[0].key.as_str()), (1, "p/1"));
+    assert_eq!(fake.seen()[3].url, "/kv/range?prefix=p%2F%20%C3%A9");
+    assert!(TxnBuilder::new().when_value("k", "~", "x").try_build().is_err());
 }
