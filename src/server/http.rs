@@ -152,6 +152,11 @@ fn respond(node: &Node, request: Request, reply: Reply, started: Instant) {
     if let Some(h) = content_type {
         response = response.with_header(h);
     }
+    for (name, value) in &reply.headers {
+        if let Ok(h) = Header::from_bytes(name.as_bytes(), value.as_bytes()) {
+            response = response.with_header(h);
+        }
+    }
     // The dashboard served by one node reads (and, with the fault lab, posts to) every other.
     let url = request.url();
     if url.starts_with("/debug/") || url.starts_with("/status") {

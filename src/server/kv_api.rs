@@ -228,6 +228,10 @@ fn txn(r: &mut KvRequest<'_, '_>) -> Result<Reply> {
     if let Some(check) = r.signed.take() {
         check.verify(&body)?;
     }
+    // An object: serde would also take a JSON array for the struct.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(Error::BadRequest("the transaction must be a JSON object".into()));
+    }
     let txn: Txn = serde_json::from_slice(&body).map_err(|e| {
         Error::BadRequest(format!(
             "body must be a transaction {{\"compare\": [..], \"success\": [..], \"failure\": \
