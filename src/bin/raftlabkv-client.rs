@@ -4,6 +4,9 @@
 //! raftlabkv-client [--servers a:1,b:2] [--json] [--stale]           # interactive shell
 //! raftlabkv-client put <key> <value...>                               # one command, then exit
 //! raftlabkv-client get <key> | delete <key> | getall | status
+//! raftlabkv-client get --prefix cfg/ [--limit N] [--keys-only] [-w table|json]
+//! raftlabkv-client put --if-revision 42 <key> <value> | put --if-absent <key> <value>
+//! raftlabkv-client cas <key> <old> <new> | del --prefix tmp/ | txn [--file t.json] < txn.txt
 //! raftlabkv-client bench --clients 8 --duration 10 --workload mixed   # load test
 //! raftlabkv-client verify --time 30 --clients 8 --keys 5              # linearizability check
 //! ```
@@ -23,6 +26,7 @@ use raftlabkv::chaos::workload::{WorkloadConfig, verify};
 #[cfg(feature = "harness")]
 use raftlabkv::check::{Verdict, history_to_json};
 use raftlabkv::client::bench::{self, BenchConfig, Workload};
+use raftlabkv::client::coord::{self, Format};
 use raftlabkv::client::shell::{self, Command, RunOptions};
 use raftlabkv::client::{Client, DEFAULT_SERVERS};
 
@@ -58,22 +62,72 @@ struct Cli {
     #[arg(short, long, global = true)]
     verbose: bool,
 
+    /// Output format of ranges, transactions and conditional writes: simple, table or json
+    /// (`--json` is `-w json`).
+    #[arg(short = 'w', long = "write-out", value_enum, default_value = "simple", global = true)]
+    write_out: Format,
+
     #[command(subcommand)]
     command: Option<Cmd>,
 }
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Write a key. Several value words are joined with single spaces.
+    /// Write a key. Several value words are joined with single spaces. With --if-revision R only
+    /// if the key's mod_revision is R; with --if-absent only if it does not exist (exits 1 when
+    /// not written, printing the key as it is).
     Put {
         key: String,
         #[arg(required = true, num_args = 1.., allow_hyphen_values = true)]
         value: Vec<String>,
+        /// Write only if the key's mod_revision is this (0: only if absent).
+        #[arg(long, conflicts_with = "if_absent")]
+        if_revision: Option<u64>,
+        /// Write only if the key does not exist.
+        #[arg(long)]
+        if_absent: bool,
     },
-    /// Read a key (exits 1 if it does not exist).
-    Get { key: String },
-    /// Delete a key (succeeds also if it does not exist).
-    Delete { key: String },
+    /// Read a key (exits 1 if it does not exist), or with --prefix every key under a prefix.
+    Get {
+        /// The key (or, with --prefix, the prefix; --prefix "" for every key).
+        #[arg(required_unless_present = "prefix")]
+        key: Option<String>,
+        /// Every key starting with this.
+        #[arg(long, conflicts_with = "key")]
+        prefix: Option<String>,
+        /// At most this many keys (the count still counts them all).
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Keys and revisions only, no values.
+        #[arg(long)]
+        keys_only: bool,
+        /// Only count the keys.
+        #[arg(long)]
+        count_only: bool,
+        /// Descending key order.
+        #[arg(long)]
+        desc: bool,
+    },
+    /// Delete a key (succeeds also if it does not exist), or with --prefix every key under a
+    /// prefix (prints how many).
+    #[command(alias = "del")]
+    Delete {
+        #[arg(required_unless_present = "prefix")]
+        key: Option<String>,
+        /// Every key starting with this.
+        #[arg(long, conflicts_with = "key")]
+        prefix: Option<String>,
+    },
+    /// Compare-and-set: write NEW if KEY's value is OLD (exits 1 if it was not).
+    Cas { key: String, old: String, new: String },
+    /// Run a transaction read from standard input in the text format (compares, blank line,
+    /// success operations, blank line, failure operations; see `raftlabkv::client::coord`), or
+    /// from a JSON file with --file.
+    Txn {
+        /// A JSON file with {"compare": [..], "success": [..], "failure": [..]}.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+    },
     /// List every key and value.
     #[command(alias = "all")]
     Getall,
@@ -235,7 +289,9 @@ fn main() -> ExitCode {
             log::LevelFilter::Warn
         });
     }
-    let options = RunOptions { json: cli.json, stale: cli.stale };
+    let json = cli.json || cli.write_out == Format::Json;
+    let format = if json { Format::Json } else { cli.write_out };
+    let options = RunOptions { json, stale: cli.stale };
     let client = || {
         Client::builder(cli.servers.clone())
             .request_timeout(cli.timeout)
@@ -253,9 +309,46 @@ fn main() -> ExitCode {
         }
         #[cfg(feature = "harness")]
         Some(Cmd::Verify(args)) => return run_verify(&cli, args),
-        Some(Cmd::Put { key, value }) => Command::Put { key: key.clone(), value: value.join(" ") },
-        Some(Cmd::Get { key }) => Command::Get { key: key.clone() },
-        Some(Cmd::Delete { key }) => Command::Delete { key: key.clone() },
+        Some(Cmd::Put { key, value, if_revision, if_absent }) => {
+            let value = value.join(" ");
+            match if_revision.or(if_absent.then_some(0)) {
+                None => Command::Put { key: key.clone(), value },
+                Some(r) => {
+                    let result = client().put_if(key, &value, r);
+                    return outcome(result.map(|p| coord::render_put_if(key, &p, format)), json);
+                }
+            }
+        }
+        Some(Cmd::Get { prefix: Some(prefix), limit, keys_only, count_only, desc, .. }) => {
+            let spec = raftlabkv::kv::RangeSpec {
+                prefix: Some(prefix.clone()),
+                limit: *limit,
+                keys_only: *keys_only,
+                count_only: *count_only,
+                desc: *desc,
+                ..Default::default()
+            };
+            let c = client();
+            let r = if cli.stale { c.range_stale(&spec) } else { c.range(&spec) };
+            return outcome(r.map(|r| Ok(coord::render_range(&r, format))), json);
+        }
+        Some(Cmd::Get { key, .. }) => Command::Get { key: key.clone().unwrap_or_default() },
+        Some(Cmd::Delete { prefix: Some(prefix), .. }) => {
+            let r = client().delete_prefix(prefix).map(|n| {
+                Ok(if json { serde_json::json!({"deleted": n}).to_string() } else { n.to_string() })
+            });
+            return outcome(r, json);
+        }
+        Some(Cmd::Delete { key, .. }) => Command::Delete { key: key.clone().unwrap_or_default() },
+        Some(Cmd::Cas { key, old, new }) => {
+            let r = client().cas(key, Some(old), new);
+            return outcome(r.map(|c| coord::render_cas(key, &c, format)), json);
+        }
+        Some(Cmd::Txn { file }) => {
+            let txn = read_txn(file.as_deref());
+            let r = txn.and_then(|t| client().txn(&t));
+            return outcome(r.map(|t| Ok(coord::render_txn(&t, format))), json);
+        }
         Some(Cmd::Getall) => Command::GetAll,
         Some(Cmd::Status { explain }) => Command::Status { explain: *explain },
     };
@@ -267,6 +360,49 @@ fn main() -> ExitCode {
         Err(e) => {
             print_err(&e, options.json);
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints what a coordination command gave: `Ok(Ok(text))` succeeded (exit 0), `Ok(Err(text))`
+/// was answered but did not hold (a refused conditional write: printed, exit 1), `Err` failed.
+fn outcome(
+    result: raftlabkv::error::Result<std::result::Result<String, String>>,
+    json: bool,
+) -> ExitCode {
+    match result {
+        Ok(Ok(text)) => {
+            print_out(&text);
+            ExitCode::SUCCESS
+        }
+        Ok(Err(text)) => {
+            print_out(&text);
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            print_err(&e, json);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The transaction of `txn`: JSON from `file`, or the text format from standard input.
+fn read_txn(file: Option<&std::path::Path>) -> raftlabkv::error::Result<raftlabkv::kv::Txn> {
+    use std::io::Read as _;
+    match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::BadRequest(format!("cannot read {}: {e}", path.display())))?;
+            serde_json::from_str(&text).map_err(|e| {
+                Error::BadRequest(format!("{}: not a transaction: {e}", path.display()))
+            })
+        }
+        None => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .map_err(|e| Error::BadRequest(format!("reading standard input: {e}")))?;
+            coord::parse_txn(&text)
         }
     }
 }
@@ -531,6 +667,7 @@ fn run_verify(cli: &Cli, args: &VerifyArgs) -> ExitCode {
         request_timeout: cli.timeout,
         duration: args.time,
         seed: rand::random(),
+        counters: 2,
     };
     eprintln!(
         "verify: {} clients on keys {}0..{} for {:.0} s against {}",

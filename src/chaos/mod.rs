@@ -142,6 +142,8 @@ pub struct ChaosConfig {
     pub check_budget: Duration,
     /// Keep the node data dirs even when the run passes.
     pub keep_data: bool,
+    /// Counter keys the clients increment exactly once each ([`workload::increment`]); 0: none.
+    pub counters: usize,
 }
 
 impl ChaosConfig {
@@ -155,6 +157,7 @@ impl ChaosConfig {
             faults: FaultKind::ALL.to_vec(),
             clients: 10,
             keys: 8,
+            counters: 2,
             request_timeout: Duration::from_secs(2),
             server_bin: server_bin.into(),
             server_flags: Vec::new(),
@@ -217,7 +220,8 @@ impl ChaosReport {
         };
         let mut line = format!(
             "{} seed={} nodes={} time={}s faults={} injected={} ops={} acked_writes={} ok_reads={} \
-             unknown={} not_applied={} max_ops_per_key={} max_term={} leader_after_heal={} \
+             unknown={} not_applied={} increments=acked:{},refused:{},unknown:{} \
+             max_ops_per_key={} max_term={} leader_after_heal={} \
              write_after_heal=mean:{:.2}s,max:{:.2}s check={}",
             if self.passed() { "PASS" } else { "FAIL" },
             c.seed,
@@ -230,6 +234,9 @@ impl ChaosReport {
             s.ok_reads,
             s.unknown,
             s.not_applied,
+            s.increments_acked,
+            s.increments_refused,
+            s.increments_unknown,
             self.max_ops_per_key,
             self.max_term,
             self.leader_after_heal.map_or("none".into(), |d| format!("{:.2}s", d.as_secs_f64())),
@@ -297,8 +304,11 @@ pub fn run(config: &ChaosConfig) -> std::io::Result<ChaosReport> {
         request_timeout: config.request_timeout,
         duration: config.duration,
         seed: config.seed,
+        counters: config.counters,
     };
-    let keys = workload.key_names();
+    // The plain keys and the counters: both are read at the end and checked.
+    let mut keys = workload.key_names();
+    keys.extend(workload.counter_names());
     let stop_sampler = AtomicBool::new(false);
     let end = Instant::now() + config.duration;
 
@@ -373,6 +383,17 @@ fn final_read(
     recorded.ops.extend(ops);
     let expected: std::collections::BTreeMap<String, String> =
         state.into_iter().filter(|(k, _)| keys.contains(k)).collect();
+    if let Some(map) = &last {
+        let counters: std::collections::BTreeMap<String, String> = map
+            .iter()
+            .filter(|(k, _)| k.contains("ctr"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let wrong = workload::check_increments(&counters, &recorded.increments);
+        if !wrong.is_empty() {
+            return Err(format!("exactly-once increments broken: {}", wrong.join("; ")));
+        }
+    }
     match last {
         Some(map) if map == expected => Ok(()),
         Some(map) => Err(format!(
@@ -547,6 +568,9 @@ pub fn format_history(ops: &[Operation]) -> String {
             KvInput::Delete { key } => format!("delete {key}"),
             KvInput::Append { key, value } => format!("append {key} {value}"),
             KvInput::GetAll => "get-all".into(),
+            KvInput::Cas { key, expect, value } => {
+                format!("cas {key} {} -> {value}", expect.as_deref().unwrap_or("(absent)"))
+            }
         };
         let output = match &op.output {
             KvOutput::Ok => "ok".into(),
@@ -554,6 +578,8 @@ pub fn format_history(ops: &[Operation]) -> String {
             KvOutput::Value(None) => "not found".into(),
             KvOutput::All(map) => format!("{map:?}"),
             KvOutput::Unknown => "unknown".into(),
+            KvOutput::Cas(true) => "swapped".into(),
+            KvOutput::Cas(false) => "not swapped".into(),
         };
         let ret = op.return_time.map_or("       ?".into(), secs);
         let _ = writeln!(

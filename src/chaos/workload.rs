@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::api::{AllReply, ErrorBody, GetReply, PutRequest};
 use crate::check::{KvInput, KvOutput, Operation, Verdict, check_history};
@@ -71,12 +71,20 @@ pub struct WorkloadConfig {
     pub duration: Duration,
     /// Seed for the clients' choices of operation, key and node.
     pub seed: u64,
+    /// Counter keys for the exactly-once increments (`<prefix>ctr0`, ...; 0: none). See
+    /// [`increment`].
+    pub counters: usize,
 }
 
 impl WorkloadConfig {
     /// The workload's keys.
     pub fn key_names(&self) -> Vec<String> {
         (0..self.keys.max(1)).map(|i| format!("{}{i}", self.key_prefix)).collect()
+    }
+
+    /// The counter keys (not among [`WorkloadConfig::key_names`]: only increments touch them).
+    pub fn counter_names(&self) -> Vec<String> {
+        (0..self.counters).map(|i| format!("{}ctr{i}", self.key_prefix)).collect()
     }
 }
 
@@ -97,6 +105,12 @@ pub struct WorkloadStats {
     pub ok_reads: u64,
     /// Client ids used (a client takes a new id after each unknown outcome).
     pub client_ids: u64,
+    /// Increments acknowledged as applied.
+    pub increments_acked: u64,
+    /// Increments whose compare failed (another increment came first): not applied.
+    pub increments_refused: u64,
+    /// Increments whose outcome stayed unknown after their retries.
+    pub increments_unknown: u64,
 }
 
 impl WorkloadStats {
@@ -107,6 +121,9 @@ impl WorkloadStats {
         self.unknown += other.unknown;
         self.acked_writes += other.acked_writes;
         self.ok_reads += other.ok_reads;
+        self.increments_acked += other.increments_acked;
+        self.increments_refused += other.increments_refused;
+        self.increments_unknown += other.increments_unknown;
     }
 }
 
@@ -141,6 +158,10 @@ pub fn classify(input: &KvInput, status: Option<u16>, body: &Value, keys: &[Stri
                 Outcome::Definite(KvOutput::Value(None))
             }
             _ => Outcome::Unknown,
+        },
+        (KvInput::Cas { .. }, 200) => match body["succeeded"].as_bool() {
+            Some(done) => Outcome::Definite(KvOutput::Cas(done)),
+            None => Outcome::Unknown,
         },
         (KvInput::GetAll, 200) => match AllReply::deserialize(body) {
             Ok(mut map) => {
@@ -192,7 +213,13 @@ pub fn send(agent: &ureq::Agent, server: &str, input: &KvInput) -> Reply {
         }
         KvInput::GetAll => agent.get(&format!("{base}/kv/all")).call(),
         KvInput::Append { .. } => return Reply::NotSent, // not in this API
+        KvInput::Cas { .. } => return Reply::NotSent,    // sent by `increment`, with its key
     };
+    reply_of(result)
+}
+
+/// A complete answer, or how the attempt failed.
+fn reply_of(result: Result<ureq::Response, ureq::Error>) -> Reply {
     let response = match result {
         Ok(r) => r,
         Err(ureq::Error::Status(_, r)) => r,
@@ -249,6 +276,121 @@ pub fn perform(
     (outcome, op)
 }
 
+/// One exactly-once increment of a counter key (issue 12): a linearizable read of the counter,
+/// then a compare-and-set transaction that appends the increment's unique id to what was read
+/// (`id` if the counter was absent), sent with an `Idempotency-Key` and retried with it after a
+/// 503, a 504, a lost answer or a refused connection until a definite answer or `patience`
+/// passes. Recorded as a `Get` and a `Cas` (one operation however many attempts it took: the
+/// key makes them one write). Returns what the client learnt, `None` if the read failed.
+#[allow(clippy::too_many_arguments)]
+pub fn increment(
+    agent: &ureq::Agent,
+    clock: &Clock,
+    client_id: u64,
+    pick: &mut dyn FnMut() -> String,
+    (key, id): (&str, &str),
+    keys: &[String],
+    patience: Duration,
+    ops: &mut Vec<Operation>,
+) -> Option<Increment> {
+    let read = KvInput::Get { key: key.to_string() };
+    let (outcome, op) = perform(agent, clock, client_id, &pick(), read, keys);
+    ops.extend(op);
+    let Outcome::Definite(KvOutput::Value(old)) = outcome else { return None };
+    let new = match &old {
+        Some(old) => format!("{old},{id}"),
+        None => id.to_string(),
+    };
+    let compare = match &old {
+        Some(old) => json!({"key": key, "target": "value", "op": "==", "value": old}),
+        None => json!({"key": key, "target": "version", "op": "==", "value": 0}),
+    };
+    let body = json!({"compare": [compare], "success": [{"put": {"key": key, "value": new}}],
+                      "failure": [{"get": {"key": key}}]})
+    .to_string();
+    let input = KvInput::Cas { key: key.to_string(), expect: old, value: new };
+    let call = clock.now();
+    let give_up = Instant::now() + patience;
+    let mut maybe_applied = false;
+    loop {
+        let server = pick();
+        let result = agent
+            .post(&format!("http://{server}/kv/txn"))
+            .set("Content-Type", "application/json")
+            .set("Idempotency-Key", &format!("incr-{id}"))
+            .send_string(&body);
+        let reply = reply_of(result);
+        let returned = clock.now();
+        match reply {
+            Reply::Answer(200, body) => {
+                if let Outcome::Definite(output) = classify(&input, Some(200), &body, keys) {
+                    let done = output == KvOutput::Cas(true);
+                    ops.push(Operation {
+                        client_id,
+                        input,
+                        call,
+                        output,
+                        return_time: Some(returned),
+                    });
+                    return Some(if done { Increment::Acked } else { Increment::Refused });
+                }
+                maybe_applied = true;
+            }
+            // Not applied by this attempt (no leader, leadership lost): try again.
+            Reply::Answer(503, _) | Reply::NotSent => {}
+            // 504, a lost answer, anything else: this attempt may have applied.
+            Reply::Answer(..) | Reply::Lost => maybe_applied = true,
+        }
+        if Instant::now() >= give_up {
+            if !maybe_applied {
+                return Some(Increment::Refused);
+            }
+            ops.push(Operation {
+                client_id,
+                input,
+                call,
+                output: KvOutput::Unknown,
+                return_time: None,
+            });
+            return Some(Increment::Unknown);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What the counters must show after a run: every acknowledged increment's id exactly once, no
+/// refused increment's id, no id twice. `finals` maps each counter key to its value at the end.
+pub fn check_increments(
+    finals: &BTreeMap<String, String>,
+    increments: &[(String, String, Increment)],
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    let mut counted: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for (key, value) in finals {
+        for id in value.split(',').filter(|s| !s.is_empty()) {
+            *counted.entry((key.as_str(), id)).or_default() += 1;
+        }
+    }
+    for ((key, id), n) in &counted {
+        if *n > 1 {
+            failures.push(format!("increment {id} was applied {n} times to {key}"));
+        }
+    }
+    for (key, id, what) in increments {
+        let n = counted.get(&(key.as_str(), id.as_str())).copied().unwrap_or(0);
+        match what {
+            Increment::Acked if n == 0 => {
+                failures.push(format!("acknowledged increment {id} is missing from {key}"))
+            }
+            Increment::Refused if n > 0 => {
+                failures.push(format!("increment {id} was refused but is in {key}"))
+            }
+            _ => {}
+        }
+    }
+    failures
+}
+
 /// What the clients recorded.
 #[derive(Debug, Clone, Default)]
 pub struct Recorded {
@@ -256,6 +398,20 @@ pub struct Recorded {
     pub ops: Vec<Operation>,
     /// Counts.
     pub stats: WorkloadStats,
+    /// Every increment tried: (counter key, its id, what the client learnt).
+    pub increments: Vec<(String, String, Increment)>,
+}
+
+/// What a client learnt of one increment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Increment {
+    /// Applied (the compare held): its id must be in the counter exactly once.
+    Acked,
+    /// Not applied (the compare failed, or no attempt could have reached a leader): its id must
+    /// not be in the counter.
+    Refused,
+    /// Unknown: its id may be in the counter, at most once.
+    Unknown,
 }
 
 /// Runs the clients until `config.duration` has passed (counted from when this is called).
@@ -273,7 +429,8 @@ pub fn run_clients_on(
     clock: &Clock,
     servers: &RwLock<Vec<String>>,
 ) -> Recorded {
-    let keys = config.key_names();
+    let mut keys = config.key_names();
+    keys.extend(config.counter_names());
     let end = Instant::now() + config.duration;
     let next_id = AtomicU64::new(1);
     let results: Vec<Recorded> = std::thread::scope(|s| {
@@ -295,6 +452,7 @@ pub fn run_clients_on(
     for r in results {
         all.ops.extend(r.ops);
         all.stats.add(&r.stats);
+        all.increments.extend(r.increments);
     }
     all.stats.client_ids = next_id.load(Ordering::SeqCst) - 1;
     all.ops.sort_by_key(|op| op.call);
@@ -315,8 +473,49 @@ fn client_loop(
     let mut out = Recorded::default();
     let mut client_id = next_id.fetch_add(1, Ordering::SeqCst);
     let mut counter = 0u64;
+    let counters = config.counter_names();
+    // Plain operations use the plain keys; `keys` (for reading answers) has the counters too.
+    let plain = &keys[..keys.len() - counters.len()];
     while Instant::now() < end {
-        let key = keys[rng.gen_range(0..keys.len())].clone();
+        if !counters.is_empty() && rng.gen_range(0..100) < 15 {
+            counter += 1;
+            let key = counters[rng.gen_range(0..counters.len())].clone();
+            let id = format!("c{client_id}.{counter}");
+            let mut pick = || {
+                let servers = servers.read().unwrap_or_else(|e| e.into_inner());
+                match servers.len() {
+                    0 => config.servers[rng.gen_range(0..config.servers.len())].clone(),
+                    n => servers[rng.gen_range(0..n)].clone(),
+                }
+            };
+            let patience = config.request_timeout * 3;
+            let learnt = increment(
+                &agent,
+                clock,
+                client_id,
+                &mut pick,
+                (&key, &id),
+                keys,
+                patience,
+                &mut out.ops,
+            );
+            out.stats.attempts += 1;
+            match learnt {
+                Some(Increment::Acked) => out.stats.increments_acked += 1,
+                Some(Increment::Refused) => out.stats.increments_refused += 1,
+                Some(Increment::Unknown) => {
+                    out.stats.increments_unknown += 1;
+                    client_id = next_id.fetch_add(1, Ordering::SeqCst);
+                    counter = 0;
+                }
+                None => std::thread::sleep(Duration::from_millis(rng.gen_range(10..50))),
+            }
+            if let Some(what) = learnt {
+                out.increments.push((key, id, what));
+            }
+            continue;
+        }
+        let key = plain[rng.gen_range(0..plain.len())].clone();
         let roll = rng.gen_range(0..100);
         let input = if roll < 40 {
             counter += 1;
@@ -434,18 +633,26 @@ pub struct VerifyReport {
     pub checked: Checked,
     /// The history (for saving when it failed).
     pub history: Vec<Operation>,
+    /// What the counters show that exactly-once increments forbid ([`check_increments`]).
+    pub increments_wrong: Vec<String>,
 }
 
 impl VerifyReport {
     /// True when the history was proven linearizable and something was actually acknowledged.
     pub fn passed(&self) -> bool {
-        self.checked.verdict.is_ok() && self.stats.acked_writes > 0 && self.stats.ok_reads > 0
+        self.checked.verdict.is_ok()
+            && self.stats.acked_writes > 0
+            && self.stats.ok_reads > 0
+            && self.increments_wrong.is_empty()
     }
 
     /// One line: `PASS ops=... ` or `FAIL ...`.
     pub fn summary(&self) -> String {
         let verdict = match &self.checked.verdict {
             Verdict::Ok if self.passed() => "PASS".to_string(),
+            Verdict::Ok if !self.increments_wrong.is_empty() => {
+                format!("FAIL (increments: {})", self.increments_wrong.join("; "))
+            }
             Verdict::Ok => "FAIL (nothing was acknowledged: is the cluster up?)".to_string(),
             Verdict::Illegal { key, history } => {
                 format!("FAIL (not linearizable: key {key}, {} ops in the witness)", history.len())
@@ -456,12 +663,16 @@ impl VerifyReport {
         };
         let s = &self.stats;
         format!(
-            "{verdict} ops={} acked_writes={} ok_reads={} unknown={} not_applied={} check={:.3}s",
+            "{verdict} ops={} acked_writes={} ok_reads={} unknown={} not_applied={} \
+             increments=acked:{},refused:{},unknown:{} check={:.3}s",
             self.ops,
             s.acked_writes,
             s.ok_reads,
             s.unknown,
             s.not_applied,
+            s.increments_acked,
+            s.increments_refused,
+            s.increments_unknown,
             self.checked.took.as_secs_f64()
         )
     }
@@ -471,8 +682,9 @@ impl VerifyReport {
 pub fn verify(config: &WorkloadConfig, budget: Duration) -> VerifyReport {
     let clock = Clock::new();
     let mut recorded = run_clients(config, &clock);
-    let keys = config.key_names();
-    let (final_ops, _) = read_all(
+    let mut keys = config.key_names();
+    keys.extend(config.counter_names());
+    let (final_ops, last) = read_all(
         &config.servers,
         &keys,
         &clock,
@@ -481,8 +693,20 @@ pub fn verify(config: &WorkloadConfig, budget: Duration) -> VerifyReport {
         Duration::from_secs(10),
     );
     recorded.ops.extend(final_ops);
+    let counters: BTreeMap<String, String> = last
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| config.counter_names().contains(k))
+        .collect();
+    let increments_wrong = check_increments(&counters, &recorded.increments);
     let checked = check(&recorded.ops, budget);
-    VerifyReport { stats: recorded.stats, ops: recorded.ops.len(), checked, history: recorded.ops }
+    VerifyReport {
+        stats: recorded.stats,
+        ops: recorded.ops.len(),
+        checked,
+        history: recorded.ops,
+        increments_wrong,
+    }
 }
 
 #[cfg(test)]
@@ -517,6 +741,26 @@ mod tests {
         let all = classify(&KvInput::GetAll, Some(200), &json!({"k1": "a", "zz": "b"}), &ks);
         let want: BTreeMap<String, String> = [("k1".to_string(), "a".to_string())].into();
         assert_eq!(all, Outcome::Definite(KvOutput::All(want)), "foreign keys are dropped");
+    }
+
+    #[test]
+    fn increments_are_counted_exactly_once() {
+        let inc = |id: &str, what| ("kctr0".to_string(), id.to_string(), what);
+        let tried = vec![
+            inc("a", Increment::Acked),
+            inc("b", Increment::Acked),
+            inc("c", Increment::Refused),
+            inc("d", Increment::Unknown),
+        ];
+        let finals = |v: &str| BTreeMap::from([("kctr0".to_string(), v.to_string())]);
+        assert!(check_increments(&finals("a,b"), &tried).is_empty());
+        assert!(check_increments(&finals("a,d,b"), &tried).is_empty(), "an unknown one may be in");
+        let twice = check_increments(&finals("a,b,a"), &tried);
+        assert!(twice.iter().any(|f| f.contains("a was applied 2 times")), "{twice:?}");
+        let lost = check_increments(&finals("b"), &tried);
+        assert!(lost.iter().any(|f| f.contains("a is missing")), "{lost:?}");
+        let refused = check_increments(&finals("a,b,c"), &tried);
+        assert!(refused.iter().any(|f| f.contains("c was refused")), "{refused:?}");
     }
 
     #[test]

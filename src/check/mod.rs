@@ -49,6 +49,18 @@
 //! the number of *concurrent* operations, so checking ten keys of 500 operations each is vastly
 //! cheaper than one history of 5,000.
 //!
+//! **Compare-and-set** ([`KvInput::Cas`]): the register gains a CAS operation (if it holds
+//! `expect`, set `value`; the reply says whether it did). A CAS touches one key, so checking it
+//! per key is exact by the same locality argument: RaftLabKV's one-key transactions (compare the
+//! key's value, put the key) are such operations, and the chaos workload's exactly-once
+//! increments are recorded as them. Multi-key transactions are not given to the checker: they
+//! are objects spanning several registers, and splitting them per key would be unsound (a
+//! transaction whose compare on `a` decides a write to `b` has no per-key meaning). Their
+//! atomicity is tested by the state machine's unit tests and by the counters' exactly-once check
+//! instead. A CAS whose outcome is unknown may take effect at any point after its call, setting
+//! the value if the state then matches. Keys with a CAS are not pruned nor shrunk (both steps
+//! assume blind writes); their witness is reported whole.
+//!
 //! A [`KvInput::GetAll`] reads every key, which would tie all the keys together. To keep the split,
 //! it is *projected*: for every key that any operation in the history touches (written, read, or
 //! present in some `GetAll` result), it becomes one `Get` of that key — with the `GetAll`'s call
@@ -157,6 +169,9 @@ pub enum KvInput {
     Append { key: String, value: String },
     /// Read every key. Replies [`KvOutput::All`]. Checked per key; see the module docs.
     GetAll,
+    /// Compare-and-set: if `key` holds `expect` (`None`: absent), set it to `value`. Replies
+    /// [`KvOutput::Cas`] with whether it did. (RaftLabKV: a one-key transaction.)
+    Cas { key: String, expect: Option<String>, value: String },
 }
 
 impl KvInput {
@@ -166,14 +181,21 @@ impl KvInput {
             KvInput::Put { key, .. }
             | KvInput::Get { key }
             | KvInput::Delete { key }
-            | KvInput::Append { key, .. } => Some(key),
+            | KvInput::Append { key, .. }
+            | KvInput::Cas { key, .. } => Some(key),
             KvInput::GetAll => None,
         }
     }
 
     /// True for operations that change state (put, delete, append).
     pub fn is_write(&self) -> bool {
-        matches!(self, KvInput::Put { .. } | KvInput::Delete { .. } | KvInput::Append { .. })
+        matches!(
+            self,
+            KvInput::Put { .. }
+                | KvInput::Delete { .. }
+                | KvInput::Append { .. }
+                | KvInput::Cas { .. }
+        )
     }
 }
 
@@ -187,6 +209,8 @@ pub enum KvOutput {
     Value(Option<String>),
     /// A `GetAll`'s result: every present key with its value.
     All(BTreeMap<String, String>),
+    /// A `Cas`'s result: whether it set the value.
+    Cas(bool),
     /// No answer, or an answer that does not say whether the write applied (timeout, 504,
     /// broken connection). Treated like `return_time: None`; see the module docs.
     Unknown,
@@ -447,6 +471,14 @@ fn project<'a>(
             (KvInput::Delete { key }, KvOutput::Ok | KvOutput::Unknown) => {
                 push(key, KeyOp::Delete, write_ret)
             }
+            (KvInput::Cas { key, expect, value }, KvOutput::Cas(_) | KvOutput::Unknown) => {
+                let result = match op.output {
+                    KvOutput::Cas(done) => Some(done),
+                    _ => None,
+                };
+                let kop = KeyOp::Cas { expect: expect.clone(), value: value.clone(), result };
+                push(key, kop, write_ret)
+            }
             // A read with a definite value but no return time still constrains: it took effect
             // at some point after its call.
             (KvInput::Get { key }, KvOutput::Value(v)) => push(key, KeyOp::Get(v.clone()), ret),
@@ -471,7 +503,7 @@ fn project<'a>(
 /// follow it), on keys without appends: every linearization puts it before each read of its
 /// value, each of which is linearized before it returns.
 fn bound_observed_unknown_puts(list: &mut [Projected], initial: &Option<String>) {
-    if list.iter().any(|p| matches!(p.entry.op, KeyOp::Append(_))) {
+    if list.iter().any(|p| matches!(p.entry.op, KeyOp::Append(_) | KeyOp::Cas { .. })) {
         return;
     }
     let mut writers: BTreeMap<&str, usize> = BTreeMap::new();
@@ -512,7 +544,8 @@ fn bound_observed_unknown_puts(list: &mut [Projected], initial: &Option<String>)
 /// linearization (the next operation after it is a write, which overwrites it anyway). Not with
 /// appends, whose result depends on what came before: a key with any append is left as it is.
 fn prune_unobserved_unknown_puts(list: &mut Vec<Projected>) {
-    if list.iter().any(|p| matches!(p.entry.op, KeyOp::Append(_))) {
+    // Nor with compare-and-sets, which read the state as well as write it.
+    if list.iter().any(|p| matches!(p.entry.op, KeyOp::Append(_) | KeyOp::Cas { .. })) {
         return;
     }
     let read: BTreeSet<&str> = list
@@ -544,6 +577,11 @@ fn shrink(
     deadline: Instant,
     spent: Duration,
 ) -> Vec<Projected> {
+    // The steps below assume writes are blind (a write's effect does not depend on the state). A
+    // compare-and-set reads the state too, so a key with one is reported whole, unshrunk.
+    if entries.iter().any(|p| matches!(p.entry.op, KeyOp::Cas { .. })) {
+        return entries.to_vec();
+    }
     let deadline = deadline.min(Instant::now() + Duration::from_secs(2) + spent * 2);
     let attempt_budget = (spent * 2).max(Duration::from_millis(50));
     // See `StillIllegal`.

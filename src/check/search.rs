@@ -23,6 +23,9 @@ pub(crate) enum KeyOp {
     Delete,
     /// A read that returned this (`None` = not found).
     Get(Option<String>),
+    /// If the register holds `expect`, set it to `value`; `result` says whether it did (`None`:
+    /// unknown — either, as the state decides).
+    Cas { expect: Option<String>, value: String, result: Option<bool> },
 }
 
 impl KeyOp {
@@ -383,6 +386,10 @@ enum Effect {
     Expect(u32),
     /// Always legal; the new state is the old one with this suffix (index into `suffixes`).
     Append(usize),
+    /// Compare-and-set: in state `expect` it sets `set` (illegal if it is known to have
+    /// failed); in any other state it changes nothing (illegal if it is known to have
+    /// succeeded).
+    Cas { expect: u32, set: u32, result: Option<bool> },
 }
 
 impl Model {
@@ -400,6 +407,11 @@ impl Model {
                     suffixes.push(v.clone());
                     Effect::Append(suffixes.len() - 1)
                 }
+                KeyOp::Cas { expect, value, result } => Effect::Cas {
+                    expect: interner.intern(expect.as_deref()),
+                    set: interner.intern(Some(value)),
+                    result: *result,
+                },
             })
             .collect();
         Model { interner, effect, appends: HashMap::default(), suffixes, initial }
@@ -410,6 +422,11 @@ impl Model {
         match self.effect[op] {
             Effect::Set(s) => Some(s),
             Effect::Expect(s) => (s == state).then_some(state),
+            Effect::Cas { expect, set, result } => match (state == expect, result) {
+                (true, Some(false)) | (false, Some(true)) => None,
+                (true, _) => Some(set),
+                (false, _) => Some(state),
+            },
             Effect::Append(suffix) => {
                 let memo = self.appends.entry((state, op as u32));
                 Some(

@@ -420,3 +420,52 @@ fn an_easy_violation_is_not_hidden_behind_a_hard_key() {
         other => panic!("expected Illegal on b, got {other:?}"),
     }
 }
+
+fn cas(c: u64, k: &str, expect: Option<&str>, v: &str, call: u64, out: Option<bool>) -> Operation {
+    let input = KvInput::Cas { key: k.into(), expect: expect.map(str::to_string), value: v.into() };
+    match out {
+        Some(done) => op(c, input, call, KvOutput::Cas(done), Some(call + 10)),
+        None => op(c, input, call, KvOutput::Unknown, None),
+    }
+}
+
+#[test]
+fn compare_and_set_histories() {
+    // Two increments from the same read: only one may succeed.
+    let ok = [
+        cas(1, "n", None, "a", 0, Some(true)),
+        cas(2, "n", Some("a"), "a,b", 20, Some(true)),
+        cas(3, "n", Some("a"), "a,c", 25, Some(false)),
+        get(1, "n", Some("a,b"), 40, 50),
+    ];
+    assert_eq!(check(&ok), Verdict::Ok);
+    let both = [
+        cas(1, "n", None, "a", 0, Some(true)),
+        cas(2, "n", Some("a"), "a,b", 20, Some(true)),
+        cas(3, "n", Some("a"), "a,c", 25, Some(true)),
+    ];
+    assert_illegal(&both, "n");
+    // A failed CAS whose expectation held at every point it could take effect.
+    let wrongly_failed = [cas(1, "n", None, "a", 0, Some(false)), get(2, "n", None, 20, 30)];
+    assert_illegal(&wrongly_failed, "n");
+    // A CAS that succeeded although the value was never what it expected.
+    let wrongly_set = [put(1, "n", "x", 0, 5), cas(2, "n", Some("y"), "z", 10, Some(true))];
+    assert_illegal(&wrongly_set, "n");
+    // An unknown CAS may have applied (the read shows it) or not.
+    let unknown = [
+        put(1, "n", "x", 0, 5),
+        cas(2, "n", Some("x"), "y", 10, None),
+        get(3, "n", Some("y"), 30, 40),
+    ];
+    assert_eq!(check(&unknown), Verdict::Ok);
+    let unknown_not = [
+        put(1, "n", "x", 0, 5),
+        cas(2, "n", Some("x"), "y", 10, None),
+        get(3, "n", Some("x"), 30, 40),
+    ];
+    assert_eq!(check(&unknown_not), Verdict::Ok);
+    // An unknown put must not be pruned when a CAS reads the state it leaves.
+    let pruned_would_lie =
+        [put_unknown(1, "n", "p", 0), cas(2, "n", Some("p"), "q", 10, Some(true))];
+    assert_eq!(check(&pruned_would_lie), Verdict::Ok);
+}

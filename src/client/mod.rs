@@ -102,6 +102,7 @@
 //! Everything is blocking; there is no async runtime.
 
 pub mod bench;
+pub mod coord;
 pub mod explain;
 mod kv;
 mod members;
