@@ -16,6 +16,15 @@
 //!   at some index, they are served from that node's `KvStore` as soon as it has applied that far.
 //!   A read the leader aborts, or whose node crashes, is not recorded.
 //!
+//! * **increments** (issue 12): the client reads a counter key from its node's local state, then
+//!   proposes a one-key compare-and-set transaction (value unchanged since the read, or absent:
+//!   append a unique id) wrapped with an idempotency key. When the attempt times out, its node
+//!   crashes, or another leader's entry takes its slot, the *same* entry (same key, same
+//!   fingerprint) is proposed again, on whichever node leads, until it commits or 6 simulated
+//!   seconds pass. It is recorded once, as a `Cas` with the answer the state machine gave (the
+//!   first attempt's, for a replay). At the end every counter must hold each acknowledged id
+//!   exactly once, no refused one, none twice.
+//!
 //! Times are a global event counter: every call and every return takes the next number, in the
 //! order the simulation performs them, so real-time order in the history is exact.
 //!
@@ -25,8 +34,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use raftlabkv::chaos::workload::{Increment, check_increments};
 use raftlabkv::check::{KvInput, KvOutput, Operation, Verdict, check_history};
-use raftlabkv::kv::{Command, KvStore};
+use raftlabkv::kv::{Command, IdempotencyMeta, KvStore, Outcome, Txn};
 use raftlabkv::raft::{Entry, Index, NodeId, Term};
 use raftlabkv::sim::{SimCluster, TICK_MS, secs};
 
@@ -49,9 +59,25 @@ enum State {
         index: Index,
         term: Term,
         deadline: u64,
+        /// An idempotent write: retried with the same entry until it commits or `give_up`.
+        retry: Option<Retry>,
     },
+    /// An idempotent write between attempts (no node took the last one).
+    Retrying { input: KvInput, call: u64, retry: Retry },
     /// Waiting for ReadIndex read `read_id` on `node`, then for its state machine.
     Read { input: KvInput, call: u64, node: NodeId, incarnation: u64, read_id: u64, deadline: u64 },
+}
+
+/// An idempotent write's retry bookkeeping.
+#[derive(Clone)]
+struct Retry {
+    /// The encoded entry (the same on every attempt).
+    command: Vec<u8>,
+    give_up: u64,
+    /// Some attempt may have been applied (timed out, or its node crashed).
+    maybe_applied: bool,
+    /// The increment's counter and id.
+    counter: (String, String),
 }
 
 struct Client {
@@ -68,6 +94,9 @@ struct Counts {
     ok_reads: u64,
     unknown: u64,
     not_applied: u64,
+    increments_acked: u64,
+    increments_refused: u64,
+    increments_unknown: u64,
 }
 
 struct KvSim {
@@ -90,6 +119,12 @@ struct KvSim {
     /// Whether clients start new operations.
     accepting: bool,
     counts: Counts,
+    /// The counter keys the increments use (also read by get-all).
+    counters: Vec<String>,
+    /// What applying each index gave (the same on every node).
+    outcomes: HashMap<Index, Outcome>,
+    /// Every increment tried, and what its client learnt.
+    increments: Vec<(String, String, Increment)>,
 }
 
 impl KvSim {
@@ -111,6 +146,9 @@ impl KvSim {
             aborted_seen: 0,
             accepting: true,
             counts: Counts::default(),
+            counters: vec!["ctr0".into(), "ctr1".into()],
+            outcomes: HashMap::new(),
+            increments: Vec::new(),
         }
     }
 
@@ -143,7 +181,8 @@ impl KvSim {
             if let Some(applied) = self.cluster.applied(&id) {
                 for (&index, command) in applied.range(kv.applied_index() + 1..) {
                     let entry = Entry { index, term: 0, command: command.clone() };
-                    kv.apply(&entry).expect("entries are applied in order");
+                    let applied = kv.apply(&entry).expect("entries are applied in order");
+                    self.outcomes.entry(index).or_insert(applied.outcome);
                 }
             }
         }
@@ -177,29 +216,85 @@ impl KvSim {
         let state = std::mem::replace(&mut c.state, State::Idle { until: now });
         c.state = match state {
             State::Idle { until } if until > now || !self.accepting => State::Idle { until },
+            State::Idle { .. } if self.cluster.rand(100) < 15 => self.start_increment(c),
             State::Idle { .. } => {
                 let input = self.random_input(c.id);
                 self.start_op(c, input)
             }
-            State::Write { input, call, node, incarnation, index, term, deadline } => {
+            State::Retrying { input, call, retry } => self.attempt(c, input, call, retry),
+            State::Write { input, call, node, incarnation, index, term, deadline, retry } => {
                 let crashed = self.incarnation[&node] != incarnation;
-                match self.cluster.committed_at(index) {
-                    Some((t, _)) if t == term => {
+                match (self.cluster.committed_at(index), retry) {
+                    (Some((t, _)), Some(retry)) if t == term => {
+                        // Applied (or answered from the table): what did the state machine say?
+                        match self.outcomes.get(&index) {
+                            Some(Outcome::Txn { succeeded, .. }) => {
+                                let done = *succeeded;
+                                self.record(c.id, input, call, Some(KvOutput::Cas(done)));
+                                let (key, id) = retry.counter;
+                                if done {
+                                    self.counts.increments_acked += 1;
+                                    self.increments.push((key, id, Increment::Acked));
+                                } else {
+                                    self.counts.increments_refused += 1;
+                                    self.increments.push((key, id, Increment::Refused));
+                                }
+                                self.think(now)
+                            }
+                            // Committed but not applied on any running node yet: wait.
+                            _ => State::Write {
+                                input,
+                                call,
+                                node,
+                                incarnation,
+                                index,
+                                term,
+                                deadline,
+                                retry: Some(retry),
+                            },
+                        }
+                    }
+                    (Some(_), Some(retry)) => self.attempt(c, input, call, retry),
+                    (None, Some(mut retry)) if crashed || now >= deadline => {
+                        retry.maybe_applied = true;
+                        c.target = (c.target + 1) % self.cluster.ids.len();
+                        self.attempt(c, input, call, retry)
+                    }
+                    (None, Some(retry)) => State::Write {
+                        input,
+                        call,
+                        node,
+                        incarnation,
+                        index,
+                        term,
+                        deadline,
+                        retry: Some(retry),
+                    },
+                    (Some((t, _)), None) if t == term => {
                         self.record(c.id, input, call, Some(KvOutput::Ok));
                         self.counts.acked_writes += 1;
                         self.think(now)
                     }
-                    Some(_) => {
+                    (Some(_), None) => {
                         self.counts.not_applied += 1; // replaced by another leader's entry
                         self.think(now)
                     }
-                    None if crashed || now >= deadline => {
+                    (None, None) if crashed || now >= deadline => {
                         self.record(c.id, input, call, None);
                         self.counts.unknown += 1;
                         c.id = self.new_client_id();
                         self.think(now)
                     }
-                    None => State::Write { input, call, node, incarnation, index, term, deadline },
+                    (None, None) => State::Write {
+                        input,
+                        call,
+                        node,
+                        incarnation,
+                        index,
+                        term,
+                        deadline,
+                        retry: None,
+                    },
                 }
             }
             State::Read { input, call, node, incarnation, read_id, deadline } => {
@@ -216,7 +311,7 @@ impl KvSim {
                         _ => KvOutput::All(
                             kv.all()
                                 .iter()
-                                .filter(|(k, _)| self.keys.contains(k))
+                                .filter(|(k, _)| self.keys.contains(k) || self.counters.contains(k))
                                 .map(|(k, v)| (k.clone(), v.value.clone()))
                                 .collect(),
                         ),
@@ -232,6 +327,92 @@ impl KvSim {
                 }
             }
         };
+    }
+
+    /// One attempt of an idempotent write on the client's target; past `give_up`, the outcome is
+    /// unknown if an attempt may have applied, else it was not applied.
+    fn attempt(&mut self, c: &mut Client, input: KvInput, call: u64, retry: Retry) -> State {
+        let now = self.cluster.now;
+        if now >= retry.give_up {
+            let (key, id) = retry.counter;
+            if retry.maybe_applied {
+                self.record(c.id, input, call, None);
+                self.counts.increments_unknown += 1;
+                self.increments.push((key, id, Increment::Unknown));
+                c.id = self.new_client_id();
+            } else {
+                self.counts.increments_refused += 1;
+                self.increments.push((key, id, Increment::Refused));
+            }
+            return self.think(now);
+        }
+        let node = self.cluster.ids[c.target].clone();
+        let incarnation = self.incarnation[&node];
+        match self.cluster.propose(&node, retry.command.clone()) {
+            Some((index, term)) => {
+                let deadline = now + CLIENT_TIMEOUT;
+                State::Write {
+                    input,
+                    call,
+                    node,
+                    incarnation,
+                    index,
+                    term,
+                    deadline,
+                    retry: Some(retry),
+                }
+            }
+            None => {
+                let hint = self.cluster.node(&node).and_then(|n| n.leader());
+                c.target = match hint.and_then(|h| self.cluster.ids.iter().position(|id| *id == h))
+                {
+                    Some(i) if i != c.target => i,
+                    _ => (c.target + 1) % self.cluster.ids.len(),
+                };
+                State::Retrying { input, call, retry }
+            }
+        }
+    }
+
+    /// An increment: the counter as the target node has it, then a compare-and-set appending a
+    /// unique id, with an idempotency key.
+    fn start_increment(&mut self, c: &mut Client) -> State {
+        let now = self.cluster.now;
+        let key = self.counters[self.cluster.rand(self.counters.len() as u64) as usize].clone();
+        let node = self.cluster.ids[c.target].clone();
+        let old = self.kv.get(&node).and_then(|kv| kv.get(&key).cloned());
+        let id = format!("c{}.{}", c.id, self.events);
+        let new = match &old {
+            Some(old) => format!("{old},{id}"),
+            None => id.clone(),
+        };
+        let compare = match &old {
+            Some(old) => {
+                serde_json::json!({"key": key, "target": "value", "op": "==", "value": old})
+            }
+            None => serde_json::json!({"key": key, "target": "version", "op": "==", "value": 0}),
+        };
+        let txn: Txn = serde_json::from_value(serde_json::json!({
+            "compare": [compare], "success": [{"put": {"key": key, "value": new}}]}))
+        .expect("a transaction");
+        let meta = IdempotencyMeta {
+            key: format!("incr-{id}"),
+            fingerprint: id.clone(),
+            at_ms: now * TICK_MS,
+            ttl_ms: 3_600_000,
+            cap: 100_000,
+        };
+        let command =
+            Command::Idempotent { meta, command: Box::new(Command::Txn { txn }) }.encode();
+        let input = KvInput::Cas { key: key.clone(), expect: old, value: new };
+        let call = self.stamp();
+        let retry = Retry {
+            command,
+            give_up: now + 3 * CLIENT_TIMEOUT,
+            maybe_applied: false,
+            counter: (key, id),
+        };
+        self.attempt(c, input, call, retry)
     }
 
     fn think(&mut self, now: u64) -> State {
@@ -272,6 +453,7 @@ impl KvSim {
                     index,
                     term,
                     deadline,
+                    retry: None,
                 }
             }),
             None => {
@@ -410,18 +592,30 @@ fn run_seed(seed: u64) {
     }
     assert!(sim.counts.ok_reads > reads_before, "seed {seed}: the final read never succeeded");
 
+    // Exactly once: every acknowledged increment in its counter once, no refused one, none twice.
+    let store = sim.kv.values().next().expect("a running node");
+    let finals: BTreeMap<String, String> =
+        sim.counters.iter().filter_map(|k| store.get(k).map(|v| (k.clone(), v.clone()))).collect();
+    let wrong = check_increments(&finals, &sim.increments);
+    assert!(wrong.is_empty(), "seed {seed}: exactly-once increments broken: {wrong:?}");
+    assert!(sim.counts.increments_acked > 0, "seed {seed}: no increment acknowledged");
+
     let ops = sim.history.len();
     let t0 = Instant::now();
     let verdict = check_history(&sim.history, Duration::from_secs(60));
     let took = t0.elapsed();
     println!(
         "seed {seed}: {nodes} nodes, {} network, {ops} ops ({} writes acknowledged, {} reads, {} \
-         unknown, {} not applied), max term {}, check {:.1} ms: {}",
+         unknown, {} not applied; increments {} acked, {} refused, {} unknown), max term {}, \
+         check {:.1} ms: {}",
         if reliable { "reliable" } else { "lossy" },
         sim.counts.acked_writes,
         sim.counts.ok_reads,
         sim.counts.unknown,
         sim.counts.not_applied,
+        sim.counts.increments_acked,
+        sim.counts.increments_refused,
+        sim.counts.increments_unknown,
         sim.cluster
             .ids
             .iter()
