@@ -100,6 +100,14 @@ fn get(agent: &ureq::Agent, url: &str) -> (u16, Value) {
     }
 }
 
+/// The whole body (ureq's `into_string` stops at 10 MB).
+fn read_all(r: ureq::Response) -> String {
+    use std::io::Read;
+    let mut text = String::new();
+    let _ = r.into_reader().read_to_string(&mut text);
+    text
+}
+
 fn pct(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -264,7 +272,7 @@ fn writes_with(base: &str, ranging: bool) -> (Vec<Duration>, Vec<Duration>) {
                 let t = Instant::now();
                 let r = agent.get(&format!("{base}/kv/range?prefix=bench-")).call();
                 if let Ok(r) = r {
-                    let _ = r.into_string();
+                    read_all(r);
                     lat.push(t.elapsed());
                 }
             }
@@ -309,7 +317,7 @@ fn range() {
             .get(&format!("{base}/kv/range?prefix=bench-"))
             .call()
             .ok()
-            .and_then(|r| r.into_string().ok())
+            .map(read_all)
             .unwrap_or_default();
         alone.push(t.elapsed());
         bytes = text.len();

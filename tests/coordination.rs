@@ -437,3 +437,91 @@ fn bad_input_on_the_new_routes_gets_clear_errors_and_every_node_keeps_serving() 
         (Some(1), Some("v"))
     );
 }
+
+/// Runs the client binary against the cluster: (exit code, stdout, stderr).
+fn cli(c: &Cluster, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    use std::io::Write;
+    let servers: Vec<String> = c.nodes.iter().map(|n| n.addr.clone()).collect();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_raftlabkv-client"))
+        .arg("--servers")
+        .arg(servers.join(","))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run raftlabkv-client");
+    if let Some(mut input) = child.stdin.take() {
+        let _ = input.write_all(stdin.unwrap_or("").as_bytes());
+    }
+    let out = child.wait_with_output().expect("client output");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_cli_speaks_ranges_conditional_puts_cas_and_transactions() {
+    let c = support::cluster::three("coordination-cli", false, &[]);
+    leader_and_followers(&c);
+    for (k, v) in [("cfg/a", "1"), ("cfg/b", "2"), ("cfg/c d", "3"), ("zz", "4")] {
+        assert_eq!(cli(&c, &["put", k, v], None).0, 0);
+    }
+    let (code, out, _) = cli(&c, &["get", "--prefix", "cfg/"], None);
+    assert_eq!((code, out.as_str()), (0, "cfg/a\n1\ncfg/b\n2\ncfg/c d\n3\n"));
+    let (code, out, _) = cli(&c, &["get", "--prefix", "cfg/", "--limit", "1", "-w", "json"], None);
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(
+        (code, v["count"].as_u64(), v["more"].as_bool(), v["next"].as_str()),
+        (0, Some(3), Some(true), Some("cfg/b"))
+    );
+    let (_, out, _) = cli(&c, &["get", "--prefix", "cfg/", "--keys-only", "-w", "table"], None);
+    assert!(
+        out.starts_with("KEY") && out.contains("cfg/c d") && out.contains("3 keys at revision"),
+        "{out}"
+    );
+    // Conditional puts: the right revision writes, a stale one exits 1 naming the current.
+    let rev =
+        send(&c, 0, "GET", "/kv/get/cfg%2Fa", None, None).body["mod_revision"].as_u64().unwrap();
+    let (code, out, _) = cli(&c, &["put", "--if-revision", &rev.to_string(), "cfg/a", "10"], None);
+    assert_eq!(code, 0, "{out}");
+    let (code, out, _) = cli(&c, &["put", "--if-revision", &rev.to_string(), "cfg/a", "11"], None);
+    assert!(
+        code == 1 && out.contains("not written") && out.contains("mod_revision"),
+        "{code} {out}"
+    );
+    let (code, out, _) = cli(&c, &["put", "--if-absent", "cfg/a", "12"], None);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(cli(&c, &["put", "--if-absent", "cfg/new", "1"], None).0, 0);
+    // cas on the value.
+    assert_eq!(cli(&c, &["cas", "cfg/a", "10", "20"], None).0, 0);
+    let (code, out, _) = cli(&c, &["cas", "cfg/a", "10", "30"], None);
+    assert!(code == 1 && out.contains("\"20\""), "{code} {out}");
+    // A transaction from standard input in the text format, then from a JSON file.
+    let text = "value(cfg/a) == \"20\"\nversion(\"cfg/lock\") == 0\n\nput cfg/a \"twenty one\"\ndel cfg/b\nget cfg/a\nrange cfg/\n\nget cfg/a\n";
+    let (code, out, err) = cli(&c, &["txn"], Some(text));
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(
+        out.starts_with("SUCCESS")
+            && out.contains("get cfg/a: twenty one")
+            && out.contains("del: 1 deleted"),
+        "{out}"
+    );
+    let (_, out, _) = cli(&c, &["txn"], Some(text));
+    assert!(out.starts_with("FAILURE") && out.contains("get cfg/a: twenty one"), "{out}");
+    let (code, _, err) = cli(&c, &["txn"], Some("size(a) == 1\n"));
+    assert!(code == 1 && err.contains("line 1"), "{err}");
+    let file = std::env::temp_dir().join(format!("raftlabkv-txn-{}.json", std::process::id()));
+    std::fs::write(&file, json!({"success": [{"get": {"key": "zz"}}]}).to_string()).unwrap();
+    let (code, out, _) = cli(&c, &["-w", "json", "txn", "--file", file.to_str().unwrap()], None);
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!((code, v["responses"][0]["get"]["kv"]["value"].as_str()), (0, Some("4")));
+    let _ = std::fs::remove_file(&file);
+    // del --prefix prints the count.
+    let (code, out, _) = cli(&c, &["del", "--prefix", "cfg/"], None);
+    assert_eq!((code, out.trim()), (0, "3"));
+    let (_, out, _) = cli(&c, &["get", "--prefix", "cfg/", "--count-only"], None);
+    assert_eq!(out.trim(), "(0 keys)");
+}

@@ -46,8 +46,8 @@
 //! |---|---|---|
 //! | could not connect (refused, unreachable, DNS) | retry on the next server | retry on the next server |
 //! | `503` (`not_leader`, `unavailable`) | retry (follow the leader hint if given) | retry (follow the leader hint if given) |
-//! | `504` (server: outcome unknown) | retry | **[`Error::OutcomeUnknown`], not retried** |
-//! | timeout or broken connection after the request was sent | retry on the next server | **[`Error::OutcomeUnknown`], not retried** |
+//! | `504` (server: outcome unknown) | retry | retry **with the same `Idempotency-Key`** (without one: [`Error::OutcomeUnknown`], not retried) |
+//! | timeout or broken connection after the request was sent | retry on the next server | the same |
 //! | other 5xx | retry | returned as is |
 //! | 4xx (`400`, `404`, `405`, `413`) | returned (`404` on `get` is `Ok(None)`) | returned as is |
 //!
@@ -58,7 +58,18 @@
 //! returned as [`Error::Unavailable`]. A redirect to a freshly learnt leader is tried without
 //! waiting.
 //!
-//! ## Why a 504 (or a lost response) on a write is not retried
+//! ## Exactly-once retries
+//!
+//! Every write gets a fresh random `Idempotency-Key` (unless
+//! [`ClientOptions::idempotent_writes`] is off). The state machine remembers the answer of the
+//! write that used a key ([`crate::kv::idempotency`]), so sending the same write again with the
+//! same key cannot apply it twice: it is answered with the first attempt's index and revision (or
+//! applied now, if the first never was). The client therefore retries a 504 or a lost answer
+//! like a 503, until a definite answer; only if the deadline passes first does it report
+//! [`Error::OutcomeUnknown`] (an attempt may have been applied). The section below is why, without
+//! a key, it must not.
+//!
+//! ## Why a 504 (or a lost response) on a write without a key is not retried
 //!
 //! A `503` is a promise from the server: *this request was not applied and will not be*. Sending
 //! it again cannot apply it twice. A `504` says the opposite: the leader *did* append the write to
@@ -69,8 +80,8 @@
 //!
 //! Retrying blindly would turn "maybe once" into "maybe twice". For `put(k, v)` that looks harmless,
 //! but it is not: between the two copies another client may have written `k`, and the retried
-//! copy would silently overwrite the newer value (the same goes for a retried `delete`). The
-//! server has no request ids to detect duplicates, so the only honest answer is to tell the
+//! copy would silently overwrite the newer value (the same goes for a retried `delete`). Without
+//! a key the server cannot detect duplicates, so the only honest answer is to tell the
 //! caller: [`Error::OutcomeUnknown`]. The caller knows what the write meant and can decide, for
 //! example by reading the key back.
 //!

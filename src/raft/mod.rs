@@ -188,6 +188,26 @@
 //! the leader abandons the transfer and takes proposals again. A server that gets SIGTERM while
 //! it leads transfers first, so a rolling restart costs no election timeout.
 //!
+//! ## Clients: exactly once, and what a transaction is to Raft (thesis §6.3)
+//!
+//! Raft by itself gives *at least once*: a client whose leader crashed before answering cannot
+//! tell whether its command committed, and if it sends it again the command may run twice. The
+//! thesis (§6.3) fixes this above the core: the state machine keeps, per client, the answer of
+//! its last command, and answers a duplicate from that table without running it again. This
+//! implementation keys the table by the client's `Idempotency-Key` header instead of a session
+//! (`crate::kv::idempotency`): an entry `Idempotent { meta, command }` is run once; a later entry
+//! with the same key and fingerprint is answered with the first one's index, revision and
+//! outcome; the same key with another command is refused. The table must be forgotten in the
+//! same way on every node, so — as §6.3 prescribes for session expiry — no node reads its own
+//! clock when applying: the leader stamps each such entry with its wall clock and its TTL and cap,
+//! and the table's clock is the largest stamp applied (a new leader whose clock lags cannot move
+//! it back). The table is part of the state machine, so it is in snapshots too.
+//!
+//! A transaction (compares, then one branch of puts, deletes and reads) is one entry to Raft: the
+//! core replicates bytes and knows nothing of it; atomicity comes from applying one entry at a
+//! time. A transaction that writes nothing needs no entry at all: the server serves it like any
+//! linearizable read, after a ReadIndex round (§6.4).
+//!
 //! ## Invariants (checked in tests, `assert!`ed or refused where cheap)
 //!
 //! - *Election Safety*: at most one leader per term (the simulation checks every output).
