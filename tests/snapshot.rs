@@ -837,8 +837,11 @@ fn kill_during_snapshot_installation_then_converge() {
     // With the follower down, enough small writes that the leader snapshots and compacts more
     // than a batch past it (two thresholds' worth: the leader's last snapshot may be just behind
     // where the follower stopped).
-    let churn = |c: &mut TestCluster, ledger: &mut Ledger, round: usize| {
+    // Leadership may move under this load (a loaded machine can delay heartbeats past check
+    // quorum's timeout), so the leader is looked up again each round; the follower stays `f`.
+    let churn = |c: &mut TestCluster, ledger: &mut Ledger, round: usize| -> u64 {
         c.kill(f);
+        let leader = c.leader();
         let f_last = c.status_u64(leader, "lastLogIndex").expect("leader status");
         let tag = format!("c{round}");
         let addrs = c.addrs();
@@ -859,6 +862,7 @@ fn kill_during_snapshot_installation_then_converge() {
         });
         assert!(compacted.is_some(), "the leader did not compact past {f_last} + {batch} in 30 s");
         c.restart(f).expect("restart the follower");
+        f_last
     };
     let recv_dir = c.snapshot_dir(f);
     // A transfer that began after `since` (a restarted node removes the one a kill left behind,
@@ -872,14 +876,19 @@ fn kill_during_snapshot_installation_then_converge() {
     // An undisturbed transfer, to time it: from the first chunk's arrival to the snapshot being
     // recorded in the follower's storage.
     let since = std::time::SystemTime::now();
-    churn(&mut c, &mut ledger, 0);
+    let f_last = churn(&mut c, &mut ledger, 0);
     let t0 = receiving(since)
         .unwrap_or_else(|| panic!("the follower receives no snapshot:{}", c.dump(40)));
-    let target = c.status_u64(leader, "snapshotIndex").unwrap_or(0);
+    // The follower's log ended at or before `f_last` and the entries after it are gone from the
+    // leader's log, so a snapshot index past it can only come from an installed snapshot (whoever
+    // leads by then).
     let installed = poll_every(FAST_POLL, Duration::from_secs(60), || {
-        (c.status_u64(f, "snapshotIndex")? >= target).then(Instant::now)
-    })
-    .expect("the follower installs the snapshot");
+        let index = c.status_u64(f, "snapshotIndex")?;
+        (index > f_last).then(|| (Instant::now(), index))
+    });
+    let (installed, target) = installed.unwrap_or_else(|| {
+        panic!("the follower installs no snapshot past {f_last}:{}", c.dump(40))
+    });
     let transfer = installed - t0;
     eprintln!("an undisturbed transfer and install of snapshot {target} took {transfer:.1?}");
 
