@@ -44,6 +44,7 @@ pub mod peer;
 pub mod pending;
 pub mod pool_kick;
 pub mod snapshot;
+pub mod startup;
 pub mod transport;
 mod wire;
 

@@ -1,6 +1,6 @@
 //! Snapshots in the shell: taking them without stopping the node, shipping them to followers in
 //! chunks, and installing a received one in the state machine (loading the one a node starts
-//! from is `node::load_state_machine`).
+//! from is `startup::load_state_machine`).
 //!
 //! **Taking one.** After applying entries, the apply thread checks whether `snapshot_threshold`
 //! entries were applied since the last snapshot. If so it freezes the state machine
@@ -34,7 +34,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::node::{Node, load_state_machine, spawn};
+use super::node::{Node, spawn};
+use super::startup::load_state_machine;
 use super::transport::Transport;
 use crate::api::SnapshotChunk;
 use crate::error::{Error, Result};
