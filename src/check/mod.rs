@@ -143,6 +143,7 @@
 //! Jepsen-EDN key-value test data.
 
 mod edn;
+mod memo;
 mod search;
 #[cfg(test)]
 mod tests;
