@@ -450,7 +450,7 @@ impl Node {
     }
 
     /// The term and the leader id (empty if none) this node knows, as of its latest step (kept
-    /// by [`Node::route`], so reading it takes no Raft lock).
+    /// by `Node::route`, so reading it takes no Raft lock).
     pub fn known_leader(&self) -> (Term, String) {
         self.seen.lock().clone()
     }
