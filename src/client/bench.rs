@@ -387,6 +387,9 @@ fn populate_keys(
             let client = Client::builder(vec![target.to_string()])
                 .request_timeout(config.request_timeout)
                 .discover_leader(false)
+                // Each key gets one fixed value, so a retried put is harmless: no idempotency
+                // keys, which would fill the server's table and skew per-key memory figures.
+                .idempotent_writes(false)
                 .build();
             std::thread::Builder::new().name("populate".into()).spawn(move || {
                 let mut failed = 0u64;

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::command::{Applied, IdempotencyMeta};
 
-/// One remembered write.
+/// One remembered write, as a snapshot stores it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     /// The idempotency key.
@@ -34,6 +34,15 @@ pub struct Record {
     pub expires_at_ms: u64,
     /// The first attempt's answer.
     pub applied: Applied,
+}
+
+/// [`Record`] borrowed from the table (what a snapshot serialises; the same JSON).
+#[derive(Serialize)]
+pub struct RecordRef<'a> {
+    key: &'a str,
+    fingerprint: String,
+    expires_at_ms: u64,
+    applied: &'a Applied,
 }
 
 /// What the table says about a key.
@@ -47,12 +56,56 @@ pub enum Lookup<'a> {
     Reused,
 }
 
-/// The table (see the module docs). Cloning is O(1): the records are shared until written.
+/// A write's fingerprint as kept: the 32 hex digits the server makes ([`IdempotencyMeta`]) as
+/// the 16 bytes they spell, anything else as it came.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Fingerprint {
+    Hex(u128),
+    Text(Box<str>),
+}
+
+impl Fingerprint {
+    fn new(text: &str) -> Fingerprint {
+        let canonical =
+            text.len() == 32 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        match u128::from_str_radix(text, 16) {
+            Ok(n) if canonical => Fingerprint::Hex(n),
+            _ => Fingerprint::Text(text.into()),
+        }
+    }
+
+    fn is(&self, text: &str) -> bool {
+        match self {
+            Fingerprint::Hex(_) => *self == Fingerprint::new(text),
+            Fingerprint::Text(t) => **t == *text,
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            Fingerprint::Hex(n) => format!("{n:032x}"),
+            Fingerprint::Text(t) => t.to_string(),
+        }
+    }
+}
+
+/// What the table keeps per key (the key itself is the map's).
+#[derive(Debug)]
+struct Slot {
+    fingerprint: Fingerprint,
+    expires_at_ms: u64,
+    applied: Applied,
+}
+
+/// The table (see the module docs). Cloning is O(1), and the first write after a clone (the
+/// live table after a snapshot froze it) copies only the two indexes — pointers to the shared
+/// keys and slots, not the records — so a snapshot costs the apply path a few milliseconds at
+/// the cap, not a second copy of every record.
 #[derive(Clone, Debug, Default)]
 pub struct Table {
-    records: Arc<HashMap<String, Record>>,
+    records: Arc<HashMap<Arc<str>, Arc<Slot>>>,
     /// Expiry order: (expires_at_ms, index of the write) -> key.
-    expiry: Arc<BTreeMap<(u64, u64), String>>,
+    expiry: Arc<BTreeMap<(u64, u64), Arc<str>>>,
     /// The largest `at_ms` applied.
     clock_ms: u64,
 }
@@ -62,7 +115,7 @@ impl Table {
     pub fn lookup(&self, key: &str, fingerprint: &str) -> Lookup<'_> {
         match self.records.get(key) {
             None => Lookup::New,
-            Some(r) if r.fingerprint == fingerprint => Lookup::Replay(&r.applied),
+            Some(r) if r.fingerprint.is(fingerprint) => Lookup::Replay(&r.applied),
             Some(_) => Lookup::Reused,
         }
     }
@@ -88,26 +141,25 @@ impl Table {
     /// `meta.cap`.
     pub fn remember(&mut self, meta: &IdempotencyMeta, applied: Applied) {
         let expires = self.clock_ms.saturating_add(meta.ttl_ms);
-        let slot = (expires, applied.index);
-        let record = Record {
-            key: meta.key.clone(),
-            fingerprint: meta.fingerprint.clone(),
+        let slot = Slot {
+            fingerprint: Fingerprint::new(&meta.fingerprint),
             expires_at_ms: expires,
             applied,
         };
-        self.insert(record, slot);
+        self.insert(Arc::from(meta.key.as_str()), slot);
         while self.records.len() as u64 > meta.cap.max(1) {
             let Some((&oldest, _)) = self.expiry.first_key_value() else { break };
             self.forget(oldest);
         }
     }
 
-    fn insert(&mut self, record: Record, slot: (u64, u64)) {
-        let key = record.key.clone();
-        if let Some(old) = Arc::make_mut(&mut self.records).insert(key.clone(), record) {
+    fn insert(&mut self, key: Arc<str>, slot: Slot) {
+        let at = (slot.expires_at_ms, slot.applied.index);
+        if let Some(old) = Arc::make_mut(&mut self.records).insert(Arc::clone(&key), Arc::new(slot))
+        {
             Arc::make_mut(&mut self.expiry).remove(&(old.expires_at_ms, old.applied.index));
         }
-        Arc::make_mut(&mut self.expiry).insert(slot, key);
+        Arc::make_mut(&mut self.expiry).insert(at, key);
     }
 
     /// Records kept.
@@ -126,17 +178,27 @@ impl Table {
     }
 
     /// Every record, in expiry order (for a snapshot).
-    pub fn records(&self) -> impl Iterator<Item = &Record> {
-        self.expiry.values().filter_map(|k| self.records.get(k))
+    pub fn records(&self) -> impl Iterator<Item = RecordRef<'_>> {
+        self.expiry.values().filter_map(|k| {
+            self.records.get(k).map(|s| RecordRef {
+                key: k,
+                fingerprint: s.fingerprint.text(),
+                expires_at_ms: s.expires_at_ms,
+                applied: &s.applied,
+            })
+        })
     }
 
     /// A table from a snapshot's records and clock.
     pub fn restore(clock_ms: u64, records: Vec<Record>) -> Table {
         let mut t = Table { clock_ms, ..Table::default() };
         for r in records {
-            let slot = (r.expires_at_ms, r.applied.index);
-            Arc::make_mut(&mut t.expiry).insert(slot, r.key.clone());
-            Arc::make_mut(&mut t.records).insert(r.key.clone(), r);
+            let slot = Slot {
+                fingerprint: Fingerprint::new(&r.fingerprint),
+                expires_at_ms: r.expires_at_ms,
+                applied: r.applied,
+            };
+            t.insert(Arc::from(r.key), slot);
         }
         t
     }

@@ -637,7 +637,7 @@ fn encode_map<'a>(
     }
     for record in table.records() {
         // A record of strings and numbers always serialises.
-        let json = serde_json::to_vec(record).unwrap_or_default();
+        let json = serde_json::to_vec(&record).unwrap_or_default();
         out.extend_from_slice(&(json.len() as u32).to_le_bytes());
         out.extend_from_slice(&json);
     }
