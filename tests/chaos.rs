@@ -76,3 +76,26 @@ fn three_nodes_membership_changes_crashes_and_partitions() {
 fn five_nodes_every_fault() {
     schedule(5, 103, "all", false, SNAPSHOTS);
 }
+
+/// Lease reads (`?consistency=lease`, every server with `--lease-reads`) under what breaks a
+/// lease that outlives its leadership: SIGSTOP of the leader, partitions, one-way cuts and
+/// crashes. Every read is checked for linearizability like any other.
+#[test]
+fn three_nodes_lease_reads_under_pauses_and_partitions() {
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut config = ChaosConfig::new(env!("CARGO_BIN_EXE_raftlabkv-server"), 107);
+    config.duration = Duration::from_secs(25);
+    config.faults = FaultKind::parse_list("pause,partition,oneway,kill").expect("valid fault list");
+    config.lease_reads = true;
+    config.out_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("chaos-lease-107");
+    let report = chaos::run(&config).expect("the cluster starts and the report is written");
+    println!("{}", report.summary());
+    assert!(
+        report.passed(),
+        "{}\n\ntimeline:\n{}",
+        report.summary(),
+        chaos::nemesis::format_timeline(&report.timeline)
+    );
+    assert!(report.recoveries.iter().any(|r| r.fault == FaultKind::Pause), "{}", report.summary());
+    assert!(report.stats.acked_writes > 100, "too little work got through: {}", report.summary());
+}

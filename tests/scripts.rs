@@ -49,6 +49,7 @@ scripts!(
     persist_before_ack,
     membership,
     leader_transfer,
+    lease_read,
 );
 
 #[test]

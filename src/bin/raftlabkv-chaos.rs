@@ -57,6 +57,10 @@ struct Args {
     /// Keep the node data dirs even when the run passes.
     #[arg(long)]
     keep_data: bool,
+    /// Lease reads: the clients' reads ask for `?consistency=lease` and every server runs with
+    /// `--lease-reads`; the check holds them to linearizability like any other read.
+    #[arg(long)]
+    lease_reads: bool,
     /// More extra server flags, after `--`.
     #[arg(last = true)]
     extra: Vec<String>,
@@ -88,6 +92,7 @@ fn main() -> ExitCode {
     config.request_timeout = Duration::from_millis(args.request_timeout_ms.max(1));
     config.check_budget = Duration::from_secs(args.check_budget);
     config.server_flags = args.server_flags.iter().chain(&args.extra).cloned().collect();
+    config.lease_reads = args.lease_reads;
     config.keep_data = args.keep_data;
     if let Some(out) = args.out {
         config.out_dir = out;

@@ -223,6 +223,10 @@ struct VerifyArgs {
     /// Where to save the history as JSON if the check fails (default: a temporary file).
     #[arg(long)]
     save: Option<std::path::PathBuf>,
+    /// Reads ask for `?consistency=lease` (served from the leader's lease where the servers run
+    /// with `--lease-reads`), and are checked like any other.
+    #[arg(long)]
+    lease: bool,
 }
 
 #[derive(Args, Debug)]
@@ -668,6 +672,7 @@ fn run_verify(cli: &Cli, args: &VerifyArgs) -> ExitCode {
         duration: args.time,
         seed: rand::random(),
         counters: 2,
+        lease_reads: args.lease,
     };
     eprintln!(
         "verify: {} clients on keys {}0..{} for {:.0} s against {}",

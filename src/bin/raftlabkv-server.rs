@@ -120,6 +120,17 @@ struct Args {
     /// slow its disk. Anyone who can reach --addr can do so: never on a cluster that matters.
     #[arg(long)]
     enable_fault_injection: bool,
+    /// Serve `?consistency=lease` reads from the leader's lease, without a ReadIndex round
+    /// (thesis §6.4.1). Linearizable only while no node's clock runs faster than another's by
+    /// more than --lease-max-drift; the default stays ReadIndex. Give it to every node.
+    #[arg(long)]
+    lease_reads: bool,
+    /// The clock-rate drift lease reads assume at most (0.05 = 5%).
+    #[arg(long, default_value_t = 0.05)]
+    lease_max_drift: f64,
+    /// Taken off the lease on top of the drift, in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    lease_margin_ms: u64,
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, default_value = "info")]
     log_level: log::LevelFilter,
@@ -238,6 +249,28 @@ fn run(args: Args) -> Result<(), String> {
     })
     .map_err(|e| format!("cannot install the signal handler: {e}"))?;
 
+    config.lease_reads = args.lease_reads;
+    config.lease_max_drift = args.lease_max_drift;
+    config.lease_margin = Duration::from_millis(args.lease_margin_ms);
+    if args.lease_reads {
+        if !(0.0..=1.0).contains(&args.lease_max_drift) {
+            return Err("--lease-max-drift must be between 0 and 1".into());
+        }
+        match config.lease() {
+            Some(lease) => log::info!(
+                "{id}: lease reads on: a lease lasts {} ms from a majority's answer (clock drift \
+                 up to {}%, margin {} ms); every node must run with --lease-reads",
+                lease.as_millis(),
+                args.lease_max_drift * 100.0,
+                args.lease_margin_ms
+            ),
+            None => {
+                return Err("--lease-reads: the election timeout leaves no lease after the drift \
+                            and the margin; raise --election-timeout-ms or lower the margin"
+                    .into());
+            }
+        }
+    }
     let choice = if args.in_memory {
         log::warn!(
             "{id}: --in-memory: nothing is written to disk; a restart loses this node's state \

@@ -144,6 +144,9 @@ pub struct ChaosConfig {
     pub keep_data: bool,
     /// Counter keys the clients increment exactly once each ([`workload::increment`]); 0: none.
     pub counters: usize,
+    /// The clients' reads are lease reads (`?consistency=lease`), and every server runs with
+    /// `--lease-reads`.
+    pub lease_reads: bool,
 }
 
 impl ChaosConfig {
@@ -165,6 +168,7 @@ impl ChaosConfig {
                 .join(format!("raftlabkv-chaos-{seed}-{}", std::process::id())),
             check_budget: Duration::from_secs(120),
             keep_data: false,
+            lease_reads: false,
         }
     }
 }
@@ -272,7 +276,12 @@ pub fn run(config: &ChaosConfig) -> std::io::Result<ChaosReport> {
         server_bin: config.server_bin.clone(),
         work_dir: work_dir.clone(),
         data_dirs: true,
-        extra_args: config.server_flags.clone(),
+        extra_args: config
+            .server_flags
+            .iter()
+            .cloned()
+            .chain(config.lease_reads.then(|| "--lease-reads".to_string()))
+            .collect(),
         peer_secret: true,
     })?;
     let clock = Clock::new();
@@ -305,6 +314,7 @@ pub fn run(config: &ChaosConfig) -> std::io::Result<ChaosReport> {
         duration: config.duration,
         seed: config.seed,
         counters: config.counters,
+        lease_reads: config.lease_reads,
     };
     // The plain keys and the counters: both are read at the end and checked.
     let mut keys = workload.key_names();
@@ -515,6 +525,9 @@ fn finish(mut report: ChaosReport, started: Instant) -> std::io::Result<ChaosRep
     let _ =
         writeln!(summary, "stats: {}", serde_json::to_string(&report.stats).unwrap_or_default());
     let _ = writeln!(summary, "server flags: {:?}", report.config.server_flags);
+    if report.config.lease_reads {
+        let _ = writeln!(summary, "reads: lease (?consistency=lease, servers with --lease-reads)");
+    }
     let _ = writeln!(summary, "wall time: {:.1}s", report.wall_time.as_secs_f64());
     std::fs::write(dir.join("summary.txt"), summary)?;
     let mut timeline = nemesis::format_timeline(&report.timeline);

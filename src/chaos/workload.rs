@@ -74,9 +74,17 @@ pub struct WorkloadConfig {
     /// Counter keys for the exactly-once increments (`<prefix>ctr0`, ...; 0: none). See
     /// [`increment`].
     pub counters: usize,
+    /// Reads ask for `?consistency=lease` (the servers need `--lease-reads` to honour it):
+    /// checked like every other read, so a lease that outlives its leadership fails the check.
+    pub lease_reads: bool,
 }
 
 impl WorkloadConfig {
+    /// The query string the workload's reads carry.
+    pub fn read_query(&self) -> &'static str {
+        if self.lease_reads { "?consistency=lease" } else { "" }
+    }
+
     /// The workload's keys.
     pub fn key_names(&self) -> Vec<String> {
         (0..self.keys.max(1)).map(|i| format!("{}{i}", self.key_prefix)).collect()
@@ -199,19 +207,22 @@ pub enum Reply {
     Lost,
 }
 
-/// Sends one request for `input` to `server`.
-pub fn send(agent: &ureq::Agent, server: &str, input: &KvInput) -> Reply {
+/// Sends one request for `input` to `server`; reads carry `query` (`""` or a
+/// [`WorkloadConfig::read_query`]).
+pub fn send(agent: &ureq::Agent, server: &str, input: &KvInput, query: &str) -> Reply {
     let base = format!("http://{server}");
     let result = match input {
         KvInput::Put { key, value } => agent
             .post(&format!("{base}/kv/put"))
             .set("Content-Type", "application/json")
             .send_string(&put_body(key, value)),
-        KvInput::Get { key } => agent.get(&format!("{base}/kv/get/{}", percent_encode(key))).call(),
+        KvInput::Get { key } => {
+            agent.get(&format!("{base}/kv/get/{}{query}", percent_encode(key))).call()
+        }
         KvInput::Delete { key } => {
             agent.delete(&format!("{base}/kv/delete/{}", percent_encode(key))).call()
         }
-        KvInput::GetAll => agent.get(&format!("{base}/kv/all")).call(),
+        KvInput::GetAll => agent.get(&format!("{base}/kv/all{query}")).call(),
         KvInput::Append { .. } => return Reply::NotSent, // not in this API
         KvInput::Cas { .. } => return Reply::NotSent,    // sent by `increment`, with its key
     };
@@ -248,12 +259,12 @@ pub fn perform(
     agent: &ureq::Agent,
     clock: &Clock,
     client_id: u64,
-    server: &str,
+    (server, query): (&str, &str),
     input: KvInput,
     keys: &[String],
 ) -> (Outcome, Option<Operation>) {
     let call = clock.now();
-    let reply = send(agent, server, &input);
+    let reply = send(agent, server, &input, query);
     let returned = clock.now();
     let outcome = match reply {
         Reply::Answer(status, body) => classify(&input, Some(status), &body, keys),
@@ -288,13 +299,13 @@ pub fn increment(
     clock: &Clock,
     client_id: u64,
     pick: &mut dyn FnMut() -> String,
-    (key, id): (&str, &str),
+    (key, id, query): (&str, &str, &str),
     keys: &[String],
     patience: Duration,
     ops: &mut Vec<Operation>,
 ) -> Option<Increment> {
     let read = KvInput::Get { key: key.to_string() };
-    let (outcome, op) = perform(agent, clock, client_id, &pick(), read, keys);
+    let (outcome, op) = perform(agent, clock, client_id, (&pick(), query), read, keys);
     ops.extend(op);
     let Outcome::Definite(KvOutput::Value(old)) = outcome else { return None };
     let new = match &old {
@@ -494,7 +505,7 @@ fn client_loop(
                 clock,
                 client_id,
                 &mut pick,
-                (&key, &id),
+                (&key, &id, config.read_query()),
                 keys,
                 patience,
                 &mut out.ops,
@@ -536,7 +547,8 @@ fn client_loop(
                 n => servers[rng.gen_range(0..n)].clone(),
             }
         };
-        let (outcome, op) = perform(&agent, clock, client_id, &server, input, keys);
+        let query = config.read_query();
+        let (outcome, op) = perform(&agent, clock, client_id, (&server, query), input, keys);
         out.stats.attempts += 1;
         match outcome {
             Outcome::Definite(_) => {
@@ -583,7 +595,7 @@ pub fn read_all(
     while Instant::now() < deadline {
         let server = &servers[turn % servers.len()];
         turn += 1;
-        let (outcome, op) = perform(&agent, clock, client_id, server, KvInput::GetAll, keys);
+        let (outcome, op) = perform(&agent, clock, client_id, (server, ""), KvInput::GetAll, keys);
         ops.extend(op);
         if let Outcome::Definite(KvOutput::All(map)) = outcome {
             return (ops, Some(map));

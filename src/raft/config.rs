@@ -36,6 +36,15 @@ pub struct Config {
     pub pre_vote: bool,
     /// Seed of the RNG that randomises election timeouts.
     pub seed: u64,
+    /// Lease reads (thesis §6.4.1): how long, in the shell's milliseconds
+    /// ([`crate::raft::RaftNode::set_clock`]), a leader may serve reads on its own after
+    /// sending a request that a majority answered. 0 turns lease reads off. It must be below
+    /// what a follower's vote-ignoring window lasts in real time, `(election_ticks_min - 1)`
+    /// ticks, divided by the clock-rate drift assumed; the shell computes it (see
+    /// [`crate::raft::RaftNode::read_lease`]). Nonzero also makes a node that just started ignore
+    /// vote requests for its first `election_ticks_min` ticks, as if it had heard from a leader:
+    /// it may have answered one just before it restarted. Set it alike on every node.
+    pub lease_ms: u64,
 }
 
 impl Config {
@@ -57,6 +66,7 @@ impl Config {
             check_quorum: true,
             pre_vote: true,
             seed: 0,
+            lease_ms: 0,
         }
     }
 

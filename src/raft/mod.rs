@@ -36,6 +36,7 @@
 //! | Leadership transfer (thesis §3.10) | `transfer_leadership`, `handle_timeout_now` (`node/membership.rs`); [`Message::TimeoutNow`] |
 //! | InstallSnapshot (§7, Figure 13) | [`InstallSnapshot`]; `maybe_send_snapshot`, `handle_install_snapshot`, `snapshot_taken` (`node/snapshot.rs`) |
 //! | ReadIndex (thesis §6.4) | `RaftNode::read`, `check_reads` (`node/read.rs`) |
+//! | Lease reads (thesis §6.4.1) | `RaftNode::read_lease`, `lease_holds`, `set_clock` (`node/read.rs`) |
 //!
 //! ## The files
 //!
@@ -115,6 +116,7 @@
 //! - **ReadIndex** (thesis §6.4): a linearizable read notes the commit index, confirms with one
 //!   heartbeat round that a majority still follows this leader (AppendEntries carry a `seq` for
 //!   this), and is served once the state machine reaches that index. No log write per read.
+//! - **Lease reads, opt-in** (thesis §6.4.1): see the section below.
 //! - **PreVote** (thesis §9.6) and **check quorum** (§6.2): a node that cannot win — cut off by a
 //!   one-way partition, say — asks first whether it *would* get votes, without bumping its term, so
 //!   it cannot depose a working leader; nodes that hear from a live leader ignore vote requests;
@@ -188,6 +190,38 @@
 //! the leader abandons the transfer and takes proposals again. A server that gets SIGTERM while
 //! it leads transfers first, so a rolling restart costs no election timeout.
 //!
+//! ## Lease reads (thesis §6.4.1)
+//!
+//! ReadIndex costs a heartbeat round per batch of reads. The thesis shows how to skip it with a
+//! clock: with check quorum, a follower that heard from the leader ignores vote requests until
+//! a minimum election timeout has passed on its clock, so once a majority has answered a request
+//! the leader sent at time *T*, no rival can be elected before *T* + that timeout. Until then —
+//! less a margin for the clocks — the leader may serve reads at its commit index on its own.
+//!
+//! The core stays free of clocks: the shell gives it milliseconds with [`RaftNode::set_clock`]
+//! before it steps or ticks, the core stamps each AppendEntries with them as it is made (an
+//! earlier stamp than the real send, so only ever conservative), and an answer to request `seq`
+//! moves that follower's lease start to the stamp of `seq`. [`RaftNode::read_lease`] takes the
+//! time as read *now* (under the lock: a read that waited for it must not be judged by when it
+//! arrived), and serves the read at once if a majority's lease starts, plus
+//! [`Config::lease_ms`], lie ahead; otherwise it is a ReadIndex read. A frozen leader (a long GC
+//! pause, SIGSTOP) is therefore safe: when it wakes its clock has moved on and its lease is gone.
+//! What the lease does assume is that no follower's clock runs faster than the leader's by more
+//! than the drift the shell allowed for (`tests/scripts/lease_read.txt` shows the stale read a
+//! faster clock allows). Four rules close the gaps:
+//! - *an entry of its own term first*: as for ReadIndex, a new leader's commit index may lag
+//!   until its no-op commits;
+//! - *a follower's window is counted in whole ticks*: its first tick may come right after it
+//!   heard from the leader, so the window is `election_ticks_min - 1` ticks of real time, and
+//!   the shell computes the lease from that;
+//! - *no lease once a transfer begins* (§3.10): the target's RequestVotes are marked
+//!   `transfer`, and voters inside their lease grant them, so a leader that sent TimeoutNow
+//!   serves no lease read for the rest of its term;
+//! - *a node that just started is quiet*: it may have answered the leader just before it
+//!   crashed and forgotten it, so with leases on it ignores vote requests for its first minimum
+//!   election timeout (the thesis leaves this implicit; without it, a follower that restarts at
+//!   once can vote a rival in while the old leader's lease runs — the script's last step).
+//!
 //! ## Clients: exactly once, and what a transaction is to Raft (thesis §6.3)
 //!
 //! Raft by itself gives *at least once*: a client whose leader crashed before answering cannot
@@ -221,7 +255,7 @@
 //!
 //! - Membership changes are single-server only (no joint consensus, thesis §4.3).
 //! - Time is logical: the shell turns milliseconds into ticks. ReadIndex needs no clock
-//!   assumptions; no lease reads are served.
+//!   assumptions; lease reads, off by default, assume bounded clock drift (above).
 
 mod config;
 mod entry_log;

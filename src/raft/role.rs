@@ -76,9 +76,20 @@ pub struct Progress {
     /// answering a request up to this one is stale (it answers a guess already corrected), and
     /// acting on it would send the same entries again.
     pub backed_up_at_seq: u64,
+    /// Lease reads: `(seq, clock ms)` of requests sent and not yet answered, oldest first
+    /// (at most [`Progress::LEASE_SENT_MAX`]; only kept when leases are on).
+    pub lease_sent: VecDeque<(u64, u64)>,
+    /// Lease reads: the send time of the latest request this follower answered in this term
+    /// (`None`: none yet). The follower ignores vote requests for an election timeout after it
+    /// got it, so the leader's lease runs from here.
+    pub lease_acked_ms: Option<u64>,
 }
 
 impl Progress {
+    /// Sends remembered for the lease per follower; older ones are forgotten (their answers
+    /// then extend no lease, which is only conservative).
+    pub const LEASE_SENT_MAX: usize = 64;
+
     /// A fresh record for a member whose log is unknown: probe from the leader's end.
     pub fn new(next_index: Index, now: u64) -> Self {
         Progress {
@@ -90,6 +101,8 @@ impl Progress {
             pending_snapshot: None,
             last_contact_tick: now,
             backed_up_at_seq: 0,
+            lease_sent: VecDeque::new(),
+            lease_acked_ms: None,
         }
     }
 }
@@ -146,6 +159,9 @@ pub struct Leader {
     pub quorum_elapsed: u64,
     /// A leadership transfer under way (thesis §3.10): no new proposals meanwhile.
     pub transfer: Option<Transfer>,
+    /// TimeoutNow was sent in this term: its target may be elected by voters inside their lease
+    /// (a transfer's RequestVotes override it), so this leader serves no more lease reads.
+    pub lease_forfeited: bool,
 }
 
 /// A leadership transfer: bring `target` up to date, then tell it to campaign.

@@ -14,8 +14,8 @@ use tiny_http::{Method, Request};
 use super::auth::PendingCheck;
 use super::node::Node;
 use super::wire::{
-    Evidence, IDEMPOTENCY_KEY, JSON, Reply, barrier_or_forward, check_key, decode_key, forward,
-    header, only, percent_decode, read_body,
+    Barrier, Evidence, IDEMPOTENCY_KEY, JSON, ReadKind, Reply, check_key, decode_key, forward,
+    header, only, percent_decode, read_barrier, read_body,
 };
 use crate::api::{GetReply, PutRequest, WriteReply};
 use crate::error::{Error, Result};
@@ -36,12 +36,12 @@ pub(super) struct KvRequest<'a, 'r> {
 
 /// Routes `path` if it is a key-value route.
 pub(super) fn route(path: &str, mut r: KvRequest<'_, '_>) -> Option<Result<Reply>> {
-    let stale = r.query.split('&').any(|kv| kv == "consistency=stale");
     let node = r.node;
+    let wanted = ReadKind::of_query(r.query);
     let result = if let Some(raw_key) = path.strip_prefix("/kv/get/") {
         only(&r.method, Method::Get)
             .and_then(|_| decode_key(raw_key, node))
-            .and_then(|key| get(&mut r, &key, stale))
+            .and_then(|key| get(&mut r, &key, wanted?))
     } else if let Some(raw_key) = path.strip_prefix("/kv/delete/") {
         only(&r.method, Method::Delete)
             .and_then(|_| decode_key(raw_key, node))
@@ -49,9 +49,9 @@ pub(super) fn route(path: &str, mut r: KvRequest<'_, '_>) -> Option<Result<Reply
     } else {
         match path {
             "/kv/put" => only(&r.method, Method::Post).and_then(|_| put(&mut r)),
-            "/kv/all" => only(&r.method, Method::Get).and_then(|_| all(&mut r, stale)),
+            "/kv/all" => only(&r.method, Method::Get).and_then(|_| all(&mut r, wanted?)),
             "/kv/range" => match r.method {
-                Method::Get => range(&mut r, stale),
+                Method::Get => wanted.and_then(|kind| range(&mut r, kind)),
                 Method::Delete => delete_range(&mut r),
                 _ => Err(Error::MethodNotAllowed("use GET or DELETE for /kv/range".into())),
             },
@@ -66,17 +66,31 @@ pub(super) fn route(path: &str, mut r: KvRequest<'_, '_>) -> Option<Result<Reply
 }
 
 /// The evidence of a read served now from the state machine at (`index`, `revision`).
-fn read_evidence(node: &Node, index: u64, revision: u64, linearizable: bool) -> Evidence {
+fn read_evidence(node: &Node, index: u64, revision: u64, kind: ReadKind) -> Evidence {
     let (term, leader) = node.known_leader();
-    Evidence { term, index, leader, revision, linearizable }
+    Evidence { term, index, leader, revision, kind }
 }
 
-fn get(r: &mut KvRequest<'_, '_>, key: &str, stale: bool) -> Result<Reply> {
+/// [`read_barrier`] for a read without a body: `Ok(Err(reply))` when the leader answered it.
+fn barrier(
+    r: &mut KvRequest<'_, '_>,
+    wanted: ReadKind,
+) -> Result<std::result::Result<ReadKind, Reply>> {
+    Ok(match read_barrier(r.node, r.request, &[], r.forwarded, wanted)? {
+        Barrier::Here(kind) => {
+            r.node.metrics.events.read(kind.name());
+            Ok(kind)
+        }
+        Barrier::Forwarded(reply) => Err(reply),
+    })
+}
+
+fn get(r: &mut KvRequest<'_, '_>, key: &str, wanted: ReadKind) -> Result<Reply> {
     let node = r.node;
-    if !stale && let Some(reply) = barrier_or_forward(node, r.request, &[], r.forwarded)? {
-        return Ok(reply);
-    }
-    node.metrics.events.read(!stale);
+    let kind = match barrier(r, wanted)? {
+        Ok(kind) => kind,
+        Err(reply) => return Ok(reply),
+    };
     let (reply, index, revision) = node.with_kv(|kv| {
         let reply = match kv.entry(key) {
             Some(e) => Reply::json(
@@ -94,15 +108,15 @@ fn get(r: &mut KvRequest<'_, '_>, key: &str, stale: bool) -> Result<Reply> {
         };
         (reply, kv.applied_index(), kv.revision())
     });
-    Ok(reply.with_evidence(read_evidence(node, index, revision, !stale)))
+    Ok(reply.with_evidence(read_evidence(node, index, revision, kind)))
 }
 
-fn all(r: &mut KvRequest<'_, '_>, stale: bool) -> Result<Reply> {
+fn all(r: &mut KvRequest<'_, '_>, wanted: ReadKind) -> Result<Reply> {
     let node = r.node;
-    if !stale && let Some(reply) = barrier_or_forward(node, r.request, &[], r.forwarded)? {
-        return Ok(reply);
-    }
-    node.metrics.events.read(!stale);
+    let kind = match barrier(r, wanted)? {
+        Ok(kind) => kind,
+        Err(reply) => return Ok(reply),
+    };
     // Walked without the lock: the view shares the map (see `KvStore::view`).
     let view = node.kv.write().view();
     let index = node.with_kv(|kv| kv.applied_index());
@@ -111,18 +125,18 @@ fn all(r: &mut KvRequest<'_, '_>, stale: bool) -> Result<Reply> {
         .map_err(|e| Error::Internal(format!("cannot encode the key space: {e}")))?;
     let revision = view.revision;
     drop(view);
-    Ok(Reply::bytes(200, body, JSON).with_evidence(read_evidence(node, index, revision, !stale)))
+    Ok(Reply::bytes(200, body, JSON).with_evidence(read_evidence(node, index, revision, kind)))
 }
 
 /// `GET /kv/range?prefix=P` or `?start=A[&end=B]`, with `limit`, `keys_only`, `count_only`,
 /// `order=asc|desc` and `consistency=stale`.
-fn range(r: &mut KvRequest<'_, '_>, stale: bool) -> Result<Reply> {
+fn range(r: &mut KvRequest<'_, '_>, wanted: ReadKind) -> Result<Reply> {
     let spec = range_query(r.query, false)?;
     let node = r.node;
-    if !stale && let Some(reply) = barrier_or_forward(node, r.request, &[], r.forwarded)? {
-        return Ok(reply);
-    }
-    node.metrics.events.read(!stale);
+    let kind = match barrier(r, wanted)? {
+        Ok(kind) => kind,
+        Err(reply) => return Ok(reply),
+    };
     // The lock is held only to share the map; the walk and the encoding run without it, so a
     // range of many keys does not stall writes (they go to the overlay meanwhile).
     let (view, index) = {
@@ -132,7 +146,7 @@ fn range(r: &mut KvRequest<'_, '_>, stale: bool) -> Result<Reply> {
     let body = view.range_json(&spec)?;
     let revision = view.revision;
     drop(view);
-    Ok(Reply::bytes(200, body, JSON).with_evidence(read_evidence(node, index, revision, !stale)))
+    Ok(Reply::bytes(200, body, JSON).with_evidence(read_evidence(node, index, revision, kind)))
 }
 
 /// The range a query string names. `delete`: only the bounds are allowed.
@@ -154,7 +168,7 @@ fn range_query(query: &str, delete: bool) -> Result<RangeSpec> {
             ("prefix", _) => spec.prefix = Some(value()?),
             ("start", _) => spec.start = Some(value()?),
             ("end", _) => spec.end = Some(value()?),
-            ("consistency", false) if raw == "stale" || raw == "linearizable" => {}
+            ("consistency", false) => {} // checked by `ReadKind::of_query`
             ("limit", false) => {
                 spec.limit = Some(raw.parse().map_err(|_| {
                     Error::BadRequest(format!("limit must be a non-negative integer, not {raw:?}"))
@@ -248,17 +262,18 @@ fn txn(r: &mut KvRequest<'_, '_>) -> Result<Reply> {
     if !txn.is_read_only() {
         return write(r, Command::Txn { txn }, &body);
     }
-    if let Some(reply) = barrier_or_forward(node, r.request, &body, r.forwarded)? {
-        return Ok(reply);
-    }
-    node.metrics.events.read(true);
+    let kind = match read_barrier(node, r.request, &body, r.forwarded, ReadKind::Linearizable)? {
+        Barrier::Here(kind) => kind,
+        Barrier::Forwarded(reply) => return Ok(reply),
+    };
+    node.metrics.events.read(kind.name());
     let view = node.kv.write().view();
     let index = node.with_kv(|kv| kv.applied_index());
     let Outcome::Txn { succeeded, responses } = view.read_txn(&txn) else {
         return Err(Error::Internal("a read-only transaction gave no answer".into()));
     };
     let reply = TxnReply { succeeded, revision: view.revision, index, term: None, responses };
-    Ok(Reply::json(200, &reply).with_evidence(read_evidence(node, index, view.revision, true)))
+    Ok(Reply::json(200, &reply).with_evidence(read_evidence(node, index, view.revision, kind)))
 }
 
 /// The answer to a transaction.
@@ -334,8 +349,13 @@ fn answer(node: &Node, applied: &Applied, key: Option<&str>) -> Reply {
         ))),
     };
     let (_, leader) = node.known_leader();
-    let mut reply =
-        reply.with_evidence(Evidence { term, index, leader, revision, linearizable: true });
+    let mut reply = reply.with_evidence(Evidence {
+        term,
+        index,
+        leader,
+        revision,
+        kind: ReadKind::Linearizable,
+    });
     if applied.replayed {
         reply.headers.push(("Idempotent-Replayed", "true".into()));
     }

@@ -197,14 +197,13 @@ impl Events {
         );
         r.register(
             "raftlabkv_server_reads",
-            "Reads served from this node's state machine, by kind (linearizable or stale)",
+            "Reads served from this node's state machine, by kind (linearizable, lease or stale)",
             e.reads.clone(),
         );
     }
 
-    /// A read served here: `linearizable` (after ReadIndex) or `stale`.
-    pub fn read(&self, linearizable: bool) {
-        let kind = if linearizable { "linearizable" } else { "stale" };
+    /// A read served here: `linearizable` (after ReadIndex), `lease` or `stale`.
+    pub fn read(&self, kind: &'static str) {
         self.reads.get_or_create(&[("kind", kind)]).inc();
     }
 

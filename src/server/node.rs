@@ -286,6 +286,9 @@ impl Node {
     ) -> Result<T> {
         let (value, rest) = {
             let mut raft = self.raft.lock();
+            if self.config.lease_reads {
+                raft.set_clock(self.clock_ms());
+            }
             let (value, out) = f(&mut raft)?;
             let rest = self.route(&mut raft, out);
             (value, rest)
@@ -431,15 +434,40 @@ impl Node {
 
     /// [`Node::linearizable_barrier`], giving up after `timeout`.
     pub fn linearizable_barrier_within(&self, timeout: std::time::Duration) -> Result<()> {
+        self.read_barrier(timeout, false).map(|_| ())
+    }
+
+    /// A read barrier that the leader's lease may pass at once (`?consistency=lease`, thesis
+    /// §6.4.1; see [`crate::raft::RaftNode::read_lease`]); without `--lease-reads`, or when the
+    /// lease does not hold, it is a ReadIndex round. True when the lease served it.
+    pub fn lease_barrier(&self) -> Result<bool> {
+        self.read_barrier(self.config.request_timeout, self.config.lease_reads)
+    }
+
+    /// The shell's monotonic clock for the core's lease, in milliseconds since the node started.
+    pub(super) fn clock_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn read_barrier(&self, timeout: std::time::Duration, lease: bool) -> Result<bool> {
         let id = self.next_read_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = bounded(1);
         self.pending.lock().add_read(id, tx);
-        if let Err(e) = self.with_raft(|raft| Ok(((), raft.read(id)?))) {
-            self.pending.lock().remove_read(id);
-            return Err(self.with_leader_addr(e));
-        }
+        let started = self.with_raft(|raft| match lease {
+            // The clock is read under the lock, right before the check: a read that waited for
+            // the lock must not be judged by the time it arrived.
+            true => raft.read_lease(id, self.clock_ms()),
+            false => Ok((false, raft.read(id)?)),
+        });
+        let by_lease = match started {
+            Ok(by_lease) => by_lease,
+            Err(e) => {
+                self.pending.lock().remove_read(id);
+                return Err(self.with_leader_addr(e));
+            }
+        };
         match rx.recv_timeout(timeout) {
-            Ok(result) => result.map(|_| ()),
+            Ok(result) => result.map(|_| by_lease),
             Err(_) => {
                 self.pending.lock().remove_read(id);
                 Err(Error::Unavailable(format!(

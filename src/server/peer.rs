@@ -149,6 +149,9 @@ impl RpcHandler for Node {
         let from = envelope.from.clone();
         let (reply, rest) = {
             let mut raft = self.raft.lock();
+            if self.config.lease_reads {
+                raft.set_clock(self.clock_ms());
+            }
             let mut out = match raft.step(envelope) {
                 Ok(out) => out,
                 Err(e @ Error::BadRequest(_)) => return Err(e),

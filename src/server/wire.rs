@@ -30,13 +30,56 @@ pub(super) struct Reply {
 /// What a `/kv/*` answer was served at, sent as headers so a reader can see what it got:
 /// `X-Raft-Term`, `X-Raft-Index` (the write's index, or the applied index a read was served
 /// at — at or past its read index), `X-Raft-Leader` (the leader the answering node knows),
-/// `X-Revision` (the store's) and `X-Consistency` (`linearizable` or `stale`).
+/// `X-Revision` (the store's) and `X-Consistency` (`linearizable`, `lease` or `stale`).
 pub(super) struct Evidence {
     pub(super) term: u64,
     pub(super) index: u64,
     pub(super) leader: String,
     pub(super) revision: u64,
-    pub(super) linearizable: bool,
+    pub(super) kind: ReadKind,
+}
+
+/// How a read is served: asked for with `consistency=` (default `linearizable`), and said in
+/// `X-Consistency`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ReadKind {
+    /// After a ReadIndex round (thesis §6.4); writes are this too.
+    Linearizable,
+    /// Under the leader's lease (thesis §6.4.1, `--lease-reads`): linearizable as long as no
+    /// clock runs faster than the drift the lease allows for. Asked for and not held, it is
+    /// served as `Linearizable`.
+    Lease,
+    /// From the answering node's state machine as it is.
+    Stale,
+}
+
+impl ReadKind {
+    /// The `consistency` parameter of a query string; an unknown value is refused.
+    pub(super) fn of_query(query: &str) -> Result<ReadKind> {
+        let mut kind = ReadKind::Linearizable;
+        for raw in query.split('&').filter_map(|p| p.strip_prefix("consistency=")) {
+            kind = match raw {
+                "linearizable" => ReadKind::Linearizable,
+                "lease" => ReadKind::Lease,
+                "stale" => ReadKind::Stale,
+                _ => {
+                    return Err(Error::BadRequest(format!(
+                        "consistency must be linearizable, lease or stale, not {raw:?}"
+                    )));
+                }
+            };
+        }
+        Ok(kind)
+    }
+
+    /// As `X-Consistency` and the reads metric say it.
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            ReadKind::Linearizable => "linearizable",
+            ReadKind::Lease => "lease",
+            ReadKind::Stale => "stale",
+        }
+    }
 }
 
 /// Headers a forwarding node relays from the leader's answer.
@@ -75,7 +118,7 @@ impl Reply {
 
     /// Adds the consistency evidence headers.
     pub(super) fn with_evidence(mut self, e: Evidence) -> Reply {
-        let consistency = if e.linearizable { "linearizable" } else { "stale" };
+        let consistency = e.kind.name();
         self.headers.extend([
             ("X-Raft-Term", e.term.to_string()),
             ("X-Raft-Index", e.index.to_string()),
@@ -161,23 +204,52 @@ pub fn percent_decode(raw: &str) -> Result<Cow<'_, str>> {
         .map_err(|_| Error::BadRequest("the key is not valid UTF-8".into()))
 }
 
-/// For a linearizable read: confirm leadership here, or forward the request to the leader (whose
-/// answer is returned as `Some`). A read changes nothing, so it may be forwarded whenever another
-/// node is known to lead — also when leadership moved while this node was being confirmed.
-pub(super) fn barrier_or_forward(
+/// Where a read is served after [`read_barrier`].
+pub(super) enum Barrier {
+    /// Here, now, as this kind of read.
+    Here(ReadKind),
+    /// By the leader: its answer.
+    Forwarded(Reply),
+}
+
+/// Before a read of kind `wanted`: a stale read passes at once; a linearizable one confirms
+/// leadership here (a lease read may skip the round while the lease holds), or is forwarded to
+/// the leader. A read changes nothing, so it may be forwarded whenever another node is known to
+/// lead — also when leadership moved while this node was being confirmed.
+pub(super) fn read_barrier(
     node: &Node,
     request: &mut Request,
     body: &[u8],
     forwarded: bool,
-) -> Result<Option<Reply>> {
-    match node.linearizable_barrier() {
-        Ok(()) => Ok(None),
-        Err(e) if forwarded => Err(e),
-        Err(Error::NotLeader { leader: Some(leader) }) => {
-            forward(request, &leader.addr, body, node).map(Some)
-        }
-        Err(e) => match node.leader_addr() {
-            Some(addr) => forward(request, &addr, body, node).map(Some),
+    wanted: ReadKind,
+) -> Result<Barrier> {
+    let passed = match wanted {
+        ReadKind::Stale => return Ok(Barrier::Here(ReadKind::Stale)),
+        ReadKind::Lease => node.lease_barrier(),
+        ReadKind::Linearizable => node.linearizable_barrier().map(|()| false),
+    };
+    let kind = |by_lease| if by_lease { ReadKind::Lease } else { ReadKind::Linearizable };
+    match passed {
+        Ok(by_lease) => Ok(Barrier::Here(kind(by_lease))),
+        Err(e) => forward_read(request, body, forwarded, node, e).map(Barrier::Forwarded),
+    }
+}
+
+/// A read barrier failed here with `e`: forward the read to the leader if one is known.
+fn forward_read(
+    request: &mut Request,
+    body: &[u8],
+    forwarded: bool,
+    node: &Node,
+    e: Error,
+) -> Result<Reply> {
+    if forwarded {
+        return Err(e);
+    }
+    match e {
+        Error::NotLeader { leader: Some(leader) } => forward(request, &leader.addr, body, node),
+        e => match node.leader_addr() {
+            Some(addr) => forward(request, &addr, body, node),
             None => Err(e),
         },
     }

@@ -351,6 +351,8 @@ impl SimCluster {
     /// Ticks one node (no time passes for the others): what [`SimCluster::tick`] does for each.
     pub fn tick_node(&mut self, id: &NodeId) {
         if let Some(node) = self.nodes.get_mut(id) {
+            // Each node's clock for the lease is its own ticks, at [`TICK_MS`] a tick.
+            node.set_clock(node.ticks() * TICK_MS);
             let out = node.tick().expect("tick");
             self.handle_output(id, out);
         }

@@ -110,7 +110,12 @@ impl RaftNode {
         match &self.role {
             Role::Leader(_) => true,
             Role::Follower(f) => {
-                f.leader.is_some() && self.election_elapsed < self.config.election_ticks_min
+                // With leases on, a node that just started counts as having heard from a
+                // leader: before it restarted it may have answered one whose lease still runs.
+                let just_started =
+                    self.config.lease_ms > 0 && self.ticks < self.config.election_ticks_min;
+                (f.leader.is_some() || just_started)
+                    && self.election_elapsed < self.config.election_ticks_min
             }
             Role::Candidate(_) => false,
         }
@@ -137,6 +142,7 @@ impl RaftNode {
             heartbeat_elapsed: 0,
             quorum_elapsed: 0,
             transfer: None,
+            lease_forfeited: false,
         });
         self.append_own_entry(Vec::new())?;
         self.broadcast_append(false)

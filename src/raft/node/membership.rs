@@ -224,6 +224,7 @@ impl RaftNode {
         let caught_up = leader.progress.get(peer).is_some_and(|p| p.match_index >= last_index);
         if transfer.target == *peer && !transfer.timeout_now_sent && caught_up {
             transfer.timeout_now_sent = true;
+            leader.lease_forfeited = true;
             self.send(peer.clone(), Message::TimeoutNow);
         }
     }

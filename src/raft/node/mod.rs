@@ -55,6 +55,9 @@ pub struct RaftNode {
     role: Role,
     /// Logical clock: ticks since start.
     ticks: u64,
+    /// The shell's clock in milliseconds as last given ([`RaftNode::set_clock`]); only lease
+    /// reads use it.
+    now_ms: u64,
     /// Ticks since we last heard from a leader or granted a vote (followers, candidates).
     election_elapsed: u64,
     /// This round's randomised election timeout.
@@ -88,6 +91,7 @@ impl RaftNode {
             configs,
             role: Role::Follower(Follower::default()),
             ticks: 0,
+            now_ms: 0,
             election_elapsed: 0,
             election_timeout: 0,
             out: Output::default(),
@@ -235,6 +239,11 @@ impl RaftNode {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Ticks since this node started (its logical clock).
+    pub fn ticks(&self) -> u64 {
+        self.ticks
     }
 
     /// `current_term`.

@@ -4,7 +4,7 @@
 
 use super::RaftNode;
 use crate::error::{Error, Result};
-use crate::raft::role::{Inflight, Role};
+use crate::raft::role::{Inflight, Progress, Role};
 use crate::raft::{AppendEntries, AppendEntriesResponse, Entry, Index, Message, NodeId, Term};
 
 impl RaftNode {
@@ -124,6 +124,17 @@ impl RaftNode {
         // Is this the answer to the latest request this follower answered so far?
         let newest = resp.seq >= progress.acked_seq;
         progress.acked_seq = progress.acked_seq.max(resp.seq);
+        // The answer to request `seq` (of this term: stale terms answer seq 0) means the
+        // follower reset its election timer after we sent it: the lease runs from the send.
+        while let Some(&(seq, sent_ms)) = progress.lease_sent.front() {
+            if seq > resp.seq {
+                break;
+            }
+            progress.lease_sent.pop_front();
+            if seq == resp.seq {
+                progress.lease_acked_ms = progress.lease_acked_ms.max(Some(sent_ms));
+            }
+        }
         if progress.pending_snapshot.is_some() {
             // A snapshot is on its way: this answers an AppendEntries sent before it, and must not
             // touch the snapshot's in-flight slot (clearing it would leave the snapshot marked
@@ -294,6 +305,12 @@ impl RaftNode {
         };
         leader.seq += 1;
         let seq = leader.seq;
+        if self.config.lease_ms > 0 {
+            if progress.lease_sent.len() >= Progress::LEASE_SENT_MAX {
+                progress.lease_sent.pop_front();
+            }
+            progress.lease_sent.push_back((seq, self.now_ms));
+        }
         if progress.inflight.is_none() {
             progress.inflight = Some(Inflight { seq, sent_at_tick: ticks });
         }

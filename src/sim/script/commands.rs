@@ -129,7 +129,7 @@ impl Runner {
             "drop" => drop_messages(c, cmd, out)?,
             "sync" => sync(c, cmd, out)?,
             "stabilize" => stabilize(c, cmd, out)?,
-            "propose" | "read" => client(c, cmd, out)?,
+            "propose" | "read" | "read-lease" => client(c, cmd, out)?,
             "partition" | "cut" | "heal" => links(c, cmd, out)?,
             "crash" | "restart" => crash(c, cmd, out)?,
             "snapshot" => snapshot(c, cmd, out)?,
@@ -159,6 +159,7 @@ struct Knobs {
     election: Option<(u64, u64)>,
     rpc_timeout: Option<u64>,
     max_entries: Option<usize>,
+    lease: Option<u64>,
 }
 
 impl Knobs {
@@ -181,12 +182,15 @@ impl Knobs {
         if let Some(v) = self.max_entries {
             config.max_append_entries = v;
         }
+        if let Some(v) = self.lease {
+            config.lease_ms = v;
+        }
     }
 }
 
 fn new_cluster(cmd: &Command) -> Result<SimCluster, String> {
     let keys = ["n", "seed", "prevote", "check_quorum", "heartbeat", "election"];
-    cmd.allow(&[&keys[..], &["rpc_timeout", "max_entries", "trailing"]].concat(), 0)?;
+    cmd.allow(&[&keys[..], &["rpc_timeout", "max_entries", "trailing", "lease"]].concat(), 0)?;
     let n: usize = cmd.key("n")?.unwrap_or(3);
     if !(1..=9).contains(&n) {
         return Err("a script's cluster has 1 to 9 nodes".into());
@@ -206,6 +210,7 @@ fn new_cluster(cmd: &Command) -> Result<SimCluster, String> {
         election,
         rpc_timeout: cmd.key("rpc_timeout")?,
         max_entries: cmd.key("max_entries")?,
+        lease: cmd.key("lease")?,
     };
     let mut probe = Config::new("n1", vec!["n2".into()]);
     knobs.apply(&mut probe);
@@ -438,18 +443,23 @@ fn client(c: &mut SimCluster, cmd: &Command, out: &mut Vec<String>) -> Result<()
         return Err(format!("`{}` needs a node and a command or read id", cmd.name));
     }
     let read_id = match cmd.name {
-        "read" => Some(rest.parse::<u64>().map_err(|_| format!("bad read id `{rest}`"))?),
+        "read" | "read-lease" => {
+            Some(rest.parse::<u64>().map_err(|_| format!("bad read id `{rest}`"))?)
+        }
         _ => None,
     };
     if !c.is_up(&id) {
         out.push(format!("{id} is down"));
         return Ok(());
     }
+    let lease = cmd.name == "read-lease";
     let seen = observe(c, false, |c| {
         let node = c.nodes.get_mut(&id).expect("checked up");
+        let now_ms = node.ticks() * crate::sim::TICK_MS;
         let result = match read_id {
-            Some(r) => node.read(r).map(|o| (None, o)),
-            None => node.propose(rest.clone().into_bytes()).map(|(i, t, o)| (Some((i, t)), o)),
+            Some(r) if lease => node.read_lease(r, now_ms).map(|(by, o)| (Err(by), o)),
+            Some(r) => node.read(r).map(|o| (Err(false), o)),
+            None => node.propose(rest.clone().into_bytes()).map(|(i, t, o)| (Ok((i, t)), o)),
         };
         result.map(|(at, output)| {
             c.handle_output(&id, output);
@@ -457,8 +467,10 @@ fn client(c: &mut SimCluster, cmd: &Command, out: &mut Vec<String>) -> Result<()
         })
     });
     out.push(match seen.result {
-        Ok(Some((index, term))) => format!("{id} proposes {rest:?}: entry {index}@{term}"),
-        Ok(None) => format!("{id} starts read {rest}"),
+        Ok(Ok((index, term))) => format!("{id} proposes {rest:?}: entry {index}@{term}"),
+        Ok(Err(true)) => format!("{id} holds its lease: read {rest} needs no round"),
+        Ok(Err(false)) if lease => format!("{id} has no lease: read {rest} is a ReadIndex round"),
+        Ok(Err(false)) => format!("{id} starts read {rest}"),
         Err(e) => format!("{id} refuses {} {rest:?}: {e}", cmd.name),
     });
     out.extend(seen.effects);
