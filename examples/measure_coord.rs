@@ -249,6 +249,7 @@ fn populate(run: &Run, keys: u64) {
         value_size: 100,
         keys,
         populate: Some(true),
+        consistency: Default::default(),
         request_timeout: Duration::from_secs(10),
     };
     let r = bench::run(&config).expect("populate");

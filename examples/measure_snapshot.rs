@@ -76,6 +76,7 @@ fn bench_run(c: &Cluster, keys: u64, ops: u64, populate: bool) -> BenchReport {
         value_size: 100,
         keys,
         populate: Some(populate),
+        consistency: Default::default(),
         request_timeout: Duration::from_secs(5),
     };
     bench::run(&config).expect("bench")

@@ -28,7 +28,7 @@ use raftlabkv::check::{Verdict, history_to_json};
 use raftlabkv::client::bench::{self, BenchConfig, Workload};
 use raftlabkv::client::coord::{self, Format};
 use raftlabkv::client::shell::{self, Command, RunOptions};
-use raftlabkv::client::{Client, DEFAULT_SERVERS};
+use raftlabkv::client::{Client, Consistency, DEFAULT_SERVERS};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -49,6 +49,11 @@ struct Cli {
     /// Stale reads: `get` and `getall` read the answering node's local state.
     #[arg(long, global = true)]
     stale: bool,
+
+    /// Lease reads: `get` and `bench` gets ask for `?consistency=lease` (served from the
+    /// leader's lease where the servers run with --lease-reads; else linearizable as usual).
+    #[arg(long, global = true, conflicts_with = "stale")]
+    lease: bool,
 
     /// Per-request timeout in seconds.
     #[arg(long, default_value = "5", value_parser = parse_secs, global = true)]
@@ -295,7 +300,7 @@ fn main() -> ExitCode {
     }
     let json = cli.json || cli.write_out == Format::Json;
     let format = if json { Format::Json } else { cli.write_out };
-    let options = RunOptions { json, stale: cli.stale };
+    let options = RunOptions { json, stale: cli.stale, lease: cli.lease };
     let client = || {
         Client::builder(cli.servers.clone())
             .request_timeout(cli.timeout)
@@ -620,6 +625,13 @@ fn run_bench(cli: &Cli, args: &BenchArgs) -> ExitCode {
         keys: args.keys,
         populate: args.populate,
         request_timeout: cli.timeout,
+        consistency: if cli.lease {
+            Consistency::Lease
+        } else if cli.stale {
+            Consistency::Stale
+        } else {
+            Consistency::Linearizable
+        },
     };
     // On a terminal, a live line once a second (ops/s and p99 so far), erased at the end.
     let live = !cli.json && std::io::stderr().is_terminal();

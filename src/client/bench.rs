@@ -98,6 +98,8 @@ pub struct BenchConfig {
     pub populate: Option<bool>,
     /// Per-request timeout.
     pub request_timeout: Duration,
+    /// How gets are served (`--stale`, `--lease`).
+    pub consistency: super::Consistency,
 }
 
 impl Default for BenchConfig {
@@ -114,6 +116,7 @@ impl Default for BenchConfig {
             keys: 10_000,
             populate: None,
             request_timeout: Duration::from_secs(5),
+            consistency: super::Consistency::Linearizable,
         }
     }
 }
@@ -273,6 +276,7 @@ pub fn run_with_progress(
                 keys: Arc::clone(&keys),
                 value: Arc::clone(&value),
                 workload: config.workload,
+                read_query: config.consistency.query(),
                 read_ratio: config.read_ratio,
                 timeout: config.request_timeout,
                 ops: config.ops,
@@ -452,6 +456,7 @@ struct Worker {
     keys: Arc<Vec<String>>,
     value: Arc<String>,
     workload: Workload,
+    read_query: &'static str,
     read_ratio: f64,
     timeout: Duration,
     ops: Option<u64>,
@@ -492,6 +497,7 @@ impl Worker {
                 url.clear();
                 url.push_str(&get_prefix);
                 url.push_str(key); // bench keys are unreserved characters only
+                url.push_str(self.read_query);
                 self.agent.get(&url).timeout(self.timeout).call()
             } else {
                 body.clear();

@@ -122,6 +122,30 @@ pub mod shell;
 pub mod status_table;
 
 pub use kv::{CasResult, PutIf, TxnBuilder, TxnResult};
+
+/// How a read is served (the server's `consistency` parameter).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Consistency {
+    /// After a ReadIndex round: linearizable, with no clock assumption (the default).
+    #[default]
+    Linearizable,
+    /// From the leader's lease where the servers run with `--lease-reads` (no round; assumes
+    /// bounded clock drift), else as `Linearizable`.
+    Lease,
+    /// The answering node's local state, which may lag.
+    Stale,
+}
+
+impl Consistency {
+    /// The query string for it (`""` for the default).
+    pub fn query(self) -> &'static str {
+        match self {
+            Consistency::Linearizable => "",
+            Consistency::Lease => "?consistency=lease",
+            Consistency::Stale => "?consistency=stale",
+        }
+    }
+}
 pub use options::{ClientBuilder, ClientOptions};
 
 use std::collections::BTreeMap;
@@ -319,12 +343,19 @@ impl Client {
         self.get_inner(key, true)
     }
 
+    /// A read served as `consistency` says ([`Consistency::Lease`]: from the leader's lease).
+    pub fn get_with(&self, key: &str, consistency: Consistency) -> Result<Option<String>> {
+        self.get_at(key, consistency.query())
+    }
+
     fn get_inner(&self, key: &str, stale: bool) -> Result<Option<String>> {
+        let consistency = if stale { Consistency::Stale } else { Consistency::Linearizable };
+        self.get_at(key, consistency.query())
+    }
+
+    fn get_at(&self, key: &str, query: &str) -> Result<Option<String>> {
         check_key(key)?;
-        let mut path = format!("/kv/get/{}", encode_path_segment(key));
-        if stale {
-            path.push_str("?consistency=stale");
-        }
+        let path = format!("/kv/get/{}{query}", encode_path_segment(key));
         let call = Call::read(&path);
         let text = match self.execute(&call) {
             Ok(text) => text,

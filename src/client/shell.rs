@@ -153,6 +153,8 @@ pub struct RunOptions {
     pub json: bool,
     /// Use stale (local) reads for `get` and `getall`.
     pub stale: bool,
+    /// Use lease reads for `get` (`?consistency=lease`; `stale` wins if both are set).
+    pub lease: bool,
 }
 
 /// Runs a command and returns what to print on standard output (without a final newline).
@@ -172,7 +174,11 @@ pub fn run(client: &Client, command: &Command, options: RunOptions) -> Result<St
             })
         }
         Command::Get { key } => {
-            let value = if options.stale { client.get_stale(key)? } else { client.get(key)? };
+            let value = match (options.stale, options.lease) {
+                (true, _) => client.get_stale(key)?,
+                (false, true) => client.get_with(key, crate::client::Consistency::Lease)?,
+                (false, false) => client.get(key)?,
+            };
             match value {
                 Some(value) if options.json => Ok(json!({"key": key, "value": value}).to_string()),
                 Some(value) => Ok(value),

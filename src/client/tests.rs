@@ -177,6 +177,8 @@ fn odd_keys_reach_the_server_percent_encoded() {
         assert_eq!(c.get(key), Ok(Some(path.to_string())), "key {key:?}");
     }
     assert_eq!(c.get_stale("a/b"), Ok(Some("/kv/get/a%2Fb?consistency=stale".to_string())));
+    let lease = c.get_with("a/b", crate::client::Consistency::Lease);
+    assert_eq!(lease, Ok(Some("/kv/get/a%2Fb?consistency=lease".to_string())));
     c.delete("x y/z").expect("delete");
     let last = fake.seen().pop().expect("a request");
     assert_eq!((last.method.as_str(), last.url.as_str()), ("DELETE", "/kv/delete/x%20y%2Fz"));
@@ -576,7 +578,7 @@ fn shell_commands_run_against_a_fake() {
     });
     let c = client(&[&fake.addr]);
     let text = RunOptions::default();
-    let js = RunOptions { json: true, stale: false };
+    let js = RunOptions { json: true, stale: false, lease: false };
     let put = Command::Put { key: "k".into(), value: "a b".into() };
     assert_eq!(run(&c, &put, text), Ok("OK (index 7, term 2)".into()));
     let get = |k: &str| Command::Get { key: k.into() };
