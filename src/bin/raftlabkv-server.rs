@@ -339,9 +339,38 @@ fn learn_cluster_id(members: &[String]) -> Result<String, String> {
     ))
 }
 
+/// Fixes glibc malloc's mmap threshold at 1 MiB, which also stops its dynamic adjustment.
+///
+/// By default glibc serves a request above the threshold (128 KiB at start) with its own
+/// mmap, and when such a block is freed it raises the threshold to that block's size and the
+/// trim threshold to twice it. A node allocates a few blocks of tens of MB (the snapshot it
+/// encodes, a large range reply, a snapshot it receives); after the first is freed, every later
+/// allocation below that size comes from the arenas, and each of the worker threads' arenas keeps
+/// tens of MB it never gives back. Measured on 100,000 keys of 100 B (3 nodes, snapshots every
+/// 10,000 entries): a follower's resident set is 99–121 MB with the dynamic threshold and
+/// 45–53 MB with it fixed. Blocks of 1 MiB and more stay mmapped and go back to the system when
+/// freed; smaller ones are what the arenas are good at.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_allocator() {
+    use std::os::raw::c_int;
+    const M_MMAP_THRESHOLD: c_int = -3;
+    unsafe extern "C" {
+        fn mallopt(param: c_int, value: c_int) -> c_int;
+    }
+    // SAFETY: mallopt only sets a malloc parameter; it is called before any other thread
+    // exists, and an unsupported value is refused by returning 0, which changes nothing.
+    if unsafe { mallopt(M_MMAP_THRESHOLD, 1 << 20) } == 0 {
+        log::warn!("mallopt(M_MMAP_THRESHOLD) was refused; memory use may be higher");
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let _ = simple_logger::SimpleLogger::new().with_level(args.log_level).env().init();
+    tune_allocator();
     if let Some(Cmd::Dump { data_dir, json }) = &args.command {
         let mut out = std::io::stdout().lock();
         return match raftlabkv::storage::dump::dump(data_dir, *json, &mut out) {
