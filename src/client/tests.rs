@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::route::parse_error_body;
+
 use parking_lot::Mutex;
 
 use super::*;
