@@ -23,15 +23,26 @@ const SNAPSHOTS: &[&str] = &["--snapshot-threshold", "100", "--snapshot-trailing
 /// Runs one schedule and fails on any violation. With `every_kind`, each listed fault kind must
 /// have been injected (25 s leave room for about six faults).
 fn schedule(nodes: usize, seed: u64, faults: &str, every_kind: bool, server_flags: &[&str]) {
-    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut config = ChaosConfig::new(env!("CARGO_BIN_EXE_raftlabkv-server"), seed);
+    let mut config = config(seed, faults, &format!("chaos-{seed}"));
     config.nodes = nodes;
+    config.server_flags = server_flags.iter().map(|f| f.to_string()).collect();
+    run_checked(&config, every_kind);
+}
+
+/// A 25 s schedule of `faults` with `seed`, its report under `out` in the test's temp dir.
+fn config(seed: u64, faults: &str, out: &str) -> ChaosConfig {
+    let mut config = ChaosConfig::new(env!("CARGO_BIN_EXE_raftlabkv-server"), seed);
     config.duration = Duration::from_secs(25);
     config.faults = FaultKind::parse_list(faults).expect("valid fault list");
-    config.server_flags = server_flags.iter().map(|f| f.to_string()).collect();
-    config.out_dir =
-        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("chaos-{seed}"));
-    let report = chaos::run(&config).expect("the cluster starts and the report is written");
+    config.out_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(out);
+    config
+}
+
+/// Runs `config` (one run at a time) and fails on any violation, on too little work, and with
+/// `every_kind` on a listed fault kind that was never injected.
+fn run_checked(config: &ChaosConfig, every_kind: bool) -> chaos::ChaosReport {
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let report = chaos::run(config).expect("the cluster starts and the report is written");
     println!("{}", report.summary());
     assert!(
         report.passed(),
@@ -48,6 +59,7 @@ fn schedule(nodes: usize, seed: u64, faults: &str, every_kind: bool, server_flag
         );
     }
     assert!(report.stats.acked_writes > 100, "too little work got through: {}", report.summary());
+    report
 }
 
 /// Crashes and stalls: kill -9 of one node and of all nodes (restart from snapshot + WAL),
@@ -82,20 +94,8 @@ fn five_nodes_every_fault() {
 /// crashes. Every read is checked for linearizability like any other.
 #[test]
 fn three_nodes_lease_reads_under_pauses_and_partitions() {
-    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut config = ChaosConfig::new(env!("CARGO_BIN_EXE_raftlabkv-server"), 107);
-    config.duration = Duration::from_secs(25);
-    config.faults = FaultKind::parse_list("pause,partition,oneway,kill").expect("valid fault list");
+    let mut config = config(107, "pause,partition,oneway,kill", "chaos-lease-107");
     config.lease_reads = true;
-    config.out_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("chaos-lease-107");
-    let report = chaos::run(&config).expect("the cluster starts and the report is written");
-    println!("{}", report.summary());
-    assert!(
-        report.passed(),
-        "{}\n\ntimeline:\n{}",
-        report.summary(),
-        chaos::nemesis::format_timeline(&report.timeline)
-    );
+    let report = run_checked(&config, false);
     assert!(report.recoveries.iter().any(|r| r.fault == FaultKind::Pause), "{}", report.summary());
-    assert!(report.stats.acked_writes > 100, "too little work got through: {}", report.summary());
 }

@@ -127,13 +127,12 @@ impl ServerConfig {
 
     /// The core's configuration, in ticks.
     pub fn raft_config(&self) -> Config {
-        let ticks = |d: Duration| self.ticks(d);
         let mut c = Config::new(self.id.clone(), Vec::new());
         c.bootstrap = self.bootstrap_membership();
-        c.heartbeat_ticks = ticks(self.heartbeat);
-        c.election_ticks_min = ticks(self.election_timeout.0);
-        c.election_ticks_max = ticks(self.election_timeout.1).max(c.election_ticks_min + 1);
-        c.rpc_timeout_ticks = ticks(self.rpc_timeout).max(c.election_ticks_min);
+        c.heartbeat_ticks = self.ticks(self.heartbeat);
+        c.election_ticks_min = self.ticks(self.election_timeout.0);
+        c.election_ticks_max = self.ticks(self.election_timeout.1).max(c.election_ticks_min + 1);
+        c.rpc_timeout_ticks = self.ticks(self.rpc_timeout).max(c.election_ticks_min);
         c.max_append_entries = self.max_append_entries.max(1);
         c.seed = self.seed;
         c.lease_ms = self.lease().map_or(0, |d| d.as_millis() as u64);
