@@ -40,6 +40,7 @@ pub mod loops;
 mod members;
 pub mod metrics;
 pub mod node;
+pub mod oneshot;
 pub mod peer;
 pub mod pending;
 pub mod pool_kick;

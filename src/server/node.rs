@@ -32,6 +32,7 @@ use super::config::ServerConfig;
 use super::events::EventFeed;
 use super::faults::Faults;
 use super::metrics::{self, Metrics};
+use super::oneshot;
 use super::pending::Pending;
 use super::startup::{SyncHooks, force_new_cluster, load_state_machine};
 use crate::api::{MemberInfo, MembersReply, Status, TransferReply};
@@ -399,7 +400,7 @@ impl Node {
             }
         };
         let encoded = command.encode();
-        let (tx, rx) = bounded(1);
+        let (tx, rx) = oneshot::channel();
         let index = self
             .with_raft(|raft| {
                 let (index, term, out) = raft.propose(encoded)?;
@@ -451,7 +452,7 @@ impl Node {
 
     fn read_barrier(&self, timeout: std::time::Duration, lease: bool) -> Result<bool> {
         let id = self.next_read_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = bounded(1);
+        let (tx, rx) = oneshot::channel();
         self.pending.lock().add_read(id, tx);
         let started = self.with_raft(|raft| match lease {
             // The clock is read under the lock, right before the check: a read that waited for
@@ -588,7 +589,7 @@ impl Node {
     /// Proposes a configuration change and waits until it is committed and applied, like
     /// [`Node::write`]; answers with the members as the leader sees them then.
     pub fn change_membership(&self, change: MembershipChange, force: bool) -> Result<MembersReply> {
-        let (tx, rx) = bounded(1);
+        let (tx, rx) = oneshot::channel();
         let index = self
             .with_raft(|raft| {
                 let (index, term, out) = raft.propose_membership(change, force)?;

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crossbeam_channel::Sender;
+use super::oneshot::Sender;
 
 use crate::error::{Error, Result};
 use crate::kv::Applied;
@@ -58,7 +58,7 @@ impl Pending {
     pub fn read_confirmed(&mut self, id: u64, index: Index) {
         if let Some(tx) = self.reads.remove(&id) {
             if self.applied >= index {
-                let _ = tx.send(Ok(index));
+                tx.send(Ok(index));
             } else {
                 self.reads_by_index.entry(index).or_default().push(tx);
             }
@@ -68,7 +68,7 @@ impl Pending {
     /// The read cannot be confirmed (leadership lost).
     pub fn read_aborted(&mut self, id: u64) {
         if let Some(tx) = self.reads.remove(&id) {
-            let _ = tx.send(Err(Error::Unavailable(
+            tx.send(Err(Error::Unavailable(
                 "leadership changed before the read was confirmed; retry".into(),
             )));
         }
@@ -86,7 +86,7 @@ impl Pending {
                      newer leader's entry; it was not applied"
                 )))
             };
-            let _ = tx.send(result);
+            tx.send(result);
         }
     }
 
@@ -98,7 +98,7 @@ impl Pending {
                 break;
             }
             for tx in entry.remove() {
-                let _ = tx.send(Ok(index));
+                tx.send(Ok(index));
             }
         }
     }
@@ -107,14 +107,14 @@ impl Pending {
     /// write was proposed, so it may still commit: `write_error` must not promise otherwise.
     pub fn fail_all(&mut self, write_error: Error, error: Error) {
         for (_, (_, tx)) in self.writes.drain() {
-            let _ = tx.send(Err(write_error.clone()));
+            tx.send(Err(write_error.clone()));
         }
         for (_, tx) in self.reads.drain() {
-            let _ = tx.send(Err(error.clone()));
+            tx.send(Err(error.clone()));
         }
         for (_, txs) in std::mem::take(&mut self.reads_by_index) {
             for tx in txs {
-                let _ = tx.send(Err(error.clone()));
+                tx.send(Err(error.clone()));
             }
         }
     }
@@ -122,8 +122,8 @@ impl Pending {
 
 #[cfg(test)]
 mod tests {
+    use super::super::oneshot::channel as bounded1;
     use super::*;
-    use crossbeam_channel::bounded;
 
     fn done(index: Index, term: Term, revision: u64) -> Applied {
         let outcome = crate::kv::Outcome::Written;
@@ -133,38 +133,47 @@ mod tests {
     #[test]
     fn a_replaced_entry_fails_its_writer() {
         let mut p = Pending::default();
-        let (tx, rx) = bounded(1);
+        let (tx, rx) = bounded1();
         p.add_write(5, 2, tx);
         p.applied_entry(5, 3, done(5, 3, 9));
-        assert!(matches!(rx.recv().unwrap(), Err(Error::Unavailable(_))));
+        assert!(matches!(
+            rx.recv_timeout(std::time::Duration::ZERO).unwrap(),
+            Err(Error::Unavailable(_))
+        ));
         // The same term: the writer learns the index, term and revision it applied at.
-        let (tx, rx) = bounded(1);
+        let (tx, rx) = bounded1();
         p.add_write(6, 3, tx);
         p.applied_entry(6, 3, done(6, 3, 10));
-        assert_eq!(rx.recv().unwrap().ok(), Some(done(6, 3, 10)));
+        assert_eq!(rx.recv_timeout(std::time::Duration::ZERO).unwrap().ok(), Some(done(6, 3, 10)));
     }
 
     #[test]
     fn shutdown_fails_writes_and_reads_with_their_own_errors() {
         let mut p = Pending::default();
-        let (wtx, wrx) = bounded(1);
-        let (rtx, rrx) = bounded(1);
+        let (wtx, wrx) = bounded1();
+        let (rtx, rrx) = bounded1();
         p.add_write(5, 2, wtx);
         p.add_read(1, rtx);
         p.fail_all(Error::OutcomeUnknown("w".into()), Error::Unavailable("r".into()));
-        assert!(matches!(wrx.recv().unwrap(), Err(Error::OutcomeUnknown(_))));
-        assert!(matches!(rrx.recv().unwrap(), Err(Error::Unavailable(_))));
+        assert!(matches!(
+            wrx.recv_timeout(std::time::Duration::ZERO).unwrap(),
+            Err(Error::OutcomeUnknown(_))
+        ));
+        assert!(matches!(
+            rrx.recv_timeout(std::time::Duration::ZERO).unwrap(),
+            Err(Error::Unavailable(_))
+        ));
     }
 
     #[test]
     fn a_read_waits_for_the_state_machine() {
         let mut p = Pending::default();
-        let (tx, rx) = bounded(1);
+        let (tx, rx) = bounded1();
         p.add_read(1, tx);
         p.read_confirmed(1, 7);
-        assert!(rx.try_recv().is_err(), "must wait until index 7 is applied");
+        assert!(rx.try_recv().is_none(), "must wait until index 7 is applied");
         p.advance_applied(6);
-        assert!(rx.try_recv().is_err());
+        assert!(rx.try_recv().is_none());
         p.advance_applied(7);
         assert!(rx.try_recv().unwrap().is_ok());
     }
