@@ -77,9 +77,13 @@ threads() {
   for i in 1 2 3; do
     p=${PIDS[$((i - 1))]}
     for t in /proc/"$p"/task/*; do
+      # A thread may end between the listing and the read (a tiny_http pool thread): skip it.
       # comm may hold spaces; stat's fields after ")" are fixed.
-      printf 'node%s %s %s\n' "$i" "$(tr ' ' '_' <"$t/comm")" \
-        "$(sed 's/.*) //' "$t/stat" | awk '{print $12 + $13}')"
+      local comm stat
+      comm=$(tr ' ' '_' <"$t/comm" 2>/dev/null) || continue
+      stat=$(sed 's/.*) //' "$t/stat" 2>/dev/null) || continue
+      [ -n "$comm" ] && [ -n "$stat" ] || continue
+      printf 'node%s %s %s\n' "$i" "$comm" "$(awk '{print $12 + $13}' <<<"$stat")"
     done
   done
 }

@@ -400,3 +400,67 @@ fn a_divergent_follower_1000_entries_behind_catches_up_in_a_few_round_trips() {
     c.start(&leader2);
     c.one(cmd(1), 5, true);
 }
+
+/// A batch of proposals (what the server makes of many clients writing at once) is one log append
+/// and one round of AppendEntries: its commands take consecutive indexes in order and commit on
+/// every node exactly as single proposals would; a command refused alone (empty) takes no index
+/// and does not stop the rest; a follower refuses the whole batch.
+#[test]
+fn a_batch_of_proposals_commits_in_order_as_one_append() {
+    let mut c = SimCluster::new(3, seed_from_env(21));
+    let mut success = false;
+    'tries: for attempt in 0..5 {
+        if attempt > 0 {
+            c.run(secs(3.0));
+        }
+        let leader = c.check_one_leader(secs(5.0));
+        c.run(secs(0.2)); // the no-op settles first
+        let follower = c.next_id(&leader, 1);
+        assert!(
+            c.propose_batch(&follower, vec![cmd(1)]).is_none(),
+            "a follower placed a batch (seed {})",
+            c.seed
+        );
+        let before = c.node(&leader).unwrap().storage().write_seq();
+        let last = c.node(&leader).unwrap().storage().last_index();
+        let sent0 = c.entries_sent.clone();
+        let batch = vec![cmd(201), cmd(202), Vec::new(), cmd(203)];
+        let Some((term, placed)) = c.propose_batch(&leader, batch) else { continue };
+        assert_eq!(placed.len(), 4);
+        assert_eq!(placed[0].as_ref().ok(), Some(&(last + 1)), "seed {}", c.seed);
+        assert_eq!(placed[1].as_ref().ok(), Some(&(last + 2)), "seed {}", c.seed);
+        assert!(placed[2].is_err(), "an empty command was placed (seed {})", c.seed);
+        assert_eq!(placed[3].as_ref().ok(), Some(&(last + 3)), "seed {}", c.seed);
+        let writes = c.node(&leader).unwrap().storage().write_seq() - before;
+        assert_eq!(
+            writes, 1,
+            "a batch of 3 commands took {writes} storage writes (seed {})",
+            c.seed
+        );
+        for (i, want) in [cmd(201), cmd(202), cmd(203)].iter().enumerate() {
+            match c.wait(last + 1 + i as u64, 3, secs(5.0)) {
+                Some(got) => {
+                    assert_eq!(&got, want, "wrong value at {} (seed {})", last + 1, c.seed)
+                }
+                None => continue 'tries,
+            }
+        }
+        if c.ids.iter().any(|id| c.node(id).unwrap().term() != term) {
+            continue;
+        }
+        // Each follower was sent each entry of the batch once.
+        for id in c.ids.iter().filter(|id| **id != leader) {
+            let link = (leader.clone(), id.clone());
+            let sent = c.entries_sent[&link] - sent0.get(&link).copied().unwrap_or(0);
+            assert_eq!(sent, 3, "entries sent to {id} (seed {})", c.seed);
+        }
+        for id in &c.ids {
+            for i in 201..=203 {
+                assert_eq!(times_applied(&c, id, &cmd(i)), 1, "{id}, cmd {i} (seed {})", c.seed);
+            }
+        }
+        success = true;
+        break;
+    }
+    assert!(success, "term changed too often (seed {})", c.seed);
+}

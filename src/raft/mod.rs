@@ -113,6 +113,10 @@
 //! - **Flow control and batching**: one AppendEntries with entries in flight per follower; what is
 //!   proposed meanwhile leaves together in the next one. Each entry is sent to each follower once
 //!   when nothing is lost, and under load every round trip (and every follower fsync) carries a batch.
+//!   The leader batches on the way in too (thesis §10.2.2): [`RaftNode::propose_batch`] appends
+//!   many clients' commands as one log write and one round of AppendEntries, with the log exactly
+//!   as after one [`RaftNode::propose`] each; the server gathers them while the Raft lock is busy
+//!   (`server::proposals`).
 //! - **ReadIndex** (thesis §6.4): a linearizable read notes the commit index, confirms with one
 //!   heartbeat round that a majority still follows this leader (AppendEntries carry a `seq` for
 //!   this), and is served once the state machine reaches that index. No log write per read.

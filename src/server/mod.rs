@@ -44,6 +44,7 @@ pub mod oneshot;
 pub mod peer;
 pub mod pending;
 pub mod pool_kick;
+pub mod proposals;
 pub mod snapshot;
 pub mod startup;
 pub mod transport;

@@ -34,6 +34,7 @@ use super::faults::Faults;
 use super::metrics::{self, Metrics};
 use super::oneshot;
 use super::pending::Pending;
+use super::proposals::{Inbox, Proposal};
 use super::startup::{SyncHooks, force_new_cluster, load_state_machine};
 use crate::api::{MemberInfo, MembersReply, Status, TransferReply};
 use crate::error::{Error, LeaderHint, Result};
@@ -112,6 +113,8 @@ pub struct Node {
     pub(super) kv: RwLock<KvStore>,
     /// Waiting client requests.
     pub(super) pending: Mutex<Pending>,
+    /// Writes waiting to be proposed, in one batch per Raft lock ([`super::proposals`]).
+    proposals: Inbox,
     /// Makes storage durable, without the Raft lock.
     pub(super) syncer: Arc<dyn Syncer>,
     /// The other members (from the configuration in force): where each is, and its bounded
@@ -215,6 +218,7 @@ impl Node {
             raft: Mutex::new(raft),
             kv: RwLock::new(kv),
             pending: Mutex::new(Pending::default()),
+            proposals: Inbox::default(),
             syncer,
             links: RwLock::new(links),
             spawn_tx,
@@ -399,16 +403,10 @@ impl Node {
                 Command::Idempotent { meta, command: Box::new(command) }
             }
         };
-        let encoded = command.encode();
         let (tx, rx) = oneshot::channel();
-        let index = self
-            .with_raft(|raft| {
-                let (index, term, out) = raft.propose(encoded)?;
-                // Registered under the Raft lock: the entry cannot be applied before we wait for it.
-                self.pending.lock().add_write(index, term, tx);
-                Ok((index, out))
-            })
-            .map_err(|e| self.with_leader_addr(e))?;
+        let (proposal, placed) = Proposal::new(command.encode(), tx);
+        self.proposals.push(proposal);
+        self.proposals.combine(|batch| self.propose_batch(batch));
         let result = rx.recv_timeout(self.config.request_timeout);
         if !matches!(result, Ok(Ok(_))) {
             self.metrics.events.proposals_failed.inc();
@@ -417,12 +415,52 @@ impl Node {
             Ok(Ok(applied)) => Ok(applied),
             Ok(Err(e)) => Err(e),
             Err(_) => {
-                self.pending.lock().remove_write(index);
+                let index = placed.load(Ordering::Acquire);
+                if index > 0 {
+                    self.pending.lock().remove_write(index);
+                }
+                let proposed = match index {
+                    0 => "queued for proposal".to_string(),
+                    i => format!("proposed at index {i}"),
+                };
                 Err(Error::OutcomeUnknown(format!(
-                    "the write was proposed at index {index} but not seen committed within {:?}; \
-                     it may or may not apply",
+                    "the write was {proposed} but not seen committed within {:?}; it may or may \
+                     not apply",
                     self.config.request_timeout
                 )))
+            }
+        }
+    }
+
+    /// Proposes a batch of writes from the inbox under one Raft lock (the combiner's job, see
+    /// [`super::proposals`]), registering each in `pending` under that lock (so its entry cannot
+    /// be applied before it is waited for), or answering it with its error.
+    fn propose_batch(&self, batch: Vec<Proposal>) {
+        let mut commands = Vec::with_capacity(batch.len());
+        let mut waiters = Vec::with_capacity(batch.len());
+        for p in batch {
+            commands.push(p.command);
+            waiters.push((p.tx, p.placed));
+        }
+        let mut waiters = Some(waiters);
+        let proposed = self.with_raft(|raft| {
+            let (term, placed, out) = raft.propose_batch(commands)?;
+            let mut pending = self.pending.lock();
+            for (at, (tx, index)) in placed.into_iter().zip(waiters.take().unwrap_or_default()) {
+                match at {
+                    Ok(at) => {
+                        index.store(at, Ordering::Release);
+                        pending.add_write(at, term, tx);
+                    }
+                    Err(e) => tx.send(Err(e)),
+                }
+            }
+            Ok(((), out))
+        });
+        if let Err(e) = proposed {
+            let e = self.with_leader_addr(e);
+            for (tx, _) in waiters.into_iter().flatten() {
+                tx.send(Err(e.clone()));
             }
         }
     }

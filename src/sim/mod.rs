@@ -505,6 +505,19 @@ impl SimCluster {
         Some((index, term))
     }
 
+    /// Proposes `commands` on `id` as one batch ([`RaftNode::propose_batch`]): the term and
+    /// each command's index or error, or `None` if `id` is down or refuses the whole batch.
+    pub fn propose_batch(
+        &mut self,
+        id: &NodeId,
+        commands: Vec<Vec<u8>>,
+    ) -> Option<(Term, Vec<crate::error::Result<Index>>)> {
+        let node = self.nodes.get_mut(id)?;
+        let (term, placed, out) = node.propose_batch(commands).ok()?;
+        self.handle_output(id, out);
+        Some((term, placed))
+    }
+
     /// Starts a ReadIndex read on `id` if it leads.
     pub fn read(&mut self, id: &NodeId, read_id: u64) -> bool {
         let Some(node) = self.nodes.get_mut(id) else {

@@ -189,21 +189,53 @@ impl RaftNode {
     /// refused with [`Error::NotLeader`] (the caller forwards to the leader).
     /// Returns where the command will be committed if all goes well.
     pub fn propose(&mut self, command: Vec<u8>) -> Result<(Index, Term, Output)> {
+        let (term, mut placed, out) = self.propose_batch(vec![command])?;
+        let index = placed
+            .pop()
+            .unwrap_or_else(|| Err(Error::Internal("a batch of one command placed none".into())))?;
+        Ok((index, term, out))
+    }
+
+    /// Proposes several client commands at once, in order: one log append (one WAL record) and
+    /// one round of AppendEntries for all of them. What a server does when many clients write
+    /// at the same moment (the shell's proposal batching); the log is the same as after one
+    /// [`RaftNode::propose`] per command.
+    ///
+    /// Refused as a whole with [`Error::NotLeader`] (or during a leadership transfer); a
+    /// command that is refused alone (empty, or starting with the internal mark) gets its own
+    /// error in the answer and takes no index. Otherwise each gets the index it will be
+    /// committed at if all goes well, all of them in the returned term.
+    pub fn propose_batch(
+        &mut self,
+        commands: Vec<Vec<u8>>,
+    ) -> Result<(Term, Vec<Result<Index>>, Output)> {
         if !matches!(self.role, Role::Leader(_)) {
             return Err(self.not_leader_error());
         }
-        if command.is_empty() {
-            return Err(Error::BadRequest("empty commands are reserved for no-ops".into()));
-        }
-        if command[0] == crate::raft::INTERNAL_ENTRY_MARK {
-            return Err(Error::BadRequest(
-                "commands starting with a zero byte are reserved".into(),
-            ));
-        }
         self.refuse_during_transfer()?;
-        let index = self.append_own_entry(command)?;
-        self.broadcast_append(false)?;
-        Ok((index, self.current_term, self.take_output()))
+        let term = self.current_term;
+        let mut next = self.log.last_index() + 1;
+        let mut entries = Vec::with_capacity(commands.len());
+        let mut placed = Vec::with_capacity(commands.len());
+        for command in commands {
+            placed.push(match command.first() {
+                None => Err(Error::BadRequest("empty commands are reserved for no-ops".into())),
+                Some(&crate::raft::INTERNAL_ENTRY_MARK) => {
+                    Err(Error::BadRequest("commands starting with a zero byte are reserved".into()))
+                }
+                Some(_) => {
+                    entries.push(Entry { index: next, term, command });
+                    next += 1;
+                    Ok(next - 1)
+                }
+            });
+        }
+        if !entries.is_empty() {
+            // No internal entries here: nothing for the configuration tracker to see.
+            self.log.append(&entries)?;
+            self.broadcast_append(false)?;
+        }
+        Ok((term, placed, self.take_output()))
     }
 
     /// The shell synced storage through a [`SyncPoint`]: the log up to `index` (with `term`) is
