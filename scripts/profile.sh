@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Where a put's CPU goes: a 3-node cluster under wrk's put load, accounted two ways.
 #
-#   scripts/profile.sh [--conns N] [--secs S] [--no-perf] [--out DIR]
+#   scripts/profile.sh [--get] [--conns N] [--secs S] [--no-perf] [--out DIR]
+#
+# --get: linearizable gets instead of puts (after the 2 s warm-up of puts, which fills the keys).
 #
 # 1. Per thread, from /proc/PID/task/*/stat (utime + stime over the load, no profiler in the way):
 #    the HTTP workers, the peer replication threads, sync, apply, ticker, the pool kicker...
@@ -17,14 +19,15 @@
 # process it starts is stopped by PID. Prints a Markdown report; raw files stay in --out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CONNS=64; SECS=10; PERF=1; OUT=""
+CONNS=64; SECS=10; PERF=1; OUT=""; WORKLOAD=put
 while [ $# -gt 0 ]; do
   case "$1" in
     --conns) CONNS=$2; shift 2 ;;
     --secs) SECS=$2; shift 2 ;;
     --no-perf) PERF=0; shift ;;
+    --get) WORKLOAD=get; shift ;;
     --out) OUT=$2; shift 2 ;;
-    *) echo "usage: scripts/profile.sh [--conns N] [--secs S] [--no-perf] [--out DIR]" >&2; exit 2 ;;
+    *) echo "usage: scripts/profile.sh [--get] [--conns N] [--secs S] [--no-perf] [--out DIR]" >&2; exit 2 ;;
   esac
 done
 KV_LUA=${KV_LUA:-../shared/bench/kv.lua}
@@ -95,19 +98,19 @@ if [ "$PERF" = 1 ]; then
     -- sleep "$SECS" >/dev/null 2>&1 &
   PERF_PID=$!
 fi
-result=$(MODE=kv-put NKEYS=10000 VSIZE=100 wrk -t"$(( CONNS < 2 ? 1 : 2 ))" -c"$CONNS" -d"${SECS}s" \
+result=$(MODE=kv-$WORKLOAD NKEYS=10000 VSIZE=100 wrk -t"$(( CONNS < 2 ? 1 : 2 ))" -c"$CONNS" -d"${SECS}s" \
   -s "$KV_LUA" "$URL" 2>&1 | grep '^RESULT' || true)
 threads >"$OUT/after.txt"
 [ "$PERF" = 1 ] && wait "$PERF_PID" 2>/dev/null || true
 puts=$(tr ' ' '\n' <<<"$result" | sed -n 's/^requests=//p')
-[ -n "$puts" ] && [ "$puts" -gt 0 ] || { echo "profile.sh: wrk acknowledged no puts: $result" >&2; exit 1; }
+[ -n "$puts" ] && [ "$puts" -gt 0 ] || { echo "profile.sh: wrk had no ${WORKLOAD}s answered: $result" >&2; exit 1; }
 hz=$(getconf CLK_TCK)
 
-echo "# Where a put's CPU goes ($(date -u +%Y-%m-%d), $(nproc) cores, $CONNS connections, ${SECS} s)"
+echo "# Where a $WORKLOAD's CPU goes ($(date -u +%Y-%m-%d), $(nproc) cores, $CONNS connections, ${SECS} s)"
 echo
 echo "wrk: $result"
 echo
-echo "## By thread (µs of CPU per acknowledged put; /proc utime + stime)"
+echo "## By thread (µs of CPU per answered $WORKLOAD; /proc utime + stime)"
 echo
 python3 - "$OUT/before.txt" "$OUT/after.txt" "$puts" "$hz" "node$LEADER" <<'PY'
 import collections, re, sys

@@ -56,6 +56,8 @@
 //! | log replication, the consistency check, truncation | `raft/node/replication.rs`: `maybe_send_append`, `handle_append_entries`; `raft/log.rs`: `append_from_leader` |
 //! | when an entry is committed (Figure 8) | `raft/node/replication.rs`: `maybe_commit` |
 //! | linearizable reads (ReadIndex) | `raft/node/read.rs`: `read`, `check_reads`; `server/node.rs`: `linearizable_barrier` |
+//! | batching: many clients' writes in one proposal | `server/proposals.rs` (the combiner), `server/node.rs`: `write`, `propose_batch`; the core's `raft/node/mod.rs`: `propose_batch` |
+//! | where a put's CPU goes (per thread, perf buckets) | `scripts/profile.sh`, `scripts/profile_buckets.py` |
 //! | what is fsynced when (group commit) | `storage/durable/sync.rs` (module docs), `server/loops.rs`: `sync`; `server/peer.rs`: `handle_rpc` |
 //! | the on-disk format, crash recovery | `storage/wal/mod.rs`, `storage/durable/replay.rs` (the rules), `storage/durable/recovery.rs` (`open`) |
 //! | printing a data dir (`raftlabkv-server dump`) | `storage/dump.rs` |

@@ -13,14 +13,17 @@
 //! | `wire.rs` | what the routes share: replies, bodies, keys, forwarding to the leader |
 //! | `pool_kick.rs` | a workaround for a tiny_http pool bug, run by the listener |
 //! | `pending.rs` | client requests waiting for a commit or a confirmed read |
+//! | `oneshot.rs` | the one-answer slot a waiting request parks on |
+//! | `proposals.rs` | the inbox that turns concurrent writes into one proposal per Raft lock |
 //! | `health.rs` | the checks of `/readyz` and `/health` |
 //! | `metrics.rs` | what the node measures about itself, for `/status` and `/metrics`, without the Raft lock |
 //! | `snapshot.rs` | taking, sending, receiving and installing snapshots |
 //!
 //! This file only wires them together: [`Server::start`] and [`Server::stop`]. Among the others
-//! imports run one way (`tests/layering.rs` checks): `config`, `pending`, `pool_kick` and
-//! `transport` import none of them; `metrics` imports `transport`; `node` imports `config`,
-//! `metrics` and `pending`; `snapshot` imports
+//! imports run one way (`tests/layering.rs` checks): `config`, `oneshot`, `pool_kick` and
+//! `transport` import none of them; `pending` imports `oneshot`, `proposals` both;
+//! `metrics` imports `transport`; `node` imports `config`, `metrics`, `pending` and
+//! `proposals`; `snapshot` imports
 //! `node` and `transport`; `health` imports `node`; `peer`, `loops` and `http` import from those and from nothing above
 //! them.
 //!
