@@ -83,11 +83,12 @@ fn apply_entries(node: &Node, batch: &[Entry]) {
     };
     node.entries_applied.fetch_add(batch.len() as u64, Ordering::Relaxed);
     node.metrics.events.applied.inc_by(batch.len() as u64);
-    let mut pending = node.pending.lock();
-    for (entry, result) in batch.iter().zip(results) {
-        pending.applied_entry(entry.index, entry.term, result);
-    }
-    pending.advance_applied(applied);
+    node.with_pending(|pending| {
+        for (entry, result) in batch.iter().zip(results) {
+            pending.applied_entry(entry.index, entry.term, result);
+        }
+        pending.advance_applied(applied);
+    });
 }
 
 /// `sync`: makes storage durable for every queued job with one fsync (group commit), tells the

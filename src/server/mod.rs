@@ -154,12 +154,15 @@ impl Server {
         }
         // A waiting write is in the log already and may still commit (the followers may have it):
         // its outcome is unknown. A waiting read has returned nothing: retrying it is safe.
-        self.node.pending.lock().fail_all(
-            Error::OutcomeUnknown(
-                "node is shutting down; the write was proposed and may still be committed".into(),
-            ),
-            Error::Unavailable("node is shutting down".into()),
-        );
+        self.node.with_pending(|pending| {
+            pending.fail_all(
+                Error::OutcomeUnknown(
+                    "node is shutting down; the write was proposed and may still be committed"
+                        .into(),
+                ),
+                Error::Unavailable("node is shutting down".into()),
+            )
+        });
         for t in self.threads.drain(..) {
             let _ = t.join();
         }

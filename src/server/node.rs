@@ -33,7 +33,7 @@ use super::events::EventFeed;
 use super::faults::Faults;
 use super::metrics::{self, Metrics};
 use super::oneshot;
-use super::pending::Pending;
+use super::pending::{Pending, Wakeups};
 use super::proposals::{Inbox, Proposal};
 use super::startup::{SyncHooks, force_new_cluster, load_state_machine};
 use crate::api::{MemberInfo, MembersReply, Status, TransferReply};
@@ -289,22 +289,36 @@ impl Node {
         &self,
         f: impl FnOnce(&mut RaftNode) -> Result<(T, Output)>,
     ) -> Result<T> {
-        let (value, rest) = {
+        let (value, rest, wakeups) = {
             let mut raft = self.raft.lock();
             if self.config.lease_reads {
                 raft.set_clock(self.clock_ms());
             }
             let (value, out) = f(&mut raft)?;
-            let rest = self.route(&mut raft, out);
-            (value, rest)
+            let (rest, wakeups) = self.route(&mut raft, out);
+            (value, rest, wakeups)
         };
         self.queue_sync(rest);
+        wakeups.send();
         Ok(value)
     }
 
+    /// Runs `f` on the waiting room, then wakes whoever it answered, after unlocking (see
+    /// [`Wakeups`]).
+    pub(super) fn with_pending<T>(&self, f: impl FnOnce(&mut Pending) -> T) -> T {
+        let (value, wakeups) = {
+            let mut pending = self.pending.lock();
+            let value = f(&mut pending);
+            (value, pending.take_wakeups())
+        };
+        wakeups.send();
+        value
+    }
+
     /// Sends what can leave now, and queues applies — called with the Raft lock held; nothing here
-    /// blocks. Returns the rest of the output for `Node::queue_sync` after unlocking.
-    pub(super) fn route(&self, raft: &mut RaftNode, mut out: Output) -> Output {
+    /// blocks. Returns the rest of the output for `Node::queue_sync`, and the readers to wake,
+    /// for after unlocking.
+    pub(super) fn route(&self, raft: &mut RaftNode, mut out: Output) -> (Output, Wakeups) {
         {
             let (term, leader) = (raft.term(), raft.leader_id().map_or("", |l| l.as_str()));
             let mut seen = self.seen.lock();
@@ -334,6 +348,7 @@ impl Node {
         if let Some(meta) = out.restore.take() {
             let _ = self.apply_tx.send(ApplyMsg::Restore(meta));
         }
+        let mut wakeups = Wakeups::default();
         if !out.reads.is_empty() || !out.aborted_reads.is_empty() {
             let mut pending = self.pending.lock();
             for r in out.reads.drain(..) {
@@ -342,8 +357,9 @@ impl Node {
             for id in out.aborted_reads.drain(..) {
                 pending.read_aborted(id);
             }
+            wakeups = pending.take_wakeups();
         }
-        out
+        (out, wakeups)
     }
 
     /// After unlocking: hand storage syncs and the messages waiting on them to the sync thread.
@@ -445,6 +461,7 @@ impl Node {
         let mut waiters = Some(waiters);
         let proposed = self.with_raft(|raft| {
             let (term, placed, out) = raft.propose_batch(commands)?;
+            let mut refused = Vec::new();
             let mut pending = self.pending.lock();
             for (at, (tx, index)) in placed.into_iter().zip(waiters.take().unwrap_or_default()) {
                 match at {
@@ -452,15 +469,23 @@ impl Node {
                         index.store(at, Ordering::Release);
                         pending.add_write(at, term, tx);
                     }
-                    Err(e) => tx.send(Err(e)),
+                    Err(e) => refused.push((tx, e)),
                 }
             }
-            Ok(((), out))
+            Ok((refused, out))
         });
-        if let Err(e) = proposed {
-            let e = self.with_leader_addr(e);
-            for (tx, _) in waiters.into_iter().flatten() {
-                tx.send(Err(e.clone()));
+        // Answered after unlocking: waking a thread is a syscall.
+        match proposed {
+            Ok(refused) => {
+                for (tx, e) in refused {
+                    tx.send(Err(e));
+                }
+            }
+            Err(e) => {
+                let e = self.with_leader_addr(e);
+                for (tx, _) in waiters.into_iter().flatten() {
+                    tx.send(Err(e.clone()));
+                }
             }
         }
     }

@@ -147,7 +147,7 @@ impl RpcHandler for Node {
             snapshot::accept_file(self, meta)?;
         }
         let from = envelope.from.clone();
-        let (reply, rest) = {
+        let (reply, rest, wakeups) = {
             let mut raft = self.raft.lock();
             if self.config.lease_reads {
                 raft.set_clock(self.clock_ms());
@@ -162,11 +162,12 @@ impl RpcHandler for Node {
                 Some(p) => Some(out.after_sync.remove(p)),
                 None => out.messages.iter().position(is_reply).map(|p| out.messages.remove(p)),
             };
-            let rest = self.route(&mut raft, out);
-            (reply, rest)
+            let (rest, wakeups) = self.route(&mut raft, out);
+            (reply, rest, wakeups)
         };
         let sync = rest.sync;
         self.queue_sync(rest);
+        wakeups.send();
         // The reply may promise durable state (a vote, stored entries): wait for the disk.
         // Concurrent handlers share fsyncs.
         if let Some(point) = sync {

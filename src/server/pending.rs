@@ -15,6 +15,34 @@ use crate::raft::{Index, Term};
 /// What a waiting write learns.
 pub type WriteResult = Result<Applied>;
 
+/// Answers decided under the `pending` lock, to send once it is released: waking a thread is a
+/// syscall, and under the lock every other request that needs it would wait for it (a profile
+/// of 64 get connections found the leader's HTTP workers contending for this lock while the
+/// apply thread woke a batch of readers).
+#[derive(Default)]
+#[must_use = "the waiters are woken only when the wakeups are sent"]
+pub struct Wakeups {
+    writes: Vec<(Sender<WriteResult>, WriteResult)>,
+    reads: Vec<(Sender<Result<Index>>, Result<Index>)>,
+}
+
+impl Wakeups {
+    /// Wakes everyone, with their answers.
+    pub fn send(self) {
+        for (tx, answer) in self.writes {
+            tx.send(answer);
+        }
+        for (tx, answer) in self.reads {
+            tx.send(answer);
+        }
+    }
+
+    /// Nobody to wake.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.reads.is_empty()
+    }
+}
+
 /// The waiting room.
 #[derive(Default)]
 pub struct Pending {
@@ -26,9 +54,17 @@ pub struct Pending {
     reads_by_index: BTreeMap<Index, Vec<Sender<Result<Index>>>>,
     /// The state machine's applied index, as last reported by the apply thread.
     applied: Index,
+    /// Answers decided but not sent yet ([`Pending::take_wakeups`]).
+    woken: Wakeups,
 }
 
 impl Pending {
+    /// The answers decided since the last call, to send after unlocking. Every method that
+    /// answers a waiter leaves its answer here.
+    pub fn take_wakeups(&mut self) -> Wakeups {
+        std::mem::take(&mut self.woken)
+    }
+
     /// A write proposed at `index` in `term` waits here.
     pub fn writes_waiting(&self) -> usize {
         self.writes.len()
@@ -58,7 +94,7 @@ impl Pending {
     pub fn read_confirmed(&mut self, id: u64, index: Index) {
         if let Some(tx) = self.reads.remove(&id) {
             if self.applied >= index {
-                tx.send(Ok(index));
+                self.woken.reads.push((tx, Ok(index)));
             } else {
                 self.reads_by_index.entry(index).or_default().push(tx);
             }
@@ -68,9 +104,10 @@ impl Pending {
     /// The read cannot be confirmed (leadership lost).
     pub fn read_aborted(&mut self, id: u64) {
         if let Some(tx) = self.reads.remove(&id) {
-            tx.send(Err(Error::Unavailable(
+            let e = Error::Unavailable(
                 "leadership changed before the read was confirmed; retry".into(),
-            )));
+            );
+            self.woken.reads.push((tx, Err(e)));
         }
     }
 
@@ -86,7 +123,7 @@ impl Pending {
                      newer leader's entry; it was not applied"
                 )))
             };
-            tx.send(result);
+            self.woken.writes.push((tx, result));
         }
     }
 
@@ -98,7 +135,7 @@ impl Pending {
                 break;
             }
             for tx in entry.remove() {
-                tx.send(Ok(index));
+                self.woken.reads.push((tx, Ok(index)));
             }
         }
     }
@@ -107,14 +144,14 @@ impl Pending {
     /// write was proposed, so it may still commit: `write_error` must not promise otherwise.
     pub fn fail_all(&mut self, write_error: Error, error: Error) {
         for (_, (_, tx)) in self.writes.drain() {
-            tx.send(Err(write_error.clone()));
+            self.woken.writes.push((tx, Err(write_error.clone())));
         }
         for (_, tx) in self.reads.drain() {
-            tx.send(Err(error.clone()));
+            self.woken.reads.push((tx, Err(error.clone())));
         }
         for (_, txs) in std::mem::take(&mut self.reads_by_index) {
             for tx in txs {
-                tx.send(Err(error.clone()));
+                self.woken.reads.push((tx, Err(error.clone())));
             }
         }
     }
@@ -136,6 +173,7 @@ mod tests {
         let (tx, rx) = bounded1();
         p.add_write(5, 2, tx);
         p.applied_entry(5, 3, done(5, 3, 9));
+        p.take_wakeups().send();
         assert!(matches!(
             rx.recv_timeout(std::time::Duration::ZERO).unwrap(),
             Err(Error::Unavailable(_))
@@ -144,6 +182,8 @@ mod tests {
         let (tx, rx) = bounded1();
         p.add_write(6, 3, tx);
         p.applied_entry(6, 3, done(6, 3, 10));
+        assert!(rx.try_recv().is_none(), "woken under the lock");
+        p.take_wakeups().send();
         assert_eq!(rx.recv_timeout(std::time::Duration::ZERO).unwrap().ok(), Some(done(6, 3, 10)));
     }
 
@@ -155,6 +195,7 @@ mod tests {
         p.add_write(5, 2, wtx);
         p.add_read(1, rtx);
         p.fail_all(Error::OutcomeUnknown("w".into()), Error::Unavailable("r".into()));
+        p.take_wakeups().send();
         assert!(matches!(
             wrx.recv_timeout(std::time::Duration::ZERO).unwrap(),
             Err(Error::OutcomeUnknown(_))
@@ -171,10 +212,16 @@ mod tests {
         let (tx, rx) = bounded1();
         p.add_read(1, tx);
         p.read_confirmed(1, 7);
+        p.take_wakeups().send();
         assert!(rx.try_recv().is_none(), "must wait until index 7 is applied");
         p.advance_applied(6);
+        p.take_wakeups().send();
         assert!(rx.try_recv().is_none());
         p.advance_applied(7);
+        let wakeups = p.take_wakeups();
+        assert!(rx.try_recv().is_none(), "woken under the lock");
+        assert!(!wakeups.is_empty());
+        wakeups.send();
         assert!(rx.try_recv().unwrap().is_ok());
     }
 }

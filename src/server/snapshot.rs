@@ -142,7 +142,7 @@ pub(super) fn restore(node: &Node, meta: SnapshotMeta) {
         let mut state = node.snapshot_state.lock();
         state.last_index = state.last_index.max(meta.index);
     }
-    node.pending.lock().advance_applied(meta.index);
+    node.with_pending(|pending| pending.advance_applied(meta.index));
     reclaim_wal(node);
 }
 
