@@ -72,8 +72,8 @@
 //! | health (`/livez`, `/readyz`, `/health`) | `server/health.rs`; routes in `server/http.rs` |
 //! | the JSON bodies on the wire, `/status`, key escaping in paths | `api.rs` |
 //! | follower → leader forwarding | `server/http.rs`: `forward` |
-//! | membership: configuration entries, learners, single-server changes, removing the leader | `raft/membership.rs`, `raft/node/membership.rs`; the shell follows it in `server/node.rs` (`follow_membership`, `Links`); HTTP in `server/members.rs`; tests `tests/raft_membership/`, `tests/membership.rs`, `examples/replace_node.sh` |
-//! | leadership transfer, and on SIGTERM | `raft/node/membership.rs`: `transfer_leadership`, `handle_timeout_now`; `server/node.rs`: `transfer_leadership`; `bin/raftlabkv-server.rs`; `tests/raft_transfer.rs` |
+//! | membership: configuration entries, learners, single-server changes, removing the leader | `raft/membership.rs`, `raft/node/membership.rs`; the shell follows it in `server/node.rs` (`follow_membership`, `Links`); HTTP in `server/members.rs`, the node's operations in `server/reconfig.rs`; tests `tests/raft_membership/`, `tests/membership.rs`, `examples/replace_node.sh` |
+//! | leadership transfer, and on SIGTERM | `raft/node/membership.rs`: `transfer_leadership`, `handle_timeout_now`; `server/reconfig.rs`: `transfer_leadership`; `bin/raftlabkv-server.rs`; `tests/raft_transfer.rs` |
 //! | restarting a survivor alone when a quorum is lost (`--force-new-cluster`) | `raft/node/recovery.rs`; `server/startup.rs`: `force_new_cluster` |
 //! | joining a cluster (`--join`) | `server/config.rs`: `bootstrap_membership`; `bin/raftlabkv-server.rs`: `learn_cluster_id` |
 //! | peer authentication (`--peer-secret-file`, HMAC), the cluster id check | `server/auth.rs`; `server/config.rs`: `cluster_id_for` |

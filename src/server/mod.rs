@@ -5,6 +5,7 @@
 //! | `config.rs` | [`ServerConfig`]: addresses, timeouts, limits, cluster id, peer secret |
 //! | `auth.rs` | signing and checking peer requests (`--peer-secret-file`), the cluster id check |
 //! | `node.rs` | [`Node`]: the state every thread shares, the lock rule, the client operations |
+//! | `reconfig.rs` | the node's membership operations: propose a configuration change and wait, the members, leadership transfer |
 //! | `loops.rs` | the `ticker`, `apply` and `sync` threads |
 //! | `peer.rs` | talking to peers: the per-peer replication threads, and the node's answer to a peer's RPC |
 //! | `transport.rs` | how a peer RPC travels: over HTTP, or in-process for tests |
@@ -24,7 +25,7 @@
 //! `transport` import none of them; `pending` imports `oneshot`, `proposals` both;
 //! `metrics` imports `transport`; `node` imports `config`, `metrics`, `pending` and
 //! `proposals`; `snapshot` imports
-//! `node` and `transport`; `health` imports `node`; `peer`, `loops` and `http` import from those and from nothing above
+//! `node` and `transport`; `health` and `reconfig` import `node`; `peer`, `loops` and `http` import from those and from nothing above
 //! them.
 //!
 //! The threads and how they meet are drawn once, in the [crate docs](crate).
@@ -48,6 +49,7 @@ pub mod peer;
 pub mod pending;
 pub mod pool_kick;
 pub mod proposals;
+mod reconfig;
 pub mod snapshot;
 pub mod startup;
 pub mod transport;
