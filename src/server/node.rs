@@ -449,18 +449,13 @@ impl Node {
     /// [`super::proposals`]), registering each in `pending` under that lock (so its entry cannot
     /// be applied before it is waited for), or answering it with its error.
     fn propose_batch(&self, batch: Vec<Proposal>) {
-        let mut commands = Vec::with_capacity(batch.len());
-        let mut waiters = Vec::with_capacity(batch.len());
-        for p in batch {
-            commands.push(p.command);
-            waiters.push((p.tx, p.placed));
-        }
-        let mut waiters = Some(waiters);
+        let (commands, mut waiters): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|p| (p.command, (p.tx, p.placed))).unzip();
         let proposed = self.with_raft(|raft| {
             let (term, placed, out) = raft.propose_batch(commands)?;
             let mut refused = Vec::new();
             let mut pending = self.pending.lock();
-            for (at, (tx, index)) in placed.into_iter().zip(waiters.take().unwrap_or_default()) {
+            for (at, (tx, index)) in placed.into_iter().zip(waiters.drain(..)) {
                 match at {
                     Ok(at) => {
                         index.store(at, Ordering::Release);
@@ -471,19 +466,14 @@ impl Node {
             }
             Ok((refused, out))
         });
+        // Refused as a whole (not the leader): nobody was taken out of `waiters`.
+        let refused = proposed.unwrap_or_else(|e| {
+            let e = self.with_leader_addr(e);
+            waiters.drain(..).map(|(tx, _)| (tx, e.clone())).collect()
+        });
         // Answered after unlocking: waking a thread is a syscall.
-        match proposed {
-            Ok(refused) => {
-                for (tx, e) in refused {
-                    tx.send(Err(e));
-                }
-            }
-            Err(e) => {
-                let e = self.with_leader_addr(e);
-                for (tx, _) in waiters.into_iter().flatten() {
-                    tx.send(Err(e.clone()));
-                }
-            }
+        for (tx, e) in refused {
+            tx.send(Err(e));
         }
     }
 
