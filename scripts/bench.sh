@@ -60,22 +60,10 @@ row "linearizable get, 64" get 64
 
 # CPU per put: our own 3 nodes, wrk's kv-put at 64 connections, /proc before and after.
 BASE=28470
-for i in 1 2 3; do
-  peers=""
-  for j in 1 2 3; do [ "$j" = "$i" ] || peers="${peers:+$peers,}node$j=127.0.0.1:$((BASE + j))"; done
-  "$BIN" --id "node$i" --addr "127.0.0.1:$((BASE + i))" --peers "$peers" --data-dir "$OUT/cpu/node$i" \
-    --log-level warn >"$OUT/cpu-node$i.log" 2>&1 &
-  PIDS+=("$!")
-done
-LEADER=""
-for _ in $(seq 1 200); do
-  for i in 1 2 3; do
-    if curl -fsS "http://127.0.0.1:$((BASE + i))/status" 2>/dev/null | grep -q '"role":"leader"'; then LEADER=$i; fi
-  done
-  [ -n "$LEADER" ] && break
-  sleep 0.05
-done
-[ -n "$LEADER" ] || { echo "bench.sh: no leader for the CPU run" >&2; exit 1; }
+mkdir -p "$OUT/cpu"
+# shellcheck source=scripts/three_nodes.sh
+. scripts/three_nodes.sh
+start_three_nodes "$BIN" "$BASE" "$OUT/cpu" || { echo "bench.sh: no leader for the CPU run" >&2; exit 1; }
 cpu_ticks() { local t=0 p; for p in "${PIDS[@]}"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
 before=$(cpu_ticks)
 result=$(MODE=kv-put NKEYS=10000 VSIZE=100 wrk -t2 -c64 -d"${SECS}s" -s "$KV_LUA" "http://127.0.0.1:$((BASE + LEADER))" 2>&1 | grep '^RESULT' || true)

@@ -53,23 +53,9 @@ cleanup() {
 trap cleanup EXIT
 
 BASE=28490
-for i in 1 2 3; do
-  peers=""
-  for j in 1 2 3; do [ "$j" = "$i" ] || peers="${peers:+$peers,}node$j=127.0.0.1:$((BASE + j))"; done
-  rm -rf "$OUT/node$i"
-  "$BIN" --id "node$i" --addr "127.0.0.1:$((BASE + i))" --peers "$peers" --data-dir "$OUT/node$i" \
-    --log-level warn >"$OUT/node$i.log" 2>&1 &
-  PIDS+=("$!")
-done
-LEADER=""
-for _ in $(seq 1 200); do
-  for i in 1 2 3; do
-    if curl -fsS "http://127.0.0.1:$((BASE + i))/status" 2>/dev/null | grep -q '"role":"leader"'; then LEADER=$i; fi
-  done
-  [ -n "$LEADER" ] && break
-  sleep 0.05
-done
-[ -n "$LEADER" ] || { echo "profile.sh: no leader" >&2; exit 1; }
+# shellcheck source=scripts/three_nodes.sh
+. scripts/three_nodes.sh
+start_three_nodes "$BIN" "$BASE" "$OUT" || { echo "profile.sh: no leader" >&2; exit 1; }
 URL="http://127.0.0.1:$((BASE + LEADER))"
 # Warm up (connections, pool threads, the first snapshot's worth of log) before measuring.
 MODE=kv-put NKEYS=10000 VSIZE=100 wrk -t2 -c"$CONNS" -d2s -s "$KV_LUA" "$URL" >/dev/null 2>&1
