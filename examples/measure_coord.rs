@@ -14,8 +14,9 @@
 //! - `range`: 100,000 keys of 100 bytes; a full prefix range alone (10 runs), then 16 put
 //!   clients for 10 s without and with a thread running full ranges back to back: the writes' p99
 //!   with and without, and the ranges' latency under the load;
-//! - `memory`: the leader's resident set holding 1,000,000 keys of 100-byte values, per key; and
-//!   the idempotency table at its cap (100,000 idempotent puts over 100 keys), per record.
+//! - `memory`: the leader's resident set holding 1,000,000 keys of 100-byte values, per key; its
+//!   peak while it snapshots them (20,000 overwrites, RSS sampled every 5 ms); and the
+//!   idempotency table at its cap (100,000 idempotent puts over 100 keys), per record.
 //!
 //! Env: `SERVER_BIN` (default `target/release/raftlabkv-server`), `MEASURE_SECS` (10),
 //! `MEASURE_KEYS` (1,000,000 for `memory`).
@@ -343,6 +344,55 @@ fn rss(pid: u32) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// The leader's peak resident set while it snapshots its full store: 20,000 overwrites of
+/// existing keys (64 clients; two snapshot thresholds' worth) with the RSS sampled every 5 ms
+/// until the leader has recorded a snapshot taken after them began.
+fn snapshot_peak(base: &str, pid: u32, full: u64) {
+    let status_agent = agent();
+    let snap = || get(&status_agent, &format!("{base}/debug/raft")).1["snapshotIndex"].as_u64();
+    let before = snap().unwrap_or(0);
+    let (stop, peak) = (AtomicBool::new(false), AtomicU64::new(0));
+    let writes = 20_000u64;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                peak.fetch_max(rss(pid), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        let next = AtomicU64::new(0);
+        std::thread::scope(|w| {
+            for _ in 0..64 {
+                w.spawn(|| {
+                    let agent = agent();
+                    let value = "y".repeat(100);
+                    loop {
+                        let n = next.fetch_add(1, Ordering::Relaxed);
+                        if n >= writes {
+                            break;
+                        }
+                        let body = json!({"key": format!("bench-{n}"), "value": value});
+                        post(&agent, &format!("{base}/kv/put"), &body, None);
+                    }
+                });
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while snap().unwrap_or(0) < before + writes / 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    let (peak, after) = (peak.load(Ordering::Relaxed), snap().unwrap_or(0));
+    println!(
+        "  while snapshotting them (snapshot index {before} -> {after}): peak RSS {:.0} MB, \
+         {:+.0}% over the {:.0} MB at rest",
+        peak as f64 / 1e6,
+        (peak as f64 / full as f64 - 1.0) * 100.0,
+        full as f64 / 1e6
+    );
+}
+
 fn memory() {
     let keys = env_u64("MEASURE_KEYS", 1_000_000);
     println!("memory: {keys} keys of 100-byte values; the idempotency table at its cap");
@@ -362,6 +412,7 @@ fn memory() {
             full as f64 / keys as f64,
             (full - empty) as f64 / keys as f64
         );
+        snapshot_peak(&base, pid, full);
         let cap = 100_000u64;
         let next = Arc::new(AtomicU64::new(0));
         let before = rss(pid);

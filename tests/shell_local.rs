@@ -59,7 +59,7 @@ fn writes_commit_and_reads_are_linearizable_over_the_local_transport() {
         servers[l].shared().write(put(&format!("k{i}"), &format!("v{i}")), None).expect("write");
     }
     servers[l].shared().linearizable_barrier().expect("read barrier");
-    let value = servers[l].shared().with_kv(|kv| kv.get("k49").cloned());
+    let value = servers[l].shared().with_kv(|kv| kv.get("k49").map(str::to_string));
     assert_eq!(value.as_deref(), Some("v49"));
     // A follower refuses to propose (the HTTP layer would forward) and names the leader.
     let f = (l + 1) % 3;
@@ -98,7 +98,7 @@ fn a_cut_off_leader_cannot_write_or_confirm_reads_and_the_rest_moves_on() {
     // Healed: the old leader catches up with the majority's value.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let v = servers[old].shared().with_kv(|kv| kv.get("k").cloned());
+        let v = servers[old].shared().with_kv(|kv| kv.get("k").map(str::to_string));
         if v.as_deref() == Some("majority") {
             break;
         }

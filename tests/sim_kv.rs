@@ -307,12 +307,12 @@ impl KvSim {
                 };
                 if let Some(kv) = served {
                     let output = match &input {
-                        KvInput::Get { key } => KvOutput::Value(kv.get(key).cloned()),
+                        KvInput::Get { key } => KvOutput::Value(kv.get(key).map(str::to_string)),
                         _ => KvOutput::All(
                             kv.all()
                                 .iter()
                                 .filter(|(k, _)| self.keys.contains(k) || self.counters.contains(k))
-                                .map(|(k, v)| (k.clone(), v.value.clone()))
+                                .map(|(k, v)| (k.clone(), v.value().to_string()))
                                 .collect(),
                         ),
                     };
@@ -380,7 +380,7 @@ impl KvSim {
         let now = self.cluster.now;
         let key = self.counters[self.cluster.rand(self.counters.len() as u64) as usize].clone();
         let node = self.cluster.ids[c.target].clone();
-        let old = self.kv.get(&node).and_then(|kv| kv.get(&key).cloned());
+        let old = self.kv.get(&node).and_then(|kv| kv.get(&key).map(str::to_string));
         let id = format!("c{}.{}", c.id, self.events);
         let new = match &old {
             Some(old) => format!("{old},{id}"),
@@ -594,8 +594,11 @@ fn run_seed(seed: u64) {
 
     // Exactly once: every acknowledged increment in its counter once, no refused one, none twice.
     let store = sim.kv.values().next().expect("a running node");
-    let finals: BTreeMap<String, String> =
-        sim.counters.iter().filter_map(|k| store.get(k).map(|v| (k.clone(), v.clone()))).collect();
+    let finals: BTreeMap<String, String> = sim
+        .counters
+        .iter()
+        .filter_map(|k| store.get(k).map(|v| (k.clone(), v.to_string())))
+        .collect();
     let wrong = check_increments(&finals, &sim.increments);
     assert!(wrong.is_empty(), "seed {seed}: exactly-once increments broken: {wrong:?}");
     assert!(sim.counts.increments_acked > 0, "seed {seed}: no increment acknowledged");

@@ -271,12 +271,13 @@ pub struct KvItem {
 impl KvItem {
     /// `key` with `kv`'s value (unless `keys_only`) and revisions.
     pub fn new(key: &str, kv: &KeyValue, keys_only: bool) -> KvItem {
+        let (create_revision, mod_revision, version) = kv.revisions();
         KvItem {
             key: key.to_string(),
-            value: (!keys_only).then(|| kv.value.clone()),
-            create_revision: kv.create_revision,
-            mod_revision: kv.mod_revision,
-            version: kv.version,
+            value: (!keys_only).then(|| kv.value().to_string()),
+            create_revision,
+            mod_revision,
+            version,
         }
     }
 }

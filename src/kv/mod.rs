@@ -13,19 +13,20 @@
 mod command;
 pub mod idempotency;
 pub mod range;
+mod record;
 pub mod txn;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, Write};
 use std::ops::Bound;
 use std::sync::Arc;
-
-use serde::{Deserialize, Serialize};
 
 pub use command::{
     Applied, Command, Compare, CompareOp, DeleteSpec, IdempotencyMeta, KvItem, Outcome, RangeReply,
     RangeSpec, Target, Txn, TxnOp, TxnResponse,
 };
 pub use range::{Bounds, View};
+pub use record::KeyValue;
 
 use crate::error::{Error, Result};
 use crate::raft::{Entry, Index, Term};
@@ -34,19 +35,6 @@ use idempotency::{Lookup, Record, Table};
 /// Changes made while a snapshot or a long read shares the map: `Some` for a put, `None` for a
 /// delete.
 pub type Overlay = BTreeMap<String, Option<KeyValue>>;
-
-/// A key's value and its revisions (see the module docs).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KeyValue {
-    /// The value.
-    pub value: String,
-    /// Revision of the put that created the key (in its current life).
-    pub create_revision: u64,
-    /// Revision of the key's latest put.
-    pub mod_revision: u64,
-    /// Puts since the key was created, that one included.
-    pub version: u64,
-}
 
 /// The map, plus how far into the log it reflects.
 ///
@@ -62,7 +50,7 @@ pub struct KeyValue {
 pub struct KvStore {
     /// The map as of the last merge. Never modified while `overlay` exists (a snapshot or a view
     /// may be reading it).
-    base: Arc<BTreeMap<String, KeyValue>>,
+    base: Arc<BTreeSet<KeyValue>>,
     /// Changes made since [`KvStore::freeze`] or [`KvStore::view`].
     overlay: Option<Arc<Overlay>>,
     /// The store's revision (1 when empty; see the module docs).
@@ -94,7 +82,7 @@ impl Default for KvStore {
 /// The state machine at one index, frozen for a snapshot (shares its map with the live store).
 #[derive(Debug, Clone)]
 pub struct Frozen {
-    map: Arc<BTreeMap<String, KeyValue>>,
+    map: Arc<BTreeSet<KeyValue>>,
     idempotency: Table,
     /// The store's revision at that index.
     pub revision: u64,
@@ -117,8 +105,18 @@ impl Frozen {
 
     /// The snapshot encoding of this state (see [`KvStore::encode_snapshot`]).
     pub fn encode(&self, cluster: &serde_json::Value) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.map.len() * 64);
+        // Writing to a Vec cannot fail.
+        let _ = self.encode_to(cluster, &mut out);
+        out
+    }
+
+    /// [`Frozen::encode`] written to `out` as it is produced (a snapshot file is written so,
+    /// never held in memory whole); fails only when `out` does.
+    pub fn encode_to(&self, cluster: &serde_json::Value, out: &mut dyn Write) -> io::Result<()> {
         let at = (self.index, self.term, self.revision);
-        encode_map(range::walk_all(&self.map, None), self.map.len(), at, &self.idempotency, cluster)
+        let walk = range::walk_all(&self.map, None);
+        encode_map(walk, self.map.len(), at, &self.idempotency, cluster, out)
     }
 }
 
@@ -190,7 +188,7 @@ impl KvStore {
         let outcome = match command {
             Command::Put { key, value, if_revision } => {
                 if let Some(want) = if_revision {
-                    let have = self.entry(&key).map_or(0, |kv| kv.mod_revision);
+                    let have = self.entry(&key).map_or(0, |kv| kv.mod_revision());
                     if have != want {
                         let current = self.entry(&key).map(|kv| KvItem::new(&key, kv, false));
                         return Outcome::Refused { current };
@@ -227,15 +225,13 @@ impl KvStore {
         let rev = change.revision;
         change.changed = true;
         let kv = match self.entry(&key) {
-            Some(old) => KeyValue {
-                value,
-                create_revision: old.create_revision,
-                mod_revision: rev,
-                version: old.version + 1,
-            },
+            Some(old) => {
+                let (create_revision, _, version) = old.revisions();
+                KeyValue::new(&key, &value, create_revision, rev, version + 1)
+            }
             None => {
                 self.len += 1;
-                KeyValue { value, create_revision: rev, mod_revision: rev, version: 1 }
+                KeyValue::new(&key, &value, rev, rev, 1)
             }
         };
         self.set(key, Some(kv));
@@ -318,14 +314,18 @@ impl KvStore {
         // copies it.
         let map = Arc::make_mut(&mut self.base);
         match value {
-            Some(v) => map.insert(key, v),
-            None => map.remove(&key),
-        };
+            Some(v) => {
+                map.replace(v);
+            }
+            None => {
+                map.remove(key.as_bytes());
+            }
+        }
     }
 
     /// The value of `key`.
-    pub fn get(&self, key: &str) -> Option<&String> {
-        self.entry(key).map(|kv| &kv.value)
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.entry(key).map(|kv| kv.value())
     }
 
     /// The value of `key` with its revisions.
@@ -333,7 +333,7 @@ impl KvStore {
         if let Some(change) = self.overlay.as_ref().and_then(|o| o.get(key)) {
             return change.as_ref();
         }
-        self.base.get(key)
+        self.base.get(key.as_bytes())
     }
 
     /// The live keys within `bounds`, in order.
@@ -417,15 +417,24 @@ impl KvStore {
     /// Folds the overlay back into the map once nothing else shares the map. Returns true when
     /// there is no overlay left.
     pub fn try_merge(&mut self) -> bool {
-        let Some(overlay) = &self.overlay else { return true };
-        let Some(map) = Arc::get_mut(&mut self.base) else { return false };
-        for (k, v) in overlay.iter() {
-            match v {
-                Some(v) => map.insert(k.clone(), v.clone()),
-                None => map.remove(k),
-            };
+        if self.overlay.is_none() {
+            return true;
         }
-        self.overlay = None;
+        let Some(map) = Arc::get_mut(&mut self.base) else { return false };
+        let fold = |map: &mut BTreeSet<KeyValue>, k: &str, v: Option<KeyValue>| match v {
+            Some(v) => {
+                map.replace(v);
+            }
+            None => {
+                map.remove(k.as_bytes());
+            }
+        };
+        // Moved when nothing else reads the overlay (no copy of each record), copied otherwise.
+        match self.overlay.take().map(Arc::try_unwrap) {
+            Some(Ok(overlay)) => overlay.into_iter().for_each(|(k, v)| fold(map, &k, v)),
+            Some(Err(shared)) => shared.iter().for_each(|(k, v)| fold(map, k, v.clone())),
+            None => {}
+        }
         true
     }
 
@@ -440,7 +449,10 @@ impl KvStore {
     pub fn encode_snapshot(&self, cluster: &serde_json::Value) -> Vec<u8> {
         let at = (self.applied_index, self.applied_term, self.revision);
         let walk = range::walk_all(&self.base, self.overlay.as_deref());
-        encode_map(walk, self.len, at, &self.idempotency, cluster)
+        let mut out = Vec::with_capacity(self.len * 64);
+        // Writing to a Vec cannot fail.
+        let _ = encode_map(walk, self.len, at, &self.idempotency, cluster, &mut out);
+        out
     }
 
     /// Rebuilds a store from [`KvStore::encode_snapshot`] output; errors name the byte offset.
@@ -461,7 +473,9 @@ impl KvStore {
         let revision = if version >= 2 { field("revision")? } else { 1 };
         let (clock_ms, records) =
             if version >= 3 { (field("clock_ms")?, field("idempotency")?) } else { (0, 0) };
-        let mut data = BTreeMap::new();
+        // Collected in order and built in one go: `BTreeSet::from_iter` packs sorted records
+        // into full tree nodes, where inserting them one by one leaves every node half empty.
+        let mut data: Vec<KeyValue> = Vec::new();
         let mut at = newline + 1;
         let take = |at: &mut usize| -> Result<&[u8]> {
             let len_bytes = bytes.get(*at..*at + 4).ok_or_else(|| bad(*at, "truncated length"))?;
@@ -472,9 +486,9 @@ impl KvStore {
             *at += 4 + len;
             Ok(text)
         };
-        let text = |at: &mut usize| -> Result<String> {
+        let text = |at: &mut usize| -> Result<&str> {
             let start = *at;
-            String::from_utf8(take(at)?.to_vec()).map_err(|_| bad(start, "not UTF-8"))
+            std::str::from_utf8(take(at)?).map_err(|_| bad(start, "not UTF-8"))
         };
         let number = |at: &mut usize| -> Result<u64> {
             let b = bytes.get(*at..*at + 8).ok_or_else(|| bad(*at, "truncated revision"))?;
@@ -483,7 +497,12 @@ impl KvStore {
         };
         // Up to kv-2 the keys run to the end; from kv-3 the header counts them.
         while if version >= 3 { (data.len() as u64) < keys } else { at < bytes.len() } {
+            let start = at;
             let key = text(&mut at)?;
+            // Written from a walk of the map, so strictly increasing; anything else is damage.
+            if data.last().is_some_and(|last| last.key() >= key) {
+                return Err(bad(start, &format!("key {key:?} out of order")));
+            }
             let value = text(&mut at)?;
             let kv = if version >= 2 {
                 let start = at;
@@ -496,15 +515,16 @@ impl KvStore {
                 {
                     return Err(bad(start, "impossible revisions"));
                 }
-                KeyValue { value, create_revision, mod_revision, version }
+                KeyValue::new(key, value, create_revision, mod_revision, version)
             } else {
-                KeyValue { value, create_revision: 1, mod_revision: 1, version: 1 }
+                KeyValue::new(key, value, 1, 1, 1)
             };
-            data.insert(key, kv);
+            data.push(kv);
         }
         if data.len() as u64 != keys {
             return Err(bad(at, &format!("header says {keys} keys, found {}", data.len())));
         }
+        let data: BTreeSet<KeyValue> = data.into_iter().collect();
         let mut table = Vec::new();
         for _ in 0..records {
             let start = at;
@@ -597,7 +617,7 @@ impl View {
         if let Some(change) = self.overlay.as_ref().and_then(|o| o.get(key)) {
             return change.as_ref();
         }
-        self.base.get(key)
+        self.base.get(key.as_bytes())
     }
 
     /// A transaction that writes nothing, evaluated on the view.
@@ -612,7 +632,8 @@ fn encode_map<'a>(
     (index, term, revision): (Index, Term, u64),
     table: &Table,
     cluster: &serde_json::Value,
-) -> Vec<u8> {
+    out: &mut dyn Write,
+) -> io::Result<()> {
     let header = serde_json::json!({
         "format": SNAPSHOT_FORMAT,
         "index": index,
@@ -623,25 +644,29 @@ fn encode_map<'a>(
         "clock_ms": table.clock_ms(),
         "idempotency": table.len(),
     });
-    let mut out = header.to_string().into_bytes();
-    out.push(b'\n');
-    out.reserve(keys * 64);
+    out.write_all(header.to_string().as_bytes())?;
+    out.write_all(b"\n")?;
+    // One key at a time through a small buffer: `out` may be a file.
+    let mut buf = Vec::with_capacity(1024);
     for (k, v) in walk {
-        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-        out.extend_from_slice(k.as_bytes());
-        out.extend_from_slice(&(v.value.len() as u32).to_le_bytes());
-        out.extend_from_slice(v.value.as_bytes());
-        for n in [v.create_revision, v.mod_revision, v.version] {
-            out.extend_from_slice(&n.to_le_bytes());
+        let (value, (c, m, n)) = (v.value(), v.revisions());
+        buf.clear();
+        buf.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        buf.extend_from_slice(k.as_bytes());
+        buf.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        buf.extend_from_slice(value.as_bytes());
+        for n in [c, m, n] {
+            buf.extend_from_slice(&n.to_le_bytes());
         }
+        out.write_all(&buf)?;
     }
     for record in table.records() {
         // A record of strings and numbers always serialises.
         let json = serde_json::to_vec(&record).unwrap_or_default();
-        out.extend_from_slice(&(json.len() as u32).to_le_bytes());
-        out.extend_from_slice(&json);
+        out.write_all(&(json.len() as u32).to_le_bytes())?;
+        out.write_all(&json)?;
     }
-    out
+    Ok(())
 }
 
 /// The `cluster` field of a snapshot's header (what [`KvStore::encode_snapshot`] was given), if

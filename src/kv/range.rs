@@ -5,7 +5,7 @@
 //! Keys are compared as strings, which in Rust is by their UTF-8 bytes: `"a/"` < `"a/b"` < `"a0"`,
 //! and unicode keys sort after ASCII ones.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::iter::Peekable;
 use std::ops::Bound;
 use std::sync::Arc;
@@ -82,13 +82,13 @@ impl Bounds {
 
 /// The live keys of `base` updated by `overlay` within `bounds`, in key order (`desc`: reversed).
 pub fn walk<'a>(
-    base: &'a BTreeMap<String, KeyValue>,
+    base: &'a BTreeSet<KeyValue>,
     overlay: Option<&'a Overlay>,
     bounds: &Bounds,
     desc: bool,
 ) -> Box<dyn Iterator<Item = (&'a str, &'a KeyValue)> + 'a> {
     let range = bounds.as_refs();
-    let base_iter = base.range::<str, _>(range).map(|(k, v)| (k.as_str(), Some(v)));
+    let base_iter = base.range::<[u8], _>(bytes(range)).map(|v| (v.key(), Some(v)));
     let Some(overlay) = overlay.filter(|o| !o.is_empty()) else {
         return if desc {
             Box::new(base_iter.rev().filter_map(|(k, v)| v.map(|v| (k, v))))
@@ -102,6 +102,11 @@ pub fn walk<'a>(
     } else {
         Box::new(Merge { a: base_iter.peekable(), b: over_iter.peekable(), desc })
     }
+}
+
+/// Bounds on strings as bounds on their bytes (the order is the same).
+fn bytes<'a>((start, end): (Bound<&'a str>, Bound<&'a str>)) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
+    (start.map(str::as_bytes), end.map(str::as_bytes))
 }
 
 /// Two sorted walks merged; on the same key the second (the overlay) wins, and its `None` (a
@@ -151,7 +156,7 @@ where
 /// go to a copy of the overlay, so the reader holds no lock while it walks.
 #[derive(Clone, Debug)]
 pub struct View {
-    pub(super) base: Arc<BTreeMap<String, KeyValue>>,
+    pub(super) base: Arc<BTreeSet<KeyValue>>,
     pub(super) overlay: Option<Arc<Overlay>>,
     /// The store's revision the view shows.
     pub revision: u64,
@@ -209,7 +214,7 @@ impl View {
             }
             serde_json::to_writer(&mut out, k)?;
             out.push(b':');
-            serde_json::to_writer(&mut out, &v.value)?;
+            serde_json::to_writer(&mut out, v.value())?;
         }
         out.push(b'}');
         Ok(out)
@@ -240,7 +245,7 @@ pub fn range_reply<'a>(
 
 /// Every live key, in order.
 pub fn walk_all<'a>(
-    base: &'a BTreeMap<String, KeyValue>,
+    base: &'a BTreeSet<KeyValue>,
     overlay: Option<&'a Overlay>,
 ) -> Box<dyn Iterator<Item = (&'a str, &'a KeyValue)> + 'a> {
     walk(base, overlay, &Bounds { start: Bound::Unbounded, end: Bound::Unbounded }, false)

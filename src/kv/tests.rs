@@ -13,7 +13,7 @@ fn applies_in_order_and_ignores_replays() {
     let put = Command::put("a/b c%", "v é");
     kv.apply(&Entry { index: 1, term: 1, command: vec![] }).unwrap();
     kv.apply(&entry(2, &put)).unwrap();
-    assert_eq!(kv.get("a/b c%").map(String::as_str), Some("v é"));
+    assert_eq!(kv.get("a/b c%"), Some("v é"));
     kv.apply(&entry(3, &Command::Delete { key: "a/b c%".into() })).unwrap();
     assert!(kv.get("a/b c%").is_none());
     kv.apply(&entry(2, &put)).unwrap();
@@ -43,6 +43,29 @@ fn snapshot_round_trip_and_corruption() {
 }
 
 #[test]
+fn a_snapshot_with_keys_out_of_order_or_twice_is_refused_with_the_offset() {
+    // kv-1 bodies are just [len][key][len][value] pairs, easy to write by hand.
+    let body = |keys: &[&str]| {
+        let header =
+            format!(r#"{{"format":"raftlabkv-kv-1","index":9,"term":2,"keys":{}}}"#, keys.len());
+        let mut out = format!("{header}\n").into_bytes();
+        for k in keys {
+            for s in [k.as_bytes(), b"v"] {
+                out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                out.extend_from_slice(s);
+            }
+        }
+        out
+    };
+    let good = KvStore::decode_snapshot(&body(&["a", "b", "c"])).unwrap();
+    assert_eq!(good.len(), 3);
+    for keys in [&["a", "c", "b"][..], &["a", "b", "b"]] {
+        let e = KvStore::decode_snapshot(&body(keys)).unwrap_err().to_string();
+        assert!(e.contains("out of order") && e.contains("byte"), "{keys:?}: {e}");
+    }
+}
+
+#[test]
 fn a_frozen_state_is_unaffected_by_later_writes_and_merges_back() {
     let mut kv = KvStore::new();
     let put = |k: &str, v: &str| Command::put(k, v).encode();
@@ -57,11 +80,11 @@ fn a_frozen_state_is_unaffected_by_later_writes_and_merges_back() {
         kv.apply(&Entry { index: i as Index + 4, term: 2, command: c }).unwrap();
     }
     // Reads see the overlay; the frozen state does not.
-    assert_eq!(kv.get("a").map(String::as_str), Some("10"));
+    assert_eq!(kv.get("a"), Some("10"));
     assert_eq!(kv.get("b"), None);
     assert_eq!(kv.len(), 3);
     let values = |kv: &KvStore| -> BTreeMap<String, String> {
-        kv.all().iter().map(|(k, v)| (k.clone(), v.value.clone())).collect()
+        kv.all().iter().map(|(k, v)| (k.clone(), v.value().to_string())).collect()
     };
     let expect: BTreeMap<String, String> = [("a", "10"), ("c", "3"), ("d", "4")]
         .iter()
@@ -70,7 +93,7 @@ fn a_frozen_state_is_unaffected_by_later_writes_and_merges_back() {
     assert_eq!(values(&kv), expect);
     let revision = kv.revision();
     let restored = KvStore::decode_snapshot(&frozen.encode(&serde_json::Value::Null)).unwrap();
-    assert_eq!(restored.get("a").map(String::as_str), Some("1"));
+    assert_eq!(restored.get("a"), Some("1"));
     assert_eq!((restored.applied_index(), restored.len()), (3, 3));
     // While the frozen state is alive there is no merging and no second freeze.
     assert!(!kv.try_merge());
@@ -79,16 +102,13 @@ fn a_frozen_state_is_unaffected_by_later_writes_and_merges_back() {
     assert!(kv.try_merge());
     assert_eq!(values(&kv), expect);
     assert_eq!(kv.revision(), revision);
-    assert_eq!(
-        kv.entry("a").map(|e| (e.create_revision, e.mod_revision, e.version)),
-        Some((2, 5, 2))
-    );
+    assert_eq!(kv.entry("a").map(|e| e.revisions()), Some((2, 5, 2)));
     assert_eq!(kv.len(), 3);
     assert!(kv.freeze().is_some());
 }
 
 fn revs(kv: &KvStore, key: &str) -> Option<(u64, u64, u64)> {
-    kv.entry(key).map(|e| (e.create_revision, e.mod_revision, e.version))
+    kv.entry(key).map(|e| e.revisions())
 }
 
 #[test]
@@ -116,7 +136,7 @@ fn revisions_count_changes_and_versions_restart_after_a_delete() {
     assert_eq!(revs(&kv, "ü/ key%"), Some((7, 7, 1)));
     // A replay returns the revision without changing it.
     assert_eq!(kv.apply(&entry(2, &put("a", "again"))).unwrap().revision, 7);
-    assert_eq!(kv.get("a").map(String::as_str), Some("3"));
+    assert_eq!(kv.get("a"), Some("3"));
     // The v1 body of /kv/all: values only.
     let all: BTreeMap<String, String> = serde_json::from_slice(&kv.values_json().unwrap()).unwrap();
     assert_eq!(all.get("a").map(String::as_str), Some("3"));
@@ -336,7 +356,7 @@ fn a_conditional_put_writes_only_at_the_revision_it_names() {
     assert_eq!((cur.value.as_deref(), cur.mod_revision), (Some("1"), 2));
     assert_eq!(refused.revision, 2, "a refused put changes nothing");
     assert_eq!(f.run(put_if("k", "2", 2)).outcome, Outcome::Written);
-    assert_eq!(f.kv.get("k").map(String::as_str), Some("2"));
+    assert_eq!(f.kv.get("k"), Some("2"));
     // On a missing key any revision but 0 is refused, with no current key.
     assert_eq!(f.run(put_if("missing", "x", 7)).outcome, Outcome::Refused { current: None });
 }
@@ -401,7 +421,7 @@ fn a_view_keeps_its_revision_while_writes_go_on_and_merges_back() {
     let all = Bounds::prefix("k");
     // The view: as it was.
     assert_eq!(view.walk(&all, false).count(), 100);
-    assert_eq!(view.entry("k000").map(|kv| kv.value.as_str()), Some("old"));
+    assert_eq!(view.entry("k000").map(|kv| kv.value()), Some("old"));
     assert_eq!(view.revision, rev);
     // The store: as it is, through the overlay, in both directions.
     let live: Vec<&str> = f.kv.walk(&all, false).map(|(k, _)| k).collect();
@@ -411,7 +431,7 @@ fn a_view_keeps_its_revision_while_writes_go_on_and_merges_back() {
     assert!(!f.kv.try_merge(), "the view still shares the map");
     drop(view);
     assert!(f.kv.try_merge());
-    assert_eq!(f.kv.get("k000").map(String::as_str), Some("new"));
+    assert_eq!(f.kv.get("k000"), Some("new"));
     assert_eq!((f.kv.len(), f.kv.all().len()), (100, 100));
 }
 
@@ -444,13 +464,13 @@ fn an_idempotent_retry_gets_the_first_answer_and_changes_nothing() {
     let retry = f.run(idem(Command::put("n", "1"), "k1", "fp-a", 2_000, 60_000, 10));
     assert_eq!((retry.index, retry.revision, retry.replayed), (1, 2, true));
     assert_eq!(f.kv.revision(), 3);
-    assert_eq!(f.kv.entry("n").map(|kv| kv.version), Some(1));
+    assert_eq!(f.kv.entry("n").map(|kv| kv.version()), Some(1));
     // The leader's lookup before proposing says the same.
     assert_eq!(f.kv.idempotency_lookup("k1", "fp-a"), Some(Ok(retry.clone())));
     // Same key, another write: refused, nothing applied.
     let reused = f.run(idem(Command::put("n", "2"), "k1", "fp-b", 2_500, 60_000, 10));
     assert_eq!(reused.outcome, Outcome::KeyReused { key: "k1".into() });
-    assert_eq!(f.kv.get("n").map(String::as_str), Some("1"));
+    assert_eq!(f.kv.get("n"), Some("1"));
     assert!(matches!(
         f.kv.idempotency_lookup("k1", "fp-b"),
         Some(Err(Error::IdempotencyKeyReused(_)))
@@ -462,7 +482,7 @@ fn an_idempotent_retry_gets_the_first_answer_and_changes_nothing() {
     let twice = f.run(idem(Command::Txn { txn: t }, "k2", "fp-t", 3_100, 60_000, 10));
     assert!(matches!(&twice.outcome, Outcome::Txn { succeeded: true, .. }), "{twice:?}");
     assert_eq!((twice.index, twice.revision), (once.index, once.revision));
-    assert_eq!(f.kv.entry("n").map(|kv| kv.version), Some(2));
+    assert_eq!(f.kv.entry("n").map(|kv| kv.version()), Some(2));
 }
 
 #[test]
@@ -483,7 +503,7 @@ fn idempotency_records_expire_by_the_log_clock_and_the_cap() {
     // Expired: a retry now is a new write (it applies again).
     let again = f.run(idem(Command::put("a", "1"), "k-a", "fa", 11_000, 1_000, 3));
     assert!(!again.replayed);
-    assert_eq!(f.kv.entry("a").map(|kv| kv.version), Some(2));
+    assert_eq!(f.kv.entry("a").map(|kv| kv.version()), Some(2));
     // The cap: at most 3 kept, the soonest-expiring forgotten first.
     assert_eq!(f.kv.idempotency_len(), 3);
     assert!(f.kv.idempotency_lookup("k-b", "fb").is_none(), "evicted by the cap");
@@ -523,7 +543,7 @@ fn the_idempotency_table_survives_a_snapshot() {
     let mut old = header.as_bytes().to_vec();
     old.extend_from_slice(&v3[nl..]);
     let old = KvStore::decode_snapshot(&old).unwrap();
-    assert_eq!((old.get("k").map(String::as_str), old.idempotency_len()), (Some("v"), 0));
+    assert_eq!((old.get("k"), old.idempotency_len()), (Some("v"), 0));
 }
 
 #[test]

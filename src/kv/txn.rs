@@ -167,15 +167,15 @@ impl Compare {
     pub fn holds(&self, kv: Option<&KeyValue>) -> bool {
         let ordering = match self.target {
             Target::Value => match (kv, self.value.as_str()) {
-                (Some(kv), Some(v)) => kv.value.as_str().cmp(v),
+                (Some(kv), Some(v)) => kv.value().cmp(v),
                 _ => return false,
             },
             target => {
                 let Some(want) = self.value.as_u64() else { return false };
                 let have = kv.map_or(0, |kv| match target {
-                    Target::Version => kv.version,
-                    Target::CreateRevision => kv.create_revision,
-                    _ => kv.mod_revision,
+                    Target::Version => kv.version(),
+                    Target::CreateRevision => kv.create_revision(),
+                    _ => kv.mod_revision(),
                 });
                 have.cmp(&want)
             }

@@ -93,16 +93,19 @@ fn get(r: &mut KvRequest<'_, '_>, key: &str, wanted: ReadKind) -> Result<Reply> 
     };
     let (reply, index, revision) = node.with_kv(|kv| {
         let reply = match kv.entry(key) {
-            Some(e) => Reply::json(
-                200,
-                &GetReply {
-                    key: key.into(),
-                    value: e.value.as_str().into(),
-                    create_revision: Some(e.create_revision),
-                    mod_revision: Some(e.mod_revision),
-                    version: Some(e.version),
-                },
-            ),
+            Some(e) => {
+                let (create_revision, mod_revision, version) = e.revisions();
+                Reply::json(
+                    200,
+                    &GetReply {
+                        key: key.into(),
+                        value: e.value().into(),
+                        create_revision: Some(create_revision),
+                        mod_revision: Some(mod_revision),
+                        version: Some(version),
+                    },
+                )
+            }
             // Absent, as of the evidence: a 404 says where it was looked for too.
             None => Reply::error(&Error::NotFound(format!("key not found: {key}"))),
         };

@@ -185,13 +185,13 @@ fn check_stream(
     Ok(Check::Valid { data_len })
 }
 
-/// The header of a snapshot file holding `data`.
-pub(super) fn encode_header(meta: SnapshotMeta, data: &[u8]) -> Vec<u8> {
+/// The header of a snapshot file whose data is `data_len` bytes with CRC-32 `crc`.
+pub(super) fn encode_header(meta: SnapshotMeta, data_len: u64, crc: u32) -> Vec<u8> {
     let mut header = Vec::with_capacity(SNAPSHOT_HEADER_LEN as usize);
     header.extend_from_slice(&SNAPSHOT_MAGIC);
     header.extend_from_slice(&meta.index.to_le_bytes());
     header.extend_from_slice(&meta.term.to_le_bytes());
-    header.extend_from_slice(&(data.len() as u64).to_le_bytes());
-    header.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
+    header.extend_from_slice(&data_len.to_le_bytes());
+    header.extend_from_slice(&crc.to_le_bytes());
     header
 }

@@ -42,7 +42,7 @@
 //! error naming the file, the byte offset and the way out (wipe the data dir).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -177,6 +177,18 @@ impl SnapshotStore {
     /// Writes the snapshot through `meta` atomically (temporary file, fsync, rename, fsync of the
     /// directory), then removes older snapshot files. Rewriting an existing snapshot replaces it.
     pub fn write(&self, meta: SnapshotMeta, data: &[u8]) -> Result<()> {
+        self.write_with(meta, |w| w.write_all(data))
+    }
+
+    /// [`SnapshotStore::write`] for data that `fill` writes in pieces, so that a large state is
+    /// never held in memory whole: the bytes go to the temporary file as they come (hashed and
+    /// counted on the way), and the header, which names their length and CRC, is written last
+    /// at the start of the file, before the fsync. An error from `fill` is the write's error.
+    pub fn write_with(
+        &self,
+        meta: SnapshotMeta,
+        fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    ) -> Result<()> {
         let n = self.inner.tmp_counter.fetch_add(1, Ordering::Relaxed);
         let tmp = self.inner.dir.join(format!("{}.{n}.tmp", snapshot_file_name(meta)));
         let result = (|| {
@@ -185,18 +197,17 @@ impl SnapshotStore {
                 .create_new(true)
                 .open(&tmp)
                 .map_err(|e| io_error("cannot create", &tmp, e))?;
-            file.write_all(&encode_header(meta, data))
+            // Room for the header, filled in once the data's length and CRC are known.
+            file.write_all(&[0; SNAPSHOT_HEADER_LEN as usize])
                 .map_err(|e| io_error("cannot write", &tmp, e))?;
-            // In pieces, each flushed before the next is written: one fsync of a whole large
-            // file makes the filesystem's journal commit wait for all of it, and every WAL
-            // fsync of the node (its write path) waits behind that commit. Bounding the dirty
-            // data bounds that wait (see "Write pauses" in the docs of `server::snapshot`).
-            for piece in data.chunks(SYNC_EVERY) {
-                file.write_all(piece).map_err(|e| io_error("cannot write", &tmp, e))?;
-                if self.inner.fsync {
-                    file.sync_data().map_err(|e| io_error("fsync of", &tmp, e))?;
-                }
-            }
+            let mut data = DataWriter::new(&mut file, self.inner.fsync);
+            fill(&mut data)
+                .and_then(|()| data.flush())
+                .map_err(|e| io_error("cannot write", &tmp, e))?;
+            let header = encode_header(meta, data.len, data.crc.clone().finalize());
+            file.seek(SeekFrom::Start(0))
+                .and_then(|_| file.write_all(&header))
+                .map_err(|e| io_error("cannot write", &tmp, e))?;
             if self.inner.fsync {
                 file.sync_all().map_err(|e| io_error("fsync of", &tmp, e))?;
             }
@@ -239,5 +250,62 @@ impl SnapshotStore {
             Check::Valid { .. } => Ok(data),
             Check::Damaged { offset, reason } => Err(self.corruption(&path, offset, &reason)),
         }
+    }
+}
+
+/// The data part of a snapshot file being written: buffers, hashes and counts what passes
+/// through, and flushes the file to disk every [`SYNC_EVERY`] bytes. One fsync of a whole large
+/// file makes the filesystem's journal commit wait for all of it, and every WAL fsync of the node
+/// (its write path) waits behind that commit; bounding the dirty data bounds that wait (see
+/// "Write pauses" in the docs of `server::snapshot`).
+struct DataWriter<'a> {
+    file: &'a mut File,
+    fsync: bool,
+    buf: Vec<u8>,
+    crc: crc32fast::Hasher,
+    len: u64,
+    unsynced: usize,
+}
+
+impl<'a> DataWriter<'a> {
+    /// Bytes gathered before each write to the file.
+    const BUF: usize = 256 << 10;
+
+    fn new(file: &'a mut File, fsync: bool) -> Self {
+        let buf = Vec::with_capacity(Self::BUF);
+        DataWriter { file, fsync, buf, crc: crc32fast::Hasher::new(), len: 0, unsynced: 0 }
+    }
+}
+
+impl Write for DataWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + bytes.len() > Self::BUF {
+            self.flush()?;
+        }
+        if bytes.len() >= Self::BUF {
+            self.crc.update(bytes);
+            self.file.write_all(bytes)?;
+            self.len += bytes.len() as u64;
+            self.unsynced += bytes.len();
+        } else {
+            self.buf.extend_from_slice(bytes);
+        }
+        if self.fsync && self.unsynced >= SYNC_EVERY {
+            self.file.sync_data()?;
+            self.unsynced = 0;
+        }
+        Ok(bytes.len())
+    }
+
+    /// Writes the buffer to the file (not to disk: the caller fsyncs at the end).
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            self.crc.update(&self.buf);
+            self.file.write_all(&self.buf)?;
+            self.len += self.buf.len() as u64;
+            self.unsynced += self.buf.len();
+            self.buf.clear();
+        }
+        Ok(())
     }
 }

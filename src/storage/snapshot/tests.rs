@@ -70,6 +70,43 @@ fn write_read_round_trip_and_older_ones_are_removed() {
 }
 
 #[test]
+fn a_snapshot_written_in_pieces_is_the_same_file_and_a_failed_one_leaves_nothing() {
+    let dir = TempDir::new().unwrap();
+    // fsync on: the pieces cross the 4 MiB flush point and the 256 KiB buffer both ways
+    // (small writes that fill it, and writes bigger than it).
+    let s = SnapshotStore::open(dir.path()).unwrap();
+    let whole = data(9 << 20, 7);
+    let pieces = [1usize, 100, 300 << 10, 3, 5 << 20, 17];
+    s.write_with(meta(10, 1), |w| {
+        let mut rest = &whole[..];
+        for n in pieces.iter().cycle() {
+            let (a, b) = rest.split_at((*n).min(rest.len()));
+            w.write_all(a)?;
+            rest = b;
+            if rest.is_empty() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    })
+    .unwrap();
+    let streamed = fs::read(s.path(meta(10, 1))).unwrap();
+    s.write(meta(10, 1), &whole).unwrap();
+    assert_eq!(streamed, fs::read(s.path(meta(10, 1))).unwrap(), "same bytes, header included");
+    assert_eq!(s.read(meta(10, 1)).unwrap(), whole);
+    // A writer that fails half-way: the error is the write's, and no file (not even a
+    // temporary one) is left; the older snapshot stays the latest.
+    let failed = s.write_with(meta(20, 1), |w| {
+        w.write_all(&whole[..1 << 20])?;
+        Err(std::io::Error::other("the state machine could not be read"))
+    });
+    let message = storage_message(failed);
+    assert!(message.contains("could not be read"), "{message}");
+    assert_eq!(files(dir.path()), vec![snapshot_file_name(meta(10, 1))]);
+    assert_eq!(s.latest().unwrap(), Some(meta(10, 1)));
+}
+
+#[test]
 fn leftover_temporary_files_are_ignored_and_removed() {
     let dir = TempDir::new().unwrap();
     let s = store(dir.path());
