@@ -13,7 +13,9 @@
 //! Every error is an [`ErrorBody`] `{"error": code, "message": text}` (plus `"leader"` on a
 //! `not_leader` 503), written by [`Error::to_json`] with the status of [`Error::status`].
 //! The peer RPCs (`/raft/requestVote`, `/raft/appendEntries`, `/raft/installSnapshot`) carry the
-//! core's own [`crate::raft::Envelope`].
+//! core's own [`crate::raft::Envelope`] as JSON; nodes send an AppendEntries in a compact binary
+//! encoding instead (`Content-Type: application/x-raftlabkv-entries`, `server::binary`), and
+//! `/raft/appendEntries` takes either.
 //!
 //! Borrowing types (`Cow`) let the server answer without copying the key or value, and the
 //! client send a put without copying either; when read they own their text.

@@ -4,6 +4,8 @@
 use std::time::{Duration, Instant};
 
 use raftlabkv::client::percent_encode;
+use raftlabkv::raft::{AppendEntries, Entry, Envelope, Message};
+use raftlabkv::server::binary;
 use raftlabkv::testkit::poll_every;
 use raftlabkv::testkit::{Cluster, ClusterOptions, LinkMode};
 use serde_json::{Value, json};
@@ -253,6 +255,38 @@ fn bad_input_gets_clear_errors_and_every_node_keeps_serving() {
             );
             let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             assert!(v["error"].is_string() && v["message"].is_string(), "not a JSON error: {text}");
+        }
+    }
+    // The compact AppendEntries (`server::binary`): garbage, a cut body and well-formed entries
+    // no leader would send are refused; a well-formed stale heartbeat is answered.
+    for node in 0..3 {
+        let peer = (node + 1) % 3;
+        let append = |term, entries| Envelope {
+            from: c.nodes[peer].id.clone(),
+            to: c.nodes[node].id.clone(),
+            term,
+            message: Message::AppendEntries(AppendEntries {
+                prev_log_index: 0,
+                prev_log_term: 0,
+                entries,
+                leader_commit: 0,
+                seq: 1,
+            }),
+        };
+        let ascii = |b: Vec<u8>| String::from_utf8(b).expect("small numbers and ids: ASCII");
+        let forged = binary::encode(&append(1, vec![Entry { index: 5, term: 1, command: vec![] }]));
+        let forged = ascii(forged.expect("encoded"));
+        let stale = ascii(binary::encode(&append(0, vec![])).expect("encoded"));
+        let cut = forged[..forged.len() - 3].to_string();
+        let signer = c.peer_auth(peer);
+        for (body, want) in [("garbage".to_string(), 400), (cut, 400), (forged, 400), (stale, 200)]
+        {
+            let headers = [("Content-Type", binary::CONTENT_TYPE)];
+            let a = c.peer_call(node, &signer, "POST", "/raft/appendEntries", &body, &headers);
+            assert_eq!(a.status, want, "compact body via node{}: {}", node + 1, a.body);
+            if want == 400 {
+                assert!(a.body["error"].is_string() && a.body["message"].is_string(), "{}", a.body);
+            }
         }
     }
     // Nothing broke: the cluster still has its leader and takes writes on every node.

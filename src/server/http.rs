@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use tiny_http::{Header, Method, Request, Response};
 
 use super::auth::PendingCheck;
+use super::binary;
 use super::debug;
 use super::events;
 use super::health;
@@ -385,8 +386,14 @@ fn peer_rpc(
 ) -> Result<Reply> {
     let body = read_body(request, MAX_PEER_BODY)?;
     let signer = check.verify(&body)?;
-    let envelope: Envelope = serde_json::from_slice(&body)
-        .map_err(|e| Error::BadRequest(format!("not a Raft message: {e}")))?;
+    // An AppendEntries may come in the compact encoding (`super::binary`); all else is JSON.
+    let envelope: Envelope = if header(request, "Content-Type") == Some(binary::CONTENT_TYPE) {
+        binary::decode(&body)
+            .map_err(|e| Error::BadRequest(format!("not a compact AppendEntries: {e}")))?
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| Error::BadRequest(format!("not a Raft message: {e}")))?
+    };
     // Authenticated, but contradicting itself: bad input from a member.
     if envelope.from != signer {
         return Err(Error::BadRequest(format!(

@@ -9,6 +9,7 @@
 //! | `loops.rs` | the `ticker`, `apply` and `sync` threads |
 //! | `peer.rs` | talking to peers: the per-peer replication threads, and the node's answer to a peer's RPC |
 //! | `transport.rs` | how a peer RPC travels: over HTTP, or in-process for tests |
+//! | `binary.rs` | the compact encoding of an AppendEntries on the replication path (every other peer message is JSON) |
 //! | `http.rs` | the HTTP listener, its workers and routes |
 //! | `kv_api.rs` | the key-value routes: get, put, delete, all, range, txn, idempotency keys, consistency evidence |
 //! | `wire.rs` | what the routes share: replies, bodies, keys, forwarding to the leader |
@@ -21,8 +22,8 @@
 //! | `snapshot.rs` | taking, sending, receiving and installing snapshots |
 //!
 //! This file only wires them together: [`Server::start`] and [`Server::stop`]. Among the others
-//! imports run one way (`tests/layering.rs` checks): `config`, `oneshot`, `pool_kick` and
-//! `transport` import none of them; `pending` imports `oneshot`, `proposals` both;
+//! imports run one way (`tests/layering.rs` checks): `binary`, `config`, `oneshot` and
+//! `pool_kick` import none of them, `transport` only `binary`; `pending` imports `oneshot`, `proposals` both;
 //! `metrics` imports `transport`; `node` imports `config`, `metrics`, `pending` and
 //! `proposals`; `snapshot` imports
 //! `node` and `transport`; `health` and `reconfig` import `node`; `peer`, `loops` and `http` import from those and from nothing above
@@ -33,6 +34,7 @@
 //! One rule (spelled out in [`node`]): **lock, step or tick, route, unlock, then act.**
 
 pub mod auth;
+pub mod binary;
 pub mod config;
 pub mod debug;
 pub mod events;

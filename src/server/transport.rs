@@ -1,8 +1,9 @@
 //! Peer transport: how an [`Envelope`] reaches another node and its answer comes back.
 //!
 //! A [`Transport`] is a blocking request/response call. [`HttpTransport`] POSTs JSON to
-//! `/raft/requestVote`, `/raft/appendEntries` or `/raft/installSnapshot` with `ureq`, and snapshot
-//! chunks to `/raft/snapshotChunk`; [`LocalTransport`] calls another node in the same process
+//! `/raft/requestVote` or `/raft/installSnapshot`, an AppendEntries in a compact binary encoding
+//! ([`super::binary`]) to `/raft/appendEntries`, with `ureq`, and snapshot chunks to
+//! `/raft/snapshotChunk`; [`LocalTransport`] calls another node in the same process
 //! (tests of the threaded shell without sockets). On the receiving side sits an [`RpcHandler`]:
 //! the node (its implementation is in [`super::peer`]).
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 use parking_lot::RwLock;
 
 use super::auth::PeerAuth;
+use super::binary;
 use crate::api::{SnapshotChunk, SnapshotChunkReply};
 use crate::error::{Error, Result};
 use crate::raft::{Envelope, Message, NodeId};
@@ -48,8 +50,8 @@ pub fn rpc_path(message: &Message) -> &'static str {
     }
 }
 
-/// Peer RPCs over HTTP/1.1 with keep-alive, JSON bodies, each request signed
-/// ([`super::auth`]).
+/// Peer RPCs over HTTP/1.1 with keep-alive, JSON bodies (an AppendEntries in the compact
+/// encoding of [`binary`]), each request signed ([`super::auth`]).
 pub struct HttpTransport {
     agent: ureq::Agent,
     auth: PeerAuth,
@@ -57,6 +59,8 @@ pub struct HttpTransport {
     refused: parking_lot::Mutex<std::collections::HashSet<String>>,
     /// Told of the bytes of each call, if set.
     traffic: Option<Arc<dyn Traffic>>,
+    /// Peers that refused the compact AppendEntries encoding ([`binary`]): they get JSON.
+    json_only: parking_lot::Mutex<HashSet<String>>,
 }
 
 impl HttpTransport {
@@ -68,7 +72,13 @@ impl HttpTransport {
             .timeout(timeout)
             .max_idle_connections_per_host(4)
             .build();
-        HttpTransport { agent, auth, refused: Default::default(), traffic: None }
+        HttpTransport {
+            agent,
+            auth,
+            refused: Default::default(),
+            traffic: None,
+            json_only: Default::default(),
+        }
     }
 
     /// The same, telling `traffic` of the bytes each call moves.
@@ -108,15 +118,29 @@ impl Transport for HttpTransport {
     fn call(&self, addr: &str, envelope: &Envelope) -> Result<Option<Envelope>> {
         let path = rpc_path(&envelope.message);
         let url = format!("http://{addr}{path}");
-        let body = serde_json::to_vec(envelope)
-            .map_err(|e| Error::Internal(format!("cannot encode RPC: {e}")))?;
-        let request = self.agent.post(&url).set("Content-Type", "application/json");
-        let response = self
-            .auth
-            .sign("POST", path, &body)
-            .apply(request)
-            .send_bytes(&body)
-            .map_err(|e| self.failed(addr, "RPC", e))?;
+        let compact =
+            if self.json_only.lock().contains(addr) { None } else { binary::encode(envelope) };
+        let (body, content_type) = match compact {
+            Some(body) => (body, binary::CONTENT_TYPE),
+            None => (
+                serde_json::to_vec(envelope)
+                    .map_err(|e| Error::Internal(format!("cannot encode RPC: {e}")))?,
+                "application/json",
+            ),
+        };
+        let request = self.agent.post(&url).set("Content-Type", content_type);
+        let sent = self.auth.sign("POST", path, &body).apply(request).send_bytes(&body);
+        let response = match sent {
+            // A node of a version before the compact encoding reads it as bad JSON: from then
+            // on that peer gets JSON (a rolling upgrade keeps replicating).
+            Err(ureq::Error::Status(400, r)) if content_type == binary::CONTENT_TYPE => {
+                let why = r.into_string().unwrap_or_default();
+                log::warn!("{addr} refuses compact AppendEntries ({why}); sending it JSON");
+                self.json_only.lock().insert(addr.to_string());
+                return self.call(addr, envelope);
+            }
+            other => other.map_err(|e| self.failed(addr, "RPC", e))?,
+        };
         let mut answer = Vec::new();
         let read = std::io::Read::read_to_end(&mut response.into_reader(), &mut answer);
         self.moved(&envelope.to, body.len(), answer.len());
@@ -214,5 +238,62 @@ impl Transport for LocalTransport {
 
     fn send_snapshot_chunk(&self, addr: &str, to: &NodeId, chunk: &SnapshotChunk) -> Result<u64> {
         self.reach(addr, chunk.from, to)?.handle_snapshot_chunk(chunk)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::{AppendEntries, Entry};
+
+    /// A peer of a version before the compact encoding: it refuses anything but JSON with a
+    /// 400, as the old server did for a body that is not JSON.
+    fn old_peer() -> (String, std::thread::JoinHandle<Vec<String>>) {
+        let server = tiny_http::Server::http("127.0.0.1:0").expect("listen");
+        let addr = server.server_addr().to_ip().expect("an IP address").to_string();
+        let handle = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for _ in 0..3 {
+                let Ok(mut request) = server.recv() else { break };
+                let content_type = request
+                    .headers()
+                    .iter()
+                    .find(|h| h.field.equiv("Content-Type"))
+                    .map(|h| h.value.to_string())
+                    .unwrap_or_default();
+                let mut body = Vec::new();
+                let _ = std::io::Read::read_to_end(request.as_reader(), &mut body);
+                let json = serde_json::from_slice::<Envelope>(&body).is_ok();
+                seen.push(content_type);
+                let (status, answer) = if json { (200, "null") } else { (400, "not JSON") };
+                let _ = request
+                    .respond(tiny_http::Response::from_string(answer).with_status_code(status));
+            }
+            seen
+        });
+        (addr, handle)
+    }
+
+    #[test]
+    fn a_peer_that_refuses_the_compact_encoding_gets_json_from_then_on() {
+        let (addr, peer) = old_peer();
+        let auth = PeerAuth::new("node1".into(), "test".into(), None);
+        let transport = HttpTransport::new(Duration::from_secs(5), auth);
+        let envelope = Envelope {
+            from: "node1".into(),
+            to: "node2".into(),
+            term: 3,
+            message: Message::AppendEntries(AppendEntries {
+                prev_log_index: 0,
+                prev_log_term: 0,
+                entries: vec![Entry { index: 1, term: 3, command: b"{}".to_vec() }],
+                leader_commit: 0,
+                seq: 1,
+            }),
+        };
+        assert_eq!(transport.call(&addr, &envelope).expect("answered after the fallback"), None);
+        assert_eq!(transport.call(&addr, &envelope).expect("answered"), None);
+        let seen = peer.join().expect("the fake peer");
+        assert_eq!(seen, [binary::CONTENT_TYPE, "application/json", "application/json"]);
     }
 }
