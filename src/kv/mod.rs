@@ -14,10 +14,11 @@ mod command;
 pub mod idempotency;
 pub mod range;
 mod record;
+mod snapshot;
 pub mod txn;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{self, Write};
+use std::io::{self, BufRead, Write};
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -27,10 +28,11 @@ pub use command::{
 };
 pub use range::{Bounds, View};
 pub use record::KeyValue;
+pub use snapshot::snapshot_cluster;
 
 use crate::error::{Error, Result};
 use crate::raft::{Entry, Index, Term};
-use idempotency::{Lookup, Record, Table};
+use idempotency::{Lookup, Table};
 
 /// Changes made while a snapshot or a long read shares the map: `Some` for a put, `None` for a
 /// delete.
@@ -116,7 +118,7 @@ impl Frozen {
     pub fn encode_to(&self, cluster: &serde_json::Value, out: &mut dyn Write) -> io::Result<()> {
         let at = (self.index, self.term, self.revision);
         let walk = range::walk_all(&self.map, None);
-        encode_map(walk, self.map.len(), at, &self.idempotency, cluster, out)
+        snapshot::encode(walk, self.map.len(), at, &self.idempotency, cluster, out)
     }
 }
 
@@ -451,100 +453,22 @@ impl KvStore {
         let walk = range::walk_all(&self.base, self.overlay.as_deref());
         let mut out = Vec::with_capacity(self.len * 64);
         // Writing to a Vec cannot fail.
-        let _ = encode_map(walk, self.len, at, &self.idempotency, cluster, &mut out);
+        let _ = snapshot::encode(walk, self.len, at, &self.idempotency, cluster, &mut out);
         out
     }
 
     /// Rebuilds a store from [`KvStore::encode_snapshot`] output; errors name the byte offset.
     pub fn decode_snapshot(bytes: &[u8]) -> Result<KvStore> {
-        let bad =
-            |at: usize, what: &str| Error::Storage(format!("snapshot data, byte {at}: {what}"));
-        let newline = bytes.iter().position(|&b| b == b'\n').ok_or_else(|| bad(0, "no header"))?;
-        let header: serde_json::Value = serde_json::from_slice(&bytes[..newline])
-            .map_err(|e| bad(0, &format!("bad header: {e}")))?;
-        let version = match header["format"].as_str() {
-            Some(SNAPSHOT_FORMAT) => 3,
-            Some(SNAPSHOT_FORMAT_V2) => 2,
-            Some(SNAPSHOT_FORMAT_V1) => 1,
-            _ => return Err(bad(0, &format!("unknown format {}", header["format"]))),
-        };
-        let field = |name: &str| header[name].as_u64().ok_or_else(|| bad(0, &format!("no {name}")));
-        let (applied_index, applied_term, keys) = (field("index")?, field("term")?, field("keys")?);
-        let revision = if version >= 2 { field("revision")? } else { 1 };
-        let (clock_ms, records) =
-            if version >= 3 { (field("clock_ms")?, field("idempotency")?) } else { (0, 0) };
-        // Collected in order and built in one go: `BTreeSet::from_iter` packs sorted records
-        // into full tree nodes, where inserting them one by one leaves every node half empty.
-        let mut data: Vec<KeyValue> = Vec::new();
-        let mut at = newline + 1;
-        let take = |at: &mut usize| -> Result<&[u8]> {
-            let len_bytes = bytes.get(*at..*at + 4).ok_or_else(|| bad(*at, "truncated length"))?;
-            let len = u32::from_le_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]])
-                as usize;
-            let text =
-                bytes.get(*at + 4..*at + 4 + len).ok_or_else(|| bad(*at, "truncated string"))?;
-            *at += 4 + len;
-            Ok(text)
-        };
-        let text = |at: &mut usize| -> Result<&str> {
-            let start = *at;
-            std::str::from_utf8(take(at)?).map_err(|_| bad(start, "not UTF-8"))
-        };
-        let number = |at: &mut usize| -> Result<u64> {
-            let b = bytes.get(*at..*at + 8).ok_or_else(|| bad(*at, "truncated revision"))?;
-            *at += 8;
-            Ok(u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
-        };
-        // Up to kv-2 the keys run to the end; from kv-3 the header counts them.
-        while if version >= 3 { (data.len() as u64) < keys } else { at < bytes.len() } {
-            let start = at;
-            let key = text(&mut at)?;
-            // Written from a walk of the map, so strictly increasing; anything else is damage.
-            if data.last().is_some_and(|last| last.key() >= key) {
-                return Err(bad(start, &format!("key {key:?} out of order")));
-            }
-            let value = text(&mut at)?;
-            let kv = if version >= 2 {
-                let start = at;
-                let (create_revision, mod_revision, version) =
-                    (number(&mut at)?, number(&mut at)?, number(&mut at)?);
-                if create_revision == 0
-                    || create_revision > mod_revision
-                    || mod_revision > revision
-                    || version == 0
-                {
-                    return Err(bad(start, "impossible revisions"));
-                }
-                KeyValue::new(key, value, create_revision, mod_revision, version)
-            } else {
-                KeyValue::new(key, value, 1, 1, 1)
-            };
-            data.push(kv);
-        }
-        if data.len() as u64 != keys {
-            return Err(bad(at, &format!("header says {keys} keys, found {}", data.len())));
-        }
-        let data: BTreeSet<KeyValue> = data.into_iter().collect();
-        let mut table = Vec::new();
-        for _ in 0..records {
-            let start = at;
-            let record: Record = serde_json::from_slice(take(&mut at)?)
-                .map_err(|e| bad(start, &format!("bad idempotency record: {e}")))?;
-            table.push(record);
-        }
-        if at != bytes.len() {
-            return Err(bad(at, "unexpected bytes after the last record"));
-        }
-        let len = data.len();
-        Ok(KvStore {
-            base: Arc::new(data),
-            overlay: None,
-            revision,
-            len,
-            applied_index,
-            applied_term,
-            idempotency: Table::restore(clock_ms, table),
-        })
+        Ok(snapshot::decode(&mut &bytes[..])?.0)
+    }
+
+    /// [`KvStore::decode_snapshot`] read as it goes from `input` (a snapshot file is read so,
+    /// never held in memory whole), with the `cluster` field of its header
+    /// ([`snapshot_cluster`]).
+    pub fn decode_snapshot_from(
+        input: &mut dyn BufRead,
+    ) -> Result<(KvStore, Option<serde_json::Value>)> {
+        snapshot::decode(input)
     }
 }
 
@@ -625,66 +549,6 @@ impl View {
         read_txn(self, txn, self.revision)
     }
 }
-
-fn encode_map<'a>(
-    walk: impl Iterator<Item = (&'a str, &'a KeyValue)>,
-    keys: usize,
-    (index, term, revision): (Index, Term, u64),
-    table: &Table,
-    cluster: &serde_json::Value,
-    out: &mut dyn Write,
-) -> io::Result<()> {
-    let header = serde_json::json!({
-        "format": SNAPSHOT_FORMAT,
-        "index": index,
-        "term": term,
-        "revision": revision,
-        "cluster": cluster,
-        "keys": keys,
-        "clock_ms": table.clock_ms(),
-        "idempotency": table.len(),
-    });
-    out.write_all(header.to_string().as_bytes())?;
-    out.write_all(b"\n")?;
-    // One key at a time through a small buffer: `out` may be a file.
-    let mut buf = Vec::with_capacity(1024);
-    for (k, v) in walk {
-        let (value, (c, m, n)) = (v.value(), v.revisions());
-        buf.clear();
-        buf.extend_from_slice(&(k.len() as u32).to_le_bytes());
-        buf.extend_from_slice(k.as_bytes());
-        buf.extend_from_slice(&(value.len() as u32).to_le_bytes());
-        buf.extend_from_slice(value.as_bytes());
-        for n in [c, m, n] {
-            buf.extend_from_slice(&n.to_le_bytes());
-        }
-        out.write_all(&buf)?;
-    }
-    for record in table.records() {
-        // A record of strings and numbers always serialises.
-        let json = serde_json::to_vec(&record).unwrap_or_default();
-        out.write_all(&(json.len() as u32).to_le_bytes())?;
-        out.write_all(&json)?;
-    }
-    Ok(())
-}
-
-/// The `cluster` field of a snapshot's header (what [`KvStore::encode_snapshot`] was given), if
-/// the snapshot has one.
-pub fn snapshot_cluster(bytes: &[u8]) -> Option<serde_json::Value> {
-    let newline = bytes.iter().position(|&b| b == b'\n')?;
-    let mut header: serde_json::Value = serde_json::from_slice(&bytes[..newline]).ok()?;
-    Some(header.get_mut("cluster")?.take()).filter(|v| !v.is_null())
-}
-
-/// Version tag of the snapshot encoding.
-const SNAPSHOT_FORMAT: &str = "raftlabkv-kv-3";
-
-/// The encoding before the idempotency table (still read).
-const SNAPSHOT_FORMAT_V2: &str = "raftlabkv-kv-2";
-
-/// The encoding before revisions (still read).
-const SNAPSHOT_FORMAT_V1: &str = "raftlabkv-kv-1";
 
 #[cfg(test)]
 mod tests;

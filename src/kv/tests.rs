@@ -66,6 +66,35 @@ fn a_snapshot_with_keys_out_of_order_or_twice_is_refused_with_the_offset() {
 }
 
 #[test]
+fn a_snapshot_read_as_a_stream_in_tiny_pieces_is_the_same_and_every_cut_is_an_error() {
+    let mut kv = KvStore::new();
+    let puts = [("a", "1"), ("b/ü", "two"), ("a", "again"), ("c", "")];
+    for (i, (k, v)) in puts.iter().enumerate() {
+        let c = Command::put(k.to_string(), v.to_string());
+        kv.apply(&Entry { index: i as Index + 1, term: 2, command: c.encode() }).unwrap();
+    }
+    let cluster = serde_json::json!({"voters": {"n1": "a:1"}});
+    let bytes = kv.encode_snapshot(&cluster);
+    let mut input = std::io::BufReader::with_capacity(3, &bytes[..]);
+    let (back, got_cluster) = KvStore::decode_snapshot_from(&mut input).unwrap();
+    assert_eq!(
+        (back.all(), back.revision(), got_cluster),
+        (kv.all(), kv.revision(), Some(cluster))
+    );
+    for cut in 0..bytes.len() {
+        let mut input = std::io::BufReader::with_capacity(3, &bytes[..cut]);
+        let e = KvStore::decode_snapshot_from(&mut input).map(|_| ()).unwrap_err().to_string();
+        assert!(e.contains("snapshot data, byte "), "cut at {cut}: {e}");
+    }
+    // A length field that claims 4 GB is refused as cut short, not allocated.
+    let header_end = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
+    let mut huge = bytes.clone();
+    huge[header_end..header_end + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    let e = KvStore::decode_snapshot(&huge).map(|_| ()).unwrap_err().to_string();
+    assert!(e.contains(&format!("byte {header_end}: truncated string")), "{e}");
+}
+
+#[test]
 fn a_frozen_state_is_unaffected_by_later_writes_and_merges_back() {
     let mut kv = KvStore::new();
     let put = |k: &str, v: &str| Command::put(k, v).encode();

@@ -26,11 +26,13 @@ pub fn load_state_machine(
         ))
     })?;
     let started = Instant::now();
-    let bytes = store.read(meta)?;
-    let kv = KvStore::decode_snapshot(&bytes)?;
+    // Checked whole, then decoded as it is read: the file is never in memory whole.
+    let mut data = store.read_stream(meta)?;
+    let (kv, cluster) = KvStore::decode_snapshot_from(&mut data).map_err(|e| {
+        Error::Storage(format!("snapshot file {}: {}", store.path(meta).display(), e.message()))
+    })?;
     // The configuration in force at the snapshot's index, which the snapshot carries.
-    let cluster = crate::kv::snapshot_cluster(&bytes).and_then(|v| serde_json::from_value(v).ok());
-    drop(bytes);
+    let cluster = cluster.and_then(|v| serde_json::from_value(v).ok());
     if kv.applied_index() != meta.index {
         return Err(Error::Storage(format!(
             "snapshot file for index {} holds state at index {}",

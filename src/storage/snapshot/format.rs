@@ -100,6 +100,12 @@ pub fn check_file(path: &Path, meta: SnapshotMeta, keep: Option<&mut Vec<u8>>) -
     check_stream(&mut file, file_len, meta, keep).map_err(|e| io_error("cannot read", path, e))
 }
 
+/// [`check_file`] of a file already open (at its start; read to its end), named `path`.
+pub(super) fn check_open_file(file: &mut File, path: &Path, meta: SnapshotMeta) -> Result<Check> {
+    let file_len = file.metadata().map_err(|e| io_error("cannot stat", path, e))?.len();
+    check_stream(file, file_len, meta, None).map_err(|e| io_error("cannot read", path, e))
+}
+
 fn check_stream(
     reader: &mut dyn Read,
     file_len: u64,

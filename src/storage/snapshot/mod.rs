@@ -42,7 +42,7 @@
 //! error naming the file, the byte offset and the way out (wipe the data dir).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Seek, SeekFrom, Write};
+use std::io::{BufReader, ErrorKind, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -239,6 +239,23 @@ impl SnapshotStore {
             }
         }
         Ok(())
+    }
+
+    /// The data of the snapshot through `meta` to read as a stream, after checking the whole
+    /// file (its CRC) through the same open file, so what is read is what was checked. Errors
+    /// as [`SnapshotStore::read`].
+    pub fn read_stream(&self, meta: SnapshotMeta) -> Result<BufReader<File>> {
+        let path = self.path(meta);
+        let mut file = File::open(&path).map_err(|e| open_error(&path, e))?;
+        match format::check_open_file(&mut file, &path, meta)? {
+            Check::Valid { .. } => {}
+            Check::Damaged { offset, reason } => {
+                return Err(self.corruption(&path, offset, &reason));
+            }
+        }
+        file.seek(SeekFrom::Start(SNAPSHOT_HEADER_LEN))
+            .map_err(|e| io_error("cannot seek in", &path, e))?;
+        Ok(BufReader::with_capacity(1 << 20, file))
     }
 
     /// The data of the snapshot through `meta`, after checking it. [`Error::NotFound`] if there is

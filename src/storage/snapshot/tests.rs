@@ -107,6 +107,25 @@ fn a_snapshot_written_in_pieces_is_the_same_file_and_a_failed_one_leaves_nothing
 }
 
 #[test]
+fn a_snapshot_read_as_a_stream_is_checked_first() {
+    let dir = TempDir::new().unwrap();
+    let s = store(dir.path());
+    let d = data(300_000, 3);
+    s.write(meta(10, 1), &d).unwrap();
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut s.read_stream(meta(10, 1)).unwrap(), &mut got).unwrap();
+    assert_eq!(got, d);
+    // One flipped bit in the data: refused before a byte of it is handed out.
+    let path = s.path(meta(10, 1));
+    let mut file = fs::read(&path).unwrap();
+    file[SNAPSHOT_HEADER_LEN as usize + 1234] ^= 4;
+    fs::write(&path, &file).unwrap();
+    let message = storage_message(s.read_stream(meta(10, 1)));
+    assert!(message.contains("corrupt at byte offset") && message.contains("CRC"), "{message}");
+    assert!(matches!(s.read_stream(meta(20, 1)), Err(Error::NotFound(_))));
+}
+
+#[test]
 fn leftover_temporary_files_are_ignored_and_removed() {
     let dir = TempDir::new().unwrap();
     let s = store(dir.path());
