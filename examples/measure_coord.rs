@@ -21,7 +21,6 @@
 //! Env: `SERVER_BIN` (default `target/release/raftlabkv-server`), `MEASURE_SECS` (10),
 //! `MEASURE_KEYS` (1,000,000 for `memory`).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -344,6 +343,31 @@ fn rss(pid: u32) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// Puts number 0 to `count - 1` to `base` from 64 clients, each put's body and idempotency key
+/// made by `put(n)`.
+fn puts_from_64_clients(
+    base: &str,
+    count: u64,
+    put: impl Fn(u64) -> (Value, Option<String>) + Sync,
+) {
+    let next = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..64 {
+            s.spawn(|| {
+                let agent = agent();
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= count {
+                        break;
+                    }
+                    let (body, key) = put(n);
+                    post(&agent, &format!("{base}/kv/put"), &body, key.as_deref());
+                }
+            });
+        }
+    });
+}
+
 /// The leader's peak resident set while it snapshots its full store: 20,000 overwrites of
 /// existing keys (64 clients; two snapshot thresholds' worth) with the RSS sampled every 5 ms
 /// until the leader has recorded a snapshot taken after them began.
@@ -360,22 +384,8 @@ fn snapshot_peak(base: &str, pid: u32, full: u64) {
                 std::thread::sleep(Duration::from_millis(5));
             }
         });
-        let next = AtomicU64::new(0);
-        std::thread::scope(|w| {
-            for _ in 0..64 {
-                w.spawn(|| {
-                    let agent = agent();
-                    let value = "y".repeat(100);
-                    loop {
-                        let n = next.fetch_add(1, Ordering::Relaxed);
-                        if n >= writes {
-                            break;
-                        }
-                        let body = json!({"key": format!("bench-{n}"), "value": value});
-                        post(&agent, &format!("{base}/kv/put"), &body, None);
-                    }
-                });
-            }
+        puts_from_64_clients(base, writes, |n| {
+            (json!({"key": format!("bench-{n}"), "value": "y".repeat(100)}), None)
         });
         let deadline = Instant::now() + Duration::from_secs(120);
         while snap().unwrap_or(0) < before + writes / 2 && Instant::now() < deadline {
@@ -414,24 +424,10 @@ fn memory() {
         );
         snapshot_peak(&base, pid, full);
         let cap = 100_000u64;
-        let next = Arc::new(AtomicU64::new(0));
         let before = rss(pid);
-        std::thread::scope(|s| {
-            for _ in 0..64 {
-                let (base, next) = (base.clone(), next.clone());
-                s.spawn(move || {
-                    let agent = agent();
-                    loop {
-                        let n = next.fetch_add(1, Ordering::Relaxed);
-                        if n >= cap {
-                            break;
-                        }
-                        let body =
-                            json!({"key": format!("i/{}", n % 100), "value": "x".repeat(100)});
-                        post(&agent, &format!("{base}/kv/put"), &body, Some(&format!("{n:032x}")));
-                    }
-                });
-            }
+        puts_from_64_clients(&base, cap, |n| {
+            let body = json!({"key": format!("i/{}", n % 100), "value": "x".repeat(100)});
+            (body, Some(format!("{n:032x}")))
         });
         std::thread::sleep(Duration::from_secs(3));
         let after = rss(pid);

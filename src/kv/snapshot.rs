@@ -205,9 +205,7 @@ impl Input<'_> {
     /// `[u32 LE length][UTF-8]`.
     fn text(&mut self) -> Result<&str> {
         let start = self.at;
-        let len = self.u32("length")?;
-        let b = self.exact(u64::from(len), "string").map_err(|_| bad(start, "truncated string"))?;
-        std::str::from_utf8(b).map_err(|_| bad(start, "not UTF-8"))
+        std::str::from_utf8(self.bytes()?).map_err(|_| bad(start, "not UTF-8"))
     }
 
     fn at_end(&mut self) -> Result<bool> {

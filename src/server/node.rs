@@ -453,7 +453,7 @@ impl Node {
             batch.into_iter().map(|p| (p.command, (p.tx, p.placed))).unzip();
         let proposed = self.with_raft(|raft| {
             let (term, placed, out) = raft.propose_batch(commands)?;
-            let mut refused = Vec::new();
+            let mut refused = Wakeups::default();
             let mut pending = self.pending.lock();
             for (at, (tx, index)) in placed.into_iter().zip(waiters.drain(..)) {
                 match at {
@@ -461,7 +461,7 @@ impl Node {
                         index.store(at, Ordering::Release);
                         pending.add_write(at, term, tx);
                     }
-                    Err(e) => refused.push((tx, e)),
+                    Err(e) => refused.write(tx, Err(e)),
                 }
             }
             Ok((refused, out))
@@ -469,12 +469,12 @@ impl Node {
         // Refused as a whole (not the leader): nobody was taken out of `waiters`.
         let refused = proposed.unwrap_or_else(|e| {
             let e = self.with_leader_addr(e);
-            waiters.drain(..).map(|(tx, _)| (tx, e.clone())).collect()
+            let mut refused = Wakeups::default();
+            waiters.drain(..).for_each(|(tx, _)| refused.write(tx, Err(e.clone())));
+            refused
         });
-        // Answered after unlocking: waking a thread is a syscall.
-        for (tx, e) in refused {
-            tx.send(Err(e));
-        }
+        // Answered after unlocking, like every other answer (see `Wakeups`).
+        refused.send();
     }
 
     /// Waits until a read of the state machine is linearizable (ReadIndex through the leader).

@@ -37,6 +37,11 @@ impl Wakeups {
         }
     }
 
+    /// Adds a waiting write's answer.
+    pub fn write(&mut self, tx: Sender<WriteResult>, answer: WriteResult) {
+        self.writes.push((tx, answer));
+    }
+
     /// Nobody to wake.
     pub fn is_empty(&self) -> bool {
         self.writes.is_empty() && self.reads.is_empty()
@@ -123,7 +128,7 @@ impl Pending {
                      newer leader's entry; it was not applied"
                 )))
             };
-            self.woken.writes.push((tx, result));
+            self.woken.write(tx, result);
         }
     }
 
@@ -144,7 +149,7 @@ impl Pending {
     /// write was proposed, so it may still commit: `write_error` must not promise otherwise.
     pub fn fail_all(&mut self, write_error: Error, error: Error) {
         for (_, (_, tx)) in self.writes.drain() {
-            self.woken.writes.push((tx, Err(write_error.clone())));
+            self.woken.write(tx, Err(write_error.clone()));
         }
         for (_, tx) in self.reads.drain() {
             self.woken.reads.push((tx, Err(error.clone())));

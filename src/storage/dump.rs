@@ -489,7 +489,7 @@ impl Printer<'_> {
         let files = snapshot::list_snapshot_files(&dir.join(SNAPSHOT_DIR))?;
         for (i, (meta, path)) in files.iter().enumerate() {
             let newest = i + 1 == files.len();
-            let damage = match snapshot::check_file(path, *meta, None)? {
+            let damage = match snapshot::check_file(path, *meta)? {
                 Check::Valid { .. } => None,
                 Check::Damaged { offset, reason } => Some((offset, reason)),
             };

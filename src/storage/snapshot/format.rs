@@ -93,24 +93,22 @@ pub enum Check {
 
 /// Checks the snapshot file at `path` against `meta` (normally parsed from its name): magic and
 /// version, index and term, length against the file size, and the CRC of the data, reading the
-/// file in 64 KiB pieces. With `keep`, the data is also appended to it.
-pub fn check_file(path: &Path, meta: SnapshotMeta, keep: Option<&mut Vec<u8>>) -> Result<Check> {
+/// file in 64 KiB pieces.
+pub fn check_file(path: &Path, meta: SnapshotMeta) -> Result<Check> {
     let mut file = File::open(path).map_err(|e| open_error(path, e))?;
-    let file_len = file.metadata().map_err(|e| io_error("cannot stat", path, e))?.len();
-    check_stream(&mut file, file_len, meta, keep).map_err(|e| io_error("cannot read", path, e))
+    check_open_file(&mut file, path, meta)
 }
 
 /// [`check_file`] of a file already open (at its start; read to its end), named `path`.
 pub(super) fn check_open_file(file: &mut File, path: &Path, meta: SnapshotMeta) -> Result<Check> {
     let file_len = file.metadata().map_err(|e| io_error("cannot stat", path, e))?.len();
-    check_stream(file, file_len, meta, None).map_err(|e| io_error("cannot read", path, e))
+    check_stream(file, file_len, meta).map_err(|e| io_error("cannot read", path, e))
 }
 
 fn check_stream(
     reader: &mut dyn Read,
     file_len: u64,
     meta: SnapshotMeta,
-    keep: Option<&mut Vec<u8>>,
 ) -> std::io::Result<Check> {
     let damaged = |offset: u64, reason: String| Ok(Check::Damaged { offset, reason });
     let mut header = [0u8; SNAPSHOT_HEADER_LEN as usize];
@@ -163,19 +161,12 @@ fn check_stream(
         );
     }
     let mut hasher = crc32fast::Hasher::new();
-    let mut keep = keep;
-    if let Some(keep) = keep.as_deref_mut() {
-        keep.reserve(data_len as usize);
-    }
     let mut buf = vec![0u8; 64 << 10];
     let mut left = data_len;
     while left > 0 {
         let n = buf.len().min(left as usize);
         reader.read_exact(&mut buf[..n])?;
         hasher.update(&buf[..n]);
-        if let Some(keep) = keep.as_deref_mut() {
-            keep.extend_from_slice(&buf[..n]);
-        }
         left -= n as u64;
     }
     let computed = hasher.finalize();

@@ -42,7 +42,7 @@
 //! error naming the file, the byte offset and the way out (wipe the data dir).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufReader, ErrorKind, Seek, SeekFrom, Write};
+use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -157,7 +157,7 @@ impl SnapshotStore {
         let Some((meta, path)) = list_snapshot_files(&self.inner.dir)?.pop() else {
             return Ok(None);
         };
-        match check_file(&path, meta, None)? {
+        match check_file(&path, meta)? {
             Check::Valid { .. } => Ok(Some(meta)),
             Check::Damaged { offset, reason } => Err(self.corruption(&path, offset, &reason)),
         }
@@ -204,7 +204,7 @@ impl SnapshotStore {
             fill(&mut data)
                 .and_then(|()| data.flush())
                 .map_err(|e| io_error("cannot write", &tmp, e))?;
-            let header = encode_header(meta, data.len, data.crc.clone().finalize());
+            let header = encode_header(meta, data.len, data.crc.finalize());
             file.seek(SeekFrom::Start(0))
                 .and_then(|_| file.write_all(&header))
                 .map_err(|e| io_error("cannot write", &tmp, e))?;
@@ -261,12 +261,11 @@ impl SnapshotStore {
     /// The data of the snapshot through `meta`, after checking it. [`Error::NotFound`] if there is
     /// no such file (a newer snapshot replaced it), [`Error::Storage`] if it is damaged.
     pub fn read(&self, meta: SnapshotMeta) -> Result<Vec<u8>> {
-        let path = self.path(meta);
         let mut data = Vec::new();
-        match check_file(&path, meta, Some(&mut data))? {
-            Check::Valid { .. } => Ok(data),
-            Check::Damaged { offset, reason } => Err(self.corruption(&path, offset, &reason)),
-        }
+        self.read_stream(meta)?
+            .read_to_end(&mut data)
+            .map_err(|e| io_error("cannot read", &self.path(meta), e))?;
+        Ok(data)
     }
 }
 

@@ -201,7 +201,7 @@ impl SnapshotStore {
         }
         drop(receiving);
         let result = (|| {
-            match check_file(&r.path, meta, None)? {
+            match check_file(&r.path, meta)? {
                 Check::Valid { .. } => {}
                 Check::Damaged { offset, reason } => {
                     return Err(Error::BadRequest(format!(
