@@ -309,7 +309,7 @@ pub struct PeerReplication {
     pub next_index: Index,
     /// `probe`, `replicate` or `snapshot` ([`crate::raft::ReplicationState`]).
     pub state: String,
-    /// Requests awaiting an answer (the core sends one at a time: 0 or 1).
+    /// Requests awaiting an answer (at most the pipelining window, `--max-inflight`).
     pub inflight: u64,
     /// Milliseconds since it last answered (counted in ticks: a tick's precision).
     pub last_contact_ms: u64,
@@ -432,13 +432,13 @@ mod tests {
         let core = PeerProgress {
             next_index: 5,
             match_index: 4,
-            inflight: true,
+            inflight: 1,
             snapshot: Some(3),
             last_contact_ticks: 7,
             state: crate::raft::ReplicationState::Snapshot,
         };
         let wire = serde_json::to_value(&core).expect("encode");
-        let want = serde_json::json!({"nextIndex": 5, "matchIndex": 4, "inflight": true,
+        let want = serde_json::json!({"nextIndex": 5, "matchIndex": 4, "inflight": 1,
             "snapshot": 3, "lastContactTicks": 7, "state": "snapshot"});
         assert_eq!(wire, want);
         assert_eq!(serde_json::from_value::<PeerProgress>(wire).expect("decode"), core);

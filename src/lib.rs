@@ -32,7 +32,7 @@
 //!   peers   ──HTTP──▶        │            (peer RPCs are stepped here too)
 //!                            ▼
 //!   [ticker] ──tick──▶ Mutex<RaftNode> ──route (non-blocking, under the lock)──┬──▶ [peer-nodeX] ──ureq──▶ peer
-//!                            ▲                                                 │     one per peer, bounded queue
+//!                            ▲                                                 │     one per peer (per pipelining slot), bounded queue
 //!                            │ responses, persisted()                          ├──▶ [apply] ──▶ RwLock<KvStore>
 //!                            └──────────────── [sync] ◀── sync jobs ───────────┘     wakes waiting clients
 //!                                               fsync (group commit)
@@ -56,6 +56,7 @@
 //! | log replication, the consistency check, truncation | `raft/node/replication.rs`: `maybe_send_append`, `handle_append_entries`; `raft/log.rs`: `append_from_leader` |
 //! | when an entry is committed (Figure 8) | `raft/node/replication.rs`: `maybe_commit` |
 //! | linearizable reads (ReadIndex) | `raft/node/read.rs`: `read`, `check_reads`; `server/node.rs`: `linearizable_barrier` |
+//! | pipelining (`--max-inflight`), probe / replicate | `raft/role.rs`: `Progress::window`, `replicating`; `raft/node/replication.rs`: `maybe_send_append`, `handle_append_response`; `server/peer.rs`: `spawn_replicators`; `tests/raft_pipelining.rs`, `scripts/pipelining.sh` |
 //! | batching: many clients' writes in one proposal | `server/proposals.rs` (the combiner), `server/node.rs`: `write`, `propose_batch`; the core's `raft/node/mod.rs`: `propose_batch` |
 //! | where a put's CPU goes (per thread, perf buckets) | `scripts/profile.sh`, `scripts/profile_buckets.py` |
 //! | what is fsynced when (group commit) | `storage/durable/sync.rs` (module docs), `server/loops.rs`: `sync`; `server/peer.rs`: `handle_rpc` |

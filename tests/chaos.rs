@@ -1,4 +1,4 @@
-//! The short CI version of the chaos harness (`raftlabkv::chaos`): three seeded schedules against
+//! The short CI version of the chaos harness (`raftlabkv::chaos`): seeded schedules against
 //! real `raftlabkv-server` processes, 25 s of faults each, between them every fault kind on 3 and
 //! 5 nodes (membership changes included), two of them with a snapshot every 100 entries. Any violation fails the test: a non-linearizable history (or one the checker could not
 //! decide), two leaders in one term, no leader within 5 s of the final heal, no acknowledged write
@@ -73,6 +73,14 @@ fn three_nodes_crashes_pauses_and_partitions() {
 #[test]
 fn five_nodes_one_way_cuts_delay_loss_and_partitions() {
     schedule(5, 102, "oneway,delay,lossy,partition", true, &[]);
+}
+
+/// Pipelining (`--max-inflight 4` on every server): several AppendEntries per follower on their
+/// way at once through slow, lossy and one-way links, partitions and crashes, so requests and
+/// answers overlap, get lost and (on separate connections) arrive out of order.
+#[test]
+fn five_nodes_pipelined_through_delay_loss_cuts_and_crashes() {
+    schedule(5, 108, "delay,lossy,oneway,partition,kill", false, &["--max-inflight", "4"]);
 }
 
 /// Membership changes (add, remove, replace a dead voter, transfer) mixed with crashes and

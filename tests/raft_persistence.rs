@@ -307,6 +307,17 @@ fn figure_8_on_an_unreliable_network_never_loses_committed_entries() {
     }
 }
 
+/// [`figure_8_unreliable`] with pipelining: a window of 4 AppendEntries per follower, so lost,
+/// delayed and reordered requests of one leader overlap (and their answers come back in any
+/// order). Nothing committed is lost, and the logs converge once the network is reliable.
+#[test]
+fn figure_8_on_an_unreliable_network_with_pipelining_never_loses_committed_entries() {
+    let iters = iters_from_env(1000);
+    for seed in seeds_from_env(40, 10) {
+        figure_8_unreliable(seed, iters, |c| c.max_inflight = 4, true);
+    }
+}
+
 /// [`figure_8_unreliable`] with [`one_entry_per_append`]. The network is made reliable again
 /// and the logs get up to 60 s to converge before the final agreement: catching five divergent
 /// logs up one entry per round trip can take longer than the lab's 10 s.

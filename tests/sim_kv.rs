@@ -128,8 +128,8 @@ struct KvSim {
 }
 
 impl KvSim {
-    fn new(nodes: usize, seed: u64, keys: usize) -> Self {
-        let cluster = SimCluster::new(nodes, seed);
+    fn new(nodes: usize, seed: u64, keys: usize, window: usize) -> Self {
+        let cluster = SimCluster::with_config(nodes, seed, move |c| c.max_inflight = window);
         let incarnation = cluster.ids.iter().map(|id| (id.clone(), 0)).collect();
         KvSim {
             cluster,
@@ -519,7 +519,10 @@ impl KvSim {
 /// client is done, a final read, convergence, and the check.
 fn run_seed(seed: u64) {
     let nodes = if seed.is_multiple_of(2) { 3 } else { 5 };
-    let mut sim = KvSim::new(nodes, seed, 5);
+    // Two seeds in five pipeline (a window of 4 AppendEntries per follower).
+    let window = if seed % 5 < 2 { 4 } else { 1 };
+    eprintln!("seed {seed}: {nodes} nodes, pipelining window {window}");
+    let mut sim = KvSim::new(nodes, seed, 5, window);
     let reliable = seed.is_multiple_of(4);
     if !reliable {
         sim.cluster.net.drop_rate = 0.1;

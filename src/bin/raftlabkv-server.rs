@@ -57,6 +57,10 @@ struct Args {
     /// Most log entries in one AppendEntries RPC (batches are also capped at 4 MiB).
     #[arg(long, default_value_t = 4096)]
     max_append_entries: usize,
+    /// Pipelining: most AppendEntries awaiting their answers per follower (1 to 16). Each is sent
+    /// by a replication thread of its own; a follower being probed gets one at a time.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=16))]
+    max_inflight: u64,
     /// Largest accepted key, in bytes.
     #[arg(long, default_value_t = 4096)]
     max_key_bytes: usize,
@@ -195,6 +199,7 @@ fn run(args: Args) -> Result<(), String> {
     config.max_value_bytes = args.max_value_bytes;
     config.max_key_bytes = args.max_key_bytes.max(1);
     config.max_append_entries = args.max_append_entries.max(1);
+    config.max_inflight = args.max_inflight as usize;
     config.max_txn_ops = args.max_txn_ops.max(1);
     config.idempotency_ttl = Duration::from_secs(args.idempotency_ttl_secs.max(1));
     config.idempotency_cap = args.idempotency_cap.max(1);

@@ -27,6 +27,12 @@ pub struct Config {
     pub max_append_entries: usize,
     /// Most bytes of entries in one AppendEntries (at least one entry is always sent).
     pub max_append_bytes: usize,
+    /// Pipelining: most AppendEntries awaiting their answers per follower once it is known to
+    /// match (etcd's `MaxInflightMsgs`). 1 sends the next request only after the previous one is
+    /// answered, so every round trip carries all that was proposed meanwhile; more lets a request
+    /// leave while earlier ones are still on the wire or in the follower's fsync. A follower
+    /// being probed (after a rejection or a lost request) always gets one at a time.
+    pub max_inflight: usize,
     /// A leader that has not heard from a majority for an election timeout steps down (§6.2 of
     /// the thesis: "check quorum"), so a partitioned leader stops accepting work. With it, a node
     /// that heard from a leader less than a minimum election timeout ago ignores RequestVotes
@@ -63,12 +69,17 @@ impl Config {
             rpc_timeout_ticks: 30,
             max_append_entries: 4096,
             max_append_bytes: 4 << 20,
+            max_inflight: 1,
             check_quorum: true,
             pre_vote: true,
             seed: 0,
             lease_ms: 0,
         }
     }
+
+    /// The largest pipelining window [`Config::validate`] accepts (the shell runs a sending thread
+    /// per slot and follower).
+    pub const MAX_INFLIGHT: usize = 16;
 
     /// Checks the configuration for values that cannot work.
     pub fn validate(&self) -> Result<()> {
@@ -89,6 +100,9 @@ impl Config {
         }
         if self.max_append_entries == 0 {
             return bad("max_append_entries must be at least 1");
+        }
+        if self.max_inflight == 0 || self.max_inflight > Self::MAX_INFLIGHT {
+            return bad(&format!("max_inflight must be 1 to {}", Self::MAX_INFLIGHT));
         }
         Ok(())
     }

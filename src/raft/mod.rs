@@ -110,10 +110,23 @@
 //!   truncating there would delete newer entries (a bug of the Go original).
 //! - **Fast backtracking** (end of §5.3): a rejection carries `conflict_term` and the first index of
 //!   it, so the leader skips a whole term per round trip instead of one entry.
-//! - **Flow control and batching**: one AppendEntries with entries in flight per follower; what is
-//!   proposed meanwhile leaves together in the next one. Each entry is sent to each follower once
-//!   when nothing is lost, and under load every round trip (and every follower fsync) carries a batch.
-//!   The leader batches on the way in too (thesis §10.2.2): [`RaftNode::propose_batch`] appends
+//! - **Flow control, batching and pipelining** (thesis §10.2.2): by default one AppendEntries
+//!   with entries in flight per follower; what is proposed meanwhile leaves together in the next
+//!   one, so under load every round trip (and every follower fsync) carries a batch. With
+//!   [`Config::max_inflight`] above 1 the leader *pipelines*: it sends the next request before
+//!   the earlier ones are answered, up to that many, moving `next_index` on as each leaves
+//!   (optimistically: a rejection or a timeout moves it back), so each entry still goes to each
+//!   follower once when nothing is lost. Pipelining is only for a follower known to match, as in
+//!   etcd-io/raft: after a rejection, a lost request or a snapshot the leader *probes*, one
+//!   request at a time, until an answer says where the logs agree (a window of guesses would be
+//!   refused wholesale). Requests and answers may then overlap, get lost or arrive out of order;
+//!   that is safe because the follower's consistency check judges each request on its own (a
+//!   request that arrives before its predecessor is refused, and the leader backs up), matches
+//!   only move up, and a rejection answering a request sent before the last back-up is ignored
+//!   as stale. Pipelining shortens the wait when round trips are long; when the CPU is what runs
+//!   out (two cores running three nodes), smaller batches cost more per entry, so the server's
+//!   default window is 1 (README, "Pipelining").
+//!   The leader batches on the way in too: [`RaftNode::propose_batch`] appends
 //!   many clients' commands as one log write and one round of AppendEntries, with the log exactly
 //!   as after one [`RaftNode::propose`] each; the server gathers them while the Raft lock is busy
 //!   (`server::proposals`).

@@ -136,14 +136,14 @@ pub struct Counters {
     pub pre_votes_refused: u64,
 }
 
-/// How a leader replicates to one follower, derived from its [`PeerProgress`] (the core keeps
-/// no separate state machine for it, unlike etcd-io/raft's `StateProbe`/`StateReplicate`, so
-/// the name says what the numbers mean):
+/// How a leader replicates to one follower (etcd-io/raft's `StateProbe`, `StateReplicate` and
+/// `StateSnapshot`, kept as [`crate::raft::role::Progress::replicating`] and `pending_snapshot`):
 /// - `snapshot`: a snapshot is on its way; no AppendEntries until it is answered;
-/// - `replicate`: the follower answered in this term and `next_index == match_index + 1`: the
-///   leader knows where the follower's log ends and streams entries from there;
+/// - `replicate`: the follower accepted a request since it was last rejected, timed out or sent
+///   a snapshot: the leader knows where the follower's log ends and streams entries from there,
+///   up to [`crate::raft::Config::max_inflight`] requests at a time;
 /// - `probe`: not yet answered in this term, or backed up after a rejection (or a lost
-///   request): the leader is still finding where the logs agree.
+///   request): the leader is still finding where the logs agree, one request at a time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ReplicationState {
@@ -176,8 +176,9 @@ pub struct PeerProgress {
     pub next_index: Index,
     /// Highest entry known to be stored there.
     pub match_index: Index,
-    /// An AppendEntries (or snapshot) awaits its answer.
-    pub inflight: bool,
+    /// Requests (AppendEntries or a snapshot) awaiting their answers: at most the pipelining
+    /// window, [`crate::raft::Config::max_inflight`].
+    pub inflight: u64,
     /// Index of the snapshot being sent, if any.
     pub snapshot: Option<Index>,
     /// Ticks since this member last answered.

@@ -60,9 +60,15 @@ pub struct Progress {
     pub next_index: Index,
     /// Highest index known to be replicated (and durable) on this follower.
     pub match_index: Index,
-    /// The AppendEntries carrying entries (or a read probe) that is awaiting its response: at most
-    /// one at a time, so entries proposed meanwhile accumulate into the next request (batching).
-    pub inflight: Option<Inflight>,
+    /// The AppendEntries carrying entries (or a read probe) awaiting their responses, oldest
+    /// first: at most [`crate::raft::Config::max_inflight`] while `replicating`, one while probing.
+    /// Entries proposed while the window is full accumulate into the next request (batching).
+    pub inflight: VecDeque<Inflight>,
+    /// Replicate rather than probe (etcd's `StateReplicate`): this follower answered a request
+    /// with success since it was last rejected, timed out or sent a snapshot, so its log is known
+    /// to match and the leader may pipeline (send before the earlier requests are answered).
+    /// While probing, one request is in flight at a time.
+    pub replicating: bool,
     /// Highest `seq` this follower has answered in this term (ReadIndex confirmation).
     pub acked_seq: u64,
     /// Heard from since the last check-quorum round.
@@ -95,7 +101,8 @@ impl Progress {
         Progress {
             next_index,
             match_index: 0,
-            inflight: None,
+            inflight: VecDeque::new(),
+            replicating: false,
             acked_seq: 0,
             recent_active: true,
             pending_snapshot: None,
@@ -108,6 +115,20 @@ impl Progress {
 }
 
 impl Progress {
+    /// Nothing is known to be on its way: back to probing from the last known match (a lost or
+    /// refused request, an unreachable follower).
+    pub fn reset_to_probe(&mut self) {
+        self.inflight.clear();
+        self.pending_snapshot = None;
+        self.replicating = false;
+        self.next_index = self.match_index + 1;
+    }
+
+    /// How many requests may be in flight to this follower now.
+    pub fn window(&self, max_inflight: usize) -> usize {
+        if self.replicating { max_inflight.max(1) } else { 1 }
+    }
+
     /// The follower answered that it holds entries through `claimed`. A follower cannot hold more
     /// than we ever had (`last_index`), so a larger claim is never trusted, and `match_index`
     /// never goes down here.

@@ -40,6 +40,9 @@ pub struct ServerConfig {
     pub max_value_bytes: usize,
     /// Most entries in one AppendEntries.
     pub max_append_entries: usize,
+    /// Pipelining window: most AppendEntries awaiting answers per follower
+    /// ([`crate::raft::Config::max_inflight`]); each slot is a replication thread of its own.
+    pub max_inflight: usize,
     /// Most compares and operations in one transaction (`POST /kv/txn`).
     pub max_txn_ops: usize,
     /// How long the state machine remembers an idempotency key (`kv::idempotency`), measured by
@@ -110,6 +113,7 @@ impl ServerConfig {
             max_key_bytes: 4096,
             max_value_bytes: 1 << 20,
             max_append_entries: 4096,
+            max_inflight: 1,
             max_txn_ops: 128,
             idempotency_ttl: Duration::from_secs(600),
             idempotency_cap: 100_000,
@@ -134,6 +138,7 @@ impl ServerConfig {
         c.election_ticks_max = self.ticks(self.election_timeout.1).max(c.election_ticks_min + 1);
         c.rpc_timeout_ticks = self.ticks(self.rpc_timeout).max(c.election_ticks_min);
         c.max_append_entries = self.max_append_entries.max(1);
+        c.max_inflight = self.max_inflight;
         c.seed = self.seed;
         c.lease_ms = self.lease().map_or(0, |d| d.as_millis() as u64);
         c

@@ -96,7 +96,7 @@ pub fn raft_state(node: &Node, tail: u64) -> Result<Value> {
                 "matchIndex": p.match_index,
                 "nextIndex": p.next_index,
                 "state": p.state.name(),
-                "inflight": u64::from(p.inflight),
+                "inflight": p.inflight,
                 "lastContactMs": p.last_contact_ticks.saturating_mul(tick_ms),
             });
             (id.clone(), view)

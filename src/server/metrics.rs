@@ -392,7 +392,7 @@ impl Metrics {
                     match_index: p.match_index,
                     next_index: p.next_index,
                     state: p.state.name().to_string(),
-                    inflight: u64::from(p.inflight),
+                    inflight: p.inflight,
                     last_contact_ms: p.last_contact_ticks.saturating_mul(tick_ms),
                     snapshot: out.get(id).copied(),
                 };

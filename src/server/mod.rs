@@ -121,8 +121,7 @@ impl Server {
         let mut server = Server { node: Arc::new(node), threads: Vec::new(), http: None };
         let threads = &mut server.threads;
         for (id, rx) in queues.peers {
-            let (n, t) = (server.node.clone(), transport.clone());
-            threads.push(spawn(format!("peer-{id}"), move || peer::replicate(&n, &id, &rx, &*t))?);
+            peer::spawn_replicators(&server.node, &id, &rx, &transport, threads)?;
         }
         let (n, t, new_peers) = (server.node.clone(), transport.clone(), queues.new_peers);
         threads.push(spawn("peers".into(), move || peer::spawn_new_peers(&n, &new_peers, &t))?);

@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -23,7 +24,7 @@ use crate::api::SnapshotChunk;
 use crate::error::{Error, Result};
 use crate::raft::{Envelope, Message, NodeId, SnapshotMeta};
 
-/// The `peers` thread: starts a replication thread for each member that joins the
+/// The `peers` thread: starts the replication threads of each member that joins the
 /// configuration, and waits for them all at shutdown.
 pub fn spawn_new_peers(
     node: &Arc<Node>,
@@ -33,13 +34,8 @@ pub fn spawn_new_peers(
     let mut threads = Vec::new();
     while !node.is_shutdown() {
         let Ok((id, queue)) = rx.recv_timeout(Duration::from_millis(100)) else { continue };
-        let (n, t) = (node.clone(), transport.clone());
-        let spawned = std::thread::Builder::new()
-            .name(format!("peer-{id}"))
-            .spawn(move || replicate(&n, &id, &queue, &*t));
-        match spawned {
-            Ok(handle) => threads.push(handle),
-            Err(e) => log::error!("cannot start a replication thread: {e}"),
+        if let Err(e) = spawn_replicators(node, &id, &queue, transport, &mut threads) {
+            log::error!("cannot start a replication thread: {e}");
         }
     }
     for t in threads {
@@ -47,9 +43,29 @@ pub fn spawn_new_peers(
     }
 }
 
-/// The replication thread for member `id` (`peer-{id}`): sends what the core queued for it, one
-/// call at a time, to its address in the configuration in force, and steps the answers. Runs
-/// until shutdown, or until `id` leaves the configuration (its queue is dropped).
+/// Starts the replication threads of member `id`: one per slot of the pipelining window
+/// (`max_inflight`), all taking from the member's one queue. With a window of 1 (the default)
+/// that is one thread, and requests go one at a time; with more, a request may leave while
+/// earlier ones wait for their answers (the core bounds how many are in flight).
+pub fn spawn_replicators(
+    node: &Arc<Node>,
+    id: &NodeId,
+    queue: &Receiver<Envelope>,
+    transport: &Arc<dyn Transport>,
+    threads: &mut Vec<JoinHandle<()>>,
+) -> Result<()> {
+    for slot in 0..node.config.max_inflight.max(1) {
+        let (n, t, id, queue) = (node.clone(), transport.clone(), id.clone(), queue.clone());
+        let name = if slot == 0 { format!("peer-{id}") } else { format!("peer-{id}-{slot}") };
+        threads.push(super::node::spawn(name, move || replicate(&n, &id, &queue, &*t))?);
+    }
+    Ok(())
+}
+
+/// A replication thread for member `id` (`peer-{id}`, `peer-{id}-1`, ...): sends what the core
+/// queued for it, one call at a time, to its address in the configuration in force, and steps
+/// the answers. Runs until shutdown, or until `id` leaves the configuration (its queue is
+/// dropped).
 pub fn replicate(node: &Node, id: &NodeId, rx: &Receiver<Envelope>, transport: &dyn Transport) {
     while !node.is_shutdown() {
         let env = match rx.recv_timeout(Duration::from_millis(100)) {

@@ -70,7 +70,8 @@ impl HttpTransport {
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(timeout.min(Duration::from_millis(500)))
             .timeout(timeout)
-            .max_idle_connections_per_host(4)
+            // One connection per pipelining slot stays open (plus one for a snapshot's chunks).
+            .max_idle_connections_per_host(crate::raft::Config::MAX_INFLIGHT + 2)
             .build();
         HttpTransport {
             agent,

@@ -255,9 +255,7 @@ impl RaftNode {
     /// waiting for the lost request and will probe again from the last known match.
     pub fn report_unreachable(&mut self, peer: &NodeId) {
         if let Some(p) = self.role.progress_mut(peer) {
-            p.inflight = None;
-            p.pending_snapshot = None;
-            p.next_index = p.match_index + 1;
+            p.reset_to_probe();
         }
     }
 
@@ -417,7 +415,7 @@ impl RaftNode {
                     .map(|(id, p)| {
                         let state = if p.pending_snapshot.is_some() {
                             ReplicationState::Snapshot
-                        } else if p.acked_seq > 0 && p.next_index == p.match_index + 1 {
+                        } else if p.replicating {
                             ReplicationState::Replicate
                         } else {
                             ReplicationState::Probe
@@ -425,7 +423,7 @@ impl RaftNode {
                         let view = PeerProgress {
                             next_index: p.next_index,
                             match_index: p.match_index,
-                            inflight: p.inflight.is_some(),
+                            inflight: p.inflight.len() as u64,
                             snapshot: p.pending_snapshot,
                             last_contact_ticks: self.ticks.saturating_sub(p.last_contact_tick),
                             state,

@@ -143,12 +143,16 @@ impl RaftNode {
             self.check_reads();
             return Ok(());
         }
-        if progress.inflight.is_some_and(|f| resp.seq >= f.seq) {
-            progress.inflight = None;
+        // Requests are answered in the order sent unless the network reorders them; either way
+        // an answer to `seq` frees the slots of the requests up to it (an earlier one answered
+        // later changes nothing: matches only go up, and its rejection is stale).
+        while progress.inflight.front().is_some_and(|f| f.seq <= resp.seq) {
+            progress.inflight.pop_front();
         }
         if resp.success {
             progress.record_match(resp.match_index, last_index);
             progress.next_index = progress.next_index.max(progress.match_index + 1);
+            progress.replicating = true;
         } else if resp.seq > progress.backed_up_at_seq {
             // Fast backtracking (§5.3, end): skip a whole conflicting term per round trip.
             let hint = match resp.conflict_term {
@@ -172,8 +176,10 @@ impl RaftNode {
             // Never back up past what the follower is known to hold (a stale rejection).
             let next = hint.clamp(progress.match_index + 1, last_index + 1);
             if next < progress.next_index {
+                // Whatever else is in flight was sent on the wrong guess: forget it, probe.
                 progress.next_index = next;
-                progress.inflight = None;
+                progress.inflight.clear();
+                progress.replicating = false;
                 progress.backed_up_at_seq = sent_seq;
             }
         }
@@ -197,14 +203,13 @@ impl RaftNode {
         let Role::Leader(leader) = &mut self.role else {
             return Ok(());
         };
-        // Presume lost an AppendEntries nobody answered: resend from the last known match.
+        // Presume lost an AppendEntries nobody answered (and all sent after it): resend from the
+        // last known match.
         for p in leader.progress.values_mut() {
             // A snapshot transfer may take a while: give it ten RPC timeouts.
             let timeout = if p.pending_snapshot.is_some() { rpc_timeout * 10 } else { rpc_timeout };
-            if p.inflight.is_some_and(|f| ticks - f.sent_at_tick >= timeout) {
-                p.inflight = None;
-                p.pending_snapshot = None;
-                p.next_index = p.match_index + 1;
+            if p.inflight.front().is_some_and(|f| ticks - f.sent_at_tick >= timeout) {
+                p.reset_to_probe();
             }
         }
         leader.quorum_elapsed += 1;
@@ -258,16 +263,21 @@ impl RaftNode {
         Ok(())
     }
 
-    /// Sends `peer` what it is missing, if nothing is in flight to it; a heartbeat goes out anyway.
+    /// Sends `peer` what it is missing, if its window has room; a heartbeat goes out anyway.
     ///
-    /// Flow control: one request carrying entries at a time per follower. Entries proposed while it
-    /// is in flight wait and leave together in the next one, so under load each round trip (and
-    /// each follower fsync) carries a batch, and each entry is sent once.
+    /// Flow control: at most [`Progress::window`] requests in flight per follower (one while
+    /// probing; `max_inflight` once it is known to match: pipelining). Entries proposed while the
+    /// window is full wait and leave together in the next request, so under load each round trip
+    /// (and each follower fsync) carries a batch. `next_index` moves on as each request leaves, so
+    /// without faults each entry is sent once.
     pub(super) fn maybe_send_append(&mut self, peer: &NodeId, heartbeat: bool) -> Result<()> {
         let (last_index, commit_index, ticks) =
             (self.log.last_index(), self.log.commit_index, self.ticks);
-        let (max_entries, max_bytes) =
-            (self.config.max_append_entries as u64, self.config.max_append_bytes);
+        let (max_entries, max_bytes, max_inflight) = (
+            self.config.max_append_entries as u64,
+            self.config.max_append_bytes,
+            self.config.max_inflight,
+        );
         let Role::Leader(leader) = &mut self.role else {
             return Ok(());
         };
@@ -284,15 +294,20 @@ impl RaftNode {
             return self.maybe_send_snapshot(peer, heartbeat);
         }
         let has_entries = progress.next_index <= last_index;
-        let needs_probe = wants_read_probe.is_some_and(|s| progress.acked_seq < s);
-        if progress.inflight.is_some() && !heartbeat {
+        // A read waits for an answer to a request sent after it arrived: unless one is on its
+        // way already, send one.
+        let needs_probe = wants_read_probe.is_some_and(|s| {
+            progress.acked_seq < s && progress.inflight.back().is_none_or(|f| f.seq < s)
+        });
+        let room = progress.inflight.len() < progress.window(max_inflight);
+        if !room && !heartbeat {
             return Ok(());
         }
-        if progress.inflight.is_none() && !has_entries && !needs_probe && !heartbeat {
+        if room && !has_entries && !needs_probe && !heartbeat {
             return Ok(());
         }
         let prev_log_index = progress.next_index - 1;
-        let entries = if progress.inflight.is_none() && has_entries {
+        let entries = if room && has_entries {
             let hi = last_index.min(prev_log_index + max_entries) + 1;
             self.log.entries(progress.next_index, hi, max_bytes)?
         } else {
@@ -311,8 +326,8 @@ impl RaftNode {
             }
             progress.lease_sent.push_back((seq, self.now_ms));
         }
-        if progress.inflight.is_none() {
-            progress.inflight = Some(Inflight { seq, sent_at_tick: ticks });
+        if room {
+            progress.inflight.push_back(Inflight { seq, sent_at_tick: ticks });
         }
         // Optimistic: assume it arrives (a rejection or a timeout moves next_index back).
         progress.next_index += entries.len() as Index;

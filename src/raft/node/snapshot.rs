@@ -92,7 +92,9 @@ impl RaftNode {
         progress.recent_active = true;
         progress.last_contact_tick = ticks;
         progress.pending_snapshot = None;
-        progress.inflight = None;
+        progress.inflight.clear();
+        // Probe from the snapshot on: the next answer says whether the follower's log matches.
+        progress.replicating = false;
         progress.record_match(resp.match_index, last_index);
         progress.next_index = progress.match_index + 1;
         self.maybe_commit()?;
@@ -111,7 +113,7 @@ impl RaftNode {
         let Some(progress) = leader.progress.get_mut(peer) else {
             return Ok(());
         };
-        if progress.inflight.is_some() && !heartbeat {
+        if !progress.inflight.is_empty() && !heartbeat {
             return Ok(());
         }
         let Some(snapshot) = snapshot else {
@@ -120,7 +122,9 @@ impl RaftNode {
             )));
         };
         leader.seq += 1;
-        progress.inflight = Some(Inflight { seq: leader.seq, sent_at_tick: ticks });
+        progress.inflight.clear();
+        progress.inflight.push_back(Inflight { seq: leader.seq, sent_at_tick: ticks });
+        progress.replicating = false;
         progress.pending_snapshot = Some(snapshot.index);
         log::debug!("{} sends snapshot {} to {peer}", self.config.id, snapshot.index);
         let message = Message::InstallSnapshot(InstallSnapshot {

@@ -83,15 +83,18 @@ pub(super) fn status_line(c: &SimCluster, id: &NodeId) -> String {
     line
 }
 
-/// A leader's view of each follower: `n1 progress n2 match=5 next=6 inflight`.
+/// A leader's view of each follower: `n1 progress n2 match=5 next=6 inflight` (`inflight=3`
+/// when pipelining has more than one request on its way).
 pub(super) fn progress_lines(c: &SimCluster, id: &NodeId) -> Vec<String> {
     let Some(node) = c.node(id) else { return Vec::new() };
     let mut lines = Vec::new();
     for (peer, p) in node.status().progress {
         let mut line =
             format!("{id} progress {peer} match={} next={}", p.match_index, p.next_index);
-        if p.inflight {
-            line.push_str(" inflight");
+        match p.inflight {
+            0 => {}
+            1 => line.push_str(" inflight"),
+            n => line.push_str(&format!(" inflight={n}")),
         }
         if let Some(snap) = p.snapshot {
             line.push_str(&format!(" sending-snapshot={snap}"));
