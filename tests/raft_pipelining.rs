@@ -214,3 +214,61 @@ fn a_follower_that_stops_answering_is_probed_one_request_at_a_time() {
         return;
     }
 }
+
+/// A follower that refuses a request while pipelined (here: its data dir was wiped, so its log
+/// no longer holds what it acknowledged) is probed from then on, one request at a time, until an
+/// answer says where the logs agree; only then is it pipelined again. A window of guesses would
+/// be refused wholesale.
+#[test]
+fn a_rejection_ends_the_pipeline_until_the_logs_agree() {
+    let seed = seed_from_env(64);
+    let mut c = pipelined(3, seed, 4);
+    c.net = NetConfig { drop_rate: 0.0, max_delay: 2, reorder: false };
+    for attempt in 0..5 {
+        if attempt > 0 {
+            c.run(secs(3.0));
+        }
+        let leader = c.check_one_leader(secs(5.0));
+        let f = c.next_id(&leader, 1);
+        let term = c.node(&leader).unwrap().term();
+        for i in 0..100 {
+            c.propose(&leader, cmd(i));
+            c.tick();
+        }
+        if view(&c, &leader, &f).1 != ReplicationState::Replicate {
+            continue;
+        }
+        c.wipe(&f);
+        c.start(&f);
+        let last = c.node(&leader).unwrap().log().last_index();
+        let (mut probed, mut most_while_probing, mut caught_up) = (false, 0, false);
+        for i in 0..secs(5.0) {
+            c.propose(&leader, cmd(10_000 + i));
+            c.tick();
+            if c.node(&leader).is_none_or(|n| !n.is_leader()) {
+                break;
+            }
+            let (inflight, state) = view(&c, &leader, &f);
+            if state == ReplicationState::Probe {
+                probed = true;
+                most_while_probing = most_while_probing.max(inflight);
+            }
+            let matched = c.node(&leader).unwrap().status().progress[&f].match_index;
+            if matched >= last && state == ReplicationState::Replicate {
+                caught_up = true;
+                break;
+            }
+        }
+        if c.node(&leader).is_none_or(|n| n.term() != term || !n.is_leader()) {
+            continue;
+        }
+        assert!(caught_up, "{f} did not catch up (seed {seed})");
+        assert!(probed, "the wiped follower was never probed (seed {seed})");
+        assert!(
+            most_while_probing <= 1,
+            "{most_while_probing} in flight while probing (seed {seed})"
+        );
+        return;
+    }
+    panic!("the term changed in every try (seed {seed})");
+}
