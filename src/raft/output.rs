@@ -137,7 +137,8 @@ pub struct Counters {
 }
 
 /// How a leader replicates to one follower (etcd-io/raft's `StateProbe`, `StateReplicate` and
-/// `StateSnapshot`, kept as [`crate::raft::role::Progress::replicating`] and `pending_snapshot`):
+/// `StateSnapshot`, kept in the leader's per-follower progress as `replicating` and
+/// `pending_snapshot`):
 /// - `snapshot`: a snapshot is on its way; no AppendEntries until it is answered;
 /// - `replicate`: the follower accepted a request since it was last rejected, timed out or sent
 ///   a snapshot: the leader knows where the follower's log ends and streams entries from there,
