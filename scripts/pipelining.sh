@@ -6,7 +6,8 @@
 #   scripts/pipelining.sh [--secs S] [--clients C] [--delays "0 2 5"] [--windows "1 4"]
 #
 # The delay is put on the leader's links to both followers, so every AppendEntries round trip
-# takes at least that long. Prints one Markdown row per (delay, window). Loopback only.
+# takes at least that long. Prints one Markdown row per (delay, window). Loopback only; needs curl
+# and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=8; CLIENTS=16; DELAYS="0 2 5"; WINDOWS="1 4"

@@ -107,3 +107,26 @@ impl Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pipelining_window_outside_1_to_16_is_refused() {
+        let mut c = Config::new("n1", vec!["n2".into(), "n3".into()]);
+        assert!(c.validate().is_ok());
+        for (window, ok) in
+            [(0, false), (1, true), (4, true), (Config::MAX_INFLIGHT, true), (17, false)]
+        {
+            c.max_inflight = window;
+            match c.validate() {
+                Ok(()) => assert!(ok, "window {window} accepted"),
+                Err(e) => {
+                    assert!(!ok, "window {window} refused: {e}");
+                    assert!(e.to_string().contains("max_inflight must be 1 to 16"), "{e}");
+                }
+            }
+        }
+    }
+}
