@@ -44,6 +44,7 @@ scripts!(
     prevote,
     check_quorum,
     conflicting_append,
+    pipelining,
     read_index,
     snapshot_install,
     persist_before_ack,

@@ -116,8 +116,12 @@ impl Progress {
 
 impl Progress {
     /// Nothing is known to be on its way: back to probing from the last known match (a lost or
-    /// refused request, an unreachable follower).
-    pub fn reset_to_probe(&mut self) {
+    /// refused request, an unreachable follower). `last_seq` is the last `seq` the leader sent:
+    /// a rejection answering a request up to it is stale from now on (the heartbeats sent on
+    /// the optimistic guess would otherwise back the follower up again and resend what the probe
+    /// is already carrying).
+    pub fn reset_to_probe(&mut self, last_seq: u64) {
+        self.backed_up_at_seq = self.backed_up_at_seq.max(last_seq);
         self.inflight.clear();
         self.pending_snapshot = None;
         self.replicating = false;

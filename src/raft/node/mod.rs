@@ -254,8 +254,10 @@ impl RaftNode {
     /// The shell could not deliver to `peer` (connection refused, timeout). The leader stops
     /// waiting for the lost request and will probe again from the last known match.
     pub fn report_unreachable(&mut self, peer: &NodeId) {
-        if let Some(p) = self.role.progress_mut(peer) {
-            p.reset_to_probe();
+        if let Role::Leader(leader) = &mut self.role
+            && let Some(p) = leader.progress.get_mut(peer)
+        {
+            p.reset_to_probe(leader.seq);
         }
     }
 

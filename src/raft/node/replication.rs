@@ -205,11 +205,12 @@ impl RaftNode {
         };
         // Presume lost an AppendEntries nobody answered (and all sent after it): resend from the
         // last known match.
+        let last_seq = leader.seq;
         for p in leader.progress.values_mut() {
             // A snapshot transfer may take a while: give it ten RPC timeouts.
             let timeout = if p.pending_snapshot.is_some() { rpc_timeout * 10 } else { rpc_timeout };
             if p.inflight.front().is_some_and(|f| ticks - f.sent_at_tick >= timeout) {
-                p.reset_to_probe();
+                p.reset_to_probe(last_seq);
             }
         }
         leader.quorum_elapsed += 1;

@@ -159,6 +159,7 @@ struct Knobs {
     election: Option<(u64, u64)>,
     rpc_timeout: Option<u64>,
     max_entries: Option<usize>,
+    inflight: Option<usize>,
     lease: Option<u64>,
 }
 
@@ -182,6 +183,9 @@ impl Knobs {
         if let Some(v) = self.max_entries {
             config.max_append_entries = v;
         }
+        if let Some(v) = self.inflight {
+            config.max_inflight = v;
+        }
         if let Some(v) = self.lease {
             config.lease_ms = v;
         }
@@ -190,7 +194,10 @@ impl Knobs {
 
 fn new_cluster(cmd: &Command) -> Result<SimCluster, String> {
     let keys = ["n", "seed", "prevote", "check_quorum", "heartbeat", "election"];
-    cmd.allow(&[&keys[..], &["rpc_timeout", "max_entries", "trailing", "lease"]].concat(), 0)?;
+    cmd.allow(
+        &[&keys[..], &["rpc_timeout", "max_entries", "inflight", "trailing", "lease"]].concat(),
+        0,
+    )?;
     let n: usize = cmd.key("n")?.unwrap_or(3);
     if !(1..=9).contains(&n) {
         return Err("a script's cluster has 1 to 9 nodes".into());
@@ -210,6 +217,7 @@ fn new_cluster(cmd: &Command) -> Result<SimCluster, String> {
         election,
         rpc_timeout: cmd.key("rpc_timeout")?,
         max_entries: cmd.key("max_entries")?,
+        inflight: cmd.key("inflight")?,
         lease: cmd.key("lease")?,
     };
     let mut probe = Config::new("n1", vec!["n2".into()]);

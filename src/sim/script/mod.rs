@@ -53,7 +53,7 @@
 //!
 //! | command | what it does |
 //! |---|---|
-//! | `cluster n=3 [seed=1] [prevote=true] [check_quorum=true] [heartbeat=5] [election=30..60] [rpc_timeout=30] [max_entries=N] [trailing=0]` | a cluster in manual mode: nothing moves unless a command moves it |
+//! | `cluster n=3 [seed=1] [prevote=true] [check_quorum=true] [heartbeat=5] [election=30..60] [rpc_timeout=30] [max_entries=N] [inflight=1] [trailing=0]` | a cluster in manual mode (`inflight`: the pipelining window): nothing moves unless a command moves it |
 //! | `tick [NODES] [N]` | ticks the nodes N times (default 1), one round at a time |
 //! | `campaign NODE` | ticks the node until its election timeout fires (it sends PreVotes or RequestVotes) |
 //! | `deliver [from=NODES] [to=NODES] [type=KINDS]` | delivers the matching messages now in flight, in the order they were sent (what they cause stays in flight) |
