@@ -48,12 +48,18 @@ fn status_shows_replication_disk_use_version_and_leader_changes() {
     let l = leader(&c);
     put_n(&c, l, 20);
     let followers: Vec<usize> = c.all().into_iter().filter(|&i| i != l).collect();
-    // Every follower answered in this term and the leader knows where its log ends.
+    // Every follower answered in this term and the leader knows where its log ends: each is in
+    // `replicate`, with nothing beyond its match on the way (`replicate` alone allows entries in
+    // flight, so next may run ahead of match + 1 for a moment).
     let s = poll_every(POLL, Duration::from_secs(5), || {
         let s = c.status(l)?;
-        let all_replicate =
-            followers.iter().all(|&f| s["replication"][&c.nodes[f].id]["state"] == "replicate");
-        all_replicate.then_some(s)
+        let caught_up = followers.iter().all(|&f| {
+            let r = &s["replication"][&c.nodes[f].id];
+            r["state"] == "replicate"
+                && r["nextIndex"].as_u64().is_some()
+                && r["nextIndex"].as_u64() == r["matchIndex"].as_u64().map(|m| m + 1)
+        });
+        caught_up.then_some(s)
     })
     .unwrap_or_else(|| {
         panic!("the leader does not replicate to both followers: {:?}", c.status(l))
