@@ -34,6 +34,11 @@ stop_nodes() {
 trap 'stop_nodes; rm -rf "$OUT"' EXIT
 # shellcheck source=scripts/three_nodes.sh
 source scripts/three_nodes.sh
+# AppendEntries answered so far, to both followers together (the leader's round-trip histogram).
+appends() {
+  curl -fsS "http://$1/metrics" |
+    awk '$1 ~ /^raftlabkv_peer_append_entries_round_trip_seconds_count/ {s += $2} END {print s + 0}'
+}
 json_field() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 
 echo "| peer delay | window | puts/s | p50 | p99 | AppendEntries answered per put (both followers, heartbeats included) |"
@@ -47,10 +52,10 @@ for delay in $DELAYS; do
       curl -fsS -X POST "http://$leader/debug/fault" \
         -d "{\"action\":\"delay\",\"peer\":\"*\",\"ms\":$delay}" >/dev/null
     fi
-    rpcs0=$(curl -fsS "http://$leader/metrics" | awk '$1 ~ /^raftlabkv_peer_append_entries_round_trip_seconds_count/ {s += $2} END {print s + 0}')
+    rpcs0=$(appends "$leader")
     result=$("$CLIENT" bench --servers "$leader" --target "$leader" --clients "$CLIENTS" \
       --duration "$SECS" --json 2>/dev/null)
-    rpcs1=$(curl -fsS "http://$leader/metrics" | awk '$1 ~ /^raftlabkv_peer_append_entries_round_trip_seconds_count/ {s += $2} END {print s + 0}')
+    rpcs1=$(appends "$leader")
     ok=$(json_field "['ok']" <<<"$result")
     rps=$(json_field "['throughput_ops_per_sec']" <<<"$result")
     p50=$(json_field "['latency_us']['p50_us'] / 1000" <<<"$result")

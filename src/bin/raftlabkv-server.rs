@@ -59,7 +59,8 @@ struct Args {
     max_append_entries: usize,
     /// Pipelining: most AppendEntries awaiting their answers per follower (1 to 16). Each is sent
     /// by a replication thread of its own; a follower being probed gets one at a time.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=16))]
+    #[arg(long, default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..=raftlabkv::raft::Config::MAX_INFLIGHT as u64))]
     max_inflight: u64,
     /// Largest accepted key, in bytes.
     #[arg(long, default_value_t = 4096)]

@@ -122,15 +122,22 @@ impl Progress {
     /// is already carrying).
     pub fn reset_to_probe(&mut self, last_seq: u64) {
         self.backed_up_at_seq = self.backed_up_at_seq.max(last_seq);
-        self.inflight.clear();
         self.pending_snapshot = None;
-        self.replicating = false;
+        self.stop_pipelining();
         self.next_index = self.match_index + 1;
     }
 
-    /// How many requests may be in flight to this follower now.
+    /// Leaves `replicate` for `probe`: forgets what is in flight (it was sent on a guess that no
+    /// longer holds, or a snapshot replaces it), so the next request goes alone.
+    pub fn stop_pipelining(&mut self) {
+        self.inflight.clear();
+        self.replicating = false;
+    }
+
+    /// How many requests may be in flight to this follower now (`max_inflight` is at least 1:
+    /// [`crate::raft::Config::validate`]).
     pub fn window(&self, max_inflight: usize) -> usize {
-        if self.replicating { max_inflight.max(1) } else { 1 }
+        if self.replicating { max_inflight } else { 1 }
     }
 
     /// The follower answered that it holds entries through `claimed`. A follower cannot hold more

@@ -54,7 +54,8 @@ pub fn spawn_replicators(
     transport: &Arc<dyn Transport>,
     threads: &mut Vec<JoinHandle<()>>,
 ) -> Result<()> {
-    for slot in 0..node.config.max_inflight.max(1) {
+    // At least 1: the core refused any other window when the node was built.
+    for slot in 0..node.config.max_inflight {
         let (n, t, id, queue) = (node.clone(), transport.clone(), id.clone(), queue.clone());
         let name = if slot == 0 { format!("peer-{id}") } else { format!("peer-{id}-{slot}") };
         threads.push(super::node::spawn(name, move || replicate(&n, &id, &queue, &*t))?);

@@ -178,8 +178,7 @@ impl RaftNode {
             if next < progress.next_index {
                 // Whatever else is in flight was sent on the wrong guess: forget it, probe.
                 progress.next_index = next;
-                progress.inflight.clear();
-                progress.replicating = false;
+                progress.stop_pipelining();
                 progress.backed_up_at_seq = sent_seq;
             }
         }

@@ -92,9 +92,8 @@ impl RaftNode {
         progress.recent_active = true;
         progress.last_contact_tick = ticks;
         progress.pending_snapshot = None;
-        progress.inflight.clear();
         // Probe from the snapshot on: the next answer says whether the follower's log matches.
-        progress.replicating = false;
+        progress.stop_pipelining();
         progress.record_match(resp.match_index, last_index);
         progress.next_index = progress.match_index + 1;
         self.maybe_commit()?;
@@ -122,9 +121,8 @@ impl RaftNode {
             )));
         };
         leader.seq += 1;
-        progress.inflight.clear();
+        progress.stop_pipelining();
         progress.inflight.push_back(Inflight { seq: leader.seq, sent_at_tick: ticks });
-        progress.replicating = false;
         progress.pending_snapshot = Some(snapshot.index);
         log::debug!("{} sends snapshot {} to {peer}", self.config.id, snapshot.index);
         let message = Message::InstallSnapshot(InstallSnapshot {
