@@ -51,6 +51,11 @@ struct Args {
     /// the same pool, so keep this above the number of concurrent clients.
     #[arg(long, default_value_t = 128)]
     http_threads: usize,
+    /// Threads that write the answers of client puts, so that a put does not hold its HTTP
+    /// worker while it commits (one wake-up answers a whole batch). 0: each worker waits for its
+    /// own put, as every other request does.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(0..=64))]
+    answer_threads: u16,
     /// Largest accepted value, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     max_value_bytes: usize,
@@ -197,6 +202,7 @@ fn run(args: Args) -> Result<(), String> {
     config.rpc_timeout = Duration::from_millis(args.rpc_timeout_ms.max(1));
     config.request_timeout = Duration::from_millis(args.request_timeout_ms.max(1));
     config.http_threads = args.http_threads.max(1);
+    config.answer_threads = usize::from(args.answer_threads);
     config.max_value_bytes = args.max_value_bytes;
     config.max_key_bytes = args.max_key_bytes.max(1);
     config.max_append_entries = args.max_append_entries.max(1);

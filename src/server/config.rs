@@ -34,6 +34,9 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// HTTP worker threads.
     pub http_threads: usize,
+    /// Threads that answer client puts so that their workers need not wait for them
+    /// (`server::answers`); 0: every request is answered by its worker.
+    pub answer_threads: usize,
     /// Largest key, in bytes.
     pub max_key_bytes: usize,
     /// Largest value, in bytes.
@@ -110,6 +113,7 @@ impl ServerConfig {
             rpc_timeout: Duration::from_millis(1000),
             request_timeout: Duration::from_secs(5),
             http_threads: 128,
+            answer_threads: 2,
             max_key_bytes: 4096,
             max_value_bytes: 1 << 20,
             max_append_entries: 4096,

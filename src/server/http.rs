@@ -16,8 +16,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tiny_http::{Header, Method, Request, Response};
+use tiny_http::{Method, Request};
 
+use super::answers;
 use super::auth::PendingCheck;
 use super::binary;
 use super::debug;
@@ -28,7 +29,9 @@ use super::members;
 use super::node::{Node, spawn};
 use super::pool_kick::{self, Activity};
 use super::transport::{RpcHandler, rpc_path};
-use super::wire::{FORWARDED, MAX_PEER_BODY, Reply, TEXT, forward, header, only, read_body};
+use super::wire::{
+    FORWARDED, MAX_PEER_BODY, Reply, TEXT, forward, header, only, read_body, respond,
+};
 use crate::api::{SnapshotChunk, SnapshotChunkReply};
 use crate::error::{Error, Result};
 use crate::raft::{Envelope, MAX_INDEX, MAX_TERM, SnapshotMeta};
@@ -58,6 +61,9 @@ impl Listener {
         for i in 0..node.config.http_threads.max(1) {
             let (node, http, activity) = (node.clone(), self.http.clone(), activity.clone());
             threads.push(spawn(format!("http-{i}"), move || serve(&node, &http, &activity))?);
+        }
+        for _ in 0..node.answers.threads() {
+            threads.extend(answers::start(node)?);
         }
         // Works around tiny_http's pool leaving new connections unread (see `pool_kick`).
         if let Some(addr) = self.http.server_addr().to_ip() {
@@ -101,13 +107,17 @@ fn serve(node: &Node, http: &tiny_http::Server, activity: &Activity) {
 
 fn handle(node: &Node, request: Request) {
     let started = Instant::now();
-    let mut request = match watch_events(node, request) {
+    let request = match watch_events(node, request) {
         Watch::Streaming => {
             node.metrics.events.http("/debug/events", 200, started.elapsed());
             return;
         }
         Watch::Refused(request, e) => return respond(node, request, Reply::error(&e), started),
         Watch::Other(request) => request,
+    };
+    // A client's put may be answered by an answer thread instead (see `answers`).
+    let Some(mut request) = answers::hand_over(node, request, started) else {
+        return;
     };
     let reply = route(node, &mut request);
     respond(node, request, reply, started);
@@ -145,37 +155,6 @@ fn watch_events(node: &Node, request: Request) -> Watch {
     Watch::Streaming
 }
 
-fn respond(node: &Node, request: Request, reply: Reply, started: Instant) {
-    let pattern = route_pattern(request.url());
-    node.metrics.events.http(pattern, reply.status, started.elapsed());
-    let content_type = Header::from_bytes("Content-Type", reply.content_type).ok();
-    let mut response = Response::from_data(reply.body).with_status_code(reply.status);
-    if let Some(h) = content_type {
-        response = response.with_header(h);
-    }
-    for (name, value) in &reply.headers {
-        if let Ok(h) = Header::from_bytes(name.as_bytes(), value.as_bytes()) {
-            response = response.with_header(h);
-        }
-    }
-    // The dashboard served by one node reads (and, with the fault lab, posts to) every other.
-    let url = request.url();
-    if url.starts_with("/debug/") || url.starts_with("/status") {
-        for (name, value) in [
-            ("Access-Control-Allow-Origin", "*"),
-            ("Access-Control-Allow-Methods", "GET, POST, OPTIONS"),
-            ("Access-Control-Allow-Headers", "Content-Type"),
-        ] {
-            if let Ok(h) = Header::from_bytes(name, value) {
-                response = response.with_header(h);
-            }
-        }
-    }
-    if let Err(e) = request.respond(response) {
-        log::debug!("could not send a response: {e}");
-    }
-}
-
 fn route(node: &Node, request: &mut Request) -> Reply {
     let url = request.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
@@ -186,50 +165,6 @@ fn route(node: &Node, request: &mut Request) -> Reply {
         client_route(node, request, &method, &url, path, query)
     };
     result.unwrap_or_else(|e| Reply::error(&e))
-}
-
-/// The route `url` belongs to, as a pattern (`/kv/get/{key}`): the label of the HTTP metrics,
-/// which must not grow with the keys asked for.
-fn route_pattern(url: &str) -> &'static str {
-    let path = url.split_once('?').map_or(url, |(p, _)| p);
-    const EXACT: &[&str] = &[
-        "/kv/put",
-        "/kv/all",
-        "/kv/range",
-        "/kv/txn",
-        "/status",
-        "/metrics",
-        "/livez",
-        "/readyz",
-        "/health",
-        "/dashboard",
-        "/debug/raft",
-        "/debug/fault",
-        "/debug/events",
-        "/cluster/members",
-        "/cluster/leader",
-        "/raft/requestVote",
-        "/raft/appendEntries",
-        "/raft/installSnapshot",
-        "/raft/timeoutNow",
-        "/raft/snapshotChunk",
-    ];
-    if let Some(p) = EXACT.iter().find(|p| **p == path) {
-        return p;
-    }
-    if path.starts_with("/kv/get/") {
-        "/kv/get/{key}"
-    } else if path.starts_with("/kv/delete/") {
-        "/kv/delete/{key}"
-    } else if path.starts_with("/cluster/members/") && path.ends_with("/promote") {
-        "/cluster/members/{id}/promote"
-    } else if path.starts_with("/cluster/members/") {
-        "/cluster/members/{id}"
-    } else if path.starts_with("/debug/") {
-        "/debug/*"
-    } else {
-        "other"
-    }
 }
 
 /// The peer endpoints. Their headers are checked first ([`super::auth`]: identity, cluster,

@@ -211,12 +211,23 @@ fn delete_range(r: &mut KvRequest<'_, '_>) -> Result<Reply> {
 /// `POST /kv/put` `{"key", "value", "if_revision"?}`.
 fn put(r: &mut KvRequest<'_, '_>) -> Result<Reply> {
     let node = r.node;
-    let limit = 6 * (node.config.max_key_bytes + node.config.max_value_bytes) + 1024;
-    let body = read_body(r.request, limit)?;
+    let body = read_body(r.request, put_body_limit(node))?;
     if let Some(check) = r.signed.take() {
         check.verify(&body)?;
     }
-    let PutRequest { key, value, if_revision } = serde_json::from_slice(&body).map_err(|e| {
+    let command = parse_put(node, &body)?;
+    write(r, command, &body)
+}
+
+/// The most a put's body may take: its key and value, each character escaped (`\u00XX`), and
+/// room for the rest.
+fn put_body_limit(node: &Node) -> usize {
+    6 * (node.config.max_key_bytes + node.config.max_value_bytes) + 1024
+}
+
+/// A put's body, checked, as the command it proposes.
+fn parse_put(node: &Node, body: &[u8]) -> Result<Command> {
+    let PutRequest { key, value, if_revision } = serde_json::from_slice(body).map_err(|e| {
         Error::BadRequest(format!(
             "body must be JSON {{\"key\":..,\"value\":..}} (and \"if_revision\": a number, if \
              any): {e}"
@@ -230,8 +241,22 @@ fn put(r: &mut KvRequest<'_, '_>) -> Result<Reply> {
             node.config.max_value_bytes
         )));
     }
-    let command = Command::Put { key: key.into_owned(), value: value.into_owned(), if_revision };
-    write(r, command, &body)
+    Ok(Command::Put { key: key.into_owned(), value: value.into_owned(), if_revision })
+}
+
+/// For [`super::answers`]: reads and checks a `POST /kv/put` from a client, as [`put`] does;
+/// returns the command, its key and the body.
+pub(super) fn put_command(
+    node: &Node,
+    request: &mut Request,
+) -> Result<(Command, String, Vec<u8>)> {
+    let body = read_body(request, put_body_limit(node))?;
+    let command = parse_put(node, &body)?;
+    let key = match &command {
+        Command::Put { key, .. } => key.clone(),
+        _ => String::new(),
+    };
+    Ok((command, key, body))
 }
 
 /// `POST /kv/txn`: checked, then proposed as one entry — or, when it writes nothing, served as a
@@ -325,7 +350,7 @@ fn write(r: &mut KvRequest<'_, '_>, command: Command, body: &[u8]) -> Result<Rep
 }
 
 /// The answer to an applied write, by what it did.
-fn answer(node: &Node, applied: &Applied, key: Option<&str>) -> Reply {
+pub(super) fn answer(node: &Node, applied: &Applied, key: Option<&str>) -> Reply {
     let Applied { index, term, revision, .. } = *applied;
     let reply = match &applied.outcome {
         Outcome::Written => {

@@ -19,7 +19,7 @@ use crate::raft::{Entry, Output};
 const POLL: Duration = Duration::from_millis(100);
 
 /// `ticker`: advances the core's logical clock every `config.tick`.
-pub fn ticker(node: &Node) {
+pub fn ticker(node: &Arc<Node>) {
     let tick = node.config.tick;
     let mut next = Instant::now() + tick;
     while !node.is_shutdown() {
@@ -44,6 +44,7 @@ pub fn ticker(node: &Node) {
             Ok(changes) => node.metrics.saw_leader_changes(changes),
             Err(e) => node.fatal(&e),
         }
+        super::answers::Answers::tick(node);
     }
 }
 

@@ -67,6 +67,11 @@ pub struct Events {
     pub applied: Counter,
     /// Writes proposed here that did not succeed (replaced, timed out, or the node stopped).
     pub proposals_failed: Counter,
+    /// Client puts answered by an answer thread, not by their worker (`server::answers`).
+    pub puts_handed_over: Counter,
+    /// Answer threads running (`server::answers`; more than `--answer-threads` when some got
+    /// stuck on clients that do not read).
+    pub answer_threads: Gauge,
     reads: Family<[(&'static str, &'static str); 1], Counter>,
 }
 
@@ -98,6 +103,8 @@ impl Events {
             committed: Counter::default(),
             applied: Counter::default(),
             proposals_failed: Counter::default(),
+            puts_handed_over: Counter::default(),
+            answer_threads: Gauge::default(),
             reads: Family::default(),
         };
         let mut registry = Registry::default();
@@ -194,6 +201,18 @@ impl Events {
             "Writes proposed on this node that did not succeed (replaced by another leader's \
              entries, timed out, or the node stopped)",
             e.proposals_failed.clone(),
+        );
+        r.register(
+            "raftlabkv_http_puts_handed_over",
+            "Client puts answered by an answer thread once applied, rather than by the HTTP \
+             worker that read them",
+            e.puts_handed_over.clone(),
+        );
+        r.register(
+            "raftlabkv_http_answer_threads",
+            "Answer threads running: --answer-threads, plus one for each that was stuck writing \
+             to a client that does not read",
+            e.answer_threads.clone(),
         );
         r.register(
             "raftlabkv_server_reads",

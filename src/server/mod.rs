@@ -16,6 +16,7 @@
 //! | `pool_kick.rs` | a workaround for a tiny_http pool bug, run by the listener |
 //! | `pending.rs` | client requests waiting for a commit or a confirmed read |
 //! | `oneshot.rs` | the one-answer slot a waiting request parks on |
+//! | `answers.rs`, `answer_queue.rs` | the answer threads: a client's put answered once applied without its worker waiting for it |
 //! | `proposals.rs` | the inbox that turns concurrent writes into one proposal per Raft lock |
 //! | `health.rs` | the checks of `/readyz` and `/health` |
 //! | `metrics.rs` | what the node measures about itself, for `/status` and `/metrics`, without the Raft lock |
@@ -23,7 +24,7 @@
 //!
 //! This file only wires them together: [`Server::start`] and [`Server::stop`]. Among the others
 //! imports run one way (`tests/layering.rs` checks): `binary`, `config`, `oneshot` and
-//! `pool_kick` import none of them, `transport` only `binary`; `pending` imports `oneshot`, `proposals` both;
+//! `pool_kick` import none of them, `transport` only `binary`; `pending` imports `oneshot`, `proposals` both, `answer_queue` `pending`;
 //! `metrics` imports `transport`; `node` imports `config`, `metrics`, `pending` and
 //! `proposals`; `snapshot` imports
 //! `node` and `transport`; `health` and `reconfig` import `node`; `peer`, `loops` and `http` import from those and from nothing above
@@ -33,6 +34,8 @@
 //!
 //! One rule (spelled out in [`node`]): **lock, step or tick, route, unlock, then act.**
 
+mod answer_queue;
+mod answers;
 pub mod auth;
 pub mod binary;
 pub mod config;

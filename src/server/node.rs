@@ -148,6 +148,10 @@ pub struct Node {
     pub(super) feed: Arc<EventFeed>,
     /// The term and leader id as of the latest step ([`Node::known_leader`]).
     seen: Mutex<(Term, String)>,
+    /// This node was the leader as of the latest step ([`Node::is_leading`]).
+    leading: AtomicBool,
+    /// The answer threads' queue ([`super::answers`]).
+    pub(super) answers: super::answer_queue::Answers,
     /// The data directory (None in memory), for its disk use.
     data_dir: Option<std::path::PathBuf>,
 }
@@ -211,6 +215,8 @@ impl Node {
             faults,
             feed: Arc::new(EventFeed::new()),
             seen: Mutex::new((0, String::new())),
+            leading: AtomicBool::new(false),
+            answers: super::answer_queue::Answers::new(config.answer_threads),
             auth: config.peer_auth(),
             raft: Mutex::new(raft),
             kv: RwLock::new(kv),
@@ -322,6 +328,7 @@ impl Node {
             if seen.0 != term || seen.1 != leader {
                 *seen = (term, leader.to_string());
             }
+            self.leading.store(raft.is_leader(), Ordering::Relaxed);
         }
         self.follow_membership(raft);
         self.feed.observe(raft);
@@ -387,6 +394,26 @@ impl Node {
         }
     }
 
+    /// Proposes `command` (no idempotency key) and returns at once: `answer` gets the outcome,
+    /// on the thread that learns it, or [`Error::OutcomeUnknown`] once `deadline` passes
+    /// ([`super::answers`]).
+    pub(super) fn write_then(
+        &self,
+        command: Command,
+        answer: oneshot::Sender<super::pending::WriteResult>,
+        deadline: Instant,
+    ) {
+        let (mut proposal, _) = Proposal::new(command.encode(), answer);
+        proposal.deadline = Some(deadline);
+        self.proposals.push(proposal);
+        self.proposals.combine(|batch| self.propose_batch(batch));
+    }
+
+    /// This node was the leader as of its latest step (a hint: it may have stepped down since).
+    pub fn is_leading(&self) -> bool {
+        self.leading.load(Ordering::Relaxed)
+    }
+
     /// Proposes a command and waits until it is applied (200), replaced (503) or the wait times
     /// out (504). Not the leader: [`Error::NotLeader`], before anything is proposed (the HTTP
     /// layer forwards instead).
@@ -450,16 +477,16 @@ impl Node {
     /// be applied before it is waited for), or answering it with its error.
     fn propose_batch(&self, batch: Vec<Proposal>) {
         let (commands, mut waiters): (Vec<_>, Vec<_>) =
-            batch.into_iter().map(|p| (p.command, (p.tx, p.placed))).unzip();
+            batch.into_iter().map(|p| (p.command, (p.tx, p.placed, p.deadline))).unzip();
         let proposed = self.with_raft(|raft| {
             let (term, placed, out) = raft.propose_batch(commands)?;
             let mut refused = Wakeups::default();
             let mut pending = self.pending.lock();
-            for (at, (tx, index)) in placed.into_iter().zip(waiters.drain(..)) {
+            for (at, (tx, index, deadline)) in placed.into_iter().zip(waiters.drain(..)) {
                 match at {
                     Ok(at) => {
                         index.store(at, Ordering::Release);
-                        pending.add_write(at, term, tx);
+                        pending.add_write_until(at, term, tx, deadline);
                     }
                     Err(e) => refused.write(tx, Err(e)),
                 }
@@ -470,7 +497,7 @@ impl Node {
         let refused = proposed.unwrap_or_else(|e| {
             let e = self.with_leader_addr(e);
             let mut refused = Wakeups::default();
-            waiters.drain(..).for_each(|(tx, _)| refused.write(tx, Err(e.clone())));
+            waiters.drain(..).for_each(|(tx, _, _)| refused.write(tx, Err(e.clone())));
             refused
         });
         // Answered after unlocking, like every other answer (see `Wakeups`).

@@ -35,9 +35,14 @@ struct Slot<T> {
     ready: Condvar,
 }
 
+/// A waiter that is not a thread: the function that takes the answer (`None`: the sender was
+/// dropped unsent), run on the answering thread.
+type Callback<T> = Box<dyn FnOnce(Option<T>) + Send>;
+
 /// The answering end: sends once (or, dropped unsent, tells the waiter it will get nothing).
 pub struct Sender<T> {
     slot: Option<Arc<Slot<T>>>,
+    call: Option<Callback<T>>,
 }
 
 /// The waiting end.
@@ -48,12 +53,23 @@ pub struct Receiver<T> {
 /// A new slot.
 pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
     let slot = Arc::new(Slot { state: Mutex::new(State::Empty), ready: Condvar::new() });
-    (Sender { slot: Some(slot.clone()) }, Receiver { slot })
+    (Sender { slot: Some(slot.clone()), call: None }, Receiver { slot })
+}
+
+/// A sender whose answer is handed to `call` on the thread that sends it, instead of waking a
+/// waiting thread (`server::answers`). `call` must be quick: it runs wherever answers are sent
+/// (the apply thread, a proposing worker). Dropped unsent, the sender calls it with `None`, so
+/// its request is always answered.
+pub fn callback<T>(call: impl FnOnce(Option<T>) + Send + 'static) -> Sender<T> {
+    Sender { slot: None, call: Some(Box::new(call)) }
 }
 
 impl<T> Sender<T> {
     /// Hands `value` to the waiter and wakes it. A waiter that gave up simply never looks.
     pub fn send(mut self, value: T) {
+        if let Some(call) = self.call.take() {
+            return call(Some(value));
+        }
         if let Some(slot) = self.slot.take() {
             *slot.state.lock() = State::Full(value);
             slot.ready.notify_one();
@@ -63,6 +79,9 @@ impl<T> Sender<T> {
 
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
+        if let Some(call) = self.call.take() {
+            call(None);
+        }
         if let Some(slot) = self.slot.take() {
             let mut state = slot.state.lock();
             if matches!(*state, State::Empty) {
@@ -154,6 +173,16 @@ mod tests {
         // Woken by the drop: not a timeout.
         assert_eq!(rx.recv_timeout(Duration::from_secs(30)), Err(RecvError::Disconnected));
         dropper.join().unwrap();
+    }
+
+    #[test]
+    fn a_callback_gets_the_answer_once_or_learns_it_was_dropped() {
+        let got = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let g = got.clone();
+        callback(move |v| g.lock().push(v)).send(7);
+        let g = got.clone();
+        drop(callback::<u8>(move |v| g.lock().push(v)));
+        assert_eq!(*got.lock(), vec![Some(7), None]);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! Raft lock, so its entry cannot be applied before it is registered); never the other way round.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
 
 use super::oneshot::Sender;
 
@@ -51,8 +52,9 @@ impl Wakeups {
 /// The waiting room.
 #[derive(Default)]
 pub struct Pending {
-    /// Writes by log index: (term the entry was proposed in, who waits).
-    writes: HashMap<Index, (Term, Sender<WriteResult>)>,
+    /// Writes by log index: (term the entry was proposed in, who waits, and when to give up
+    /// for it: only a write answered by [`super::answers`] has no thread of its own to time out).
+    writes: HashMap<Index, (Term, Sender<WriteResult>, Option<Instant>)>,
     /// Reads waiting for the leader's heartbeat round, by read id.
     reads: HashMap<u64, Sender<Result<Index>>>,
     /// Reads confirmed at an index the state machine has not reached yet.
@@ -77,7 +79,40 @@ impl Pending {
 
     /// Registers a write waiting for its entry to apply.
     pub fn add_write(&mut self, index: Index, term: Term, tx: Sender<WriteResult>) {
-        self.writes.insert(index, (term, tx));
+        self.add_write_until(index, term, tx, None);
+    }
+
+    /// [`Pending::add_write`] for a write that [`Pending::expire_writes`] answers at `deadline`
+    /// if it has not applied by then.
+    pub fn add_write_until(
+        &mut self,
+        index: Index,
+        term: Term,
+        tx: Sender<WriteResult>,
+        deadline: Option<Instant>,
+    ) {
+        self.writes.insert(index, (term, tx, deadline));
+    }
+
+    /// Answers every write whose deadline is past with [`Error::OutcomeUnknown`]; returns how
+    /// many. (A write with a waiting thread has no deadline here: its thread gives up itself.)
+    pub fn expire_writes(&mut self, now: Instant) -> usize {
+        let expired: Vec<Index> = self
+            .writes
+            .iter()
+            .filter(|(_, (_, _, deadline))| deadline.is_some_and(|d| d <= now))
+            .map(|(&index, _)| index)
+            .collect();
+        for &index in &expired {
+            if let Some((_, tx, _)) = self.writes.remove(&index) {
+                let e = Error::OutcomeUnknown(format!(
+                    "the write was proposed at index {index} but not seen committed in time; it \
+                     may or may not apply"
+                ));
+                self.woken.write(tx, Err(e));
+            }
+        }
+        expired.len()
     }
 
     /// The waiter gave up (timeout).
@@ -118,7 +153,7 @@ impl Pending {
 
     /// The entry at `index` (of `term`) was applied, doing `applied`: wake its writer, if any.
     pub fn applied_entry(&mut self, index: Index, term: Term, applied: Applied) {
-        if let Some((want_term, tx)) = self.writes.remove(&index) {
+        if let Some((want_term, tx, _)) = self.writes.remove(&index) {
             let result = if want_term == term {
                 Ok(applied)
             } else {
@@ -148,7 +183,7 @@ impl Pending {
     /// Fails every waiter (shutdown): writes with `write_error`, reads with `error`. A waiting
     /// write was proposed, so it may still commit: `write_error` must not promise otherwise.
     pub fn fail_all(&mut self, write_error: Error, error: Error) {
-        for (_, (_, tx)) in self.writes.drain() {
+        for (_, (_, tx, _)) in self.writes.drain() {
             self.woken.write(tx, Err(write_error.clone()));
         }
         for (_, tx) in self.reads.drain() {
@@ -209,6 +244,25 @@ mod tests {
             rrx.recv_timeout(std::time::Duration::ZERO).unwrap(),
             Err(Error::Unavailable(_))
         ));
+    }
+
+    #[test]
+    fn a_write_with_a_deadline_is_answered_when_it_passes_and_only_then() {
+        let mut p = Pending::default();
+        let now = Instant::now();
+        let later = now + std::time::Duration::from_secs(5);
+        let (tx, rx) = bounded1();
+        p.add_write_until(5, 2, tx, Some(later));
+        let (tx, waiting) = bounded1();
+        p.add_write(6, 2, tx);
+        assert_eq!(p.expire_writes(now), 0);
+        p.take_wakeups().send();
+        assert!(rx.try_recv().is_none());
+        assert_eq!(p.expire_writes(later), 1, "the deadline has come");
+        assert_eq!(p.writes_waiting(), 1, "the write with a thread of its own is left");
+        p.take_wakeups().send();
+        assert!(matches!(rx.try_recv(), Some(Err(Error::OutcomeUnknown(_)))));
+        assert!(waiting.try_recv().is_none());
     }
 
     #[test]

@@ -31,13 +31,16 @@ pub struct Proposal {
     /// The index it was given (a log index), once proposed (0 before): the waiter needs it to
     /// give up.
     pub placed: Arc<AtomicU64>,
+    /// When the write gives up, for a write with no waiting thread to do it
+    /// ([`super::pending::Pending::expire_writes`]).
+    pub deadline: Option<std::time::Instant>,
 }
 
 impl Proposal {
     /// A proposal of `command`, answering on `tx`; the second half tells the waiter its index.
     pub fn new(command: Vec<u8>, tx: oneshot::Sender<WriteResult>) -> (Proposal, Arc<AtomicU64>) {
         let placed = Arc::new(AtomicU64::new(0));
-        (Proposal { command, tx, placed: placed.clone() }, placed)
+        (Proposal { command, tx, placed: placed.clone(), deadline: None }, placed)
     }
 }
 

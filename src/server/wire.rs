@@ -3,11 +3,11 @@
 
 use std::borrow::Cow;
 use std::io::Read;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use percent_encoding::percent_decode_str;
 use serde::Serialize;
-use tiny_http::{Header, Method, Request};
+use tiny_http::{Header, Method, Request, Response};
 
 use super::node::Node;
 use crate::error::{Error, Result};
@@ -336,6 +336,82 @@ pub(super) fn forward_agent(node: &Node, is_write: bool) -> ureq::Agent {
         WRITES.get_or_init(|| build(0)).clone()
     } else {
         READS.get_or_init(|| build(64)).clone()
+    }
+}
+
+/// Sends `reply` to `request`, counting it in the HTTP metrics.
+pub(super) fn respond(node: &Node, request: Request, reply: Reply, started: Instant) {
+    let pattern = route_pattern(request.url());
+    node.metrics.events.http(pattern, reply.status, started.elapsed());
+    let content_type = Header::from_bytes("Content-Type", reply.content_type).ok();
+    let mut response = Response::from_data(reply.body).with_status_code(reply.status);
+    if let Some(h) = content_type {
+        response = response.with_header(h);
+    }
+    for (name, value) in &reply.headers {
+        if let Ok(h) = Header::from_bytes(name.as_bytes(), value.as_bytes()) {
+            response = response.with_header(h);
+        }
+    }
+    // The dashboard served by one node reads (and, with the fault lab, posts to) every other.
+    let url = request.url();
+    if url.starts_with("/debug/") || url.starts_with("/status") {
+        for (name, value) in [
+            ("Access-Control-Allow-Origin", "*"),
+            ("Access-Control-Allow-Methods", "GET, POST, OPTIONS"),
+            ("Access-Control-Allow-Headers", "Content-Type"),
+        ] {
+            if let Ok(h) = Header::from_bytes(name, value) {
+                response = response.with_header(h);
+            }
+        }
+    }
+    if let Err(e) = request.respond(response) {
+        log::debug!("could not send a response: {e}");
+    }
+}
+
+/// The route `url` belongs to, as a pattern (`/kv/get/{key}`): the label of the HTTP metrics,
+/// which must not grow with the keys asked for.
+fn route_pattern(url: &str) -> &'static str {
+    let path = url.split_once('?').map_or(url, |(p, _)| p);
+    const EXACT: &[&str] = &[
+        "/kv/put",
+        "/kv/all",
+        "/kv/range",
+        "/kv/txn",
+        "/status",
+        "/metrics",
+        "/livez",
+        "/readyz",
+        "/health",
+        "/dashboard",
+        "/debug/raft",
+        "/debug/fault",
+        "/debug/events",
+        "/cluster/members",
+        "/cluster/leader",
+        "/raft/requestVote",
+        "/raft/appendEntries",
+        "/raft/installSnapshot",
+        "/raft/timeoutNow",
+        "/raft/snapshotChunk",
+    ];
+    if let Some(p) = EXACT.iter().find(|p| **p == path) {
+        return p;
+    }
+    if path.starts_with("/kv/get/") {
+        "/kv/get/{key}"
+    } else if path.starts_with("/kv/delete/") {
+        "/kv/delete/{key}"
+    } else if path.starts_with("/cluster/members/") && path.ends_with("/promote") {
+        "/cluster/members/{id}/promote"
+    } else if path.starts_with("/cluster/members/") {
+        "/cluster/members/{id}"
+    } else if path.starts_with("/debug/") {
+        "/debug/*"
+    } else {
+        "other"
     }
 }
 

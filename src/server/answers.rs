@@ -1,0 +1,204 @@
+//! Answer threads (`http-answer-N`): how a put is answered without an HTTP worker waiting for it.
+//!
+//! A worker that proposes a write and then waits for it costs the node two thread wake-ups per
+//! put: the worker parks until the apply thread wakes it with the outcome, and then it writes
+//! the response. Under 64 put connections the apply thread applies a batch of ~20 entries at a
+//! time and wakes ~20 parked workers one by one (one futex call and one context switch each).
+//! Here the worker hands the request itself over instead: it proposes the put with a
+//! [`oneshot::callback`] holding the request and goes back to the listener at once. When the
+//! entry applies, the callback puts the request and its outcome on a queue, and an answer thread
+//! writes the response; one wake-up serves every answer in the queue, so a batch of applied
+//! entries costs one or two wake-ups, not twenty. (Nothing about durability or consistency
+//! changes: the outcome is the same [`super::pending::WriteResult`] a waiting worker gets, sent
+//! at the same moment, once the entry is committed, durable on a majority and applied.)
+//!
+//! Which requests: `POST /kv/put` without an `Idempotency-Key` (those check the idempotency
+//! table first) that did not come from a follower (those carry a MAC to check), on the leader.
+//! Everything else is answered by its worker, as before. `--answer-threads 0` turns this off.
+//!
+//! **Why at most one such request per connection at a time.** tiny_http writes the responses of
+//! one connection in order: the writer of a request waits until the previous request's response
+//! is written. A client that pipelines (sends request 2 before reading response 1) could have
+//! both handed here; if response 2 were queued before response 1 on the same answer thread, the
+//! thread would wait forever for a response queued behind it. So a connection with a request
+//! already here has its next request answered by its worker (which waits on the apply thread,
+//! never on an answer thread), and an answer thread can only ever wait for workers.
+//!
+//! **A client that does not read** its responses could block an answer thread in `write` once
+//! its socket buffer is full (tiny_http sets no write timeout; a worker is blocked the same way
+//! on the old path). The answer threads share one queue, so the others go on. While no answer
+//! thread is free (each busy on one answer for over [`STUCK_AFTER`]), new puts are answered by
+//! their workers, as before, and the ticker starts one more answer thread for what is queued
+//! (at most [`MAX_THREADS`] in all; each stuck one holds one connection that stopped reading).
+//!
+//! **Time-outs.** A waiting worker gives up after `--request-timeout`; a handed-over put has no
+//! thread of its own, so its deadline is kept with it in [`super::pending::Pending`], and the
+//! ticker expires the overdue ones ([`super::pending::Pending::expire_writes`]) every
+//! [`EXPIRE_EVERY`], answering them 504 just as a worker would ([`Answers::tick`]).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::RecvTimeoutError;
+use tiny_http::{Method, Request};
+
+use super::answer_queue::Job;
+pub use super::answer_queue::{Answers, EXPIRE_EVERY, MAX_THREADS, STUCK_AFTER};
+
+use super::kv_api;
+use super::node::Node;
+use super::oneshot;
+use super::wire::{FORWARDED, IDEMPOTENCY_KEY, Reply, forward, respond};
+use crate::error::Error;
+
+/// Hands `request` over if it is a put this module answers (see the module docs); gives it back
+/// otherwise, for its worker to route.
+pub(super) fn hand_over(node: &Node, mut request: Request, started: Instant) -> Option<Request> {
+    let answers = &node.answers;
+    let eligible = answers.threads() > 0
+        && *request.method() == Method::Post
+        && request.url() == "/kv/put"
+        && node.is_leading()
+        && !request
+            .headers()
+            .iter()
+            .any(|h| h.field.equiv(IDEMPOTENCY_KEY) || h.field.equiv(FORWARDED));
+    let addr = match request.remote_addr() {
+        Some(&addr) if eligible => addr,
+        _ => return Some(request),
+    };
+    if !answers.claim(addr) {
+        return Some(request);
+    }
+    let (command, key, body) = match kv_api::put_command(node, &mut request) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            respond(node, request, Reply::error(&e), started);
+            answers.release(Some(addr));
+            return None;
+        }
+    };
+    let tx = answers.tx.clone();
+    let deadline = started + node.config.request_timeout;
+    let answer = oneshot::callback(move |result| {
+        // Fails only when the answer threads are gone (the node stopped): the request is then
+        // dropped, which tiny_http answers with a 500.
+        let _ = tx.send(Job { request, started, key, body, result });
+    });
+    node.write_then(command, answer, deadline);
+    None
+}
+
+/// Starts an answer thread, if fewer than [`MAX_THREADS`] run.
+pub(super) fn start(node: &Arc<Node>) -> crate::error::Result<Option<JoinHandle<()>>> {
+    let me = node.answers.running.fetch_add(1, Ordering::AcqRel);
+    if me >= MAX_THREADS {
+        node.answers.running.fetch_sub(1, Ordering::AcqRel);
+        return Ok(None);
+    }
+    let n = node.clone();
+    let started = super::node::spawn(format!("http-answer-{me}"), move || run(&n, me));
+    if started.is_ok() {
+        node.metrics.events.answer_threads.inc();
+    } else {
+        node.answers.running.fetch_sub(1, Ordering::AcqRel);
+    }
+    started.map(Some)
+}
+
+impl Answers {
+    /// The ticker's part, every tick: every [`EXPIRE_EVERY`], answers the overdue writes, and
+    /// starts another answer thread when answers are queued and none is free.
+    pub(super) fn tick(node: &Arc<Node>) {
+        let answers = &node.answers;
+        if answers.configured == 0 {
+            return;
+        }
+        {
+            let mut at = answers.expired_at.lock();
+            if at.elapsed() < EXPIRE_EVERY {
+                return;
+            }
+            *at = Instant::now();
+        }
+        node.with_pending(|p| p.expire_writes(Instant::now()));
+        if !answers.rx.is_empty() && !answers.one_is_free() {
+            log::warn!(
+                "every answer thread has been writing one answer for over {STUCK_AFTER:?} (a \
+                 client that does not read?): starting another"
+            );
+            // Detached: it ends with the node, like the others.
+            if let Err(e) = start(node) {
+                log::warn!("cannot start an answer thread: {e}");
+            }
+        }
+    }
+}
+
+/// An answer thread: writes the responses of handed-over puts.
+fn run(node: &Arc<Node>, me: usize) {
+    let answers = &node.answers;
+    while !node.is_shutdown() {
+        match answers.rx.recv_timeout(EXPIRE_EVERY) {
+            Ok(job) => {
+                if let Some(busy) = answers.busy.get(me) {
+                    busy.store(answers.now_ms(), Ordering::Relaxed);
+                }
+                answer(node, job);
+                if let Some(busy) = answers.busy.get(me) {
+                    busy.store(0, Ordering::Relaxed);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+    // Stopping: the waiting writes are failed right after the flag is set (`Server::stop`);
+    // their answers are still written, until the queue has been empty for a while.
+    while let Ok(job) = answers.rx.recv_timeout(EXPIRE_EVERY) {
+        answer(node, job);
+    }
+}
+
+fn answer(node: &Arc<Node>, job: Job) {
+    let Job { request, started, key, body, result } = job;
+    let addr = request.remote_addr().copied();
+    node.metrics.events.puts_handed_over.inc();
+    let reply = match result {
+        Some(Ok(applied)) => kv_api::answer(node, &applied, Some(&key)),
+        Some(Err(Error::NotLeader { leader: Some(leader) })) => {
+            // The node stepped down between the check and the proposal; nothing was proposed,
+            // so the leader can take it, as a worker would forward it. Rare (a leader change):
+            // a thread of its own, so that this one does not wait on the leader.
+            node.metrics.events.proposals_failed.inc();
+            let n = node.clone();
+            let forwarding =
+                std::thread::Builder::new().name("http-forward".into()).spawn(move || {
+                    let reply = forward(&request, &leader.addr, &body, &n)
+                        .unwrap_or_else(|e| Reply::error(&e));
+                    respond(&n, request, reply, started);
+                    n.answers.release(addr);
+                });
+            if let Err(e) = forwarding {
+                log::warn!("cannot start a thread to forward a put: {e}");
+                node.answers.release(addr);
+            }
+            return;
+        }
+        Some(Err(e)) => {
+            node.metrics.events.proposals_failed.inc();
+            Reply::error(&e)
+        }
+        None => {
+            node.metrics.events.proposals_failed.inc();
+            Reply::error(&Error::OutcomeUnknown(
+                "the node stopped before the write was seen committed; it may or may not apply"
+                    .into(),
+            ))
+        }
+    };
+    respond(node, request, reply, started);
+    node.answers.release(addr);
+}
