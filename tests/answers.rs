@@ -8,8 +8,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use raftlabkv::testkit::KillOnDrop;
-use raftlabkv::testkit::cluster::{Cluster, ClusterOptions, free_port};
+use raftlabkv::testkit::cluster::free_port;
 use serde_json::{Value, json};
+
+mod support;
 
 /// A one-node server (its own leader) with `args`; its address.
 fn solo(args: &[&str]) -> (KillOnDrop, String) {
@@ -150,22 +152,13 @@ fn a_pipelining_client_gets_every_answer_in_order() {
 
 #[test]
 fn a_put_that_cannot_commit_is_answered_504_at_its_deadline() {
-    let work_dir = std::env::temp_dir().join(format!("raftlabkv-answers-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work_dir);
     // A long election timeout keeps the leader leading (check quorum waits that long) while its
     // followers are stopped, so its put is handed over and can only end by its deadline.
-    let mut c = Cluster::start(ClusterOptions {
-        nodes: 3,
-        server_bin: env!("CARGO_BIN_EXE_raftlabkv-server").into(),
-        work_dir: work_dir.clone(),
-        data_dirs: false,
-        extra_args: ["--election-timeout-ms", "4000-5000", "--request-timeout-ms", "800"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        peer_secret: false,
-    })
-    .expect("start");
+    let mut c = support::cluster::three(
+        "answers-deadline",
+        false,
+        &["--election-timeout-ms", "4000-5000", "--request-timeout-ms", "800"],
+    );
     let leader = c.wait_leader(&c.all(), Duration::from_secs(30)).expect("a leader");
     let addr = c.nodes[leader].addr.clone();
     let ok = c.call(leader, "POST", "/kv/put", Some(&json!({"key": "a", "value": "1"})));
@@ -194,8 +187,6 @@ fn a_put_that_cannot_commit_is_answered_504_at_its_deadline() {
             c.resume(i);
         }
     }
-    drop(c);
-    let _ = std::fs::remove_dir_all(&work_dir);
 }
 
 #[test]

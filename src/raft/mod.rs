@@ -123,7 +123,8 @@
 //!   that is safe because the follower's consistency check judges each request on its own (a
 //!   request that arrives before its predecessor is refused, and the leader backs up), matches
 //!   only move up, and a rejection answering a request sent before the last back-up (or the
-//!   last timeout) is ignored as stale (`tests/scripts/pipelining.txt` shows it step by step). Pipelining shortens the wait when round trips are long; when the CPU is what runs
+//!   last timeout) is ignored as stale (`tests/scripts/pipelining.txt` shows it step by step).
+//!   Pipelining shortens the wait when round trips are long; when the CPU is what runs
 //!   out (two cores running three nodes), smaller batches cost more per entry, so the server's
 //!   default window is 1 (README, "Pipelining").
 //!   The leader batches on the way in too: [`RaftNode::propose_batch`] appends

@@ -15,8 +15,11 @@ use super::pending::WriteResult;
 /// read): new puts go to their workers while every answer thread is.
 pub const STUCK_AFTER: Duration = Duration::from_secs(1);
 
-/// How often overdue handed-over writes are answered.
+/// How often overdue handed-over writes are answered (by the ticker, [`super::answers::tick`]).
 pub const EXPIRE_EVERY: Duration = Duration::from_millis(100);
+
+/// How long an answer thread waits on the queue before it checks for shutdown.
+pub const POLL: Duration = Duration::from_millis(100);
 
 /// The most answer threads a node runs, the ones started for stuck ones included.
 pub const MAX_THREADS: usize = 64;
@@ -44,10 +47,8 @@ pub struct Answers {
     /// Answer threads started.
     pub(super) running: AtomicUsize,
     /// Answer threads to start with (`--answer-threads`).
-    pub(super) configured: usize,
+    configured: usize,
     epoch: Instant,
-    /// When the ticker last expired overdue writes.
-    pub(super) expired_at: Mutex<Instant>,
 }
 
 impl Answers {
@@ -62,13 +63,17 @@ impl Answers {
             running: AtomicUsize::new(0),
             configured: threads.min(MAX_THREADS),
             epoch: Instant::now(),
-            expired_at: Mutex::new(Instant::now()),
         }
     }
 
     /// How many answer threads a node starts with.
     pub fn threads(&self) -> usize {
         self.configured
+    }
+
+    /// How many answer threads run now (more than [`Answers::threads`] once some were stuck).
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::Acquire).min(MAX_THREADS)
     }
 
     pub(super) fn now_ms(&self) -> u64 {
@@ -80,8 +85,7 @@ impl Answers {
     pub(super) fn one_is_free(&self) -> bool {
         let now = self.now_ms();
         let stuck = STUCK_AFTER.as_millis() as u64;
-        let running = self.running.load(Ordering::Acquire).min(MAX_THREADS);
-        self.busy[..running].iter().any(|b| {
+        self.busy[..self.running()].iter().any(|b| {
             let since = b.load(Ordering::Relaxed);
             since == 0 || now.saturating_sub(since) < stuck
         })

@@ -34,7 +34,8 @@
 //! **Time-outs.** A waiting worker gives up after `--request-timeout`; a handed-over put has no
 //! thread of its own, so its deadline is kept with it in [`super::pending::Pending`], and the
 //! ticker expires the overdue ones ([`super::pending::Pending::expire_writes`]) every
-//! [`EXPIRE_EVERY`], answering them 504 just as a worker would ([`Answers::tick`]).
+//! [`super::answer_queue::EXPIRE_EVERY`], answering them 504 just as a worker would
+//! ([`tick`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -44,8 +45,7 @@ use std::time::Instant;
 use crossbeam_channel::RecvTimeoutError;
 use tiny_http::{Method, Request};
 
-use super::answer_queue::Job;
-pub use super::answer_queue::{Answers, EXPIRE_EVERY, MAX_THREADS, STUCK_AFTER};
+use super::answer_queue::{Job, MAX_THREADS, POLL, STUCK_AFTER};
 
 use super::kv_api;
 use super::node::Node;
@@ -100,39 +100,28 @@ pub(super) fn start(node: &Arc<Node>) -> crate::error::Result<Option<JoinHandle<
     }
     let n = node.clone();
     let started = super::node::spawn(format!("http-answer-{me}"), move || run(&n, me));
-    if started.is_ok() {
-        node.metrics.events.answer_threads.inc();
-    } else {
+    if started.is_err() {
         node.answers.running.fetch_sub(1, Ordering::AcqRel);
     }
     started.map(Some)
 }
 
-impl Answers {
-    /// The ticker's part, every tick: every [`EXPIRE_EVERY`], answers the overdue writes, and
-    /// starts another answer thread when answers are queued and none is free.
-    pub(super) fn tick(node: &Arc<Node>) {
-        let answers = &node.answers;
-        if answers.configured == 0 {
-            return;
-        }
-        {
-            let mut at = answers.expired_at.lock();
-            if at.elapsed() < EXPIRE_EVERY {
-                return;
-            }
-            *at = Instant::now();
-        }
-        node.with_pending(|p| p.expire_writes(Instant::now()));
-        if !answers.rx.is_empty() && !answers.one_is_free() {
-            log::warn!(
-                "every answer thread has been writing one answer for over {STUCK_AFTER:?} (a \
-                 client that does not read?): starting another"
-            );
-            // Detached: it ends with the node, like the others.
-            if let Err(e) = start(node) {
-                log::warn!("cannot start an answer thread: {e}");
-            }
+/// The ticker's part, every [`super::answer_queue::EXPIRE_EVERY`]: answers the overdue writes,
+/// and starts another answer thread when answers are queued and none is free.
+pub(super) fn tick(node: &Arc<Node>) {
+    let answers = &node.answers;
+    if answers.threads() == 0 {
+        return;
+    }
+    node.with_pending(|p| p.expire_writes(Instant::now()));
+    if !answers.rx.is_empty() && !answers.one_is_free() {
+        log::warn!(
+            "every answer thread has been writing one answer for over {STUCK_AFTER:?} (a client \
+             that does not read?): starting another"
+        );
+        // Detached: it ends with the node, like the others.
+        if let Err(e) = start(node) {
+            log::warn!("cannot start an answer thread: {e}");
         }
     }
 }
@@ -140,16 +129,14 @@ impl Answers {
 /// An answer thread: writes the responses of handed-over puts.
 fn run(node: &Arc<Node>, me: usize) {
     let answers = &node.answers;
+    // `start` hands out slots below MAX_THREADS only.
+    let Some(busy) = answers.busy.get(me) else { return };
     while !node.is_shutdown() {
-        match answers.rx.recv_timeout(EXPIRE_EVERY) {
+        match answers.rx.recv_timeout(POLL) {
             Ok(job) => {
-                if let Some(busy) = answers.busy.get(me) {
-                    busy.store(answers.now_ms(), Ordering::Relaxed);
-                }
+                busy.store(answers.now_ms(), Ordering::Relaxed);
                 answer(node, job);
-                if let Some(busy) = answers.busy.get(me) {
-                    busy.store(0, Ordering::Relaxed);
-                }
+                busy.store(0, Ordering::Relaxed);
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
@@ -157,7 +144,7 @@ fn run(node: &Arc<Node>, me: usize) {
     }
     // Stopping: the waiting writes are failed right after the flag is set (`Server::stop`);
     // their answers are still written, until the queue has been empty for a while.
-    while let Ok(job) = answers.rx.recv_timeout(EXPIRE_EVERY) {
+    while let Ok(job) = answers.rx.recv_timeout(POLL) {
         answer(node, job);
     }
 }
@@ -166,13 +153,20 @@ fn answer(node: &Arc<Node>, job: Job) {
     let Job { request, started, key, body, result } = job;
     let addr = request.remote_addr().copied();
     node.metrics.events.puts_handed_over.inc();
+    let result = result.unwrap_or_else(|| {
+        Err(Error::OutcomeUnknown(
+            "the node stopped before the write was seen committed; it may or may not apply".into(),
+        ))
+    });
+    if result.is_err() {
+        node.metrics.events.proposals_failed.inc();
+    }
     let reply = match result {
-        Some(Ok(applied)) => kv_api::answer(node, &applied, Some(&key)),
-        Some(Err(Error::NotLeader { leader: Some(leader) })) => {
+        Ok(applied) => kv_api::answer(node, &applied, Some(&key)),
+        Err(Error::NotLeader { leader: Some(leader) }) => {
             // The node stepped down between the check and the proposal; nothing was proposed,
             // so the leader can take it, as a worker would forward it. Rare (a leader change):
             // a thread of its own, so that this one does not wait on the leader.
-            node.metrics.events.proposals_failed.inc();
             let n = node.clone();
             let forwarding =
                 std::thread::Builder::new().name("http-forward".into()).spawn(move || {
@@ -187,17 +181,7 @@ fn answer(node: &Arc<Node>, job: Job) {
             }
             return;
         }
-        Some(Err(e)) => {
-            node.metrics.events.proposals_failed.inc();
-            Reply::error(&e)
-        }
-        None => {
-            node.metrics.events.proposals_failed.inc();
-            Reply::error(&Error::OutcomeUnknown(
-                "the node stopped before the write was seen committed; it may or may not apply"
-                    .into(),
-            ))
-        }
+        Err(e) => Reply::error(&e),
     };
     respond(node, request, reply, started);
     node.answers.release(addr);

@@ -22,6 +22,7 @@ const POLL: Duration = Duration::from_millis(100);
 pub fn ticker(node: &Arc<Node>) {
     let tick = node.config.tick;
     let mut next = Instant::now() + tick;
+    let mut expired_at = Instant::now();
     while !node.is_shutdown() {
         let now = Instant::now();
         if next > now {
@@ -44,7 +45,10 @@ pub fn ticker(node: &Arc<Node>) {
             Ok(changes) => node.metrics.saw_leader_changes(changes),
             Err(e) => node.fatal(&e),
         }
-        super::answers::Answers::tick(node);
+        if expired_at.elapsed() >= super::answer_queue::EXPIRE_EVERY {
+            expired_at = Instant::now();
+            super::answers::tick(node);
+        }
     }
 }
 

@@ -69,9 +69,6 @@ pub struct Events {
     pub proposals_failed: Counter,
     /// Client puts answered by an answer thread, not by their worker (`server::answers`).
     pub puts_handed_over: Counter,
-    /// Answer threads running (`server::answers`; more than `--answer-threads` when some got
-    /// stuck on clients that do not read).
-    pub answer_threads: Gauge,
     reads: Family<[(&'static str, &'static str); 1], Counter>,
 }
 
@@ -104,7 +101,6 @@ impl Events {
             applied: Counter::default(),
             proposals_failed: Counter::default(),
             puts_handed_over: Counter::default(),
-            answer_threads: Gauge::default(),
             reads: Family::default(),
         };
         let mut registry = Registry::default();
@@ -209,12 +205,6 @@ impl Events {
             e.puts_handed_over.clone(),
         );
         r.register(
-            "raftlabkv_http_answer_threads",
-            "Answer threads running: --answer-threads, plus one for each that was stuck writing \
-             to a client that does not read",
-            e.answer_threads.clone(),
-        );
-        r.register(
             "raftlabkv_server_reads",
             "Reads served from this node's state machine, by kind (linearizable, lease or stale)",
             e.reads.clone(),
@@ -297,6 +287,8 @@ pub struct Scrape {
     pub data_dir: Option<std::path::PathBuf>,
     /// The snapshot being received, if any.
     pub snapshot_in: Option<SnapshotTransfer>,
+    /// Answer threads running (`server::answers`).
+    pub answer_threads: u64,
 }
 
 /// The window of `leaderChangesLastMinute` and `fsyncP99Us`.
@@ -460,7 +452,7 @@ impl Metrics {
 
     /// The values read at scrape time: (name, help, true for a counter, value).
     #[rustfmt::skip]
-    fn scrape_values(&self, s: &Scrape) -> [(&'static str, &'static str, bool, u64); 23] {
+    fn scrape_values(&self, s: &Scrape) -> [(&'static str, &'static str, bool, u64); 24] {
         let (c, p) = (s.counters, process_stats());
         let (wal, total) = s.data_dir.as_deref().map_or((0, 0), disk_usage);
         let t = s.snapshot_in.unwrap_or(SnapshotTransfer { index: 0, bytes_done: 0, bytes_total: 0 });
@@ -483,6 +475,7 @@ impl Metrics {
             ("raftlabkv_disk_data_dir_bytes", "Bytes of everything in the data directory", false, total),
             ("process_resident_memory_bytes", "Resident memory size in bytes", false, p.rss_bytes),
             ("process_threads", "Threads of the process", false, p.threads),
+            ("raftlabkv_http_answer_threads", "Answer threads running: --answer-threads, plus one for each that was stuck writing to a client that does not read", false, s.answer_threads),
             ("process_open_fds", "Open file descriptors", false, p.open_fds),
             ("raftlabkv_snapshot_receiving_bytes", "Bytes of the snapshot being received that arrived so far (0: none)", false, t.bytes_done),
             ("raftlabkv_snapshot_receiving_size_bytes", "Size of the snapshot being received (0: none)", false, t.bytes_total),

@@ -405,6 +405,12 @@ impl Node {
     ) {
         let (mut proposal, _) = Proposal::new(command.encode(), answer);
         proposal.deadline = Some(deadline);
+        self.submit(proposal);
+    }
+
+    /// Queues `proposal` and proposes the inbox, unless another caller already does
+    /// ([`super::proposals`]).
+    fn submit(&self, proposal: Proposal) {
         self.proposals.push(proposal);
         self.proposals.combine(|batch| self.propose_batch(batch));
     }
@@ -445,8 +451,7 @@ impl Node {
         };
         let (tx, rx) = oneshot::channel();
         let (proposal, placed) = Proposal::new(command.encode(), tx);
-        self.proposals.push(proposal);
-        self.proposals.combine(|batch| self.propose_batch(batch));
+        self.submit(proposal);
         let result = rx.recv_timeout(self.config.request_timeout);
         if !matches!(result, Ok(Ok(_))) {
             self.metrics.events.proposals_failed.inc();
@@ -599,6 +604,7 @@ impl Node {
             snapshot_index,
             data_dir: self.data_dir.clone(),
             snapshot_in: self.metrics.snapshot_in(receiving),
+            answer_threads: self.answers.running() as u64,
         }
     }
 
