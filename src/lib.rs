@@ -65,7 +65,7 @@
 //! | HTTP routes, status codes, limits | `api.rs` (the route table), `server/http.rs`: `route`; `error.rs` (the status table) |
 //! | the key-value routes, consistency headers, forwarding | `server/kv_api.rs`; `server/wire.rs` (`Reply`, `Evidence`, `forward`) |
 //! | ranges, views of the store without its lock | `kv/range.rs` (`Bounds`, `walk`, `View`) |
-//! | how a key is kept in memory (one block per key), memory per key | `kv/record.rs` (`KeyValue`); measured by `examples/measure_coord.rs` (`memory`) |
+//! | how a key is kept in memory (records back to back in pages), memory per key | `kv/record.rs` (the record's layout), `kv/pages.rs` (`Pages`); measured by `examples/measure_coord.rs` (`memory`) |
 //! | the wire format of peer messages (compact AppendEntries, JSON for the rest) | `server/binary.rs`, `server/transport.rs`: `HttpTransport::call`, `server/http.rs`: `peer_rpc` |
 //! | transactions and their checks, compare-and-set | `kv/txn.rs`; applied in `kv/mod.rs`: `execute` |
 //! | exactly-once writes (`Idempotency-Key`) | `kv/idempotency.rs`; stamped in `server/node.rs`: `write`; retried in `client/mod.rs`: `execute` |

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::KeyValue;
+use super::Rec;
 use crate::error::{Error, Result};
 use crate::raft::{Index, Term};
 
@@ -270,7 +270,7 @@ pub struct KvItem {
 
 impl KvItem {
     /// `key` with `kv`'s value (unless `keys_only`) and revisions.
-    pub fn new(key: &str, kv: &KeyValue, keys_only: bool) -> KvItem {
+    pub fn new(key: &str, kv: Rec<'_>, keys_only: bool) -> KvItem {
         let (create_revision, mod_revision, version) = kv.revisions();
         KvItem {
             key: key.to_string(),

@@ -10,19 +10,21 @@
 //! starts again at 1). They are a pure function of the applied log, so every node has the same,
 //! and they are kept in snapshots.
 //!
-//! **Memory.** The map is a `BTreeSet` of [`KeyValue`] records, each one heap block holding the
-//! key, the value and the revisions (`record.rs` has the layout and the arithmetic: ~150–165
-//! bytes per key of 12 bytes with a 100-byte value). Snapshots are written and read as streams
+//! **Memory.** The map is a set of records (each the key, the value and the revisions as one run
+//! of bytes; `record.rs` has the layout) kept back to back in pages of 2–4 KiB ([`Pages`];
+//! `pages.rs` has the arithmetic: ~125 bytes per key of 12 bytes with a 100-byte value, where a
+//! `BTreeSet` of one heap block per key took ~158). Snapshots are written and read as streams
 //! (`snapshot.rs`), so taking or loading one never holds its encoding in memory whole.
 
 mod command;
 pub mod idempotency;
+pub mod pages;
 pub mod range;
 mod record;
 mod snapshot;
 pub mod txn;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::{self, BufRead, Write};
 use std::ops::Bound;
 use std::sync::Arc;
@@ -31,8 +33,9 @@ pub use command::{
     Applied, Command, Compare, CompareOp, DeleteSpec, IdempotencyMeta, KvItem, Outcome, RangeReply,
     RangeSpec, Target, Txn, TxnOp, TxnResponse,
 };
+pub use pages::Pages;
 pub use range::{Bounds, View};
-pub use record::KeyValue;
+pub use record::{KeyValue, Rec};
 pub use snapshot::snapshot_cluster;
 
 use crate::error::{Error, Result};
@@ -55,9 +58,9 @@ pub type Overlay = BTreeMap<String, Option<KeyValue>>;
 /// pause, proportional to the writes made in the meantime.
 #[derive(Debug, Clone)]
 pub struct KvStore {
-    /// The map as of the last merge (records ordered and found by key; see [`KeyValue`]). Never
+    /// The map as of the last merge (records ordered and found by key; see [`Pages`]). Never
     /// modified while `overlay` exists (a snapshot or a view may be reading it).
-    base: Arc<BTreeSet<KeyValue>>,
+    base: Arc<Pages>,
     /// Changes made since [`KvStore::freeze`] or [`KvStore::view`].
     overlay: Option<Arc<Overlay>>,
     /// The store's revision (1 when empty; see the module docs).
@@ -89,7 +92,7 @@ impl Default for KvStore {
 /// The state machine at one index, frozen for a snapshot (shares its map with the live store).
 #[derive(Debug, Clone)]
 pub struct Frozen {
-    map: Arc<BTreeSet<KeyValue>>,
+    map: Arc<Pages>,
     idempotency: Table,
     /// The store's revision at that index.
     pub revision: u64,
@@ -322,7 +325,7 @@ impl KvStore {
         let map = Arc::make_mut(&mut self.base);
         match value {
             Some(v) => {
-                map.replace(v);
+                map.insert(&v);
             }
             None => {
                 map.remove(key.as_bytes());
@@ -336,9 +339,9 @@ impl KvStore {
     }
 
     /// The value of `key` with its revisions.
-    pub fn entry(&self, key: &str) -> Option<&KeyValue> {
+    pub fn entry(&self, key: &str) -> Option<Rec<'_>> {
         if let Some(change) = self.overlay.as_ref().and_then(|o| o.get(key)) {
-            return change.as_ref();
+            return change.as_ref().map(KeyValue::rec);
         }
         self.base.get(key.as_bytes())
     }
@@ -348,7 +351,7 @@ impl KvStore {
         &'a self,
         bounds: &Bounds,
         desc: bool,
-    ) -> Box<dyn Iterator<Item = (&'a str, &'a KeyValue)> + 'a> {
+    ) -> Box<dyn Iterator<Item = (&'a str, Rec<'a>)> + 'a> {
         range::walk(&self.base, self.overlay.as_deref(), bounds, desc)
     }
 
@@ -381,7 +384,7 @@ impl KvStore {
     /// Every key and value, sorted by key (a copy: for tests and tools).
     pub fn all(&self) -> BTreeMap<String, KeyValue> {
         range::walk_all(&self.base, self.overlay.as_deref())
-            .map(|(k, v)| (k.to_string(), v.clone()))
+            .map(|(k, v)| (k.to_string(), v.to_owned()))
             .collect()
     }
 
@@ -428,9 +431,9 @@ impl KvStore {
             return true;
         }
         let Some(map) = Arc::get_mut(&mut self.base) else { return false };
-        let fold = |map: &mut BTreeSet<KeyValue>, k: &str, v: Option<KeyValue>| match v {
+        let fold = |map: &mut Pages, k: &str, v: Option<KeyValue>| match v {
             Some(v) => {
-                map.replace(v);
+                map.insert(&v);
             }
             None => {
                 map.remove(k.as_bytes());
@@ -480,37 +483,37 @@ impl KvStore {
 /// Reading the store: the live store, or a [`View`] of it.
 pub trait Reader {
     /// The value of `key` with its revisions.
-    fn entry(&self, key: &str) -> Option<&KeyValue>;
+    fn entry(&self, key: &str) -> Option<Rec<'_>>;
     /// The live keys within `bounds`, in order.
     fn walk<'a>(
         &'a self,
         bounds: &Bounds,
         desc: bool,
-    ) -> Box<dyn Iterator<Item = (&'a str, &'a KeyValue)> + 'a>;
+    ) -> Box<dyn Iterator<Item = (&'a str, Rec<'a>)> + 'a>;
 }
 
 impl Reader for KvStore {
-    fn entry(&self, key: &str) -> Option<&KeyValue> {
+    fn entry(&self, key: &str) -> Option<Rec<'_>> {
         KvStore::entry(self, key)
     }
     fn walk<'a>(
         &'a self,
         bounds: &Bounds,
         desc: bool,
-    ) -> Box<dyn Iterator<Item = (&'a str, &'a KeyValue)> + 'a> {
+    ) -> Box<dyn Iterator<Item = (&'a str, Rec<'a>)> + 'a> {
         KvStore::walk(self, bounds, desc)
     }
 }
 
 impl Reader for View {
-    fn entry(&self, key: &str) -> Option<&KeyValue> {
+    fn entry(&self, key: &str) -> Option<Rec<'_>> {
         View::entry(self, key)
     }
     fn walk<'a>(
         &'a self,
         bounds: &Bounds,
         desc: bool,
-    ) -> Box<dyn Iterator<Item = (&'a str, &'a KeyValue)> + 'a> {
+    ) -> Box<dyn Iterator<Item = (&'a str, Rec<'a>)> + 'a> {
         View::walk(self, bounds, desc)
     }
 }
@@ -542,9 +545,9 @@ fn read_txn(r: &impl Reader, txn: &Txn, revision: u64) -> Outcome {
 
 impl View {
     /// The value of `key` with its revisions, as of the view.
-    pub fn entry(&self, key: &str) -> Option<&KeyValue> {
+    pub fn entry(&self, key: &str) -> Option<Rec<'_>> {
         if let Some(change) = self.overlay.as_ref().and_then(|o| o.get(key)) {
-            return change.as_ref();
+            return change.as_ref().map(KeyValue::rec);
         }
         self.base.get(key.as_bytes())
     }

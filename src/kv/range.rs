@@ -5,13 +5,12 @@
 //! Keys are compared as strings, which in Rust is by their UTF-8 bytes: `"a/"` < `"a/b"` < `"a0"`,
 //! and unicode keys sort after ASCII ones.
 
-use std::collections::BTreeSet;
 use std::iter::Peekable;
 use std::ops::Bound;
 use std::sync::Arc;
 
 use super::command::{KvItem, RangeReply, RangeSpec};
-use super::{KeyValue, Overlay};
+use super::{KeyValue, Overlay, Pages, Rec};
 use crate::error::{Error, Result};
 
 /// The bounds of a range: `[start, end)` with `end` possibly unbounded.
@@ -82,13 +81,13 @@ impl Bounds {
 
 /// The live keys of `base` updated by `overlay` within `bounds`, in key order (`desc`: reversed).
 pub fn walk<'a>(
-    base: &'a BTreeSet<KeyValue>,
+    base: &'a Pages,
     overlay: Option<&'a Overlay>,
     bounds: &Bounds,
     desc: bool,
-) -> Box<dyn Iterator<Item = (&'a str, &'a KeyValue)> + 'a> {
+) -> Box<dyn Iterator<Item = (&'a str, Rec<'a>)> + 'a> {
     let range = bounds.as_refs();
-    let base_iter = base.range::<[u8], _>(bytes(range)).map(|v| (v.key(), Some(v)));
+    let base_iter = base.range(bytes(range)).map(|v| (v.key(), Some(v)));
     let Some(overlay) = overlay.filter(|o| !o.is_empty()) else {
         return if desc {
             Box::new(base_iter.rev().filter_map(|(k, v)| v.map(|v| (k, v))))
@@ -96,7 +95,8 @@ pub fn walk<'a>(
             Box::new(base_iter.filter_map(|(k, v)| v.map(|v| (k, v))))
         };
     };
-    let over_iter = overlay.range::<str, _>(range).map(|(k, v)| (k.as_str(), v.as_ref()));
+    let over_iter =
+        overlay.range::<str, _>(range).map(|(k, v)| (k.as_str(), v.as_ref().map(KeyValue::rec)));
     if desc {
         Box::new(Merge { a: base_iter.rev().peekable(), b: over_iter.rev().peekable(), desc })
     } else {
@@ -113,8 +113,8 @@ fn bytes<'a>((start, end): (Bound<&'a str>, Bound<&'a str>)) -> (Bound<&'a [u8]>
 /// delete) hides the key.
 struct Merge<'a, A, B>
 where
-    A: Iterator<Item = (&'a str, Option<&'a KeyValue>)>,
-    B: Iterator<Item = (&'a str, Option<&'a KeyValue>)>,
+    A: Iterator<Item = (&'a str, Option<Rec<'a>>)>,
+    B: Iterator<Item = (&'a str, Option<Rec<'a>>)>,
 {
     a: Peekable<A>,
     b: Peekable<B>,
@@ -123,10 +123,10 @@ where
 
 impl<'a, A, B> Iterator for Merge<'a, A, B>
 where
-    A: Iterator<Item = (&'a str, Option<&'a KeyValue>)>,
-    B: Iterator<Item = (&'a str, Option<&'a KeyValue>)>,
+    A: Iterator<Item = (&'a str, Option<Rec<'a>>)>,
+    B: Iterator<Item = (&'a str, Option<Rec<'a>>)>,
 {
-    type Item = (&'a str, &'a KeyValue);
+    type Item = (&'a str, Rec<'a>);
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
@@ -156,7 +156,7 @@ where
 /// go to a copy of the overlay, so the reader holds no lock while it walks.
 #[derive(Clone, Debug)]
 pub struct View {
-    pub(super) base: Arc<BTreeSet<KeyValue>>,
+    pub(super) base: Arc<Pages>,
     pub(super) overlay: Option<Arc<Overlay>>,
     /// The store's revision the view shows.
     pub revision: u64,
@@ -168,7 +168,7 @@ impl View {
         &'a self,
         bounds: &Bounds,
         desc: bool,
-    ) -> Box<dyn Iterator<Item = (&'a str, &'a KeyValue)> + 'a> {
+    ) -> Box<dyn Iterator<Item = (&'a str, Rec<'a>)> + 'a> {
         walk(&self.base, self.overlay.as_deref(), bounds, desc)
     }
 
@@ -223,7 +223,7 @@ impl View {
 
 /// A range answer built in memory (a range inside a transaction).
 pub fn range_reply<'a>(
-    walk: impl Iterator<Item = (&'a str, &'a KeyValue)>,
+    walk: impl Iterator<Item = (&'a str, Rec<'a>)>,
     spec: &RangeSpec,
     revision: u64,
 ) -> RangeReply {
@@ -245,8 +245,8 @@ pub fn range_reply<'a>(
 
 /// Every live key, in order.
 pub fn walk_all<'a>(
-    base: &'a BTreeSet<KeyValue>,
+    base: &'a Pages,
     overlay: Option<&'a Overlay>,
-) -> Box<dyn Iterator<Item = (&'a str, &'a KeyValue)> + 'a> {
+) -> Box<dyn Iterator<Item = (&'a str, Rec<'a>)> + 'a> {
     walk(base, overlay, &Bounds { start: Bound::Unbounded, end: Bound::Unbounded }, false)
 }

@@ -1,25 +1,25 @@
-//! How the store keeps one key: its key, value and revisions in **one** heap block.
+//! How the store encodes one key: its key, value and revisions as **one** run of bytes.
 //!
 //! A `BTreeMap<String, {value: String, three u64}>` costs every key two allocations (the key's
 //! and the value's), each with its allocator header and rounding, plus a 72-byte slot in a tree
 //! node that is half empty after ordered inserts: ~270 bytes for a 12-byte key and a 100-byte
-//! value. A [`KeyValue`] is a single `Box<[u8]>` laid out as
+//! value. A record is laid out as
 //!
 //! ```text
 //! [varint key length][key][varint create_revision][varint mod_revision][varint version][value]
 //! ```
 //!
-//! (LEB128 varints: 7 bits a byte, low bits first), kept in a `BTreeSet` ordered by the key's
-//! bytes — which is how Rust orders strings, so ranges are unchanged. A key costs one allocation
-//! of ~120 bytes and a 16-byte slot in the tree. The key comes first so the tree's comparisons
-//! read one length byte and the key, nothing else.
+//! (LEB128 varints: 7 bits a byte, low bits first): 120 bytes for that key. The store keeps
+//! records back to back in pages ([`super::pages`]), ordered by the key's bytes — which is how
+//! Rust orders strings, so ranges are unchanged — and reads them in place as a [`Rec`]. A
+//! [`KeyValue`] is a record in a heap block of its own: how one is built, and how the overlay of
+//! changes made during a snapshot keeps them. The key comes first so a search reads one length
+//! byte and the key, nothing else.
 //!
 //! Key and value are only ever copied in from `&str`, so the bytes are UTF-8; reading them back
 //! checks that again rather than trusting it (no `unsafe`), which costs a few nanoseconds per
 //! read.
 
-use std::borrow::Borrow;
-use std::cmp::Ordering;
 use std::fmt;
 
 /// One key with its value and revisions (see the module docs for the layout).
@@ -52,62 +52,105 @@ impl KeyValue {
         KeyValue(block.into_boxed_slice())
     }
 
-    /// The key's bytes (what the tree compares).
+    /// The record as a borrowed view (what the store's reads hand out).
+    pub fn rec(&self) -> Rec<'_> {
+        Rec(&self.0)
+    }
+
+    /// The record's bytes, in the layout of the module docs (what a page stores).
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The key's bytes (what the store compares).
     pub fn key_bytes(&self) -> &[u8] {
-        let (len, at) = read_varint(&self.0, 0);
-        self.0.get(at..at + len as usize).unwrap_or_default()
+        self.rec().key_bytes()
     }
 
     /// The key.
     pub fn key(&self) -> &str {
-        std::str::from_utf8(self.key_bytes()).unwrap_or_default()
-    }
-
-    /// The revisions and where the value starts.
-    fn fields(&self) -> ([u64; 3], usize) {
-        let (len, mut at) = read_varint(&self.0, 0);
-        at += len as usize;
-        let mut out = [0; 3];
-        for n in &mut out {
-            (*n, at) = read_varint(&self.0, at);
-        }
-        (out, at)
+        self.rec().key()
     }
 
     /// The value.
     pub fn value(&self) -> &str {
-        let (_, at) = self.fields();
-        std::str::from_utf8(self.0.get(at..).unwrap_or_default()).unwrap_or_default()
+        self.rec().value()
     }
 
-    /// Revision of the put that created the key (in its current life).
-    pub fn create_revision(&self) -> u64 {
-        self.fields().0[0]
-    }
-
-    /// Revision of the key's latest put.
-    pub fn mod_revision(&self) -> u64 {
-        self.fields().0[1]
-    }
-
-    /// Puts since the key was created, that one included.
-    pub fn version(&self) -> u64 {
-        self.fields().0[2]
-    }
-
-    /// `(create_revision, mod_revision, version)` in one decode.
+    /// `(create_revision, mod_revision, version)`.
     pub fn revisions(&self) -> (u64, u64, u64) {
-        let ([c, m, v], _) = self.fields();
-        (c, m, v)
+        self.rec().revisions()
     }
 
-    /// Bytes this record occupies on the heap (its block; the tree's slot is not counted).
+    /// Bytes this record occupies (its block on the heap, or its place in a page less the length
+    /// prefix).
     pub fn heap_bytes(&self) -> usize {
         self.0.len()
     }
 }
 
-impl fmt::Debug for KeyValue {
+/// One record read in place: in a page of the store ([`super::pages`]) or in a [`KeyValue`].
+/// Copy, so reads hand it out by value.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Rec<'a>(pub(super) &'a [u8]);
+
+impl<'a> Rec<'a> {
+    /// The key's bytes (what the store compares).
+    pub fn key_bytes(self) -> &'a [u8] {
+        let (len, at) = read_varint(self.0, 0);
+        self.0.get(at..at + len as usize).unwrap_or_default()
+    }
+
+    /// The key.
+    pub fn key(self) -> &'a str {
+        std::str::from_utf8(self.key_bytes()).unwrap_or_default()
+    }
+
+    /// The revisions and where the value starts.
+    fn fields(self) -> ([u64; 3], usize) {
+        let (len, mut at) = read_varint(self.0, 0);
+        at += len as usize;
+        let mut out = [0; 3];
+        for n in &mut out {
+            (*n, at) = read_varint(self.0, at);
+        }
+        (out, at)
+    }
+
+    /// The value.
+    pub fn value(self) -> &'a str {
+        let (_, at) = self.fields();
+        std::str::from_utf8(self.0.get(at..).unwrap_or_default()).unwrap_or_default()
+    }
+
+    /// Revision of the put that created the key (in its current life).
+    pub fn create_revision(self) -> u64 {
+        self.fields().0[0]
+    }
+
+    /// Revision of the key's latest put.
+    pub fn mod_revision(self) -> u64 {
+        self.fields().0[1]
+    }
+
+    /// Puts since the key was created, that one included.
+    pub fn version(self) -> u64 {
+        self.fields().0[2]
+    }
+
+    /// `(create_revision, mod_revision, version)` in one decode.
+    pub fn revisions(self) -> (u64, u64, u64) {
+        let ([c, m, v], _) = self.fields();
+        (c, m, v)
+    }
+
+    /// An owned copy.
+    pub fn to_owned(self) -> KeyValue {
+        KeyValue(self.0.into())
+    }
+}
+
+impl fmt::Debug for Rec<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (c, m, v) = self.revisions();
         f.debug_struct("KeyValue")
@@ -120,23 +163,9 @@ impl fmt::Debug for KeyValue {
     }
 }
 
-// Ordered (and found) by the key's bytes alone, so that a `BTreeSet<KeyValue>` is a map from key
-// to record: `set.get(key.as_bytes())`.
-impl Ord for KeyValue {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.key_bytes().cmp(other.key_bytes())
-    }
-}
-
-impl PartialOrd for KeyValue {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Borrow<[u8]> for KeyValue {
-    fn borrow(&self) -> &[u8] {
-        self.key_bytes()
+impl fmt::Debug for KeyValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.rec().fmt(f)
     }
 }
 
@@ -145,7 +174,7 @@ fn varint_len(n: u64) -> usize {
     (64 - n.max(1).leading_zeros() as usize).div_ceil(7)
 }
 
-fn push_varint(out: &mut Vec<u8>, mut n: u64) {
+pub(super) fn push_varint(out: &mut Vec<u8>, mut n: u64) {
     while n >= 0x80 {
         out.push((n as u8 & 0x7f) | 0x80);
         n >>= 7;
@@ -155,7 +184,7 @@ fn push_varint(out: &mut Vec<u8>, mut n: u64) {
 
 /// The varint at `at` and the offset after it (0 past the end: the block is always ours, so that
 /// only happens to a bug, and reads empty rather than panicking).
-fn read_varint(bytes: &[u8], mut at: usize) -> (u64, usize) {
+pub(super) fn read_varint(bytes: &[u8], mut at: usize) -> (u64, usize) {
     let mut n = 0u64;
     let mut shift = 0;
     while let Some(&b) = bytes.get(at) {
@@ -173,8 +202,8 @@ fn read_varint(bytes: &[u8], mut at: usize) -> (u64, usize) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Pages;
     use super::*;
-    use std::collections::BTreeSet;
 
     #[test]
     fn a_record_gives_back_what_it_was_made_of() {
@@ -189,7 +218,7 @@ mod tests {
             assert_eq!(kv.value(), value);
             assert_eq!(kv.revisions(), revs);
             assert_eq!(
-                (kv.create_revision(), kv.mod_revision(), kv.version()),
+                (kv.rec().create_revision(), kv.rec().mod_revision(), kv.rec().version()),
                 revs,
                 "each accessor agrees with revisions()"
             );
@@ -211,15 +240,17 @@ mod tests {
     #[test]
     fn records_sort_and_are_found_by_key_as_strings_do() {
         let keys = ["a0", "a/b", "a/", "b", "", "é", "z", "a"];
-        let set: BTreeSet<KeyValue> = keys.iter().map(|k| KeyValue::new(k, "v", 1, 1, 1)).collect();
+        let mut set = Pages::new();
+        for k in keys {
+            set.insert(&KeyValue::new(k, "v", 1, 1, 1));
+        }
         let mut sorted: Vec<&str> = keys.to_vec();
         sorted.sort();
         assert_eq!(set.iter().map(|kv| kv.key()).collect::<Vec<_>>(), sorted);
-        assert!(set.contains("a/b".as_bytes()));
-        assert!(!set.contains("a/c".as_bytes()));
+        assert!(set.get("a/b".as_bytes()).is_some());
+        assert!(set.get("a/c".as_bytes()).is_none());
         // A longer value does not make a record of the same key a different key.
-        let mut set = set;
-        set.replace(KeyValue::new("b", "longer value", 2, 3, 2));
+        assert!(!set.insert(&KeyValue::new("b", "longer value", 2, 3, 2)));
         assert_eq!(set.len(), keys.len());
         assert_eq!(set.get("b".as_bytes()).map(|kv| kv.value()), Some("longer value"));
     }

@@ -2,11 +2,10 @@
 //! [`KvStore::encode_snapshot`]), written to and read from a stream: a snapshot of a million keys
 //! is ~140 MB, and neither taking nor loading one holds those bytes in memory whole.
 
-use std::collections::BTreeSet;
 use std::io::{self, BufRead, Read, Write};
 
 use super::idempotency::{Record, Table};
-use super::{KeyValue, KvStore};
+use super::{KeyValue, KvStore, Pages, Rec};
 use crate::error::{Error, Result};
 use crate::raft::{Index, Term};
 
@@ -21,7 +20,7 @@ const SNAPSHOT_FORMAT_V1: &str = "raftlabkv-kv-1";
 
 /// Writes the keys of `walk` (in order) and `table` after a header line.
 pub(super) fn encode<'a>(
-    walk: impl Iterator<Item = (&'a str, &'a KeyValue)>,
+    walk: impl Iterator<Item = (&'a str, Rec<'a>)>,
     keys: usize,
     (index, term, revision): (Index, Term, u64),
     table: &Table,
@@ -97,17 +96,18 @@ pub(super) fn decode(input: &mut dyn BufRead) -> Result<(KvStore, Option<serde_j
     let revision = if version >= 2 { field("revision")? } else { 1 };
     let (clock_ms, records) =
         if version >= 3 { (field("clock_ms")?, field("idempotency")?) } else { (0, 0) };
-    // Collected in order and built in one go: `BTreeSet::from_iter` packs sorted records into
-    // full tree nodes, where inserting them one by one leaves every node half empty.
-    let mut data: Vec<KeyValue> = Vec::new();
-    let (mut key, mut value) = (String::new(), String::new());
+    // Built in order, each page filled (inserting them one by one would leave pages half full),
+    // and with no copy of the records on the side.
+    let mut data = Pages::builder();
+    let mut count = 0u64;
+    let (mut key, mut value, mut previous) = (String::new(), String::new(), None::<String>);
     // Up to kv-2 the keys run to the end; from kv-3 the header counts them.
-    while if version >= 3 { (data.len() as u64) < keys } else { !r.at_end()? } {
+    while if version >= 3 { count < keys } else { !r.at_end()? } {
         let start = r.at;
         key.clear();
         key.push_str(r.text()?);
         // Written from a walk of the map, so strictly increasing; anything else is damage.
-        if data.last().is_some_and(|last| last.key() >= key.as_str()) {
+        if previous.as_deref().is_some_and(|last| last >= key.as_str()) {
             return Err(bad(start, &format!("key {key:?} out of order")));
         }
         let kv = if version >= 2 {
@@ -128,10 +128,14 @@ pub(super) fn decode(input: &mut dyn BufRead) -> Result<(KvStore, Option<serde_j
         } else {
             KeyValue::new(&key, r.text()?, 1, 1, 1)
         };
-        data.push(kv);
+        data.push(&kv);
+        count += 1;
+        let last = previous.get_or_insert_with(String::new);
+        last.clear();
+        last.push_str(&key);
     }
-    if data.len() as u64 != keys {
-        return Err(bad(r.at, &format!("header says {keys} keys, found {}", data.len())));
+    if count != keys {
+        return Err(bad(r.at, &format!("header says {keys} keys, found {count}")));
     }
     let mut table = Vec::new();
     for _ in 0..records {
@@ -143,7 +147,7 @@ pub(super) fn decode(input: &mut dyn BufRead) -> Result<(KvStore, Option<serde_j
     if !r.at_end()? {
         return Err(bad(r.at, "unexpected bytes after the last record"));
     }
-    let data: BTreeSet<KeyValue> = data.into_iter().collect();
+    let data = data.finish();
     let len = data.len();
     let kv = KvStore {
         base: std::sync::Arc::new(data),

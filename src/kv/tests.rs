@@ -249,7 +249,7 @@ fn every_compare_target_and_op() {
     let mut f = Feed::new();
     f.put("a", "m"); // rev 2
     f.put("a", "n"); // rev 3: a is version 2, created 2, modified 3
-    let a = f.kv.entry("a").cloned();
+    let a = f.kv.entry("a").map(Rec::to_owned);
     let cmp = |target: &str, op: &str, value: serde_json::Value| -> Compare {
         serde_json::from_value(json!({"key": "a", "target": target, "op": op, "value": value}))
             .unwrap()
@@ -270,7 +270,7 @@ fn every_compare_target_and_op() {
         (cmp("mod_revision", ">", json!(3)), false),
     ];
     for (c, want) in &cases {
-        assert_eq!(c.holds(a.as_ref()), *want, "{c:?}");
+        assert_eq!(c.holds(a.as_ref().map(KeyValue::rec)), *want, "{c:?}");
     }
     // A missing key: every revision and the version are 0; every value comparison fails.
     for (c, want) in [

@@ -9,7 +9,7 @@
 use std::cmp::Ordering;
 use std::ops::Bound;
 
-use super::KeyValue;
+use super::Rec;
 use super::command::{Compare, CompareOp, DeleteSpec, RangeSpec, Target, Txn, TxnOp};
 use super::range::Bounds;
 use crate::error::{Error, Result};
@@ -164,7 +164,7 @@ fn starts_before_end(start: &Bound<String>, end: &Bound<String>) -> bool {
 
 impl Compare {
     /// Does the compare hold for the key's current state (`None`: absent)?
-    pub fn holds(&self, kv: Option<&KeyValue>) -> bool {
+    pub fn holds(&self, kv: Option<Rec<'_>>) -> bool {
         let ordering = match self.target {
             Target::Value => match (kv, self.value.as_str()) {
                 (Some(kv), Some(v)) => kv.value().cmp(v),
