@@ -1,6 +1,7 @@
-//! Puts answered by answer threads (`src/server/answers.rs`) on real `raftlabkv-server`s: a
-//! pipelining client gets every answer in order, a put that cannot commit is answered 504 at its
-//! deadline, and a client that stops reading its answers does not stop another client's.
+//! Puts and gets answered by answer threads (`src/server/answers.rs`) on real
+//! `raftlabkv-server`s: a pipelining client gets every answer in order, a put that cannot commit
+//! is answered 504 and a get that cannot be confirmed 503 at their deadline, and a client that
+//! stops reading its answers does not stop another client's.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -105,6 +106,7 @@ fn a_pipelining_client_gets_every_answer_in_order() {
     // there would deadlock it (tiny_http writes a connection's answers in order).
     let (_server, addr) = solo(&["--answer-threads", "1"]);
     let before = handed_over(&addr);
+    let gets_before = metric(&addr, "raftlabkv_http_gets_handed_over_total");
     for round in 0..5 {
         let stream = TcpStream::connect(&addr).expect("connect");
         stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
@@ -143,15 +145,34 @@ fn a_pipelining_client_gets_every_answer_in_order() {
         }
     }
     let after = handed_over(&addr);
-    println!("{} of 1,005 puts answered by the answer thread", after - before);
+    let gets = metric(&addr, "raftlabkv_http_gets_handed_over_total") - gets_before;
+    println!(
+        "{} of 1,005 puts and {gets} of 500 gets answered by the answer thread",
+        after - before
+    );
     assert!(after > before, "no put was answered by an answer thread: the test tests nothing");
+    // Gets one at a time (a connection with nothing waiting): each goes through the answer
+    // thread, and each sees the put before it.
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build();
+    let gets_before = metric(&addr, "raftlabkv_http_gets_handed_over_total");
+    for i in 0..20 {
+        let url = format!("http://{addr}/kv/put");
+        let body = json!({"key": "seq", "value": format!("v{i}")});
+        let a = raftlabkv::testkit::cluster::call(&agent, "POST", &url, Some(&body));
+        assert_eq!(a.status, 200, "{a:?}");
+        let url = format!("http://{addr}/kv/get/seq");
+        let g = raftlabkv::testkit::cluster::call(&agent, "GET", &url, None);
+        assert_eq!((g.status, &g.body["value"]), (200, &json!(format!("v{i}"))), "{g:?}");
+    }
+    let gets = metric(&addr, "raftlabkv_http_gets_handed_over_total") - gets_before;
+    assert_eq!(gets, 20, "every get of a connection with nothing waiting is handed over");
     // Had a put been handed over behind another of its connection's, the answer thread would
     // have waited for it forever, and the ticker would have started another to go on.
     assert_eq!(metric(&addr, "raftlabkv_http_answer_threads"), 1, "an answer thread got stuck");
 }
 
 #[test]
-fn a_put_that_cannot_commit_is_answered_504_at_its_deadline() {
+fn a_put_that_cannot_commit_is_answered_504_and_a_get_503_at_their_deadline() {
     // A long election timeout keeps the leader leading (check quorum waits that long) while its
     // followers are stopped, so its put is handed over and can only end by its deadline.
     let mut c = support::cluster::three(
@@ -182,6 +203,23 @@ fn a_put_that_cannot_commit_is_answered_504_at_its_deadline() {
     assert_eq!(a.status, 504, "{a:?}");
     assert_eq!(a.body["error"], json!("outcome_unknown"), "{a:?}");
     assert_eq!(handed_over(&addr), before + 1, "the put went through an answer thread");
+    // A linearizable get cannot be confirmed by a majority either: 503 at its deadline (its
+    // leader is this node, so it is not forwarded).
+    let gets_before = metric(&addr, "raftlabkv_http_gets_handed_over_total");
+    let t = Instant::now();
+    let g =
+        raftlabkv::testkit::cluster::call(&agent, "GET", &format!("http://{addr}/kv/get/a"), None);
+    println!("get answered {} after {:?}: {}", g.status, t.elapsed(), g.body);
+    assert_eq!(g.status, 503, "{g:?}");
+    assert_eq!(g.body["error"], json!("unavailable"), "{g:?}");
+    // Answered at its deadline, not when the leader stepped down (check quorum) seconds later.
+    let message = g.body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("in time"), "{g:?}");
+    assert_eq!(
+        metric(&addr, "raftlabkv_http_gets_handed_over_total"),
+        gets_before + 1,
+        "the get went through an answer thread"
+    );
     for i in c.all() {
         if i != leader {
             c.resume(i);

@@ -10,6 +10,8 @@ use parking_lot::Mutex;
 use tiny_http::Request;
 
 use super::pending::WriteResult;
+use crate::error::Result;
+use crate::raft::Index;
 
 /// An answer thread busy on one answer this long is taken to be stuck (on a client that does not
 /// read): new puts go to their workers while every answer thread is.
@@ -24,15 +26,25 @@ pub const POLL: Duration = Duration::from_millis(100);
 /// The most answer threads a node runs, the ones started for stuck ones included.
 pub const MAX_THREADS: usize = 64;
 
-/// A handed-over put whose outcome is known: what its answer thread needs.
+/// A handed-over request whose outcome is known: what its answer thread needs.
 pub(super) struct Job {
     pub(super) request: Request,
     pub(super) started: Instant,
-    pub(super) key: String,
-    /// The body, to forward it if the node turned out not to be the leader.
-    pub(super) body: Vec<u8>,
-    /// `None`: the answer was dropped unsent (the node is stopping).
-    pub(super) result: Option<WriteResult>,
+    pub(super) what: What,
+}
+
+/// What was handed over, and its outcome (`None`: the answer was dropped unsent, the node is
+/// stopping).
+pub(super) enum What {
+    /// A put of `key`.
+    Put {
+        key: String,
+        /// The body, to forward it if the node turned out not to be the leader.
+        body: Vec<u8>,
+        result: Option<WriteResult>,
+    },
+    /// A linearizable get of `key`; the result is its read barrier's.
+    Get { key: String, result: Option<Result<Index>> },
 }
 
 /// The answer threads' queue and bookkeeping (one per node).

@@ -1,4 +1,5 @@
-//! Answer threads (`http-answer-N`): how a put is answered without an HTTP worker waiting for it.
+//! Answer threads (`http-answer-N`): how a put or a get is answered without an HTTP worker
+//! waiting for it.
 //!
 //! A worker that proposes a write and then waits for it costs the node two thread wake-ups per
 //! put: the worker parks until the apply thread wakes it with the outcome, and then it writes
@@ -12,30 +13,41 @@
 //! changes: the outcome is the same [`super::pending::WriteResult`] a waiting worker gets, sent
 //! at the same moment, once the entry is committed, durable on a majority and applied.)
 //!
-//! Which requests: `POST /kv/put` without an `Idempotency-Key` (those check the idempotency
-//! table first) that did not come from a follower (those carry a MAC to check), on the leader.
-//! Everything else is answered by its worker, as before. `--answer-threads 0` turns this off.
+//! **Gets** wait the same way: a linearizable read waits for its ReadIndex round (a majority's
+//! answer to a heartbeat sent after the read arrived) and then for the state machine to apply
+//! through the read index. A handed-over get registers the same read with a callback
+//! ([`Node::read_then`](super::node::Node::read_then)); once the barrier passes, an answer thread
+//! reads the key from the state machine, as the worker would have right after its barrier. The
+//! answer is the same, with the same evidence, read at the same point in time.
+//!
+//! Which requests, on the leader: `POST /kv/put` without an `Idempotency-Key` (those check the
+//! idempotency table first), and `GET /kv/get/{key}` without a query string (a query asks for
+//! another consistency, `stale` or `lease`, which does not wait), neither coming from a follower
+//! (those carry a MAC to check). Everything else is answered by its worker, as before.
+//! `--answer-threads 0` turns this off.
 //!
 //! **Why at most one such request per connection at a time.** tiny_http writes the responses of
 //! one connection in order: the writer of a request waits until the previous request's response
 //! is written. A client that pipelines (sends request 2 before reading response 1) could have
 //! both handed here; if response 2 were queued before response 1 on the same answer thread, the
 //! thread would wait forever for a response queued behind it. So a connection with a request
-//! already here has its next request answered by its worker (which waits on the apply thread,
-//! never on an answer thread), and an answer thread can only ever wait for workers.
+//! already here has its next request answered by its worker (which waits on the apply thread or
+//! the read barrier, never on an answer thread), and an answer thread can only ever wait for
+//! workers.
 //!
 //! **A client that does not read** its responses could block an answer thread in `write` once
 //! its socket buffer is full (tiny_http sets no write timeout; a worker is blocked the same way
 //! on the old path). The answer threads share one queue, so the others go on. While no answer
-//! thread is free (each busy on one answer for over [`STUCK_AFTER`]), new puts are answered by
-//! their workers, as before, and the ticker starts one more answer thread for what is queued
+//! thread is free (each busy on one answer for over [`STUCK_AFTER`]), new puts and gets are
+//! answered by their workers, as before, and the ticker starts one more answer thread for what is queued
 //! (at most [`MAX_THREADS`] in all; each stuck one holds one connection that stopped reading).
 //!
-//! **Time-outs.** A waiting worker gives up after `--request-timeout`; a handed-over put has no
-//! thread of its own, so its deadline is kept with it in [`super::pending::Pending`], and the
-//! ticker expires the overdue ones ([`super::pending::Pending::expire_writes`]) every
-//! [`super::answer_queue::EXPIRE_EVERY`], answering them 504 just as a worker would
-//! ([`tick`]).
+//! **Time-outs.** A waiting worker gives up after `--request-timeout`; a handed-over put or get
+//! has no thread of its own, so its deadline is kept with it in [`super::pending::Pending`], and
+//! the
+//! ticker expires the overdue ones ([`super::pending::Pending::expire`]) every
+//! [`super::answer_queue::EXPIRE_EVERY`], answering them just as a worker would (a put 504
+//! `outcome_unknown`, a get 503 `unavailable`; [`tick`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -45,49 +57,78 @@ use std::time::Instant;
 use crossbeam_channel::RecvTimeoutError;
 use tiny_http::{Method, Request};
 
-use super::answer_queue::{Job, MAX_THREADS, POLL, STUCK_AFTER};
+use super::answer_queue::{Job, MAX_THREADS, POLL, STUCK_AFTER, What};
 
 use super::kv_api;
 use super::node::Node;
 use super::oneshot;
-use super::wire::{FORWARDED, IDEMPOTENCY_KEY, Reply, forward, respond};
+use super::wire::{FORWARDED, IDEMPOTENCY_KEY, ReadKind, Reply, decode_key, forward, respond};
 use crate::error::Error;
 
-/// Hands `request` over if it is a put this module answers (see the module docs); gives it back
-/// otherwise, for its worker to route.
+/// Hands `request` over if it is a put or a get this module answers (see the module docs); gives
+/// it back otherwise, for its worker to route.
 pub(super) fn hand_over(node: &Node, mut request: Request, started: Instant) -> Option<Request> {
     let answers = &node.answers;
-    let eligible = answers.threads() > 0
-        && *request.method() == Method::Post
-        && request.url() == "/kv/put"
-        && node.is_leading()
-        && !request
-            .headers()
-            .iter()
-            .any(|h| h.field.equiv(IDEMPOTENCY_KEY) || h.field.equiv(FORWARDED));
+    if answers.threads() == 0 || !node.is_leading() {
+        return Some(request);
+    }
+    // `None` for a put, the raw key for a get. A get with a query string asks for another
+    // consistency (or a bad one): its worker reads it.
+    let get = match (request.method(), request.url()) {
+        (Method::Post, "/kv/put") => None,
+        (Method::Get, url) if !url.contains('?') => match url.strip_prefix("/kv/get/") {
+            Some(raw) => Some(raw.to_string()),
+            None => return Some(request),
+        },
+        _ => return Some(request),
+    };
+    let from_a_peer_or_retried = request
+        .headers()
+        .iter()
+        .any(|h| h.field.equiv(IDEMPOTENCY_KEY) || h.field.equiv(FORWARDED));
     let addr = match request.remote_addr() {
-        Some(&addr) if eligible => addr,
+        Some(&addr) if !from_a_peer_or_retried => addr,
         _ => return Some(request),
     };
     if !answers.claim(addr) {
         return Some(request);
     }
-    let (command, key, body) = match kv_api::put_command(node, &mut request) {
-        Ok(parsed) => parsed,
-        Err(e) => {
-            respond(node, request, Reply::error(&e), started);
-            answers.release(Some(addr));
-            return None;
-        }
+    let refuse = |request, e| {
+        respond(node, request, Reply::error(&e), started);
+        answers.release(Some(addr));
     };
     let tx = answers.tx.clone();
     let deadline = started + node.config.request_timeout;
-    let answer = oneshot::callback(move |result| {
-        // Fails only when the answer threads are gone (the node stopped): the request is then
-        // dropped, which tiny_http answers with a 500.
-        let _ = tx.send(Job { request, started, key, body, result });
-    });
-    node.write_then(command, answer, deadline);
+    match get {
+        None => {
+            let (command, key, body) = match kv_api::put_command(node, &mut request) {
+                Ok(parsed) => parsed,
+                Err(e) => {
+                    refuse(request, e);
+                    return None;
+                }
+            };
+            let answer = oneshot::callback(move |result| {
+                // Fails only when the answer threads are gone (the node stopped): the request is
+                // then dropped, which tiny_http answers with a 500.
+                let _ = tx.send(Job { request, started, what: What::Put { key, body, result } });
+            });
+            node.write_then(command, answer, deadline);
+        }
+        Some(raw) => {
+            let key = match decode_key(&raw, node) {
+                Ok(key) => key.into_owned(),
+                Err(e) => {
+                    refuse(request, e);
+                    return None;
+                }
+            };
+            let answer = oneshot::callback(move |result| {
+                let _ = tx.send(Job { request, started, what: What::Get { key, result } });
+            });
+            node.read_then(answer, deadline);
+        }
+    }
     None
 }
 
@@ -113,7 +154,7 @@ pub(super) fn tick(node: &Arc<Node>) {
     if answers.threads() == 0 {
         return;
     }
-    node.with_pending(|p| p.expire_writes(Instant::now()));
+    node.with_pending(|p| p.expire(Instant::now()));
     if !answers.rx.is_empty() && !answers.one_is_free() {
         log::warn!(
             "every answer thread has been writing one answer for over {STUCK_AFTER:?} (a client \
@@ -150,39 +191,84 @@ fn run(node: &Arc<Node>, me: usize) {
 }
 
 fn answer(node: &Arc<Node>, job: Job) {
-    let Job { request, started, key, body, result } = job;
+    let Job { request, started, what } = job;
     let addr = request.remote_addr().copied();
-    node.metrics.events.puts_handed_over.inc();
-    let result = result.unwrap_or_else(|| {
-        Err(Error::OutcomeUnknown(
+    let stopped = || {
+        Error::OutcomeUnknown(
             "the node stopped before the write was seen committed; it may or may not apply".into(),
-        ))
-    });
-    if result.is_err() {
-        node.metrics.events.proposals_failed.inc();
-    }
-    let reply = match result {
-        Ok(applied) => kv_api::answer(node, &applied, Some(&key)),
-        Err(Error::NotLeader { leader: Some(leader) }) => {
-            // The node stepped down between the check and the proposal; nothing was proposed,
-            // so the leader can take it, as a worker would forward it. Rare (a leader change):
-            // a thread of its own, so that this one does not wait on the leader.
-            let n = node.clone();
-            let forwarding =
-                std::thread::Builder::new().name("http-forward".into()).spawn(move || {
-                    let reply = forward(&request, &leader.addr, &body, &n)
-                        .unwrap_or_else(|e| Reply::error(&e));
-                    respond(&n, request, reply, started);
-                    n.answers.release(addr);
-                });
-            if let Err(e) = forwarding {
-                log::warn!("cannot start a thread to forward a put: {e}");
-                node.answers.release(addr);
+        )
+    };
+    let reply = match what {
+        What::Put { key, body, result } => {
+            node.metrics.events.puts_handed_over.inc();
+            let result = result.unwrap_or_else(|| Err(stopped()));
+            if result.is_err() {
+                node.metrics.events.proposals_failed.inc();
             }
-            return;
+            match result {
+                Ok(applied) => kv_api::answer(node, &applied, Some(&key)),
+                // The node stepped down between the check and the proposal; nothing was
+                // proposed, so the leader can take it, as a worker would forward it.
+                Err(Error::NotLeader { leader: Some(leader) }) => {
+                    return forward_elsewhere(node, request, started, addr, leader.addr, body);
+                }
+                Err(e) => Reply::error(&e),
+            }
         }
-        Err(e) => Reply::error(&e),
+        What::Get { key, result } => {
+            node.metrics.events.gets_handed_over.inc();
+            let result = result.unwrap_or_else(|| {
+                Err(Error::Unavailable("the node stopped before the read was confirmed".into()))
+            });
+            match result {
+                Ok(_) => {
+                    node.metrics.events.read(ReadKind::Linearizable.name());
+                    kv_api::get_reply(node, &key, ReadKind::Linearizable)
+                }
+                // As a worker's read barrier that fails: the leader takes it, if one is known.
+                Err(e) => match e {
+                    Error::NotLeader { leader: Some(leader) } => {
+                        return forward_elsewhere(
+                            node,
+                            request,
+                            started,
+                            addr,
+                            leader.addr,
+                            vec![],
+                        );
+                    }
+                    e => match node.leader_addr() {
+                        Some(leader) => {
+                            return forward_elsewhere(node, request, started, addr, leader, vec![]);
+                        }
+                        None => Reply::error(&e),
+                    },
+                },
+            }
+        }
     };
     respond(node, request, reply, started);
     node.answers.release(addr);
+}
+
+/// Forwards `request` to the leader at `leader` and answers it with the leader's answer, on a
+/// thread of its own so that this one does not wait on the leader (rare: a leader change).
+fn forward_elsewhere(
+    node: &Arc<Node>,
+    request: Request,
+    started: Instant,
+    addr: Option<std::net::SocketAddr>,
+    leader: String,
+    body: Vec<u8>,
+) {
+    let n = node.clone();
+    let forwarding = std::thread::Builder::new().name("http-forward".into()).spawn(move || {
+        let reply = forward(&request, &leader, &body, &n).unwrap_or_else(|e| Reply::error(&e));
+        respond(&n, request, reply, started);
+        n.answers.release(addr);
+    });
+    if let Err(e) = forwarding {
+        log::warn!("cannot start a thread to forward a request: {e}");
+        node.answers.release(addr);
+    }
 }

@@ -91,6 +91,12 @@ fn get(r: &mut KvRequest<'_, '_>, key: &str, wanted: ReadKind) -> Result<Reply> 
         Ok(kind) => kind,
         Err(reply) => return Ok(reply),
     };
+    Ok(get_reply(node, key, kind))
+}
+
+/// The answer to a get whose read barrier (of `kind`) has passed: the key as the state machine
+/// has it now.
+pub(super) fn get_reply(node: &Node, key: &str, kind: ReadKind) -> Reply {
     let (reply, index, revision) = node.with_kv(|kv| {
         let reply = match kv.entry(key) {
             Some(e) => {
@@ -111,7 +117,7 @@ fn get(r: &mut KvRequest<'_, '_>, key: &str, wanted: ReadKind) -> Result<Reply> 
         };
         (reply, kv.applied_index(), kv.revision())
     });
-    Ok(reply.with_evidence(read_evidence(node, index, revision, kind)))
+    reply.with_evidence(read_evidence(node, index, revision, kind))
 }
 
 fn all(r: &mut KvRequest<'_, '_>, wanted: ReadKind) -> Result<Reply> {

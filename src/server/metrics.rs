@@ -69,6 +69,8 @@ pub struct Events {
     pub proposals_failed: Counter,
     /// Client puts answered by an answer thread, not by their worker (`server::answers`).
     pub puts_handed_over: Counter,
+    /// Client gets answered by an answer thread, not by their worker (`server::answers`).
+    pub gets_handed_over: Counter,
     reads: Family<[(&'static str, &'static str); 1], Counter>,
 }
 
@@ -101,6 +103,7 @@ impl Events {
             applied: Counter::default(),
             proposals_failed: Counter::default(),
             puts_handed_over: Counter::default(),
+            gets_handed_over: Counter::default(),
             reads: Family::default(),
         };
         let mut registry = Registry::default();
@@ -203,6 +206,12 @@ impl Events {
             "Client puts answered by an answer thread once applied, rather than by the HTTP \
              worker that read them",
             e.puts_handed_over.clone(),
+        );
+        r.register(
+            "raftlabkv_http_gets_handed_over",
+            "Client linearizable gets answered by an answer thread once their read barrier \
+             passed, rather than by the HTTP worker that read them",
+            e.gets_handed_over.clone(),
         );
         r.register(
             "raftlabkv_server_reads",

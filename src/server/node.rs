@@ -532,6 +532,23 @@ impl Node {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// Starts a linearizable read (ReadIndex) whose outcome goes to `answer`: `Ok(index)` once
+    /// leadership is confirmed and the state machine has applied through `index`, or why not
+    /// (not the leader, or [`super::pending::Pending::expire`] at `deadline`). The caller does
+    /// not wait ([`super::answers`]).
+    pub(super) fn read_then(
+        &self,
+        answer: oneshot::Sender<Result<crate::raft::Index>>,
+        deadline: Instant,
+    ) {
+        let id = self.next_read_id.fetch_add(1, Ordering::Relaxed);
+        self.pending.lock().add_read_until(id, answer, Some(deadline));
+        if let Err(e) = self.with_raft(|raft| Ok(((), raft.read(id)?))) {
+            let e = self.with_leader_addr(e);
+            self.with_pending(|p| p.read_refused(id, e));
+        }
+    }
+
     fn read_barrier(&self, timeout: std::time::Duration, lease: bool) -> Result<bool> {
         let id = self.next_read_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();

@@ -49,16 +49,20 @@ impl Wakeups {
     }
 }
 
+/// A waiting read: who waits, and when to give up for it (see [`Pending::add_read_until`]).
+type ReadWaiter = (Sender<Result<Index>>, Option<Instant>);
+
 /// The waiting room.
 #[derive(Default)]
 pub struct Pending {
     /// Writes by log index: (term the entry was proposed in, who waits, and when to give up
     /// for it: only a write answered by [`super::answers`] has no thread of its own to time out).
     writes: HashMap<Index, (Term, Sender<WriteResult>, Option<Instant>)>,
-    /// Reads waiting for the leader's heartbeat round, by read id.
-    reads: HashMap<u64, Sender<Result<Index>>>,
+    /// Reads waiting for the leader's heartbeat round, by read id (with a deadline, as writes:
+    /// only a read answered by [`super::answers`] has one).
+    reads: HashMap<u64, ReadWaiter>,
     /// Reads confirmed at an index the state machine has not reached yet.
-    reads_by_index: BTreeMap<Index, Vec<Sender<Result<Index>>>>,
+    reads_by_index: BTreeMap<Index, Vec<ReadWaiter>>,
     /// The state machine's applied index, as last reported by the apply thread.
     applied: Index,
     /// Answers decided but not sent yet ([`Pending::take_wakeups`]).
@@ -82,7 +86,7 @@ impl Pending {
         self.add_write_until(index, term, tx, None);
     }
 
-    /// [`Pending::add_write`] for a write that [`Pending::expire_writes`] answers at `deadline`
+    /// [`Pending::add_write`] for a write that [`Pending::expire`] answers at `deadline`
     /// if it has not applied by then.
     pub fn add_write_until(
         &mut self,
@@ -94,9 +98,15 @@ impl Pending {
         self.writes.insert(index, (term, tx, deadline));
     }
 
-    /// Answers every write whose deadline is past with [`Error::OutcomeUnknown`]; returns how
-    /// many. (A write with a waiting thread has no deadline here: its thread gives up itself.)
-    pub fn expire_writes(&mut self, now: Instant) -> usize {
+    /// Answers every write and read whose deadline is past: a write with
+    /// [`Error::OutcomeUnknown`], a read with [`Error::Unavailable`] (what a waiting worker
+    /// answers when it gives up); returns how many. (A waiter with a thread of its own has no
+    /// deadline here: its thread gives up itself.)
+    pub fn expire(&mut self, now: Instant) -> usize {
+        self.expire_writes(now) + self.expire_reads(now)
+    }
+
+    fn expire_writes(&mut self, now: Instant) -> usize {
         let expired: Vec<Index> = self
             .writes
             .iter()
@@ -115,6 +125,33 @@ impl Pending {
         expired.len()
     }
 
+    fn expire_reads(&mut self, now: Instant) -> usize {
+        let overdue = |deadline: &Option<Instant>| deadline.is_some_and(|d| d <= now);
+        let expired = |woken: &mut Wakeups, tx| {
+            let e = Error::Unavailable(
+                "could not confirm leadership with a majority, and catch up with it, in time"
+                    .into(),
+            );
+            woken.reads.push((tx, Err(e)));
+        };
+        let ids: Vec<u64> =
+            self.reads.iter().filter(|(_, (_, d))| overdue(d)).map(|(&id, _)| id).collect();
+        for id in &ids {
+            if let Some((tx, _)) = self.reads.remove(id) {
+                expired(&mut self.woken, tx);
+            }
+        }
+        let mut count = ids.len();
+        for waiting in self.reads_by_index.values_mut() {
+            for (tx, _) in waiting.extract_if(.., |(_, d)| overdue(d)) {
+                expired(&mut self.woken, tx);
+                count += 1;
+            }
+        }
+        self.reads_by_index.retain(|_, waiting| !waiting.is_empty());
+        count
+    }
+
     /// The waiter gave up (timeout).
     pub fn remove_write(&mut self, index: Index) {
         self.writes.remove(&index);
@@ -122,7 +159,18 @@ impl Pending {
 
     /// A linearizable read waits for its heartbeat round.
     pub fn add_read(&mut self, id: u64, tx: Sender<Result<Index>>) {
-        self.reads.insert(id, tx);
+        self.add_read_until(id, tx, None);
+    }
+
+    /// [`Pending::add_read`] for a read that [`Pending::expire`] answers at `deadline` if it has
+    /// not been confirmed and caught up with by then.
+    pub fn add_read_until(
+        &mut self,
+        id: u64,
+        tx: Sender<Result<Index>>,
+        deadline: Option<Instant>,
+    ) {
+        self.reads.insert(id, (tx, deadline));
     }
 
     /// The waiter gave up.
@@ -130,20 +178,27 @@ impl Pending {
         self.reads.remove(&id);
     }
 
+    /// Read `id` could not even start (`e`: this node is not the leader): its waiter learns why.
+    pub fn read_refused(&mut self, id: u64, e: Error) {
+        if let Some((tx, _)) = self.reads.remove(&id) {
+            self.woken.reads.push((tx, Err(e)));
+        }
+    }
+
     /// The leader confirmed read `id` at `index`: answer once applied that far.
     pub fn read_confirmed(&mut self, id: u64, index: Index) {
-        if let Some(tx) = self.reads.remove(&id) {
+        if let Some((tx, deadline)) = self.reads.remove(&id) {
             if self.applied >= index {
                 self.woken.reads.push((tx, Ok(index)));
             } else {
-                self.reads_by_index.entry(index).or_default().push(tx);
+                self.reads_by_index.entry(index).or_default().push((tx, deadline));
             }
         }
     }
 
     /// The read cannot be confirmed (leadership lost).
     pub fn read_aborted(&mut self, id: u64) {
-        if let Some(tx) = self.reads.remove(&id) {
+        if let Some((tx, _)) = self.reads.remove(&id) {
             let e = Error::Unavailable(
                 "leadership changed before the read was confirmed; retry".into(),
             );
@@ -174,7 +229,7 @@ impl Pending {
             if *entry.key() > self.applied {
                 break;
             }
-            for tx in entry.remove() {
+            for (tx, _) in entry.remove() {
                 self.woken.reads.push((tx, Ok(index)));
             }
         }
@@ -186,11 +241,11 @@ impl Pending {
         for (_, (_, tx, _)) in self.writes.drain() {
             self.woken.write(tx, Err(write_error.clone()));
         }
-        for (_, tx) in self.reads.drain() {
+        for (_, (tx, _)) in self.reads.drain() {
             self.woken.reads.push((tx, Err(error.clone())));
         }
         for (_, txs) in std::mem::take(&mut self.reads_by_index) {
-            for tx in txs {
+            for (tx, _) in txs {
                 self.woken.reads.push((tx, Err(error.clone())));
             }
         }
@@ -255,14 +310,53 @@ mod tests {
         p.add_write_until(5, 2, tx, Some(later));
         let (tx, waiting) = bounded1();
         p.add_write(6, 2, tx);
-        assert_eq!(p.expire_writes(now), 0);
+        assert_eq!(p.expire(now), 0);
         p.take_wakeups().send();
         assert!(rx.try_recv().is_none());
-        assert_eq!(p.expire_writes(later), 1, "the deadline has come");
+        assert_eq!(p.expire(later), 1, "the deadline has come");
         assert_eq!(p.writes_waiting(), 1, "the write with a thread of its own is left");
         p.take_wakeups().send();
         assert!(matches!(rx.try_recv(), Some(Err(Error::OutcomeUnknown(_)))));
         assert!(waiting.try_recv().is_none());
+    }
+
+    #[test]
+    fn a_read_with_a_deadline_is_answered_when_it_passes_in_either_wait() {
+        let mut p = Pending::default();
+        let now = Instant::now();
+        let later = now + std::time::Duration::from_secs(5);
+        // One waits for its heartbeat round, one has been confirmed at an index not applied yet,
+        // and one has a thread of its own (no deadline here).
+        let (tx, unconfirmed) = bounded1();
+        p.add_read_until(1, tx, Some(later));
+        let (tx, confirmed) = bounded1();
+        p.add_read_until(2, tx, Some(later));
+        p.read_confirmed(2, 9);
+        let (tx, waiting) = bounded1();
+        p.add_read(3, tx);
+        p.read_confirmed(3, 9);
+        assert_eq!(p.expire(now), 0);
+        p.take_wakeups().send();
+        assert!(unconfirmed.try_recv().is_none() && confirmed.try_recv().is_none());
+        assert_eq!(p.expire(later), 2, "the deadline has come for both");
+        p.take_wakeups().send();
+        assert!(matches!(unconfirmed.try_recv(), Some(Err(Error::Unavailable(_)))));
+        assert!(matches!(confirmed.try_recv(), Some(Err(Error::Unavailable(_)))));
+        assert!(waiting.try_recv().is_none(), "the read with a thread of its own is left");
+        p.advance_applied(9);
+        p.take_wakeups().send();
+        assert_eq!(waiting.try_recv().map(|r| r.ok()), Some(Some(9)));
+    }
+
+    #[test]
+    fn a_refused_read_learns_why() {
+        let mut p = Pending::default();
+        let (tx, rx) = bounded1();
+        p.add_read_until(4, tx, Some(Instant::now()));
+        p.read_refused(4, Error::NotLeader { leader: None });
+        p.take_wakeups().send();
+        assert!(matches!(rx.try_recv(), Some(Err(Error::NotLeader { .. }))));
+        assert_eq!(p.expire(Instant::now()), 0, "and is no longer waiting");
     }
 
     #[test]

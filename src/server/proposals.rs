@@ -32,7 +32,7 @@ pub struct Proposal {
     /// give up.
     pub placed: Arc<AtomicU64>,
     /// When the write gives up, for a write with no waiting thread to do it
-    /// ([`super::pending::Pending::expire_writes`]).
+    /// ([`super::pending::Pending::expire`]).
     pub deadline: Option<std::time::Instant>,
 }
 
