@@ -45,7 +45,10 @@
 //! writes it, takes the Raft lock only to record it (the core then compacts the log), and after
 //! unlocking deletes the WAL segments and frees the entries the compaction made unnecessary
 //! (`Syncer::reclaim`); the `http-kick` thread works around a tiny_http pool bug
-//! (`server/pool_kick.rs`).
+//! (`server/pool_kick.rs`); and on the leader, `http-answer-N` threads write the answers of
+//! client puts and linearizable gets whose workers did not wait for them (`server/answers.rs`:
+//! the worker proposes, or starts the read, with a callback, and the callback queues the answer
+//! when the apply thread or the read barrier is done).
 //!
 //! ## Where is…
 //!
@@ -55,7 +58,7 @@
 //! | the vote rules (up-to-date check, one vote per term) | `raft/node/election.rs`: `handle_request_vote`, `raft/log.rs`: `is_up_to_date` |
 //! | log replication, the consistency check, truncation | `raft/node/replication.rs`: `maybe_send_append`, `handle_append_entries`; `raft/log.rs`: `append_from_leader` |
 //! | when an entry is committed (Figure 8) | `raft/node/replication.rs`: `maybe_commit` |
-//! | linearizable reads (ReadIndex) | `raft/node/read.rs`: `read`, `check_reads`; `server/node.rs`: `linearizable_barrier` |
+//! | linearizable reads (ReadIndex) | `raft/node/read.rs`: `read`, `check_reads`; `server/node.rs`: `linearizable_barrier`, `read_then` (a get answered by an answer thread) |
 //! | pipelining (`--max-inflight`), probe / replicate | `raft/role.rs`: `Progress::window`, `replicating`; `raft/node/replication.rs`: `maybe_send_append`, `handle_append_response`; `server/peer.rs`: `spawn_replicators`; `tests/raft_pipelining.rs`, `scripts/pipelining.sh` |
 //! | batching: many clients' writes in one proposal | `server/proposals.rs` (the combiner), `server/node.rs`: `write`, `propose_batch`; the core's `raft/node/mod.rs`: `propose_batch` |
 //! | where a put's CPU goes (per thread, perf buckets) | `scripts/profile.sh`, `scripts/profile_buckets.py` |

@@ -16,7 +16,7 @@
 //! | `pool_kick.rs` | a workaround for a tiny_http pool bug, run by the listener |
 //! | `pending.rs` | client requests waiting for a commit or a confirmed read |
 //! | `oneshot.rs` | the one-answer slot a waiting request parks on |
-//! | `answers.rs`, `answer_queue.rs` | the answer threads: a client's put answered once applied without its worker waiting for it |
+//! | `answers.rs`, `answer_queue.rs` | the answer threads: a client's put (once applied) or linearizable get (once its read barrier passes) answered without its worker waiting for it |
 //! | `proposals.rs` | the inbox that turns concurrent writes into one proposal per Raft lock |
 //! | `health.rs` | the checks of `/readyz` and `/health` |
 //! | `metrics.rs` | what the node measures about itself, for `/status` and `/metrics`, without the Raft lock |
