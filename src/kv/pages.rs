@@ -13,7 +13,8 @@
 //! ```
 //!
 //! so a key costs its record, one length byte and a few bytes of the page's share of the index
-//! above it: ~125 bytes. The index is a `BTreeMap` from each page's *lower bound* to the page. A
+//! above it: ~128 bytes resident (measured for 1,000,000 such keys: 121 bytes of pages and ~7 of
+//! index and allocator). The index is a `BTreeMap` from each page's *lower bound* to the page. A
 //! page holds the keys from its lower bound up to the next page's; the first page's bound is the
 //! empty key, so every key has exactly one page it belongs in. A bound is fixed when its page is
 //! made (inserting a key below a page's first record does not move it), so nothing in the index
