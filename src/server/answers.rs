@@ -33,7 +33,10 @@
 //! thread would wait forever for a response queued behind it. So a connection with a request
 //! already here has its next request answered by its worker (which waits on the apply thread or
 //! the read barrier, never on an answer thread), and an answer thread can only ever wait for
-//! workers.
+//! workers. The place is given back just *before* the answer is written, not after: a request of
+//! the same connection handed over from then on can only wait for that write, which waits for
+//! nothing here; and a client that sends its next request as soon as it reads an answer finds
+//! the place free (given back after the write, it often was not yet).
 //!
 //! **A client that does not read** its responses could block an answer thread in `write` once
 //! its socket buffer is full (tiny_http sets no write timeout; a worker is blocked the same way
@@ -94,8 +97,8 @@ pub(super) fn hand_over(node: &Node, mut request: Request, started: Instant) -> 
         return Some(request);
     }
     let refuse = |request, e| {
-        respond(node, request, Reply::error(&e), started);
         answers.release(Some(addr));
+        respond(node, request, Reply::error(&e), started);
     };
     let tx = answers.tx.clone();
     let deadline = started + node.config.request_timeout;
@@ -247,8 +250,8 @@ fn answer(node: &Arc<Node>, job: Job) {
             }
         }
     };
-    respond(node, request, reply, started);
     node.answers.release(addr);
+    respond(node, request, reply, started);
 }
 
 /// Forwards `request` to the leader at `leader` and answers it with the leader's answer, on a
@@ -264,8 +267,8 @@ fn forward_elsewhere(
     let n = node.clone();
     let forwarding = std::thread::Builder::new().name("http-forward".into()).spawn(move || {
         let reply = forward(&request, &leader, &body, &n).unwrap_or_else(|e| Reply::error(&e));
-        respond(&n, request, reply, started);
         n.answers.release(addr);
+        respond(&n, request, reply, started);
     });
     if let Err(e) = forwarding {
         log::warn!("cannot start a thread to forward a request: {e}");
