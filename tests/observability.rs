@@ -307,7 +307,9 @@ fn a_snapshot_transfer_shows_its_progress_on_both_sides() {
     let f = (l + 1) % 3;
     let fid = c.nodes[f].id.clone();
     c.kill(f);
-    // ~4 MB of state: four 1 MiB chunks, each slowed by the link below.
+    // ~4 MB of state: four 1 MiB chunks, each slowed by the link below (250 ms a message, so the
+    // transfer lasts over a second: a poll of four endpoints on a loaded CI machine can take a
+    // good part of 240 ms, and with 60 ms a message a run saw no poll inside the transfer).
     let value = "x".repeat(2000);
     for i in 0..2000 {
         let a =
@@ -320,7 +322,7 @@ fn a_snapshot_transfer_shows_its_progress_on_both_sides() {
     })
     .expect("the leader took a snapshot");
     assert!(first > 10, "the leader compacted its log (first index {first})");
-    c.set_link(l, f, raftlabkv::testkit::LinkMode::Delay { base_ms: 60, jitter_ms: 0 });
+    c.set_link(l, f, raftlabkv::testkit::LinkMode::Delay { base_ms: 250, jitter_ms: 0 });
     c.restart(f).expect("restart the follower");
     let (sending, receiving) = poll_every(POLL, Duration::from_secs(30), || {
         let s = c.status(l)?;
