@@ -33,7 +33,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::ops::Bound;
+use std::ops::{Bound, RangeBounds};
 
 use super::record::{KeyValue, Rec, push_varint, read_varint};
 
@@ -117,12 +117,11 @@ impl Pages {
         page.reserve_exact(entry.len().saturating_sub(range.len()));
         page.splice(range, entry);
         page.shrink_to_fit(); // when the new record is shorter
-        let split = page.len() > PAGE_BYTES;
+        if let Some(upper) = split(page) {
+            self.pages.insert(first_key(&upper).into(), upper);
+        }
         if new {
             self.len += 1;
-        }
-        if split {
-            self.split(key);
         }
         new
     }
@@ -141,25 +140,6 @@ impl Pages {
             self.merge_into_previous(&bound);
         }
         true
-    }
-
-    /// Splits the page holding `key` at the record boundary nearest its middle.
-    fn split(&mut self, key: &[u8]) {
-        let Some((_, page)) = self.pages.range_mut::<[u8], _>(upto(key)).next_back() else {
-            return;
-        };
-        let mut at = 0;
-        while at < page.len() / 2 {
-            at = entry_end(page, at);
-        }
-        if at == 0 || at >= page.len() {
-            return; // one record: nothing to split
-        }
-        let upper = page[at..].to_vec();
-        page.truncate(at);
-        page.shrink_to_fit();
-        let bound: Box<[u8]> = first_key(&upper).into();
-        self.pages.insert(bound, upper);
     }
 
     /// Joins the page of `bound` to the page before it when both fit in one page (an empty page
@@ -200,20 +180,12 @@ impl Pages {
         };
         let first = first.map_or(Bound::Unbounded, Bound::Included);
         let pages = (!empty).then(|| self.pages.range::<[u8], _>((first, end)));
-        let (start, end) = (start.map(<[u8]>::to_vec), end.map(<[u8]>::to_vec));
-        pages.into_iter().flatten().flat_map(|(_, page)| Entries::new(page)).filter(move |r| {
-            let k = r.key_bytes();
-            let after_start = match &start {
-                Bound::Unbounded => true,
-                Bound::Included(s) => k >= &s[..],
-                Bound::Excluded(s) => k > &s[..],
-            };
-            let before_end = match &end {
-                Bound::Unbounded => true,
-                Bound::Included(e) => k <= &e[..],
-                Bound::Excluded(e) => k < &e[..],
-            };
-            after_start && before_end
+        let bounds = (start.map(<[u8]>::to_vec), end.map(<[u8]>::to_vec));
+        let pages = pages.into_iter().flatten();
+        pages.flat_map(|(_, page)| Entries::new(page)).filter(move |r| {
+            let (start, end) = &bounds;
+            (start.as_ref().map(Vec::as_slice), end.as_ref().map(Vec::as_slice))
+                .contains(&r.key_bytes())
         })
     }
 
@@ -272,6 +244,25 @@ impl fmt::Debug for Pages {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pages").field("len", &self.len).field("pages", &self.pages.len()).finish()
     }
+}
+
+/// A page over [`PAGE_BYTES`] split at the record boundary nearest its middle: its upper half
+/// (`None` when it is not over, or holds one record).
+fn split(page: &mut Vec<u8>) -> Option<Vec<u8>> {
+    if page.len() <= PAGE_BYTES {
+        return None;
+    }
+    let mut at = 0;
+    while at < page.len() / 2 {
+        at = entry_end(page, at);
+    }
+    if at >= page.len() {
+        return None; // one record
+    }
+    let upper = page[at..].to_vec();
+    page.truncate(at);
+    page.shrink_to_fit();
+    Some(upper)
 }
 
 /// Bounds up to and including `key`.
@@ -375,6 +366,13 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use std::collections::BTreeMap;
 
+    /// A random seed, printed, and its generator.
+    fn seeded() -> (u64, rand::rngs::StdRng) {
+        let seed: u64 = rand::random();
+        println!("seed {seed}");
+        (seed, rand::rngs::StdRng::seed_from_u64(seed))
+    }
+
     fn kv(key: &str, value: &str, rev: u64) -> KeyValue {
         KeyValue::new(key, value, rev, rev, 1)
     }
@@ -409,9 +407,7 @@ mod tests {
 
     #[test]
     fn random_puts_and_deletes_match_a_map() {
-        let seed: u64 = rand::random();
-        println!("seed {seed}");
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let (seed, mut rng) = seeded();
         let (mut pages, mut model) = (Pages::new(), BTreeMap::new());
         for step in 0..20_000u64 {
             let key = format!("k{}", rng.gen_range(0..3_000));
@@ -443,9 +439,7 @@ mod tests {
 
     #[test]
     fn ranges_match_a_map_forwards_and_backwards() {
-        let seed: u64 = rand::random();
-        println!("seed {seed}");
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let (seed, mut rng) = seeded();
         let (mut pages, mut model) = (Pages::new(), BTreeMap::new());
         for i in 0..2_000 {
             let key = format!("{:04}", rng.gen_range(0..5_000));

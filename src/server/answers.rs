@@ -65,7 +65,9 @@ use super::answer_queue::{Job, MAX_THREADS, POLL, STUCK_AFTER, What};
 use super::kv_api;
 use super::node::Node;
 use super::oneshot;
-use super::wire::{FORWARDED, IDEMPOTENCY_KEY, ReadKind, Reply, decode_key, forward, respond};
+use super::wire::{
+    FORWARDED, IDEMPOTENCY_KEY, ReadKind, Reply, decode_key, forward, read_leader, respond,
+};
 use crate::error::Error;
 
 /// Hands `request` over if it is a put or a get this module answers (see the module docs); gives
@@ -223,30 +225,16 @@ fn answer(node: &Arc<Node>, job: Job) {
             let result = result.unwrap_or_else(|| {
                 Err(Error::Unavailable("the node stopped before the read was confirmed".into()))
             });
-            match result {
+            // As a worker's read barrier that fails: the leader takes it, if one is known.
+            match result.map_err(|e| read_leader(node, e)) {
                 Ok(_) => {
                     node.metrics.events.read(ReadKind::Linearizable.name());
                     kv_api::get_reply(node, &key, ReadKind::Linearizable)
                 }
-                // As a worker's read barrier that fails: the leader takes it, if one is known.
-                Err(e) => match e {
-                    Error::NotLeader { leader: Some(leader) } => {
-                        return forward_elsewhere(
-                            node,
-                            request,
-                            started,
-                            addr,
-                            leader.addr,
-                            vec![],
-                        );
-                    }
-                    e => match node.leader_addr() {
-                        Some(leader) => {
-                            return forward_elsewhere(node, request, started, addr, leader, vec![]);
-                        }
-                        None => Reply::error(&e),
-                    },
-                },
+                Err(Ok(leader)) => {
+                    return forward_elsewhere(node, request, started, addr, leader, vec![]);
+                }
+                Err(Err(e)) => Reply::error(&e),
             }
         }
     };

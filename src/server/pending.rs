@@ -178,7 +178,8 @@ impl Pending {
         self.reads.remove(&id);
     }
 
-    /// Read `id` could not even start (`e`: this node is not the leader): its waiter learns why.
+    /// Read `id` ends with `e` (it could not even start: this node is not the leader; or it was
+    /// aborted): its waiter learns why.
     pub fn read_refused(&mut self, id: u64, e: Error) {
         if let Some((tx, _)) = self.reads.remove(&id) {
             self.woken.reads.push((tx, Err(e)));
@@ -198,12 +199,9 @@ impl Pending {
 
     /// The read cannot be confirmed (leadership lost).
     pub fn read_aborted(&mut self, id: u64) {
-        if let Some((tx, _)) = self.reads.remove(&id) {
-            let e = Error::Unavailable(
-                "leadership changed before the read was confirmed; retry".into(),
-            );
-            self.woken.reads.push((tx, Err(e)));
-        }
+        let e =
+            Error::Unavailable("leadership changed before the read was confirmed; retry".into());
+        self.read_refused(id, e);
     }
 
     /// The entry at `index` (of `term`) was applied, doing `applied`: wake its writer, if any.

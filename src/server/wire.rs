@@ -246,12 +246,16 @@ fn forward_read(
     if forwarded {
         return Err(e);
     }
+    let leader = read_leader(node, e)?;
+    forward(request, &leader, body, node)
+}
+
+/// Where a read whose barrier failed here with `e` goes: the leader `e` names, else the one this
+/// node knows of; `e` itself when there is none.
+pub(super) fn read_leader(node: &Node, e: Error) -> Result<String> {
     match e {
-        Error::NotLeader { leader: Some(leader) } => forward(request, &leader.addr, body, node),
-        e => match node.leader_addr() {
-            Some(addr) => forward(request, &addr, body, node),
-            None => Err(e),
-        },
+        Error::NotLeader { leader: Some(leader) } => Ok(leader.addr),
+        e => node.leader_addr().ok_or(e),
     }
 }
 
