@@ -106,3 +106,59 @@ fn a_cut_off_leader_cannot_write_or_confirm_reads_and_the_rest_moves_on() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Replication never waits for the state machine: with the leader's state machine held by a
+/// reader (a long range read), its apply waits, but both followers keep receiving entries and the
+/// commit index, and apply them; the writes are acknowledged once the reader lets go. (Checked
+/// on purpose against a replication thread that applies what it commits and waits for the lock
+/// to do so: that fails in most rounds, so five rounds make a miss rare.)
+#[test]
+fn a_reader_holding_the_leaders_state_machine_does_not_stop_replication() {
+    let (servers, _t) = start(3);
+    let l = leader(&servers, &[0, 1, 2]);
+    servers[l].shared().write(put("k0", "v0"), None).expect("first write");
+    let followers: Vec<usize> = (0..3).filter(|&i| i != l).collect();
+    let applied = |i: usize| servers[i].shared().status().last_applied;
+    for round in 0..5 {
+        let base = followers.iter().map(|&f| applied(f)).max().unwrap_or(0);
+        let leader_node = servers[l].shared().clone();
+        let (release, held) = crossbeam_channel::bounded::<()>(0);
+        let (holding, is_holding) = crossbeam_channel::bounded::<()>(1);
+        let reader = std::thread::spawn(move || {
+            leader_node.with_kv(|_| {
+                let _ = holding.send(());
+                let _ = held.recv_timeout(Duration::from_secs(20));
+            })
+        });
+        is_holding
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the reader holds the state machine");
+        // Writes, one at a time (a commit each), each from its own thread: they wait for an
+        // apply that waits for the reader.
+        let mut writers = Vec::new();
+        for i in 1..=3 {
+            let node = servers[l].shared().clone();
+            let key = format!("r{round}k{i}");
+            writers.push(std::thread::spawn(move || node.write(put(&key, "v"), None)));
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while followers.iter().any(|&f| applied(f) < base + i) {
+                assert!(
+                    Instant::now() < deadline,
+                    "round {round}: write {i} did not reach both followers while the leader's \
+                     state machine was held (applied {:?}, wanted {})",
+                    followers.iter().map(|&f| applied(f)).collect::<Vec<_>>(),
+                    base + i
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        release.send(()).expect("the reader waits");
+        reader.join().expect("reader");
+        for w in writers {
+            w.join().expect("writer").expect("acknowledged once the reader let go");
+        }
+        let key = format!("r{round}k3");
+        let value = servers[l].shared().with_kv(|kv| kv.get(&key).map(str::to_string));
+        assert_eq!(value.as_deref(), Some("v"));
+    }
+}
