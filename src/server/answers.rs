@@ -98,10 +98,8 @@ pub(super) fn hand_over(node: &Node, mut request: Request, started: Instant) -> 
     if !answers.claim(addr) {
         return Some(request);
     }
-    let refuse = |request, e| {
-        answers.release(Some(addr));
-        respond(node, request, Reply::error(&e), started);
-    };
+    let refuse =
+        |request, e| release_and_respond(node, request, Some(addr), Reply::error(&e), started);
     let tx = answers.tx.clone();
     let deadline = started + node.config.request_timeout;
     match get {
@@ -238,6 +236,18 @@ fn answer(node: &Arc<Node>, job: Job) {
             }
         }
     };
+    release_and_respond(node, request, addr, reply, started);
+}
+
+/// Gives the connection's place back, then writes the answer: in this order (see the module
+/// docs, "Why at most one such request per connection at a time").
+fn release_and_respond(
+    node: &Node,
+    request: Request,
+    addr: Option<std::net::SocketAddr>,
+    reply: Reply,
+    started: Instant,
+) {
     node.answers.release(addr);
     respond(node, request, reply, started);
 }
@@ -255,8 +265,7 @@ fn forward_elsewhere(
     let n = node.clone();
     let forwarding = std::thread::Builder::new().name("http-forward".into()).spawn(move || {
         let reply = forward(&request, &leader, &body, &n).unwrap_or_else(|e| Reply::error(&e));
-        n.answers.release(addr);
-        respond(&n, request, reply, started);
+        release_and_respond(&n, request, addr, reply, started);
     });
     if let Err(e) = forwarding {
         log::warn!("cannot start a thread to forward a request: {e}");
