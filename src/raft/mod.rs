@@ -139,7 +139,10 @@
 //!   one-way partition, say — asks first whether it *would* get votes, without bumping its term, so
 //!   it cannot depose a working leader; nodes that hear from a live leader ignore vote requests;
 //!   and a leader that has not heard from a majority for an election timeout steps down, so a
-//!   leader in a minority stops answering as if it still led.
+//!   leader in a minority stops answering as if it still led. "Heard from" means an answer, and a
+//!   follower answers only once what it promises is durable: when a majority's disks stall for
+//!   longer than an election timeout, the leader steps down although nobody is cut off (measured
+//!   in the README's "A slow or stalling disk").
 //! - **Snapshots** (§7): the state machine saves its state every N entries, the log is compacted
 //!   behind it (keeping a few trailing entries), and a follower that needs compacted entries
 //!   receives the snapshot instead.
