@@ -202,10 +202,8 @@ fn a_lagging_follower_is_named_with_its_lag() {
     // others' links to it are slowed: leadership may move between them (on this machine's
     // multi-second fsync stalls a leader can step down on check quorum), and whichever leads
     // must find it lagging.
-    for o in (0..3).filter(|&o| o != f) {
-        c.set_link(o, f, LinkMode::Delay { base_ms: 300, jitter_ms: 0 });
-        c.set_link(f, o, LinkMode::Delay { base_ms: 300, jitter_ms: 0 });
-    }
+    c.set_links_into(f, LinkMode::Delay { base_ms: 300, jitter_ms: 0 });
+    c.set_links_out_of(f, LinkMode::Delay { base_ms: 300, jitter_ms: 0 });
     let stop = Arc::new(AtomicBool::new(false));
     let addr = c.nodes[l].addr.clone();
     let writers: Vec<_> = (0..8)
@@ -266,9 +264,7 @@ fn a_snapshot_transfer_is_explained_with_its_progress() {
         (s["snapshotIndex"].as_u64()? > 0).then_some(())
     })
     .expect("the leader took a snapshot");
-    for &o in &others {
-        c.set_link(o, f, LinkMode::Delay { base_ms: 80, jitter_ms: 0 });
-    }
+    c.set_links_into(f, LinkMode::Delay { base_ms: 80, jitter_ms: 0 });
     c.restart(f).expect("restart the follower");
     let sentence = wait_sentence(&c, Duration::from_secs(30), "a snapshot on its way", |s| {
         s.starts_with(&format!("{fid} lags the leader by "))

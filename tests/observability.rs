@@ -326,9 +326,7 @@ fn a_snapshot_transfer_shows_its_progress_on_both_sides() {
     assert!(first > 10, "the leader compacted its log (first index {first})");
     // 250 ms a message from either possible sender, so a transfer lasts over a second: a poll
     // of four endpoints on a loaded CI machine can take a good part of 240 ms.
-    for &o in &others {
-        c.set_link(o, f, raftlabkv::testkit::LinkMode::Delay { base_ms: 250, jitter_ms: 0 });
-    }
+    c.set_links_into(f, raftlabkv::testkit::LinkMode::Delay { base_ms: 250, jitter_ms: 0 });
     c.restart(f).expect("restart the follower");
     let (sending, receiving) = poll_every(POLL, Duration::from_secs(30), || {
         let l = c.wait_leader(&others, Duration::from_secs(1))?;

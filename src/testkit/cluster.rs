@@ -369,14 +369,24 @@ impl Cluster {
         }
     }
 
+    /// Sets the link from every other node to node `i` (whoever leads, its messages to `i`).
+    pub fn set_links_into(&self, i: usize, mode: LinkMode) {
+        for j in (0..self.nodes.len()).filter(|&j| j != i) {
+            self.set_link(j, i, mode);
+        }
+    }
+
+    /// Sets the link from node `i` to every other node.
+    pub fn set_links_out_of(&self, i: usize, mode: LinkMode) {
+        for j in (0..self.nodes.len()).filter(|&j| j != i) {
+            self.set_link(i, j, mode);
+        }
+    }
+
     /// Cuts node `i` off both ways (refuse).
     pub fn isolate(&self, i: usize) {
-        for j in 0..self.nodes.len() {
-            if i != j {
-                self.set_link(i, j, LinkMode::Refuse);
-                self.set_link(j, i, LinkMode::Refuse);
-            }
-        }
+        self.set_links_into(i, LinkMode::Refuse);
+        self.set_links_out_of(i, LinkMode::Refuse);
     }
 
     /// Splits into groups: links between groups get `mode`; links inside a group, and links of
