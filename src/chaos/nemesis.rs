@@ -502,32 +502,21 @@ impl<'a> Nemesis<'a> {
         self.note(text);
     }
 
-    /// Every directed link, or those of one random node, or half of them at random.
+    /// Every directed link between proxied members, or those of one random node, or half of
+    /// them at random; none when fewer than two members have proxies (every original node may
+    /// have been replaced by a membership change, and joiners are reached directly).
     fn some_links(&mut self) -> Vec<(usize, usize)> {
         let live: Vec<usize> =
             self.cluster.all().into_iter().filter(|&i| self.cluster.is_proxied(i)).collect();
-        let mut links: Vec<(usize, usize)> = live
-            .iter()
-            .flat_map(|&i| live.iter().filter(move |&&j| j != i).map(move |&j| (i, j)))
-            .collect();
-        match self.rng.gen_range(0..3) {
-            0 => links,
-            1 => {
-                let x = live[self.rng.gen_range(0..live.len())];
-                links.retain(|&(i, j)| i == x || j == x);
-                links
-            }
-            _ => {
-                links.shuffle(&mut self.rng);
-                links.truncate(links.len() / 2);
-                links
-            }
-        }
+        pick_links(&live, &mut self.rng)
     }
 
     fn describe_links(&self, links: &[(usize, usize)]) -> String {
         let n = self.cluster.all().into_iter().filter(|&i| self.cluster.is_proxied(i)).count();
-        if links.len() == n * (n - 1) {
+        if links.is_empty() {
+            return format!("no link: skipped{}", self.unproxied_note());
+        }
+        if links.len() == n * n.saturating_sub(1) {
             return format!("every link{}", self.unproxied_note());
         }
         let parts: Vec<String> =
@@ -581,6 +570,31 @@ pub fn format_timeline(events: &[Event]) -> String {
     out
 }
 
+/// [`Nemesis::some_links`]'s draw over the proxied members `live`: all directed links, those
+/// of one member, or a random half. Empty when there is no link (fewer than two members).
+fn pick_links(live: &[usize], rng: &mut impl Rng) -> Vec<(usize, usize)> {
+    if live.len() < 2 {
+        return Vec::new();
+    }
+    let mut links: Vec<(usize, usize)> = live
+        .iter()
+        .flat_map(|&i| live.iter().filter(move |&&j| j != i).map(move |&j| (i, j)))
+        .collect();
+    match rng.gen_range(0..3) {
+        0 => links,
+        1 => {
+            let x = live[rng.gen_range(0..live.len())];
+            links.retain(|&(i, j)| i == x || j == x);
+            links
+        }
+        _ => {
+            links.shuffle(rng);
+            links.truncate(links.len() / 2);
+            links
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -601,5 +615,22 @@ mod tests {
         assert!(FaultKind::parse_list("all").unwrap().contains(&FaultKind::Membership));
         let err = FaultKind::parse_list("membrship").unwrap_err();
         assert!(err.contains("membership"), "the error lists the kinds: {err}");
+    }
+
+    #[test]
+    fn link_faults_draw_from_proxied_members_and_none_when_fewer_than_two() {
+        // Seen in a 3-node chaos run (seed 2026120802): membership changes had left no member
+        // with a proxy, and drawing "one node's links" from none panicked.
+        for seed in 0..200u64 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            assert!(pick_links(&[], &mut rng).is_empty(), "seed {seed}");
+            assert!(pick_links(&[4], &mut rng).is_empty(), "seed {seed}");
+            let live = [0, 2, 5];
+            let links = pick_links(&live, &mut rng);
+            assert!(!links.is_empty() && links.len() <= 6, "seed {seed}: {links:?}");
+            for (i, j) in &links {
+                assert!(i != j && live.contains(i) && live.contains(j), "seed {seed}: {links:?}");
+            }
+        }
     }
 }
