@@ -11,6 +11,9 @@
 //!   remove the dead one (a dead disk, replaced);
 //! - **transfer**: hand the leadership to a random voter (or the most up-to-date one).
 //!
+//! Nodes that joined are reached without link proxies, so once only two voters the run started
+//! with remain, remove and replace take joiners only: the link faults keep a link to act on.
+//!
 //! Refusals (409 one change at a time, 412 strict check or not caught up, 503 no leader) are
 //! legitimate answers under faults: they go into the timeline, not the failures. What must hold
 //! is checked as for every other fault: linearizability, one leader per term, a write after every
@@ -157,9 +160,11 @@ impl Nemesis<'_> {
 
     /// Removes a voter (the leader half the time); the process lingers through one more fault.
     fn remove_voter(&mut self, voters: &[usize]) {
-        let target = match self.leader().filter(|_| self.rng.gen_bool(0.5)) {
+        let takeable = removable(voters, |i| self.cluster.is_proxied(i));
+        let target = match self.leader().filter(|l| takeable.contains(l) && self.rng.gen_bool(0.5))
+        {
             Some(l) => l,
-            None => voters[self.rng.gen_range(0..voters.len())],
+            None => takeable[self.rng.gen_range(0..takeable.len())],
         };
         let id = self.cluster.nodes[target].id.clone();
         let led = self.leader() == Some(target);
@@ -193,7 +198,8 @@ impl Nemesis<'_> {
 
     /// Kills a voter, wipes its disk, adds a fresh node in its place and removes the dead one.
     fn replace_voter(&mut self, voters: &[usize]) {
-        let dead = voters[self.rng.gen_range(0..voters.len())];
+        let takeable = removable(voters, |i| self.cluster.is_proxied(i));
+        let dead = takeable[self.rng.gen_range(0..takeable.len())];
         let id = self.cluster.nodes[dead].id.clone();
         self.cluster.kill(dead);
         let _ = std::fs::remove_dir_all(self.cluster.data_dir(dead));
@@ -227,5 +233,34 @@ impl Nemesis<'_> {
                 to.as_deref().unwrap_or("the most up-to-date voter")
             )),
         }
+    }
+}
+
+/// The voters a remove or a replace may take: any while more than two voters have link proxies
+/// (the nodes the run started with); otherwise only those without (nodes that joined later),
+/// so that the link faults keep two members with a link between them to act on. Joiners are
+/// reached directly, and a long run that replaced every original node cut no link at all.
+fn removable(voters: &[usize], proxied: impl Fn(usize) -> bool) -> Vec<usize> {
+    if voters.iter().filter(|&&i| proxied(i)).count() > 2 {
+        return voters.to_vec();
+    }
+    let joiners: Vec<usize> = voters.iter().copied().filter(|&i| !proxied(i)).collect();
+    if joiners.is_empty() { voters.to_vec() } else { joiners }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::removable;
+
+    #[test]
+    fn two_proxied_voters_are_kept_while_a_joiner_can_go_instead() {
+        let proxied = |i: usize| i < 3; // nodes 0..3 started the run; 3.. joined later
+        assert_eq!(removable(&[0, 1, 2], proxied), vec![0, 1, 2]);
+        assert_eq!(removable(&[0, 1, 2, 3, 4], proxied), vec![0, 1, 2, 3, 4]);
+        // Two proxied voters left: only joiners may be removed or replaced.
+        assert_eq!(removable(&[0, 2, 3], proxied), vec![3]);
+        assert_eq!(removable(&[1, 3, 4, 5], proxied), vec![3, 4, 5]);
+        // Nothing else to take: anyone (the harness must still be able to act).
+        assert_eq!(removable(&[3, 4, 5], proxied), vec![3, 4, 5]);
     }
 }
