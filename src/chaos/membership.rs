@@ -2,7 +2,8 @@
 //! while the other faults and the clients go on (thesis chapter 4, issue 10's operator stories).
 //!
 //! One of, chosen by the seeded RNG among those the current configuration allows (the voters
-//! stay between 3 and [`Nemesis::max_voters`]):
+//! stay between 3 and [`Nemesis::max_voters`]; when a replacement's new node was not promoted
+//! and they fell to 2, the next change promotes a learner or adds a node, nothing else):
 //! - **add**: start a new node with `--join`, add it as a learner, wait until it has caught up,
 //!   promote it (`Client::add_and_promote`);
 //! - **remove**: remove a voter, the leader half the time; the removed process keeps running
@@ -41,15 +42,13 @@ impl Nemesis<'_> {
         if self.remove_dead_voters() {
             return;
         }
-        let n = voters.len();
-        let mut choices = vec!["transfer", "replace"];
-        if n < self.max_voters {
-            choices.push("add");
-        }
-        if n > 3 {
-            choices.push("remove");
-        }
+        let choices = change_choices(voters.len(), self.max_voters);
         match choices[self.rng.gen_range(0..choices.len())] {
+            "grow" => {
+                if !self.promote_a_learner() {
+                    self.add_member();
+                }
+            }
             "add" => {
                 self.add_member();
             }
@@ -57,6 +56,27 @@ impl Nemesis<'_> {
             "replace" => self.replace_voter(&voters),
             _ => self.transfer(&voters),
         }
+    }
+
+    /// Promotes a learner of the configuration in force (one whose promotion was refused when it
+    /// was added, most likely because it had not caught up yet). False if there is none.
+    fn promote_a_learner(&mut self) -> bool {
+        let who = self.leader().or_else(|| self.cluster.all().first().copied());
+        let Some(status) = who.and_then(|i| self.cluster.node_status(i)) else {
+            return false;
+        };
+        let learner = self
+            .cluster
+            .all()
+            .into_iter()
+            .map(|i| self.cluster.nodes[i].id.clone())
+            .find(|id| status.learners.contains_key(id));
+        let Some(id) = learner else { return false };
+        match self.admin().promote_member(&id, false) {
+            Ok(_) => self.note(format!("membership: the learner {id} promoted")),
+            Err(e) => self.note(format!("membership: promoting the learner {id} refused: {e}")),
+        }
+        true
     }
 
     /// A voter killed for a replacement whose removal was refused stays in the configuration
@@ -236,6 +256,24 @@ impl Nemesis<'_> {
     }
 }
 
+/// The changes one membership fault may draw from, given `n` live voters. Below three (a
+/// replacement whose new node was not promoted, and the dead one removed) only "grow": promote a
+/// learner or add a node. A replace then would kill and wipe one of two voters, and with it the
+/// quorum for good (a 600 s run, seed 2026120804, lost its cluster that way).
+fn change_choices(n: usize, max_voters: usize) -> Vec<&'static str> {
+    if n < 3 {
+        return vec!["grow"];
+    }
+    let mut choices = vec!["transfer", "replace"];
+    if n < max_voters {
+        choices.push("add");
+    }
+    if n > 3 {
+        choices.push("remove");
+    }
+    choices
+}
+
 /// The voters a remove or a replace may take: any while more than two voters have link proxies
 /// (the nodes the run started with); otherwise only those without (nodes that joined later),
 /// so that the link faults keep two members with a link between them to act on. Joiners are
@@ -250,7 +288,19 @@ fn removable(voters: &[usize], proxied: impl Fn(usize) -> bool) -> Vec<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::removable;
+    use super::{change_choices, removable};
+
+    #[test]
+    fn fewer_than_three_voters_only_grow_and_three_are_never_shrunk() {
+        for n in 0..3 {
+            assert_eq!(change_choices(n, 5), vec!["grow"], "{n} voters");
+        }
+        let three = change_choices(3, 5);
+        assert!(three.contains(&"replace") && three.contains(&"add"), "{three:?}");
+        assert!(!three.contains(&"remove"), "{three:?}");
+        assert!(change_choices(4, 5).contains(&"remove"));
+        assert!(!change_choices(5, 5).contains(&"add"));
+    }
 
     #[test]
     fn two_proxied_voters_are_kept_while_a_joiner_can_go_instead() {
